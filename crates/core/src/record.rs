@@ -1,0 +1,228 @@
+//! The record the broker carries: one rkyv archive per (tenant, session) group
+//! of a batch, preceded by one format-version byte.
+//!
+//! Layout of a record value: `[RECORD_VERSION][rkyv archive of RecordBatch]`.
+//! Encoding borrows every string from the request buffer (`InlineAsBox`), so the
+//! only copy is into the output bytes. Decoding validates the archive
+//! (bytecheck) before use: a record from the broker is untrusted input.
+//! Record keys are `tenant_id ++ session_id` (32 bytes), so one tenant's session
+//! stays on one partition and in order.
+
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+use rkyv::with::{InlineAsBox, Map};
+use rkyv::{Archive, Serialize};
+
+/// Version byte of the record format written by this build.
+pub const RECORD_VERSION: u8 = 1;
+
+/// One accepted event, as validation produced it and as the record stores it.
+#[derive(Debug, Clone, PartialEq, Archive, Serialize)]
+pub struct EventRecord<'a> {
+    pub id: [u8; 16],
+    pub session_id: [u8; 16],
+    /// [`crate::EventType`] code.
+    pub event_type: u8,
+    /// Event time after clock-skew correction, µs since the epoch.
+    pub timestamp_us: i64,
+    /// Event time as the client sent it, µs since the epoch.
+    pub client_timestamp_us: i64,
+    #[rkyv(with = Map<InlineAsBox>)]
+    pub user_id: Option<&'a str>,
+    #[rkyv(with = Map<InlineAsBox>)]
+    pub url: Option<&'a str>,
+    #[rkyv(with = Map<InlineAsBox>)]
+    pub path: Option<&'a str>,
+    #[rkyv(with = Map<InlineAsBox>)]
+    pub referrer: Option<&'a str>,
+    #[rkyv(with = Map<InlineAsBox>)]
+    pub title: Option<&'a str>,
+    #[rkyv(with = Map<InlineAsBox>)]
+    pub user_agent: Option<&'a str>,
+    #[rkyv(with = Map<InlineAsBox>)]
+    pub locale: Option<&'a str>,
+    pub screen_width: Option<u32>,
+    pub screen_height: Option<u32>,
+    #[rkyv(with = Map<InlineAsBox>)]
+    pub selector: Option<&'a str>,
+    #[rkyv(with = Map<InlineAsBox>)]
+    pub element: Option<&'a str>,
+    #[rkyv(with = Map<InlineAsBox>)]
+    pub text: Option<&'a str>,
+    #[rkyv(with = Map<InlineAsBox>)]
+    pub href: Option<&'a str>,
+    pub x: Option<f64>,
+    pub y: Option<f64>,
+    pub depth_pct: Option<f64>,
+    pub lcp: Option<f64>,
+    pub fcp: Option<f64>,
+    pub inp: Option<f64>,
+    pub cls: Option<f64>,
+    pub ttfb: Option<f64>,
+    pub fid: Option<f64>,
+    #[rkyv(with = Map<InlineAsBox>)]
+    pub name: Option<&'a str>,
+    /// The `properties` object as raw JSON text.
+    #[rkyv(with = Map<InlineAsBox>)]
+    pub properties: Option<&'a str>,
+}
+
+/// A group of accepted events of one tenant and session from one request.
+#[derive(Debug, Clone, PartialEq, Archive, Serialize)]
+pub struct RecordBatch<'a> {
+    pub tenant_id: [u8; 16],
+    /// The `batch_id` returned to the client.
+    pub batch_id: [u8; 16],
+    /// When the edge received the request, µs since the epoch.
+    pub received_at_us: i64,
+    /// The batch `sent_at`, when the client sent one.
+    pub sent_at_us: Option<i64>,
+    pub events: Vec<EventRecord<'a>>,
+}
+
+/// Why a record could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("empty record")]
+    Empty,
+    #[error("unsupported record version {0} (this build reads {RECORD_VERSION})")]
+    Version(u8),
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    #[error("could not encode record: {0}")]
+    Encode(String),
+}
+
+/// The record key for a tenant's session.
+pub fn record_key(tenant_id: &[u8; 16], session_id: &[u8; 16]) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    key[..16].copy_from_slice(tenant_id);
+    key[16..].copy_from_slice(session_id);
+    key
+}
+
+/// Encodes a batch as a record value, version byte first, appending to `out`.
+pub fn encode_record(batch: &RecordBatch<'_>, out: &mut Vec<u8>) -> Result<(), RecordError> {
+    let bytes = rkyv::to_bytes::<rancor::Error>(batch)
+        .map_err(|e| RecordError::Encode(e.to_string()))?;
+    out.reserve(bytes.len() + 1);
+    out.push(RECORD_VERSION);
+    out.extend_from_slice(&bytes);
+    Ok(())
+}
+
+/// A decoded record: owns an aligned copy of the archive and hands out a
+/// validated view of it.
+#[derive(Debug)]
+pub struct DecodedRecord {
+    bytes: AlignedVec,
+}
+
+impl DecodedRecord {
+    /// The validated archived batch.
+    pub fn batch(&self) -> &ArchivedRecordBatch<'static> {
+        // Validated in `decode_record`; access again is cheap and keeps this safe.
+        rkyv::access::<ArchivedRecordBatch<'static>, rancor::Error>(&self.bytes)
+            .expect("validated at decode")
+    }
+}
+
+/// Decodes and validates a record value read from the broker.
+pub fn decode_record(value: &[u8]) -> Result<DecodedRecord, RecordError> {
+    let (&version, archive) = value.split_first().ok_or(RecordError::Empty)?;
+    if version != RECORD_VERSION {
+        return Err(RecordError::Version(version));
+    }
+    let mut bytes = AlignedVec::with_capacity(archive.len());
+    bytes.extend_from_slice(archive);
+    rkyv::access::<ArchivedRecordBatch<'static>, rancor::Error>(&bytes)
+        .map_err(|e| RecordError::Corrupt(e.to_string()))?;
+    Ok(DecodedRecord { bytes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn opt_str(s: &Option<String>) -> Option<&str> {
+        s.as_deref()
+    }
+
+    fn check_round_trip(batch: &RecordBatch<'_>) {
+        let mut out = Vec::new();
+        encode_record(batch, &mut out).unwrap();
+        assert_eq!(out[0], RECORD_VERSION);
+        let dec = decode_record(&out).unwrap();
+        let a = dec.batch();
+        assert_eq!(a.tenant_id, batch.tenant_id);
+        assert_eq!(a.batch_id, batch.batch_id);
+        assert_eq!(a.received_at_us.to_native(), batch.received_at_us);
+        assert_eq!(a.sent_at_us.as_ref().map(|v| v.to_native()), batch.sent_at_us);
+        assert_eq!(a.events.len(), batch.events.len());
+        for (x, e) in a.events.iter().zip(&batch.events) {
+            assert_eq!(x.id, e.id);
+            assert_eq!(x.session_id, e.session_id);
+            assert_eq!(x.event_type, e.event_type);
+            assert_eq!(x.timestamp_us.to_native(), e.timestamp_us);
+            assert_eq!(x.path.as_deref(), e.path);
+            assert_eq!(x.title.as_deref(), e.title);
+            assert_eq!(x.properties.as_deref(), e.properties);
+            assert_eq!(x.screen_width.as_ref().map(|v| v.to_native()), e.screen_width);
+            assert_eq!(
+                x.x.as_ref().map(|v| v.to_native().to_bits()),
+                e.x.map(f64::to_bits)
+            );
+            assert_eq!(x.lcp.as_ref().map(|v| v.to_native()), e.lcp);
+        }
+    }
+
+    #[test]
+    fn rejects_bad_versions_and_garbage() {
+        assert!(matches!(decode_record(&[]), Err(RecordError::Empty)));
+        assert!(matches!(decode_record(&[9, 1, 2]), Err(RecordError::Version(9))));
+        assert!(matches!(
+            decode_record(&[RECORD_VERSION, 1, 2, 3]),
+            Err(RecordError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn key_is_tenant_then_session() {
+        let k = record_key(&[1; 16], &[2; 16]);
+        assert_eq!(&k[..16], &[1; 16]);
+        assert_eq!(&k[16..], &[2; 16]);
+    }
+
+    proptest! {
+        #[test]
+        fn encode_decode_round_trips(
+            tenant in any::<[u8; 16]>(),
+            received in any::<i64>(),
+            sent in any::<Option<i64>>(),
+            events in proptest::collection::vec(
+                (any::<[u8; 16]>(), 0u8..5, any::<i64>(), any::<Option<String>>(),
+                 any::<Option<String>>(), any::<Option<u32>>(), any::<Option<f64>>(),
+                 any::<Option<String>>()),
+                0..20),
+        ) {
+            let records: Vec<EventRecord<'_>> = events.iter().map(|(id, t, ts, path, title, w, x, props)| EventRecord {
+                id: *id, session_id: *id, event_type: *t, timestamp_us: *ts,
+                client_timestamp_us: *ts, user_id: None, url: None, path: opt_str(path),
+                referrer: None, title: opt_str(title), user_agent: None, locale: None,
+                screen_width: *w, screen_height: None, selector: None, element: None,
+                text: None, href: None, x: *x, y: None, depth_pct: None, lcp: *x,
+                fcp: None, inp: None, cls: None, ttfb: None, fid: None, name: None,
+                properties: opt_str(props),
+            }).collect();
+            let batch = RecordBatch { tenant_id: tenant, batch_id: tenant, received_at_us: received,
+                sent_at_us: sent, events: records };
+            check_round_trip(&batch);
+        }
+
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_record(&bytes);
+        }
+    }
+}

@@ -1,1 +1,139 @@
-fn main(){}
+//! `ingestion-engine`: the binary. CLI, wiring, signals, graceful shutdown.
+//!
+//! `serve` (default) wires the pieces: config → metrics → producer thread and
+//! broker health probe (`redpanda`) → HTTP shards (`api`), then waits for
+//! SIGINT/SIGTERM and drains. `check-config`, `hash-key` and `dump` are tools.
+
+mod dump;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use engine_core::config::Config;
+use engine_core::{Reason, TenantRegistry};
+use tracing::{info, warn};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Default config file, used when it exists and no `--config` is given.
+const DEFAULT_CONFIG: &str = "config/default.toml";
+/// How long shutdown waits for in-flight batches before flushing the producer.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Parser)]
+#[command(name = "ingestion-engine", version, about = "Analytics event ingestion: HTTP → broker → ClickHouse")]
+struct Cli {
+    /// Config file (TOML). Default: config/default.toml when present.
+    #[arg(long, global = true, env = "INGESTION_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the engine (default).
+    Serve,
+    /// Print the effective configuration (secrets masked) and exit.
+    CheckConfig,
+    /// Print the SHA-256 of an API key, for `tenants[].api_key_sha256`.
+    HashKey {
+        /// The key; read from stdin when omitted.
+        key: Option<String>,
+    },
+    /// Print every event in the topic as one JSON line, then exit.
+    Dump {
+        /// Keep tailing the topic instead of exiting at its end.
+        #[arg(long)]
+        follow: bool,
+    },
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config> {
+    let path = path.map(Path::to_path_buf).or_else(|| {
+        let p = PathBuf::from(DEFAULT_CONFIG);
+        p.exists().then_some(p)
+    });
+    let text = match &path {
+        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
+        None => None,
+    };
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let config = Config::load(text.as_deref(), env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .with_context(|| match &path {
+            Some(p) => format!("invalid configuration ({} and INGESTION_* environment)", p.display()),
+            None => "invalid configuration (INGESTION_* environment)".to_string(),
+        })?;
+    Ok(config)
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    telemetry::init_tracing();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(load_config(cli.config.as_deref())?),
+        Command::CheckConfig => {
+            let config = load_config(cli.config.as_deref())?;
+            print!("{}", config.to_masked_toml());
+            Ok(())
+        }
+        Command::HashKey { key } => {
+            let key = match key {
+                Some(k) => k,
+                None => {
+                    let mut s = String::new();
+                    std::io::stdin().read_line(&mut s)?;
+                    s.trim_end_matches(['\r', '\n']).to_string()
+                }
+            };
+            anyhow::ensure!(!key.is_empty(), "empty key");
+            println!("{}", engine_core::tenant::hash_key_hex(&key));
+            Ok(())
+        }
+        Command::Dump { follow } => dump::run(&load_config(cli.config.as_deref())?, follow),
+    }
+}
+
+fn serve(config: Config) -> Result<()> {
+    let tenants = config.tenants()?;
+    if tenants.iter().any(|t| t.id.is_nil()) {
+        warn!("the development tenant 00000000-0000-0000-0000-000000000000 is enabled; remove it from the config for production");
+    }
+    if tenants.is_empty() {
+        warn!("no tenants configured: every ingest request will get 401");
+    }
+    let shards = api::shard::shard_count(&config);
+    let metrics = Arc::new(telemetry::Metrics::new(shards, &Reason::NAMES));
+    let producer = redpanda::producer::start(&config.redpanda, shards, config.http.request_timeout_ms, metrics.clone())
+        .context("starting the producer")?;
+    let probe = redpanda::admin::start_health_probe(&config.redpanda, metrics.clone())
+        .context("starting the broker health probe")?;
+    let state = Arc::new(api::AppState::new(
+        config,
+        TenantRegistry::new(tenants),
+        metrics.clone(),
+        producer.rings.clone(),
+    ));
+    let handle = api::start(state.clone()).context("starting the HTTP shards")?;
+    info!(addr = %handle.addr, "ingestion-engine ready to accept connections");
+
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+    if let Some(sig) = signals.forever().next() {
+        info!(signal = sig, "shutting down");
+    }
+    state.shutting_down.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while metrics.producer.inflight_records.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    producer.shutdown(DRAIN_TIMEOUT);
+    probe.stop();
+    info!(accepted = metrics.events_accepted(), "stopped");
+    // Shard threads hold no state worth flushing; exiting ends them.
+    std::process::exit(0);
+}

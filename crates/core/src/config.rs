@@ -328,6 +328,10 @@ impl Config {
             let Some(rest) = name.strip_prefix("INGESTION_") else {
                 continue;
             };
+            // Names the config file itself, not a key.
+            if rest == "CONFIG" {
+                continue;
+            }
             let path = env_key_path(rest);
             let mut cur = &mut table;
             for part in &path[..path.len() - 1] {

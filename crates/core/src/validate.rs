@@ -91,6 +91,24 @@ impl Reason {
         Reason::InvalidProperties,
     ];
 
+    /// [`Reason::as_str`] of every reason, in [`Reason::ALL`] order.
+    pub const NAMES: [&'static str; 14] = [
+        "malformed_event",
+        "missing_field",
+        "invalid_uuid",
+        "invalid_timestamp",
+        "tenant_mismatch",
+        "unknown_type",
+        "invalid_path",
+        "out_of_range",
+        "string_too_long",
+        "event_too_large",
+        "timestamp_in_future",
+        "timestamp_too_old",
+        "missing_metric",
+        "invalid_properties",
+    ];
+
     /// The reason as it appears in responses and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -497,6 +515,7 @@ mod tests {
     fn reasons_index_all() {
         for (i, r) in Reason::ALL.iter().enumerate() {
             assert_eq!(r.index(), i);
+            assert_eq!(Reason::NAMES[i], r.as_str());
         }
     }
 

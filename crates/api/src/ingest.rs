@@ -1,0 +1,380 @@
+//! `POST /ingest`: from a framed body to the broker's acknowledgement.
+//!
+//! 1. [`precheck`] runs on the head alone (before any body byte is read):
+//!    readiness, content type and encoding, credentials, declared size.
+//! 2. [`prepare`] is synchronous and allocation-light: decode the body if
+//!    compressed, parse the envelope in place, parse and validate each event,
+//!    group accepted events by session and encode one record per group.
+//! 3. [`ingest`] rate-limits, pushes the records into this shard's ring and
+//!    awaits every delivery report until the request deadline, then answers.
+
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use engine_core::event::{parse_envelope, parse_event, EnvelopeError, RawEvent};
+use engine_core::record::{encode_record, record_key, EventRecord, RecordBatch};
+use engine_core::tenant::AuthError;
+use engine_core::timestamp::parse_rfc3339_us;
+use engine_core::validate::{check_event_size, validate_event, BatchContext, Reason, Rejection};
+use engine_core::Tenant;
+use engine_core::config::AckMode;
+use futures_channel::oneshot;
+use redpanda::producer::ProduceRequest;
+use telemetry::{LocalHistograms, Stage};
+use uuid::Uuid;
+
+use crate::body::{decode, BodyError};
+use crate::http::{push_json_str, Encoding, Framing, RequestHead, Response};
+use crate::state::AppState;
+
+/// Largest record sent to the broker, in bytes (estimated from raw event
+/// sizes); bigger groups are split. Below librdkafka's 1 MB `message.max.bytes`.
+pub const MAX_RECORD_BYTES: usize = 768 * 1024;
+/// Per-event allowance for the record's fixed-size fields, in bytes.
+const RECORD_OVERHEAD_BYTES: usize = 512;
+
+/// One shard's state: owned by its thread, never shared.
+#[derive(Debug)]
+pub struct Shard {
+    pub index: usize,
+    pub state: Arc<AppState>,
+    pub histograms: RefCell<LocalHistograms>,
+    pool: RefCell<Vec<Vec<u8>>>,
+    pub connections: Cell<usize>,
+}
+
+impl Shard {
+    /// A shard with an empty buffer pool.
+    pub fn new(index: usize, state: Arc<AppState>) -> Self {
+        Self {
+            index,
+            state,
+            histograms: RefCell::new(LocalHistograms::new(index)),
+            pool: RefCell::new(Vec::new()),
+            connections: Cell::new(0),
+        }
+    }
+
+    /// Takes a scratch buffer from the pool.
+    pub fn take_buffer(&self) -> Vec<u8> {
+        self.pool.borrow_mut().pop().unwrap_or_default()
+    }
+
+    /// Returns a scratch buffer; kept only while the pool has room
+    /// (`http.body_buffer_pool`).
+    pub fn give_buffer(&self, mut buf: Vec<u8>) {
+        let mut pool = self.pool.borrow_mut();
+        if pool.len() < self.state.config.http.body_buffer_pool {
+            buf.clear();
+            pool.push(buf);
+        }
+    }
+
+    fn counters(&self) -> &telemetry::ShardCounters {
+        self.state.metrics.shard(self.index)
+    }
+}
+
+fn retry_after(state: &AppState) -> u32 {
+    state.config.http.retry_after_secs
+}
+
+/// Checks a `POST /ingest` head before its body is read.
+pub fn precheck<'s>(shard: &'s Shard, head: &RequestHead, buf: &[u8]) -> Result<&'s Tenant, Response> {
+    let state = &*shard.state;
+    if state.shutting_down.load(Ordering::Relaxed) {
+        return Err(Response::error(503, "shutting_down", "the engine is shutting down").retry_after(retry_after(state)));
+    }
+    if !head.content_type_ok {
+        return Err(Response::error(415, "unsupported_media_type", "Content-Type must be application/json"));
+    }
+    if head.encoding == Encoding::Unsupported {
+        return Err(Response::error(415, "unsupported_encoding", "Content-Encoding must be gzip, zstd or identity"));
+    }
+    let auth = head.authorization.clone().map(|r| &buf[r]);
+    let tenant = match state.tenants.authenticate(auth) {
+        Ok(t) => t,
+        Err(AuthError::Malformed) => {
+            return Err(Response::error(
+                401,
+                "unauthorized",
+                "expected `Authorization: Bearer <tenant_id>:<api_key>`",
+            ))
+        }
+        Err(AuthError::BadCredentials) => {
+            return Err(Response::error(401, "unauthorized", "unknown tenant or wrong API key"))
+        }
+        Err(AuthError::Disabled) => return Err(Response::error(403, "tenant_disabled", "this tenant is disabled")),
+    };
+    match head.framing {
+        Framing::None => return Err(Response::error(400, "empty_body", "request body is empty")),
+        Framing::Length(n) if n > state.config.http.max_body_bytes => {
+            return Err(Response::error(413, "body_too_large", &format!(
+                "body of {n} bytes exceeds the limit of {} bytes",
+                state.config.http.max_body_bytes
+            )))
+        }
+        _ => {}
+    }
+    if !state.broker_up() {
+        return Err(Response::error(503, "broker_unavailable", "the broker is not reachable; retry later")
+            .retry_after(retry_after(state)));
+    }
+    Ok(tenant)
+}
+
+/// What [`prepare`] produced: records to send and the per-event outcome.
+#[derive(Debug)]
+pub struct Prepared {
+    pub batch_id: Uuid,
+    pub accepted: usize,
+    pub rejected: Vec<(usize, Rejection)>,
+    pub records: Vec<([u8; 32], Vec<u8>)>,
+}
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// Decodes, parses, validates and encodes a batch. Synchronous.
+pub fn prepare(shard: &Shard, tenant: &Tenant, encoding: Encoding, body: &[u8]) -> Result<Prepared, Response> {
+    let state = &*shard.state;
+    let http = &state.config.http;
+    let mut scratch = None;
+    let json: &[u8] = if encoding == Encoding::Identity {
+        body
+    } else {
+        let mut out = shard.take_buffer();
+        if let Err(e) = decode(encoding, body, &mut out, http.max_decompressed_bytes) {
+            shard.give_buffer(out);
+            return Err(match e {
+                BodyError::TooLarge(_) => Response::error(413, "body_too_large", &e.to_string()),
+                BodyError::Corrupt(_) => Response::error(400, "invalid_encoding", &e.to_string()),
+            });
+        }
+        &scratch.insert(out)[..]
+    };
+    let result = prepare_json(state, tenant, json);
+    if let Some(buf) = scratch {
+        shard.give_buffer(buf);
+    }
+    result
+}
+
+fn prepare_json(state: &AppState, tenant: &Tenant, json: &[u8]) -> Result<Prepared, Response> {
+    let received_at_us = now_us();
+    let envelope = parse_envelope(json).map_err(|e| match e {
+        EnvelopeError::Malformed { message, offset } => Response::error(
+            400,
+            "invalid_json",
+            &format!("body is not valid JSON at byte {offset}: {message}"),
+        ),
+        EnvelopeError::MissingEvents => Response::error(400, "invalid_batch", &e.to_string()),
+    })?;
+    let sent_at_us = match envelope.sent_at.as_deref() {
+        None => None,
+        Some(s) => Some(parse_rfc3339_us(s).ok_or_else(|| {
+            Response::error(400, "invalid_sent_at", "`sent_at` must be an RFC 3339 timestamp")
+        })?),
+    };
+    let raws = envelope.events.unwrap_or_default();
+    if raws.is_empty() {
+        return Err(Response::error(400, "empty_batch", "`events` must not be empty"));
+    }
+    let max = state.config.http.max_batch_events;
+    if raws.len() > max {
+        return Err(Response::error(
+            413,
+            "batch_too_large",
+            &format!("batch of {} events exceeds the limit of {max}", raws.len()),
+        ));
+    }
+    let ctx = BatchContext::new(tenant.id, received_at_us, sent_at_us, tenant.retention_days, &state.limits);
+    let mut rejected = Vec::new();
+    // Parsed events must outlive the records that borrow from them.
+    let mut parsed: Vec<Option<(RawEvent<'_>, usize)>> = Vec::with_capacity(raws.len());
+    for (i, raw) in raws.iter().enumerate() {
+        let len = raw.as_raw_str().len();
+        if let Err(r) = check_event_size(len, &state.limits) {
+            rejected.push((i, r));
+            parsed.push(None);
+            continue;
+        }
+        match parse_event(raw) {
+            Ok(ev) => parsed.push(Some((ev, len))),
+            Err(e) => {
+                rejected.push((i, Rejection { reason: Reason::MalformedEvent, field: e.field }));
+                parsed.push(None);
+            }
+        }
+    }
+    let mut valid: Vec<(EventRecord<'_>, usize)> = Vec::with_capacity(parsed.len());
+    for (i, p) in parsed.iter().enumerate() {
+        if let Some((ev, len)) = p {
+            match validate_event(ev, &ctx) {
+                Ok(rec) => valid.push((rec, *len)),
+                Err(r) => rejected.push((i, r)),
+            }
+        }
+    }
+    rejected.sort_unstable_by_key(|(i, _)| *i);
+    let batch_id = Uuid::new_v4();
+    let accepted = valid.len();
+    let records = encode_groups(tenant, batch_id, received_at_us, sent_at_us, valid)
+        .map_err(|e| Response::error(500, "internal", &e))?;
+    Ok(Prepared { batch_id, accepted, rejected, records })
+}
+
+/// One record per (session, ≤ MAX_RECORD_BYTES) group, keyed by tenant+session.
+fn encode_groups(
+    tenant: &Tenant,
+    batch_id: Uuid,
+    received_at_us: i64,
+    sent_at_us: Option<i64>,
+    mut valid: Vec<(EventRecord<'_>, usize)>,
+) -> Result<Vec<([u8; 32], Vec<u8>)>, String> {
+    let first = valid.first().map(|(e, _)| e.session_id);
+    if valid.iter().any(|(e, _)| Some(e.session_id) != first) {
+        valid.sort_by_key(|(e, _)| e.session_id);
+    }
+    let mut records = Vec::new();
+    let tenant_id = *tenant.id.as_bytes();
+    let mut iter = valid.into_iter().peekable();
+    while let Some((ev, len)) = iter.next() {
+        let session = ev.session_id;
+        let mut size = len + RECORD_OVERHEAD_BYTES;
+        let mut events = vec![ev];
+        while let Some((next, next_len)) = iter.peek() {
+            if next.session_id != session || size + next_len + RECORD_OVERHEAD_BYTES > MAX_RECORD_BYTES {
+                break;
+            }
+            size += next_len + RECORD_OVERHEAD_BYTES;
+            events.push(iter.next().map(|(e, _)| e).ok_or("group iterator")?);
+        }
+        let batch = RecordBatch {
+            tenant_id,
+            batch_id: *batch_id.as_bytes(),
+            received_at_us,
+            sent_at_us,
+            events,
+        };
+        let mut payload = Vec::with_capacity(size);
+        encode_record(&batch, &mut payload).map_err(|e| e.to_string())?;
+        records.push((record_key(&tenant_id, &session), payload));
+    }
+    Ok(records)
+}
+
+/// Handles `POST /ingest` once the body is framed.
+pub async fn ingest(shard: &Shard, tenant: &Tenant, encoding: Encoding, body: &[u8], started: Instant) -> Response {
+    let state = &*shard.state;
+    let counters = shard.counters();
+    counters.bytes_received.fetch_add(body.len() as u64, Ordering::Relaxed);
+    let t_parse = Instant::now();
+    let prepared = prepare(shard, tenant, encoding, body);
+    shard
+        .histograms
+        .borrow_mut()
+        .record(Stage::ParseValidate, t_parse.elapsed().as_micros() as u64);
+    let mut p = match prepared {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    for (_, r) in &p.rejected {
+        counters.events_rejected[r.reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+    if p.accepted == 0 {
+        return batch_response(400, "error", &p, started);
+    }
+    if let Some(limiter) = state.rate_limits.get(&tenant.id) {
+        if let Err(wait) = limiter.try_acquire(p.accepted as u64) {
+            counters.rate_limited_events.fetch_add(p.accepted as u64, Ordering::Relaxed);
+            let secs = wait.as_secs_f64().ceil() as u32;
+            return Response::error(
+                429,
+                "rate_limited",
+                &format!("tenant is over its rate limit of {} events/s", tenant.rate_limit_eps),
+            )
+            .retry_after(secs);
+        }
+    }
+    // Only this shard pushes into its ring, so room seen now is room at push.
+    let rings = &state.rings;
+    if rings.capacity() - rings.depth(shard.index) < p.records.len() {
+        return Response::error(503, "backpressure", "the engine is saturated; retry later")
+            .retry_after(retry_after(state));
+    }
+    let t_ack = Instant::now();
+    let mut waits = Vec::with_capacity(p.records.len());
+    for (key, payload) in std::mem::take(&mut p.records) {
+        let (tx, rx) = oneshot::channel();
+        let req = ProduceRequest { key, payload, done: tx };
+        if rings.push(shard.index, req).is_err() {
+            return Response::error(503, "backpressure", "the engine is saturated; retry later")
+                .retry_after(retry_after(state));
+        }
+        waits.push(rx);
+    }
+    if state.config.redpanda.ack_mode == AckMode::Broker {
+        let deadline = started + Duration::from_millis(state.config.http.request_timeout_ms);
+        for rx in waits {
+            match monoio::time::timeout_at(deadline.into(), rx).await {
+                Ok(Ok(Ok(_stored))) => {}
+                Ok(Ok(Err(e))) => {
+                    return Response::error(503, "broker_error", &format!("the broker did not store the batch: {e}"))
+                        .retry_after(retry_after(state))
+                }
+                Ok(Err(_)) => {
+                    return Response::error(503, "broker_error", "the producer stopped before the broker answered")
+                        .retry_after(retry_after(state))
+                }
+                Err(_) => {
+                    return Response::error(
+                        503,
+                        "broker_timeout",
+                        "the broker did not acknowledge within the request deadline; retry later",
+                    )
+                    .retry_after(retry_after(state))
+                }
+            }
+        }
+    }
+    shard
+        .histograms
+        .borrow_mut()
+        .record(Stage::BrokerAck, t_ack.elapsed().as_micros() as u64);
+    counters.events_accepted.fetch_add(p.accepted as u64, Ordering::Relaxed);
+    let status = if p.rejected.is_empty() { "success" } else { "partial" };
+    batch_response(200, status, &p, started)
+}
+
+fn batch_response(code: u16, status: &str, p: &Prepared, started: Instant) -> Response {
+    use std::io::Write;
+    let mut b = Vec::with_capacity(160 + p.rejected.len() * 64);
+    let _ = write!(
+        b,
+        "{{\"status\":\"{status}\",\"batch_id\":\"{}\",\"events_accepted\":{},\"events_rejected\":{},\"ingest_latency_ms\":{}",
+        p.batch_id.hyphenated(),
+        p.accepted,
+        p.rejected.len(),
+        started.elapsed().as_millis()
+    );
+    if !p.rejected.is_empty() {
+        b.extend_from_slice(b",\"errors\":[");
+        for (n, (i, r)) in p.rejected.iter().enumerate() {
+            if n > 0 {
+                b.push(b',');
+            }
+            let _ = write!(b, "{{\"index\":{i},\"reason\":\"{}\",\"field\":", r.reason.as_str());
+            push_json_str(&mut b, r.field);
+            b.push(b'}');
+        }
+        b.push(b']');
+    }
+    b.push(b'}');
+    Response::json(code, b)
+}

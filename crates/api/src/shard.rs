@@ -1,0 +1,210 @@
+//! Shard threads: one monoio runtime per core, pinned, each with its own
+//! `SO_REUSEPORT` listener so the kernel spreads connections across them.
+
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use engine_core::config::{Config, IoDriver};
+use monoio::net::{ListenerOpts, TcpListener};
+use monoio::{FusionDriver, IoUringDriver, LegacyDriver, RuntimeBuilder};
+use tracing::{info, warn};
+
+use crate::conn;
+use crate::http::{push_json_str, Response};
+use crate::ingest::Shard;
+use crate::state::AppState;
+
+/// How often a shard publishes its histograms for exposition.
+const PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
+/// Entries of each io_uring submission queue.
+const URING_ENTRIES: u32 = 1024;
+
+/// Errors starting the shards.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid listen address {0}")]
+    Address(String),
+    #[error("shard {shard}: {source}")]
+    Io { shard: usize, source: io::Error },
+}
+
+/// Running shards.
+#[derive(Debug)]
+pub struct ShardsHandle {
+    pub threads: Vec<JoinHandle<()>>,
+    pub addr: SocketAddr,
+}
+
+/// Number of shards the config asks for (`0` = one per available core).
+pub fn shard_count(config: &Config) -> usize {
+    if config.shards > 0 {
+        config.shards
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}
+
+/// Starts the shards and returns once every one listens.
+pub fn start(state: Arc<AppState>) -> Result<ShardsHandle, StartError> {
+    let cfg = &state.config;
+    let addr: SocketAddr = format!("{}:{}", cfg.host, cfg.port)
+        .parse()
+        .map_err(|_| StartError::Address(format!("{}:{}", cfg.host, cfg.port)))?;
+    let shards = state.metrics.shard_count();
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let (tx, rx) = mpsc::channel::<Result<&'static str, StartError>>();
+    let mut threads = Vec::with_capacity(shards);
+    for index in 0..shards {
+        let state = state.clone();
+        let tx = tx.clone();
+        let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
+        let handle = std::thread::Builder::new()
+            .name(format!("shard-{index}"))
+            .spawn(move || {
+                if let Some(core) = core {
+                    core_affinity::set_for_current(core);
+                }
+                run_shard(index, addr, state, tx);
+            })
+            .map_err(|source| StartError::Io { shard: index, source })?;
+        threads.push(handle);
+    }
+    drop(tx);
+    for _ in 0..shards {
+        match rx.recv() {
+            Ok(Ok(driver)) => {
+                let _ = state.io_driver.set(driver);
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(StartError::Io {
+                    shard: 0,
+                    source: io::Error::other("a shard exited during start"),
+                })
+            }
+        }
+    }
+    info!(%addr, shards, driver = state.io_driver.get().copied().unwrap_or("?"), "listening");
+    Ok(ShardsHandle { threads, addr })
+}
+
+type Ready = mpsc::Sender<Result<&'static str, StartError>>;
+
+fn run_shard(index: usize, addr: SocketAddr, state: Arc<AppState>, ready: Ready) {
+    let fail = |ready: &Ready, source: io::Error| {
+        let _ = ready.send(Err(StartError::Io { shard: index, source }));
+    };
+    match state.config.io_driver {
+        IoDriver::Auto => {
+            let driver = if monoio::utils::detect_uring() { "io_uring" } else { "epoll" };
+            match RuntimeBuilder::<FusionDriver>::new().with_entries(URING_ENTRIES).enable_timer().build() {
+                Ok(mut rt) => rt.block_on(shard_main(index, addr, state, ready, driver)),
+                Err(e) => fail(&ready, e),
+            }
+        }
+        IoDriver::Uring => {
+            match RuntimeBuilder::<IoUringDriver>::new().with_entries(URING_ENTRIES).enable_timer().build() {
+                Ok(mut rt) => rt.block_on(shard_main(index, addr, state, ready, "io_uring")),
+                Err(e) => fail(&ready, e),
+            }
+        }
+        IoDriver::Legacy => match RuntimeBuilder::<LegacyDriver>::new().enable_timer().build() {
+            Ok(mut rt) => rt.block_on(shard_main(index, addr, state, ready, "epoll")),
+            Err(e) => fail(&ready, e),
+        },
+    }
+}
+
+async fn shard_main(index: usize, addr: SocketAddr, state: Arc<AppState>, ready: Ready, driver: &'static str) {
+    let opts = ListenerOpts::new().reuse_port(true).reuse_addr(true).backlog(4096);
+    let listener = match TcpListener::bind_with_config(addr, &opts) {
+        Ok(l) => l,
+        Err(source) => {
+            let _ = ready.send(Err(StartError::Io { shard: index, source }));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(driver));
+    let max_conns = state.config.http.max_connections_per_shard;
+    let shard = Rc::new(Shard::new(index, state));
+    {
+        let shard = shard.clone();
+        monoio::spawn(async move {
+            loop {
+                monoio::time::sleep(PUBLISH_INTERVAL).await;
+                shard.histograms.borrow_mut().publish(&shard.state.metrics);
+            }
+        });
+    }
+    let counters = shard.state.metrics.shard(index);
+    loop {
+        match listener.accept().await {
+            Ok((stream, _peer)) => {
+                counters.connections_total.fetch_add(1, Ordering::Relaxed);
+                if shard.connections.get() >= max_conns {
+                    counters.connections_refused.fetch_add(1, Ordering::Relaxed);
+                    drop(stream);
+                    continue;
+                }
+                shard.connections.set(shard.connections.get() + 1);
+                let shard = shard.clone();
+                monoio::spawn(async move {
+                    conn::serve(stream, shard.clone()).await;
+                    shard.connections.set(shard.connections.get() - 1);
+                });
+            }
+            Err(e) => {
+                // Out of descriptors or similar: back off instead of spinning.
+                warn!(shard = index, %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// `GET /health`: broker connectivity, queue depths, version.
+pub fn health(state: &AppState) -> Response {
+    use std::io::Write;
+    let cfg = &state.config;
+    let m = &state.metrics;
+    let ready = state.ready();
+    let mut b = Vec::with_capacity(512);
+    let _ = write!(
+        b,
+        "{{\"status\":\"{}\",\"version\":\"{}\",\"ready\":{ready},\"io_driver\":\"{}\",\"shards\":{},\"broker\":{{\"up\":{},\"brokers\":",
+        if ready { "ok" } else { "degraded" },
+        env!("CARGO_PKG_VERSION"),
+        state.io_driver.get().copied().unwrap_or("starting"),
+        m.shard_count(),
+        state.broker_up(),
+    );
+    push_json_str(&mut b, &cfg.redpanda.brokers);
+    b.extend_from_slice(b",\"topic\":");
+    push_json_str(&mut b, &cfg.redpanda.topic);
+    let _ = write!(
+        b,
+        ",\"inflight_records\":{}}},\"clickhouse\":{{\"url\":",
+        m.producer.inflight_records.load(Ordering::Relaxed)
+    );
+    push_json_str(&mut b, &cfg.clickhouse.url);
+    b.extend_from_slice(b",\"used_by_this_node\":false},\"rings\":[");
+    for i in 0..m.shard_count() {
+        if i > 0 {
+            b.push(b',');
+        }
+        let _ = write!(
+            b,
+            "{{\"shard\":{i},\"depth\":{},\"capacity\":{}}}",
+            state.rings.depth(i),
+            state.rings.capacity()
+        );
+    }
+    b.extend_from_slice(b"]}");
+    Response::json(200, b)
+}

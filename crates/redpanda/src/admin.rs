@@ -1,0 +1,132 @@
+//! Topic administration and the broker health probe.
+//!
+//! The probe runs on its own thread with its own admin client, so a slow
+//! metadata request never stalls the producer. It asks for the events topic's
+//! metadata every `redpanda.health_interval_ms`; success marks the broker up
+//! (and `/health/ready` true), failure marks it down. If the topic is missing —
+//! first start, or a broker that lost its data — it creates it, so the engine
+//! recovers without a restart.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use engine_core::config::RedpandaConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+use telemetry::Metrics;
+use tracing::{info, warn};
+
+use crate::{base_config, Error};
+
+type Admin = AdminClient<DefaultClientContext>;
+
+fn admin(cfg: &RedpandaConfig) -> Result<Admin, Error> {
+    Ok(base_config(cfg).create()?)
+}
+
+/// Whether the topic exists with at least one partition.
+fn topic_exists(admin: &Admin, topic: &str, timeout: Duration) -> Result<bool, Error> {
+    let md = admin.inner().fetch_metadata(Some(topic), timeout)?;
+    Ok(md
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()))
+}
+
+fn create_topic(admin: &Admin, cfg: &RedpandaConfig, timeout: Duration) -> Result<(), Error> {
+    let topic = NewTopic::new(
+        &cfg.topic,
+        cfg.partitions,
+        TopicReplication::Fixed(cfg.replication_factor),
+    );
+    let opts = AdminOptions::new().operation_timeout(Some(timeout));
+    let results = futures_executor::block_on(admin.create_topics([&topic], &opts))?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => {
+                return Err(Error::Topic {
+                    topic: name,
+                    message: code.to_string(),
+                })
+            }
+        }
+    }
+    info!(topic = %cfg.topic, partitions = cfg.partitions, "topic created");
+    Ok(())
+}
+
+/// Creates the topic when it is missing.
+pub fn ensure_topic(cfg: &RedpandaConfig, timeout: Duration) -> Result<(), Error> {
+    let admin = admin(cfg)?;
+    if !topic_exists(&admin, &cfg.topic, timeout)? {
+        create_topic(&admin, cfg, timeout)?;
+    }
+    Ok(())
+}
+
+/// The running health probe.
+#[derive(Debug)]
+pub struct HealthProbe {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl HealthProbe {
+    /// Stops the probe thread.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts probing the broker; results land in `metrics.producer.broker_up`.
+pub fn start_health_probe(cfg: &RedpandaConfig, metrics: Arc<Metrics>) -> Result<HealthProbe, Error> {
+    let admin = admin(cfg)?;
+    let cfg = cfg.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let interval = Duration::from_millis(cfg.health_interval_ms.max(50));
+    let timeout = interval.max(Duration::from_secs(1));
+    let thread = {
+        let stop = stop.clone();
+        thread::Builder::new()
+            .name("broker-health".into())
+            .spawn(move || {
+                let up = &metrics.producer.broker_up;
+                while !stop.load(Ordering::Relaxed) {
+                    let ok = match topic_exists(&admin, &cfg.topic, timeout) {
+                        Ok(true) => true,
+                        Ok(false) => match create_topic(&admin, &cfg, timeout) {
+                            Ok(()) => true,
+                            Err(e) => {
+                                warn!(%e, "could not create topic");
+                                false
+                            }
+                        },
+                        Err(e) => {
+                            if up.load(Ordering::Relaxed) {
+                                warn!(%e, "broker unreachable");
+                            }
+                            false
+                        }
+                    };
+                    if ok && !up.load(Ordering::Relaxed) {
+                        info!(brokers = %cfg.brokers, "broker reachable");
+                    }
+                    up.store(ok, Ordering::Relaxed);
+                    thread::park_timeout(interval);
+                }
+            })
+            .map_err(Error::Thread)?
+    };
+    Ok(HealthProbe {
+        stop,
+        thread: Some(thread),
+    })
+}

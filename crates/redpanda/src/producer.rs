@@ -1,0 +1,308 @@
+//! The producer thread and the rings that feed it.
+//!
+//! ```text
+//! shard i ──push──▶ Rings[i] (ArrayQueue, bounded) ──pop──▶ producer thread ──▶ rdkafka
+//!    ▲                                                                     │
+//!    └──────────── oneshot::Sender (delivery report, on rdkafka's poll thread)
+//! ```
+//!
+//! Invariants:
+//! - A ring never holds more than `redpanda.ring_capacity` requests; a full
+//!   ring is reported to the shard, which answers 503 (backpressure, bounded
+//!   memory).
+//! - Every request pushed is completed exactly once: by its delivery report,
+//!   or with an error if the producer refuses it. A request dropped without a
+//!   report (only at process exit) drops its sender, which the shard sees as an
+//!   error, never as success.
+//! - The producer thread sleeps only when every ring is empty. The sleep
+//!   handshake (`sleeping` flag, `SeqCst` on both sides) guarantees a push is
+//!   never left unseen: either the pusher sees `sleeping == true` and unparks,
+//!   or the thread sees the pushed item before it parks.
+
+use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::{self, JoinHandle, Thread};
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+use engine_core::config::RedpandaConfig;
+use futures_channel::oneshot;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+use telemetry::Metrics;
+use tracing::{info, warn};
+
+use crate::{base_config, Error};
+
+/// Where the broker stored a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// The outcome of one record, sent back to the shard that produced it.
+pub type Delivery = Result<Stored, String>;
+
+/// One record for the broker.
+#[derive(Debug)]
+pub struct ProduceRequest {
+    pub key: [u8; 32],
+    pub payload: Vec<u8>,
+    /// Completed by the delivery report.
+    pub done: oneshot::Sender<Delivery>,
+}
+
+/// The rings from the shards to the producer thread, and its wake-up.
+#[derive(Debug)]
+pub struct Rings {
+    rings: Vec<ArrayQueue<ProduceRequest>>,
+    sleeping: AtomicBool,
+    thread: OnceLock<Thread>,
+}
+
+impl Rings {
+    /// One ring of `capacity` requests per shard.
+    pub fn new(shards: usize, capacity: usize) -> Self {
+        Self {
+            rings: (0..shards).map(|_| ArrayQueue::new(capacity)).collect(),
+            sleeping: AtomicBool::new(false),
+            thread: OnceLock::new(),
+        }
+    }
+
+    /// Queues a request from `shard`; gives it back when the ring is full.
+    pub fn push(&self, shard: usize, req: ProduceRequest) -> Result<(), ProduceRequest> {
+        self.rings[shard].push(req)?;
+        // Pairs with the fence in `park_if_idle`: either we see `sleeping` or
+        // the producer sees our item.
+        fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::SeqCst) {
+            if let Some(t) = self.thread.get() {
+                t.unpark();
+            }
+        }
+        Ok(())
+    }
+
+    /// Requests queued by `shard`.
+    pub fn depth(&self, shard: usize) -> usize {
+        self.rings[shard].len()
+    }
+
+    /// Capacity of each ring.
+    pub fn capacity(&self) -> usize {
+        self.rings.first().map_or(0, ArrayQueue::capacity)
+    }
+
+    /// Whether any ring is more than 90% full.
+    pub fn saturated(&self) -> bool {
+        self.rings.iter().any(|r| r.len() * 10 >= r.capacity() * 9)
+    }
+
+    fn all_empty(&self) -> bool {
+        self.rings.iter().all(ArrayQueue::is_empty)
+    }
+
+    fn park_if_idle(&self, timeout: Duration) {
+        self.sleeping.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if self.all_empty() {
+            thread::park_timeout(timeout);
+        }
+        self.sleeping.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The per-record state carried through librdkafka to the delivery report.
+struct Pending {
+    done: oneshot::Sender<Delivery>,
+    bytes: usize,
+}
+
+struct Context {
+    metrics: Arc<Metrics>,
+}
+
+impl ClientContext for Context {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.metrics.producer.broker_errors.fetch_add(1, Ordering::Relaxed);
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.metrics.producer.broker_up.store(false, Ordering::Relaxed);
+        }
+        warn!(%error, reason, "broker client error");
+    }
+}
+
+impl ProducerContext for Context {
+    type DeliveryOpaque = Box<Pending>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, pending: Box<Pending>) {
+        let p = &self.metrics.producer;
+        p.inflight_records.fetch_sub(1, Ordering::Relaxed);
+        let outcome = match result {
+            Ok(m) => {
+                p.records_produced.fetch_add(1, Ordering::Relaxed);
+                p.bytes_produced.fetch_add(pending.bytes as u64, Ordering::Relaxed);
+                p.broker_up.store(true, Ordering::Relaxed);
+                Ok(Stored {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                })
+            }
+            Err((e, _)) => {
+                p.records_failed.fetch_add(1, Ordering::Relaxed);
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(RDKafkaErrorCode::MessageTimedOut | RDKafkaErrorCode::AllBrokersDown)
+                ) {
+                    p.broker_up.store(false, Ordering::Relaxed);
+                }
+                Err(e.to_string())
+            }
+        };
+        // The shard may have given up (deadline passed); nothing to do then.
+        let _ = pending.done.send(outcome);
+    }
+}
+
+/// A running producer thread.
+#[derive(Debug)]
+pub struct ProducerHandle {
+    pub rings: Arc<Rings>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ProducerHandle {
+    /// Stops taking new records, waits up to `timeout` for in-flight ones to be
+    /// acknowledged, and joins the thread.
+    pub fn shutdown(mut self, timeout: Duration) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.rings.thread.get() {
+            t.unpark();
+        }
+        if let Some(handle) = self.thread.take() {
+            let deadline = Instant::now() + timeout;
+            while !handle.is_finished() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(10));
+            }
+            if handle.is_finished() {
+                let _ = handle.join();
+            } else {
+                warn!("producer did not drain before the shutdown deadline");
+            }
+        }
+    }
+}
+
+/// librdkafka settings of the producer (exposed for `check-config` and tests).
+pub fn producer_config(cfg: &RedpandaConfig, message_timeout_ms: u64) -> rdkafka::ClientConfig {
+    let mut c = base_config(cfg);
+    c.set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("compression.codec", cfg.compression.as_str())
+        .set("linger.ms", cfg.linger_ms.to_string())
+        .set("batch.num.messages", cfg.batch_size.to_string())
+        .set("batch.size", cfg.batch_bytes.to_string())
+        .set("queue.buffering.max.kbytes", cfg.queue_max_kbytes.to_string())
+        .set("message.timeout.ms", message_timeout_ms.to_string())
+        .set("request.timeout.ms", message_timeout_ms.clamp(1000, 30_000).to_string());
+    c
+}
+
+/// Starts the producer thread for `shards` shards. `message_timeout_ms` bounds
+/// how long librdkafka keeps retrying a record (the HTTP request deadline).
+pub fn start(
+    cfg: &RedpandaConfig,
+    shards: usize,
+    message_timeout_ms: u64,
+    metrics: Arc<Metrics>,
+) -> Result<ProducerHandle, Error> {
+    let producer: ThreadedProducer<Context> = producer_config(cfg, message_timeout_ms)
+        .create_with_context(Context {
+            metrics: metrics.clone(),
+        })?;
+    let rings = Arc::new(Rings::new(shards, cfg.ring_capacity));
+    let stop = Arc::new(AtomicBool::new(false));
+    let topic = cfg.topic.clone();
+    let thread = {
+        let rings = rings.clone();
+        let stop = stop.clone();
+        thread::Builder::new()
+            .name("producer".into())
+            .spawn(move || run(producer, &topic, &rings, &stop, &metrics))
+            .map_err(Error::Thread)?
+    };
+    let _ = rings.thread.set(thread.thread().clone());
+    info!(brokers = %cfg.brokers, topic = %cfg.topic, "producer started");
+    Ok(ProducerHandle {
+        rings,
+        stop,
+        thread: Some(thread),
+    })
+}
+
+fn run(
+    producer: ThreadedProducer<Context>,
+    topic: &str,
+    rings: &Rings,
+    stop: &AtomicBool,
+    metrics: &Metrics,
+) {
+    let capacity = rings.capacity();
+    loop {
+        let mut sent = 0usize;
+        for (shard, ring) in rings.rings.iter().enumerate() {
+            while let Some(req) = ring.pop() {
+                send(&producer, topic, req, metrics);
+                sent += 1;
+            }
+            metrics.set_ring_depth(shard, ring.len(), capacity);
+        }
+        if stop.load(Ordering::SeqCst) && rings.all_empty() {
+            break;
+        }
+        if sent == 0 {
+            rings.park_if_idle(Duration::from_millis(100));
+        }
+    }
+    let inflight = producer.in_flight_count();
+    if inflight > 0 {
+        info!(inflight, "flushing producer");
+    }
+    if let Err(e) = producer.flush(Duration::from_secs(10)) {
+        warn!(%e, "producer flush incomplete");
+    }
+}
+
+fn send(producer: &ThreadedProducer<Context>, topic: &str, req: ProduceRequest, metrics: &Metrics) {
+    let ProduceRequest { key, payload, done } = req;
+    let mut pending = Box::new(Pending {
+        done,
+        bytes: payload.len(),
+    });
+    metrics.producer.inflight_records.fetch_add(1, Ordering::Relaxed);
+    loop {
+        let record = BaseRecord::with_opaque_to(topic, pending)
+            .key(&key[..])
+            .payload(&payload[..]);
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), rec)) => {
+                // librdkafka's queue is full: the broker is slow. Wait for room;
+                // meanwhile the rings fill and shards answer 503.
+                pending = rec.delivery_opaque;
+                thread::sleep(Duration::from_millis(1));
+            }
+            Err((e, rec)) => {
+                metrics.producer.inflight_records.fetch_sub(1, Ordering::Relaxed);
+                metrics.producer.records_failed.fetch_add(1, Ordering::Relaxed);
+                let _ = rec.delivery_opaque.done.send(Err(e.to_string()));
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,392 @@
+//! Test harness: a real tansu broker and the real engine binary, each on its
+//! own free loopback port, stopped when dropped.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const DEV_TENANT: &str = "00000000-0000-0000-0000-000000000000";
+pub const DEV_AUTH: &str = "Bearer 00000000-0000-0000-0000-000000000000:secret";
+pub const DISABLED_TENANT: &str = "33333333-3333-3333-3333-333333333333";
+pub const LIMITED_TENANT: &str = "44444444-4444-4444-4444-444444444444";
+
+/// Tenants of the test config: the dev tenant, a disabled one, and a free-tier
+/// one limited to 50 events/s.
+pub const TEST_CONFIG: &str = r#"
+[[tenants]]
+id = "00000000-0000-0000-0000-000000000000"
+name = "development"
+tier = "enterprise"
+retention_days = 3650
+api_key_sha256 = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"
+
+[[tenants]]
+id = "33333333-3333-3333-3333-333333333333"
+name = "disabled"
+tier = "paid"
+disabled = true
+api_key_sha256 = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"
+
+[[tenants]]
+id = "44444444-4444-4444-4444-444444444444"
+name = "limited"
+tier = "free"
+rate_limit_eps = 50
+api_key_sha256 = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"
+"#;
+
+/// Waits for `cond` up to `timeout`, polling; panics with `what` on timeout.
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let base = std::env::var_os("INGESTION_TEST_TMP")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = base.join(format!("{name}-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn tansu_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("TANSU_BIN") {
+        return p.into();
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let cargo_bin = home.join(".cargo/bin/tansu");
+    if cargo_bin.exists() {
+        cargo_bin
+    } else {
+        "tansu".into()
+    }
+}
+
+/// A tansu broker with SQLite storage (survives its own restart).
+pub struct Broker {
+    child: Option<Child>,
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        let mut b = Broker { child: None, port: free_port(), dir: scratch_dir("broker") };
+        b.spawn();
+        b
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::File::create(self.dir.join("broker.log")).unwrap();
+        let child = Command::new(tansu_bin())
+            .current_dir(&self.dir)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("tansu must be installed (scripts/test installs it)");
+        self.child = Some(child);
+        let port = self.port;
+        wait_for("broker port", Duration::from_secs(30), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let port = self.port;
+        wait_for("broker port to close", Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).is_err()
+        });
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The engine binary, serving on a free port against `broker`.
+pub struct Engine {
+    child: Child,
+    pub port: u16,
+    config: PathBuf,
+    broker: String,
+    dir: PathBuf,
+}
+
+pub fn engine_command(config: &Path, broker: &str, port: u16) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ingestion-engine"));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn")
+        .env("INGESTION_HOST", "127.0.0.1")
+        .env("INGESTION_PORT", port.to_string())
+        .env("INGESTION_SHARDS", "2")
+        .env("INGESTION_REDPANDA_BROKERS", broker)
+        .env("INGESTION_REDPANDA_HEALTH_INTERVAL_MS", "200")
+        .arg("--config")
+        .arg(config);
+    cmd
+}
+
+impl Engine {
+    pub fn start(broker: &Broker) -> Engine {
+        Self::start_with(broker, TEST_CONFIG, &[])
+    }
+
+    pub fn start_with(broker: &Broker, config: &str, env: &[(&str, &str)]) -> Engine {
+        let dir = scratch_dir("engine");
+        let config_path = dir.join("config.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let port = free_port();
+        let log = std::fs::File::create(dir.join("engine.log")).unwrap();
+        let mut cmd = engine_command(&config_path, &broker.addr(), port);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.arg("serve").stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        let engine = Engine { child, port, config: config_path, broker: broker.addr(), dir };
+        engine.wait_ready();
+        engine
+    }
+
+    pub fn wait_ready(&self) {
+        wait_for("engine ready", Duration::from_secs(60), || {
+            get(self.port, "/health/ready").map(|r| r.status == 200).unwrap_or(false)
+        });
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("engine.log")).unwrap_or_default()
+    }
+
+    /// Every event the topic holds, via `ingestion-engine dump`.
+    pub fn dump(&self) -> Vec<sonic_rs::Value> {
+        let out = engine_command(&self.config, &self.broker, self.port)
+            .arg("dump")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "dump failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| sonic_rs::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Resident memory of the engine, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> sonic_rs::Value {
+        sonic_rs::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// Reads one response (Content-Length framed, as the engine always sends).
+pub fn read_response(r: &mut impl BufRead) -> std::io::Result<Resp> {
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h)?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    r.read_exact(&mut body)?;
+    Ok(Resp { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
+}
+
+/// A raw connection for keep-alive, pipelining and slow-client tests.
+pub struct Raw {
+    pub reader: BufReader<TcpStream>,
+}
+
+impl Raw {
+    pub fn connect(port: u16) -> Raw {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        Raw { reader: BufReader::new(s) }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.reader.get_mut().write_all(bytes).unwrap();
+    }
+
+    pub fn response(&mut self) -> Resp {
+        read_response(&mut self.reader).unwrap()
+    }
+
+    /// True when the server closed the connection.
+    pub fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.reader.read(&mut b), Ok(0) | Err(_))
+    }
+}
+
+/// `POST /ingest` request bytes.
+pub fn ingest_request(auth: &str, body: &[u8], extra_headers: &str) -> Vec<u8> {
+    let mut r = format!(
+        "POST /ingest HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nAuthorization: {auth}\r\nContent-Length: {}\r\n{extra_headers}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+pub fn get(port: u16, path: &str) -> std::io::Result<Resp> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())?;
+    read_response(&mut BufReader::new(s))
+}
+
+/// POSTs with ureq (a real HTTP client); any status is returned, not raised.
+pub fn post(port: u16, auth: Option<&str>, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+    let mut req = ureq::post(&format!("http://127.0.0.1:{port}/ingest"))
+        .timeout(Duration::from_secs(30))
+        .set("Content-Type", "application/json");
+    if let Some(a) = auth {
+        req = req.set("Authorization", a);
+    }
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    let resp = match req.send_bytes(body) {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("request failed: {e}"),
+    };
+    let status = resp.status();
+    let headers = resp
+        .headers_names()
+        .into_iter()
+        .map(|k| {
+            let v = resp.header(&k).unwrap_or("").to_string();
+            (k, v)
+        })
+        .collect();
+    let body = resp.into_string().unwrap();
+    Resp { status, headers, body }
+}
+
+/// Now as RFC 3339.
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+/// A valid event of each type by `i % 5`, for tenant `tenant`.
+pub fn event(i: usize, tenant: &str, session: &str) -> sonic_rs::Value {
+    let id = uuid::Uuid::new_v4().to_string();
+    let ts = now_rfc3339();
+    let mut v = sonic_rs::json!({
+        "id": id, "tenant_id": tenant, "session_id": session, "timestamp": ts,
+        "url": "https://shop.example.com/products/42?ref=home", "user_agent": "Mozilla/5.0 (X11; Linux x86_64)",
+        "locale": "en-US",
+    });
+    let extra = match i % 5 {
+        0 => sonic_rs::json!({"type": "pageview", "path": "/products/42", "title": "Product 42", "referrer": "https://google.com/"}),
+        1 => sonic_rs::json!({"type": "click", "selector": "button#buy", "text": "Buy now", "x": 120, "y": 480}),
+        2 => sonic_rs::json!({"type": "scroll", "depth_pct": 75}),
+        3 => sonic_rs::json!({"type": "performance", "lcp": 1234.5, "fcp": 800, "cls": 0.05, "ttfb": 120}),
+        _ => sonic_rs::json!({"type": "custom", "name": "add_to_cart", "properties": {"sku": "A-42", "qty": 2}}),
+    };
+    use sonic_rs::{JsonContainerTrait, JsonValueMutTrait};
+    let obj = v.as_object_mut().unwrap();
+    for (k, val) in extra.as_object().unwrap().iter() {
+        obj.insert(k, val.clone());
+    }
+    v
+}
+
+pub fn batch(events: &[sonic_rs::Value]) -> Vec<u8> {
+    sonic_rs::to_vec(&sonic_rs::json!({ "events": events })).unwrap()
+}

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use crate::http::{decode_chunked, parse_head, ChunkError, Framing, Method, RequestHead, Response, Route};
@@ -222,10 +222,38 @@ async fn serve_requests(conn: &mut Conn, shard: &Shard) {
     }
 }
 
-/// Counts and writes a response; false when the connection broke.
+/// Counts and writes a response; false when the connection broke. A response
+/// that closes the connection is followed by a lingering close.
 async fn finish(conn: &mut Conn, shard: &Shard, resp: &Response, keep_alive: bool, head_only: bool) -> bool {
     shard.state.metrics.shard(shard.index).count_status(resp.status);
-    conn.send(resp, keep_alive, head_only).await
+    let ok = conn.send(resp, keep_alive, head_only).await;
+    if ok && (!keep_alive || resp.close) {
+        linger(conn).await;
+    }
+    ok
+}
+
+/// Most bytes discarded after a closing response.
+const LINGER_BYTES: usize = 4 << 20;
+/// Longest time spent discarding after a closing response.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// Half-closes, then reads and discards what the client is still sending
+/// (bounded in bytes and time), so that closing with unread data does not
+/// reset the connection before the client has read our response.
+async fn linger(conn: &mut Conn) {
+    let _ = conn.stream.shutdown().await;
+    let deadline = Instant::now() + LINGER_TIME;
+    let mut discarded = 0;
+    conn.buf.clear();
+    conn.buf.shrink_to(IDLE_BUFFER_BYTES);
+    while discarded < LINGER_BYTES {
+        conn.buf.clear();
+        if conn.fill(READ_CHUNK_BYTES, deadline).await.is_err() {
+            return;
+        }
+        discarded += conn.buf.len();
+    }
 }
 
 async fn timeout_reply(conn: &mut Conn, shard: &Shard, e: ReadError) {

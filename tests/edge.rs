@@ -1,0 +1,457 @@
+//! The durable edge against a real broker: HTTP in, records in the topic.
+
+mod common;
+
+use std::io::Write;
+use std::time::Duration;
+
+use common::*;
+use sonic_rs::{JsonContainerTrait, JsonValueMutTrait, JsonValueTrait, Value};
+
+const SESSION: &str = "11111111-1111-1111-1111-111111111111";
+
+fn s<'a>(v: &'a Value, k: &str) -> &'a str {
+    v.get(k).and_then(|x| x.as_str()).unwrap_or_else(|| panic!("{k} missing in {v:?}"))
+}
+
+fn n(v: &Value, k: &str) -> u64 {
+    v.get(k).and_then(|x| x.as_u64()).unwrap_or_else(|| panic!("{k} missing in {v:?}"))
+}
+
+fn events_of_batch(dump: &[Value], batch_id: &str) -> Vec<Value> {
+    dump.iter()
+        .filter(|l| l.get("batch_id").and_then(|b| b.as_str()) == Some(batch_id))
+        .map(|l| l.get("event").unwrap().clone())
+        .collect()
+}
+
+#[test]
+fn reference_example_is_accepted_and_stored() {
+    let broker = Broker::start();
+    let engine = Engine::start(&broker);
+    let body = br#"{"events":[{"id":"550e8400-e29b-41d4-a716-446655440000",
+         "tenant_id":"00000000-0000-0000-0000-000000000000",
+         "session_id":"11111111-1111-1111-1111-111111111111",
+         "timestamp":"2024-01-01T00:00:00Z","type":"pageview",
+         "title":"Home","path":"/"}]}"#;
+    let r = post(engine.port, Some(DEV_AUTH), &[], body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let j = r.json();
+    assert_eq!(s(&j, "status"), "success");
+    assert!(uuid::Uuid::parse_str(s(&j, "batch_id")).is_ok());
+    assert_eq!(n(&j, "events_accepted"), 1);
+    assert_eq!(n(&j, "events_rejected"), 0);
+    assert!(j.get("ingest_latency_ms").unwrap().is_u64());
+    assert!(j.get("errors").is_none());
+
+    let dump = engine.dump();
+    let stored = events_of_batch(&dump, s(&j, "batch_id"));
+    assert_eq!(stored.len(), 1);
+    let e = &stored[0];
+    assert_eq!(s(e, "id"), "550e8400-e29b-41d4-a716-446655440000");
+    assert_eq!(s(e, "tenant_id"), DEV_TENANT);
+    assert_eq!(s(e, "session_id"), SESSION);
+    assert_eq!(s(e, "timestamp"), "2024-01-01T00:00:00Z");
+    assert_eq!(s(e, "type"), "pageview");
+    assert_eq!(s(e, "title"), "Home");
+    assert_eq!(s(e, "path"), "/");
+}
+
+#[test]
+fn mixed_batch_reports_exact_indexes_and_the_broker_holds_exactly_the_rest() {
+    let broker = Broker::start();
+    let engine = Engine::start(&broker);
+    let mut events: Vec<Value> = (0..100).map(|i| event(i, DEV_TENANT, SESSION)).collect();
+    let mut expected = vec![
+        (3, "invalid_uuid", "id"),
+        (17, "missing_field", "path"),
+        (42, "tenant_mismatch", "tenant_id"),
+        (55, "out_of_range", "depth_pct"),
+        (63, "missing_metric", "lcp"),
+        (71, "invalid_timestamp", "timestamp"),
+        (88, "unknown_type", "type"),
+        (90, "malformed_event", "x"),
+        (99, "timestamp_in_future", "timestamp"),
+    ];
+    events[3].as_object_mut().unwrap().insert("id", "not-a-uuid");
+    events[15] = event(15, DEV_TENANT, SESSION); // pageview
+    events[17] = event(15, DEV_TENANT, SESSION);
+    events[17].as_object_mut().unwrap().remove(&"path");
+    events[42].as_object_mut().unwrap().insert("tenant_id", "22222222-2222-2222-2222-222222222222");
+    events[55] = event(2, DEV_TENANT, SESSION);
+    events[55].as_object_mut().unwrap().insert("depth_pct", 140);
+    events[63] = sonic_rs::json!({"id": uuid::Uuid::new_v4().to_string(), "tenant_id": DEV_TENANT,
+        "session_id": SESSION, "timestamp": now_rfc3339(), "type": "performance"});
+    events[71].as_object_mut().unwrap().insert("timestamp", "01/02/2026");
+    events[88].as_object_mut().unwrap().insert("type", "hover");
+    events[90] = event(1, DEV_TENANT, SESSION);
+    events[90].as_object_mut().unwrap().insert("x", "left");
+    events[99].as_object_mut().unwrap().insert("timestamp", "2099-01-01T00:00:00Z");
+    // A second session in the same batch goes to its own record.
+    let other_session = "55555555-5555-5555-5555-555555555555";
+    events[20].as_object_mut().unwrap().insert("session_id", other_session);
+    // An escaped string is stored decoded.
+    events[25] = event(0, DEV_TENANT, SESSION);
+    events[25].as_object_mut().unwrap().insert("title", "Say \"hi\" \u{e9}");
+
+    let r = post(engine.port, Some(DEV_AUTH), &[], &batch(&events));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let j = r.json();
+    assert_eq!(s(&j, "status"), "partial");
+    assert_eq!(n(&j, "events_accepted"), 91);
+    assert_eq!(n(&j, "events_rejected"), 9);
+    let errors: Vec<(u64, String, String)> = j
+        .get("errors")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (n(e, "index"), s(e, "reason").to_string(), s(e, "field").to_string()))
+        .collect();
+    expected.sort();
+    let expected: Vec<(u64, String, String)> =
+        expected.iter().map(|(i, r, f)| (*i as u64, r.to_string(), f.to_string())).collect();
+    assert_eq!(errors, expected);
+
+    let dump = engine.dump();
+    let stored = events_of_batch(&dump, s(&j, "batch_id"));
+    assert_eq!(stored.len(), 91);
+    let rejected: Vec<u64> = expected.iter().map(|e| e.0).collect();
+    for (i, sent) in events.iter().enumerate() {
+        let id = s(sent, "id");
+        let found: Vec<&Value> = stored.iter().filter(|e| s(e, "id") == id).collect();
+        if rejected.contains(&(i as u64)) {
+            assert!(found.is_empty(), "rejected event {i} was stored");
+            continue;
+        }
+        assert_eq!(found.len(), 1, "event {i} stored {} times", found.len());
+        let got = found[0];
+        for key in ["session_id", "type", "path", "title", "selector", "text", "name", "url", "user_agent", "locale"] {
+            assert_eq!(
+                got.get(key).and_then(|v| v.as_str()),
+                sent.get(key).and_then(|v| v.as_str()),
+                "event {i} field {key}"
+            );
+        }
+        for key in ["x", "y", "depth_pct", "lcp", "fcp", "cls", "ttfb"] {
+            assert_eq!(
+                got.get(key).and_then(|v| v.as_f64()),
+                sent.get(key).and_then(|v| v.as_f64()),
+                "event {i} field {key}"
+            );
+        }
+        if let Some(p) = sent.get("properties") {
+            assert_eq!(got.get("properties").unwrap(), p, "event {i} properties");
+        }
+    }
+    // Records are keyed by tenant+session: both sessions' events were stored,
+    // each session wholly in one partition.
+    let partitions = |session: &str| -> Vec<u64> {
+        let mut p: Vec<u64> = dump
+            .iter()
+            .filter(|l| l.get("event").unwrap().get("session_id").unwrap().as_str() == Some(session))
+            .map(|l| n(l, "partition"))
+            .collect();
+        p.dedup();
+        p
+    };
+    assert_eq!(partitions(SESSION).len(), 1);
+    assert_eq!(partitions(other_session).len(), 1);
+}
+
+#[test]
+fn every_error_status_comes_from_a_real_request() {
+    let broker = Broker::start();
+    let engine = Engine::start_with(
+        &broker,
+        TEST_CONFIG,
+        &[("INGESTION_HTTP__MAX_BODY_BYTES", "65536"), ("INGESTION_HTTP__MAX_BATCH_EVENTS", "50")],
+    );
+    let port = engine.port;
+    let good = batch(&[event(0, DEV_TENANT, SESSION)]);
+    let check = |r: Resp, status: u16, error: &str| {
+        assert_eq!(r.status, status, "{}", r.body);
+        let j = r.json();
+        assert_eq!(s(&j, "status"), "error", "{}", r.body);
+        if !error.is_empty() {
+            assert_eq!(s(&j, "error"), error, "{}", r.body);
+        }
+        assert!(!s(&j, "message").is_empty());
+        r
+    };
+    check(post(port, Some(DEV_AUTH), &[], b"{\"events\":[{"), 400, "invalid_json");
+    check(post(port, Some(DEV_AUTH), &[], b"[1,2]"), 400, "");
+    check(post(port, Some(DEV_AUTH), &[], b"{\"events\":[]}"), 400, "empty_batch");
+    check(post(port, Some(DEV_AUTH), &[], b"{\"event\":[]}"), 400, "invalid_batch");
+    let r = check(post(port, None, &[], &good), 401, "unauthorized");
+    assert!(r.header("www-authenticate").is_some());
+    check(post(port, Some("Bearer 00000000-0000-0000-0000-000000000000:wrong"), &[], &good), 401, "unauthorized");
+    check(post(port, Some("Basic Zm9vOmJhcg=="), &[], &good), 401, "unauthorized");
+    let disabled = format!("Bearer {DISABLED_TENANT}:secret");
+    check(post(port, Some(&disabled), &[], &good), 403, "tenant_disabled");
+    check(get(port, "/nope").unwrap(), 404, "not_found");
+    let r = check(get(port, "/ingest").unwrap(), 405, "method_not_allowed");
+    assert_eq!(r.header("allow"), Some("POST"));
+    let big = vec![b' '; 70_000];
+    check(post(port, Some(DEV_AUTH), &[], &big), 413, "body_too_large");
+    let many: Vec<Value> = (0..51).map(|i| event(i, DEV_TENANT, SESSION)).collect();
+    check(post(port, Some(DEV_AUTH), &[], &batch(&many)), 413, "batch_too_large");
+    check(post(port, Some(DEV_AUTH), &[("Content-Type", "text/html")], &good), 415, "unsupported_media_type");
+    check(post(port, Some(DEV_AUTH), &[("Content-Encoding", "br")], &good), 415, "unsupported_encoding");
+    // All events rejected: 400 with the per-event reasons.
+    let mut bad = event(0, DEV_TENANT, SESSION);
+    bad.as_object_mut().unwrap().insert("type", "nope");
+    let r = post(port, Some(DEV_AUTH), &[], &batch(&[bad]));
+    assert_eq!(r.status, 400);
+    let j = r.json();
+    assert_eq!(s(&j, "status"), "error");
+    assert_eq!(n(&j, "events_rejected"), 1);
+
+    // 429: the limited tenant allows 50 events/s with a burst of one batch.
+    let limited = format!("Bearer {LIMITED_TENANT}:secret");
+    let fifty: Vec<Value> = (0..50).map(|i| event(i, LIMITED_TENANT, SESSION)).collect();
+    assert_eq!(post(port, Some(&limited), &[], &batch(&fifty)).status, 200);
+    let r = check(post(port, Some(&limited), &[], &batch(&fifty)), 429, "rate_limited");
+    assert!(r.header("retry-after").unwrap().parse::<u32>().unwrap() >= 1);
+    // Other tenants are unaffected.
+    assert_eq!(post(port, Some(DEV_AUTH), &[], &good).status, 200);
+
+    // 431: an oversized head.
+    let mut raw = Raw::connect(port);
+    let huge = format!("GET /health HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(20_000));
+    raw.send(huge.as_bytes());
+    check(raw.response(), 431, "");
+
+    let metrics = get(port, "/metrics").unwrap();
+    assert_eq!(metrics.status, 200);
+    for line in [
+        "ingest_http_responses_total{status=\"401\"} 3",
+        "ingest_http_responses_total{status=\"429\"} 1",
+        "ingest_events_rejected_total{reason=\"unknown_type\"} 1",
+        "ingest_rate_limited_events_total 50",
+    ] {
+        assert!(metrics.body.contains(line), "missing {line}\n{}", metrics.body);
+    }
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn gzip_zstd_bombs_and_oversized_bodies() {
+    let broker = Broker::start();
+    let engine = Engine::start(&broker);
+    let port = engine.port;
+    let events: Vec<Value> = (0..20).map(|i| event(i, DEV_TENANT, SESSION)).collect();
+    let body = batch(&events);
+    let r = post(port, Some(DEV_AUTH), &[("Content-Encoding", "gzip")], &gzip(&body));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(n(&r.json(), "events_accepted"), 20);
+    let r = post(port, Some(DEV_AUTH), &[("Content-Encoding", "zstd")], &zstd::encode_all(&body[..], 3).unwrap());
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(n(&r.json(), "events_accepted"), 20);
+    let r = post(port, Some(DEV_AUTH), &[("Content-Encoding", "gzip")], b"definitely not gzip");
+    assert_eq!(r.status, 400, "{}", r.body);
+
+    // Bombs: ~1 GB of zeros in a few hundred KB (under the 1 MiB body limit).
+    let rss_before = engine.rss_kib();
+    let zeros = vec![b'0'; 64 << 20];
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    for _ in 0..16 {
+        gz.write_all(&zeros).unwrap();
+    }
+    let gz_bomb = gz.finish().unwrap();
+    let mut z = zstd::stream::write::Encoder::new(Vec::new(), 19).unwrap();
+    for _ in 0..16 {
+        z.write_all(&zeros).unwrap();
+    }
+    let zstd_bomb = z.finish().unwrap();
+    assert!(gz_bomb.len() < (1 << 20) && zstd_bomb.len() < (1 << 20));
+    for _ in 0..3 {
+        let r = post(port, Some(DEV_AUTH), &[("Content-Encoding", "gzip")], &gz_bomb);
+        assert_eq!(r.status, 413, "{}", r.body);
+        let r = post(port, Some(DEV_AUTH), &[("Content-Encoding", "zstd")], &zstd_bomb);
+        assert_eq!(r.status, 413, "{}", r.body);
+    }
+    let grown = engine.rss_kib().saturating_sub(rss_before);
+    // Bounded by the 8 MiB decompression cap per shard, far below the 1 GiB bombs.
+    assert!(grown < 96 * 1024, "engine grew by {grown} KiB");
+
+    // Oversized body, declared: refused before it is read.
+    let mut raw = Raw::connect(port);
+    raw.send(format!("POST /ingest HTTP/1.1\r\nAuthorization: {DEV_AUTH}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", 50 << 20).as_bytes());
+    let r = raw.response();
+    assert_eq!(r.status, 413);
+    assert_eq!(r.header("connection"), Some("close"));
+    // Oversized body, chunked: refused once it passes the limit.
+    let mut raw = Raw::connect(port);
+    raw.send(format!("POST /ingest HTTP/1.1\r\nAuthorization: {DEV_AUTH}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").as_bytes());
+    let chunk = format!("{:x}\r\n{}\r\n", 256 * 1024, "a".repeat(256 * 1024));
+    for _ in 0..5 {
+        let _ = raw.reader.get_mut().write_all(chunk.as_bytes());
+    }
+    assert_eq!(raw.response().status, 413);
+}
+
+#[test]
+fn keep_alive_pipelining_chunked_and_expect_continue() {
+    let broker = Broker::start();
+    let engine = Engine::start(&broker);
+    let mut raw = Raw::connect(engine.port);
+    // Keep-alive: several requests, one connection.
+    for i in 0..3 {
+        let body = batch(&[event(i, DEV_TENANT, SESSION)]);
+        raw.send(&ingest_request(DEV_AUTH, &body, ""));
+        let r = raw.response();
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("connection"), Some("keep-alive"));
+    }
+    // Pipelining: three requests in one write, answered in order.
+    let mut all = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let ev = event(i, DEV_TENANT, SESSION);
+        ids.push(s(&ev, "id").to_string());
+        all.extend(ingest_request(DEV_AUTH, &batch(&[ev]), ""));
+    }
+    all.extend_from_slice(b"GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n");
+    raw.send(&all);
+    let mut batches = Vec::new();
+    for _ in 0..3 {
+        let r = raw.response();
+        assert_eq!(r.status, 200, "{}", r.body);
+        batches.push(s(&r.json(), "batch_id").to_string());
+    }
+    let live = raw.response();
+    assert_eq!(live.status, 200);
+    assert_eq!(s(&live.json(), "status"), "live");
+    let dump = engine.dump();
+    for (b, id) in batches.iter().zip(&ids) {
+        let stored = events_of_batch(&dump, b);
+        assert_eq!(stored.len(), 1);
+        assert_eq!(s(&stored[0], "id"), id, "pipelined responses out of order");
+    }
+
+    // Chunked body with Expect: 100-continue.
+    let body = batch(&[event(0, DEV_TENANT, SESSION), event(1, DEV_TENANT, SESSION)]);
+    raw.send(format!("POST /ingest HTTP/1.1\r\nAuthorization: {DEV_AUTH}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n").as_bytes());
+    let cont = raw.response();
+    assert_eq!(cont.status, 100);
+    let (a, b) = body.split_at(body.len() / 2);
+    let mut chunked = Vec::new();
+    for part in [a, b] {
+        chunked.extend(format!("{:x}\r\n", part.len()).as_bytes());
+        chunked.extend(part);
+        chunked.extend(b"\r\n");
+    }
+    chunked.extend(b"0\r\n\r\n");
+    raw.send(&chunked);
+    let r = raw.response();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(n(&r.json(), "events_accepted"), 2);
+
+    // Expect: 100-continue with bad credentials: refused before the body.
+    let mut raw = Raw::connect(engine.port);
+    raw.send(b"POST /ingest HTTP/1.1\r\nAuthorization: Bearer x:y\r\nContent-Type: application/json\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n");
+    assert_eq!(raw.response().status, 401);
+    assert!(raw.closed());
+}
+
+#[test]
+fn slow_and_idle_clients_cannot_hold_a_shard() {
+    let broker = Broker::start();
+    let engine = Engine::start_with(
+        &broker,
+        TEST_CONFIG,
+        &[("INGESTION_HTTP__READ_TIMEOUT_MS", "500"), ("INGESTION_HTTP__IDLE_TIMEOUT_MS", "1000")],
+    );
+    // Slowloris: a head that never ends gets 408 and is closed.
+    let mut raw = Raw::connect(engine.port);
+    raw.send(b"POST /ingest HTTP/1.1\r\nHost: t\r\n");
+    let r = raw.response();
+    assert_eq!(r.status, 408);
+    assert!(raw.closed());
+    // A body that never arrives: 408.
+    let mut raw = Raw::connect(engine.port);
+    raw.send(format!("POST /ingest HTTP/1.1\r\nAuthorization: {DEV_AUTH}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"events\"").as_bytes());
+    assert_eq!(raw.response().status, 408);
+    // An idle keep-alive connection is closed without a response.
+    let mut idle = Raw::connect(engine.port);
+    assert!(idle.closed());
+    // Meanwhile the shards keep serving.
+    assert_eq!(get(engine.port, "/health/live").unwrap().status, 200);
+}
+
+#[test]
+fn broker_outage_gives_503_and_the_engine_recovers_by_itself() {
+    let mut broker = Broker::start();
+    let engine = Engine::start_with(&broker, TEST_CONFIG, &[("INGESTION_HTTP__REQUEST_TIMEOUT_MS", "2000")]);
+    let port = engine.port;
+    let send = || post(port, Some(DEV_AUTH), &[], &batch(&[event(0, DEV_TENANT, SESSION)]));
+    assert_eq!(send().status, 200);
+
+    broker.stop();
+    wait_for("not ready", Duration::from_secs(30), || {
+        get(port, "/health/ready").map(|r| r.status == 503).unwrap_or(false)
+    });
+    let ready = get(port, "/health/ready").unwrap();
+    assert_eq!(s(&ready.json(), "reason"), "broker_unreachable");
+    let r = send();
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.header("retry-after").unwrap().parse::<u32>().unwrap() >= 1);
+    let health = get(port, "/health").unwrap().json();
+    assert!(!health.get("broker").unwrap().get("up").unwrap().as_bool().unwrap());
+
+    broker.restart();
+    wait_for("ready again", Duration::from_secs(60), || {
+        get(port, "/health/ready").map(|r| r.status == 200).unwrap_or(false)
+    });
+    let mut accepted = None;
+    wait_for("accepted again", Duration::from_secs(60), || {
+        let r = send();
+        if r.status == 200 {
+            accepted = Some(s(&r.json(), "batch_id").to_string());
+        }
+        r.status == 200
+    });
+    let dump = engine.dump();
+    assert_eq!(events_of_batch(&dump, &accepted.unwrap()).len(), 1);
+}
+
+#[test]
+fn tools_check_config_hash_key_and_bad_config() {
+    let dir = std::env::temp_dir().join(format!("cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("c.toml");
+    std::fs::write(&cfg, TEST_CONFIG).unwrap();
+    let out = engine_command(&cfg, "127.0.0.1:1", 18123).arg("check-config").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("port = 18123"), "{text}");
+    assert!(text.contains("brokers = \"127.0.0.1:1\""), "{text}");
+    assert!(!text.contains("2bb80d537b1da3e38bd30361aa855686bde0eacd"), "{text}");
+
+    let out = engine_command(&cfg, "127.0.0.1:1", 18123)
+        .env("INGESTION_REDPANDA_LINGR_MS", "5")
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lingr_ms"));
+    let out = engine_command(&cfg, "127.0.0.1:1", 18123)
+        .env("INGESTION_PORT", "eighty")
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("port"));
+
+    let out = engine_command(&cfg, "127.0.0.1:1", 18123).args(["hash-key", "secret"]).output().unwrap();
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"
+    );
+}

@@ -61,7 +61,10 @@ fn event_json(tenant: &str, e: &ArchivedEventRecord<'static>) -> Value {
         }
     }
     if let (Some(w), Some(h)) = (e.screen_width.as_ref(), e.screen_height.as_ref()) {
-        obj.insert("screen", json!({"width": w.to_native(), "height": h.to_native()}));
+        obj.insert(
+            "screen",
+            json!({"width": w.to_native(), "height": h.to_native()}),
+        );
     }
     if let Some(p) = opt_str(&e.properties) {
         let props: Value = sonic_rs::from_str(p).unwrap_or_else(|_| Value::from(p));
@@ -100,9 +103,15 @@ pub fn run(config: &Config, follow: bool) -> Result<()> {
                 "{}\n",
                 json!({"partition": rec.partition, "offset": rec.offset, "error": e.to_string()})
             ),
-            None => format!("{}\n", json!({"partition": rec.partition, "offset": rec.offset, "error": "empty record"})),
+            None => format!(
+                "{}\n",
+                json!({"partition": rec.partition, "offset": rec.offset, "error": "empty record"})
+            ),
         };
-        if let Err(e) = out.write_all(line.as_bytes()).and_then(|()| if follow { out.flush() } else { Ok(()) }) {
+        if let Err(e) =
+            out.write_all(line.as_bytes())
+                .and_then(|()| if follow { out.flush() } else { Ok(()) })
+        {
             failed = Some(e);
         }
     })?;

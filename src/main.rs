@@ -26,7 +26,11 @@ const DEFAULT_CONFIG: &str = "config/default.toml";
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Parser)]
-#[command(name = "ingestion-engine", version, about = "Analytics event ingestion: HTTP → broker → ClickHouse")]
+#[command(
+    name = "ingestion-engine",
+    version,
+    about = "Analytics event ingestion: HTTP → broker → ClickHouse"
+)]
 struct Cli {
     /// Config file (TOML). Default: config/default.toml when present.
     #[arg(long, global = true, env = "INGESTION_CONFIG")]
@@ -60,15 +64,23 @@ fn load_config(path: Option<&Path>) -> Result<Config> {
         p.exists().then_some(p)
     });
     let text = match &path {
-        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
+        Some(p) => {
+            Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
+        }
         None => None,
     };
     let env: Vec<(String, String)> = std::env::vars().collect();
-    let config = Config::load(text.as_deref(), env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .with_context(|| match &path {
-            Some(p) => format!("invalid configuration ({} and INGESTION_* environment)", p.display()),
-            None => "invalid configuration (INGESTION_* environment)".to_string(),
-        })?;
+    let config = Config::load(
+        text.as_deref(),
+        env.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    )
+    .with_context(|| match &path {
+        Some(p) => format!(
+            "invalid configuration ({} and INGESTION_* environment)",
+            p.display()
+        ),
+        None => "invalid configuration (INGESTION_* environment)".to_string(),
+    })?;
     Ok(config)
 }
 
@@ -109,8 +121,13 @@ fn serve(config: Config) -> Result<()> {
     }
     let shards = api::shard::shard_count(&config);
     let metrics = Arc::new(telemetry::Metrics::new(shards, &Reason::NAMES));
-    let producer = redpanda::producer::start(&config.redpanda, shards, config.http.request_timeout_ms, metrics.clone())
-        .context("starting the producer")?;
+    let producer = redpanda::producer::start(
+        &config.redpanda,
+        shards,
+        config.http.request_timeout_ms,
+        metrics.clone(),
+    )
+    .context("starting the producer")?;
     let probe = redpanda::admin::start_health_probe(&config.redpanda, metrics.clone())
         .context("starting the broker health probe")?;
     let state = Arc::new(api::AppState::new(
@@ -122,13 +139,17 @@ fn serve(config: Config) -> Result<()> {
     let handle = api::start(state.clone()).context("starting the HTTP shards")?;
     info!(addr = %handle.addr, "ingestion-engine ready to accept connections");
 
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])?;
     if let Some(sig) = signals.forever().next() {
         info!(signal = sig, "shutting down");
     }
     state.shutting_down.store(true, Ordering::SeqCst);
     let deadline = Instant::now() + DRAIN_TIMEOUT;
-    while metrics.producer.inflight_records.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+    while metrics.producer.inflight_records.load(Ordering::Relaxed) > 0 && Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(20));
     }
     producer.shutdown(DRAIN_TIMEOUT);

@@ -11,11 +11,15 @@ use sonic_rs::{JsonContainerTrait, JsonValueMutTrait, JsonValueTrait, Value};
 const SESSION: &str = "11111111-1111-1111-1111-111111111111";
 
 fn s<'a>(v: &'a Value, k: &str) -> &'a str {
-    v.get(k).and_then(|x| x.as_str()).unwrap_or_else(|| panic!("{k} missing in {v:?}"))
+    v.get(k)
+        .and_then(|x| x.as_str())
+        .unwrap_or_else(|| panic!("{k} missing in {v:?}"))
 }
 
 fn n(v: &Value, k: &str) -> u64 {
-    v.get(k).and_then(|x| x.as_u64()).unwrap_or_else(|| panic!("{k} missing in {v:?}"))
+    v.get(k)
+        .and_then(|x| x.as_u64())
+        .unwrap_or_else(|| panic!("{k} missing in {v:?}"))
 }
 
 fn events_of_batch(dump: &[Value], batch_id: &str) -> Vec<Value> {
@@ -73,26 +77,44 @@ fn mixed_batch_reports_exact_indexes_and_the_broker_holds_exactly_the_rest() {
         (90, "malformed_event", "x"),
         (99, "timestamp_in_future", "timestamp"),
     ];
-    events[3].as_object_mut().unwrap().insert("id", "not-a-uuid");
+    events[3]
+        .as_object_mut()
+        .unwrap()
+        .insert("id", "not-a-uuid");
     events[15] = event(15, DEV_TENANT, SESSION); // pageview
     events[17] = event(15, DEV_TENANT, SESSION);
     events[17].as_object_mut().unwrap().remove(&"path");
-    events[42].as_object_mut().unwrap().insert("tenant_id", "22222222-2222-2222-2222-222222222222");
+    events[42]
+        .as_object_mut()
+        .unwrap()
+        .insert("tenant_id", "22222222-2222-2222-2222-222222222222");
     events[55] = event(2, DEV_TENANT, SESSION);
     events[55].as_object_mut().unwrap().insert("depth_pct", 140);
     events[63] = sonic_rs::json!({"id": uuid::Uuid::new_v4().to_string(), "tenant_id": DEV_TENANT,
         "session_id": SESSION, "timestamp": now_rfc3339(), "type": "performance"});
-    events[71].as_object_mut().unwrap().insert("timestamp", "01/02/2026");
+    events[71]
+        .as_object_mut()
+        .unwrap()
+        .insert("timestamp", "01/02/2026");
     events[88].as_object_mut().unwrap().insert("type", "hover");
     events[90] = event(1, DEV_TENANT, SESSION);
     events[90].as_object_mut().unwrap().insert("x", "left");
-    events[99].as_object_mut().unwrap().insert("timestamp", "2099-01-01T00:00:00Z");
+    events[99]
+        .as_object_mut()
+        .unwrap()
+        .insert("timestamp", "2099-01-01T00:00:00Z");
     // A second session in the same batch goes to its own record.
     let other_session = "55555555-5555-5555-5555-555555555555";
-    events[20].as_object_mut().unwrap().insert("session_id", other_session);
+    events[20]
+        .as_object_mut()
+        .unwrap()
+        .insert("session_id", other_session);
     // An escaped string is stored decoded.
     events[25] = event(0, DEV_TENANT, SESSION);
-    events[25].as_object_mut().unwrap().insert("title", "Say \"hi\" \u{e9}");
+    events[25]
+        .as_object_mut()
+        .unwrap()
+        .insert("title", "Say \"hi\" \u{e9}");
 
     let r = post(engine.port, Some(DEV_AUTH), &[], &batch(&events));
     assert_eq!(r.status, 200, "{}", r.body);
@@ -106,11 +128,19 @@ fn mixed_batch_reports_exact_indexes_and_the_broker_holds_exactly_the_rest() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (n(e, "index"), s(e, "reason").to_string(), s(e, "field").to_string()))
+        .map(|e| {
+            (
+                n(e, "index"),
+                s(e, "reason").to_string(),
+                s(e, "field").to_string(),
+            )
+        })
         .collect();
     expected.sort();
-    let expected: Vec<(u64, String, String)> =
-        expected.iter().map(|(i, r, f)| (*i as u64, r.to_string(), f.to_string())).collect();
+    let expected: Vec<(u64, String, String)> = expected
+        .iter()
+        .map(|(i, r, f)| (*i as u64, r.to_string(), f.to_string()))
+        .collect();
     assert_eq!(errors, expected);
 
     let dump = engine.dump();
@@ -126,7 +156,18 @@ fn mixed_batch_reports_exact_indexes_and_the_broker_holds_exactly_the_rest() {
         }
         assert_eq!(found.len(), 1, "event {i} stored {} times", found.len());
         let got = found[0];
-        for key in ["session_id", "type", "path", "title", "selector", "text", "name", "url", "user_agent", "locale"] {
+        for key in [
+            "session_id",
+            "type",
+            "path",
+            "title",
+            "selector",
+            "text",
+            "name",
+            "url",
+            "user_agent",
+            "locale",
+        ] {
             assert_eq!(
                 got.get(key).and_then(|v| v.as_str()),
                 sent.get(key).and_then(|v| v.as_str()),
@@ -149,7 +190,9 @@ fn mixed_batch_reports_exact_indexes_and_the_broker_holds_exactly_the_rest() {
     let partitions = |session: &str| -> Vec<u64> {
         let mut p: Vec<u64> = dump
             .iter()
-            .filter(|l| l.get("event").unwrap().get("session_id").unwrap().as_str() == Some(session))
+            .filter(|l| {
+                l.get("event").unwrap().get("session_id").unwrap().as_str() == Some(session)
+            })
             .map(|l| n(l, "partition"))
             .collect();
         p.dedup();
@@ -165,7 +208,10 @@ fn every_error_status_comes_from_a_real_request() {
     let engine = Engine::start_with(
         &broker,
         TEST_CONFIG,
-        &[("INGESTION_HTTP__MAX_BODY_BYTES", "65536"), ("INGESTION_HTTP__MAX_BATCH_EVENTS", "50")],
+        &[
+            ("INGESTION_HTTP__MAX_BODY_BYTES", "65536"),
+            ("INGESTION_HTTP__MAX_BATCH_EVENTS", "50"),
+        ],
     );
     let port = engine.port;
     let good = batch(&[event(0, DEV_TENANT, SESSION)]);
@@ -179,25 +225,71 @@ fn every_error_status_comes_from_a_real_request() {
         assert!(!s(&j, "message").is_empty());
         r
     };
-    check(post(port, Some(DEV_AUTH), &[], b"{\"events\":[{"), 400, "invalid_json");
+    check(
+        post(port, Some(DEV_AUTH), &[], b"{\"events\":[{"),
+        400,
+        "invalid_json",
+    );
     check(post(port, Some(DEV_AUTH), &[], b"[1,2]"), 400, "");
-    check(post(port, Some(DEV_AUTH), &[], b"{\"events\":[]}"), 400, "empty_batch");
-    check(post(port, Some(DEV_AUTH), &[], b"{\"event\":[]}"), 400, "invalid_batch");
+    check(
+        post(port, Some(DEV_AUTH), &[], b"{\"events\":[]}"),
+        400,
+        "empty_batch",
+    );
+    check(
+        post(port, Some(DEV_AUTH), &[], b"{\"event\":[]}"),
+        400,
+        "invalid_batch",
+    );
     let r = check(post(port, None, &[], &good), 401, "unauthorized");
     assert!(r.header("www-authenticate").is_some());
-    check(post(port, Some("Bearer 00000000-0000-0000-0000-000000000000:wrong"), &[], &good), 401, "unauthorized");
-    check(post(port, Some("Basic Zm9vOmJhcg=="), &[], &good), 401, "unauthorized");
+    check(
+        post(
+            port,
+            Some("Bearer 00000000-0000-0000-0000-000000000000:wrong"),
+            &[],
+            &good,
+        ),
+        401,
+        "unauthorized",
+    );
+    check(
+        post(port, Some("Basic Zm9vOmJhcg=="), &[], &good),
+        401,
+        "unauthorized",
+    );
     let disabled = format!("Bearer {DISABLED_TENANT}:secret");
-    check(post(port, Some(&disabled), &[], &good), 403, "tenant_disabled");
+    check(
+        post(port, Some(&disabled), &[], &good),
+        403,
+        "tenant_disabled",
+    );
     check(get(port, "/nope").unwrap(), 404, "not_found");
     let r = check(get(port, "/ingest").unwrap(), 405, "method_not_allowed");
     assert_eq!(r.header("allow"), Some("POST"));
     let big = vec![b' '; 70_000];
     check(post(port, Some(DEV_AUTH), &[], &big), 413, "body_too_large");
     let many: Vec<Value> = (0..51).map(|i| event(i, DEV_TENANT, SESSION)).collect();
-    check(post(port, Some(DEV_AUTH), &[], &batch(&many)), 413, "batch_too_large");
-    check(post(port, Some(DEV_AUTH), &[("Content-Type", "text/html")], &good), 415, "unsupported_media_type");
-    check(post(port, Some(DEV_AUTH), &[("Content-Encoding", "br")], &good), 415, "unsupported_encoding");
+    check(
+        post(port, Some(DEV_AUTH), &[], &batch(&many)),
+        413,
+        "batch_too_large",
+    );
+    check(
+        post(
+            port,
+            Some(DEV_AUTH),
+            &[("Content-Type", "text/html")],
+            &good,
+        ),
+        415,
+        "unsupported_media_type",
+    );
+    check(
+        post(port, Some(DEV_AUTH), &[("Content-Encoding", "br")], &good),
+        415,
+        "unsupported_encoding",
+    );
     // All events rejected: 400 with the per-event reasons.
     let mut bad = event(0, DEV_TENANT, SESSION);
     bad.as_object_mut().unwrap().insert("type", "nope");
@@ -211,14 +303,21 @@ fn every_error_status_comes_from_a_real_request() {
     let limited = format!("Bearer {LIMITED_TENANT}:secret");
     let fifty: Vec<Value> = (0..50).map(|i| event(i, LIMITED_TENANT, SESSION)).collect();
     assert_eq!(post(port, Some(&limited), &[], &batch(&fifty)).status, 200);
-    let r = check(post(port, Some(&limited), &[], &batch(&fifty)), 429, "rate_limited");
+    let r = check(
+        post(port, Some(&limited), &[], &batch(&fifty)),
+        429,
+        "rate_limited",
+    );
     assert!(r.header("retry-after").unwrap().parse::<u32>().unwrap() >= 1);
     // Other tenants are unaffected.
     assert_eq!(post(port, Some(DEV_AUTH), &[], &good).status, 200);
 
     // 431: an oversized head.
     let mut raw = Raw::connect(port);
-    let huge = format!("GET /health HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(20_000));
+    let huge = format!(
+        "GET /health HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
     raw.send(huge.as_bytes());
     check(raw.response(), 431, "");
 
@@ -230,7 +329,11 @@ fn every_error_status_comes_from_a_real_request() {
         "ingest_events_rejected_total{reason=\"unknown_type\"} 1",
         "ingest_rate_limited_events_total 50",
     ] {
-        assert!(metrics.body.contains(line), "missing {line}\n{}", metrics.body);
+        assert!(
+            metrics.body.contains(line),
+            "missing {line}\n{}",
+            metrics.body
+        );
     }
 }
 
@@ -247,13 +350,28 @@ fn gzip_zstd_bombs_and_oversized_bodies() {
     let port = engine.port;
     let events: Vec<Value> = (0..20).map(|i| event(i, DEV_TENANT, SESSION)).collect();
     let body = batch(&events);
-    let r = post(port, Some(DEV_AUTH), &[("Content-Encoding", "gzip")], &gzip(&body));
+    let r = post(
+        port,
+        Some(DEV_AUTH),
+        &[("Content-Encoding", "gzip")],
+        &gzip(&body),
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(n(&r.json(), "events_accepted"), 20);
-    let r = post(port, Some(DEV_AUTH), &[("Content-Encoding", "zstd")], &zstd::encode_all(&body[..], 3).unwrap());
+    let r = post(
+        port,
+        Some(DEV_AUTH),
+        &[("Content-Encoding", "zstd")],
+        &zstd::encode_all(&body[..], 3).unwrap(),
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(n(&r.json(), "events_accepted"), 20);
-    let r = post(port, Some(DEV_AUTH), &[("Content-Encoding", "gzip")], b"definitely not gzip");
+    let r = post(
+        port,
+        Some(DEV_AUTH),
+        &[("Content-Encoding", "gzip")],
+        b"definitely not gzip",
+    );
     assert_eq!(r.status, 400, "{}", r.body);
 
     // Bombs: ~1 GB of zeros in a few hundred KB (under the 1 MiB body limit).
@@ -271,9 +389,19 @@ fn gzip_zstd_bombs_and_oversized_bodies() {
     let zstd_bomb = z.finish().unwrap();
     assert!(gz_bomb.len() < (1 << 20) && zstd_bomb.len() < (1 << 20));
     for _ in 0..3 {
-        let r = post(port, Some(DEV_AUTH), &[("Content-Encoding", "gzip")], &gz_bomb);
+        let r = post(
+            port,
+            Some(DEV_AUTH),
+            &[("Content-Encoding", "gzip")],
+            &gz_bomb,
+        );
         assert_eq!(r.status, 413, "{}", r.body);
-        let r = post(port, Some(DEV_AUTH), &[("Content-Encoding", "zstd")], &zstd_bomb);
+        let r = post(
+            port,
+            Some(DEV_AUTH),
+            &[("Content-Encoding", "zstd")],
+            &zstd_bomb,
+        );
         assert_eq!(r.status, 413, "{}", r.body);
     }
     let grown = engine.rss_kib().saturating_sub(rss_before);
@@ -366,7 +494,10 @@ fn slow_and_idle_clients_cannot_hold_a_shard() {
     let engine = Engine::start_with(
         &broker,
         TEST_CONFIG,
-        &[("INGESTION_HTTP__READ_TIMEOUT_MS", "500"), ("INGESTION_HTTP__IDLE_TIMEOUT_MS", "1000")],
+        &[
+            ("INGESTION_HTTP__READ_TIMEOUT_MS", "500"),
+            ("INGESTION_HTTP__IDLE_TIMEOUT_MS", "1000"),
+        ],
     );
     // Slowloris: a head that never ends gets 408 and is closed.
     let mut raw = Raw::connect(engine.port);
@@ -388,14 +519,27 @@ fn slow_and_idle_clients_cannot_hold_a_shard() {
 #[test]
 fn broker_outage_gives_503_and_the_engine_recovers_by_itself() {
     let mut broker = Broker::start();
-    let engine = Engine::start_with(&broker, TEST_CONFIG, &[("INGESTION_HTTP__REQUEST_TIMEOUT_MS", "2000")]);
+    let engine = Engine::start_with(
+        &broker,
+        TEST_CONFIG,
+        &[("INGESTION_HTTP__REQUEST_TIMEOUT_MS", "2000")],
+    );
     let port = engine.port;
-    let send = || post(port, Some(DEV_AUTH), &[], &batch(&[event(0, DEV_TENANT, SESSION)]));
+    let send = || {
+        post(
+            port,
+            Some(DEV_AUTH),
+            &[],
+            &batch(&[event(0, DEV_TENANT, SESSION)]),
+        )
+    };
     assert_eq!(send().status, 200);
 
     broker.stop();
     wait_for("not ready", Duration::from_secs(30), || {
-        get(port, "/health/ready").map(|r| r.status == 503).unwrap_or(false)
+        get(port, "/health/ready")
+            .map(|r| r.status == 503)
+            .unwrap_or(false)
     });
     let ready = get(port, "/health/ready").unwrap();
     assert_eq!(s(&ready.json(), "reason"), "broker_unreachable");
@@ -403,11 +547,19 @@ fn broker_outage_gives_503_and_the_engine_recovers_by_itself() {
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(r.header("retry-after").unwrap().parse::<u32>().unwrap() >= 1);
     let health = get(port, "/health").unwrap().json();
-    assert!(!health.get("broker").unwrap().get("up").unwrap().as_bool().unwrap());
+    assert!(!health
+        .get("broker")
+        .unwrap()
+        .get("up")
+        .unwrap()
+        .as_bool()
+        .unwrap());
 
     broker.restart();
     wait_for("ready again", Duration::from_secs(60), || {
-        get(port, "/health/ready").map(|r| r.status == 200).unwrap_or(false)
+        get(port, "/health/ready")
+            .map(|r| r.status == 200)
+            .unwrap_or(false)
     });
     let mut accepted = None;
     wait_for("accepted again", Duration::from_secs(60), || {
@@ -427,12 +579,18 @@ fn tools_check_config_hash_key_and_bad_config() {
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("c.toml");
     std::fs::write(&cfg, TEST_CONFIG).unwrap();
-    let out = engine_command(&cfg, "127.0.0.1:1", 18123).arg("check-config").output().unwrap();
+    let out = engine_command(&cfg, "127.0.0.1:1", 18123)
+        .arg("check-config")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("port = 18123"), "{text}");
     assert!(text.contains("brokers = \"127.0.0.1:1\""), "{text}");
-    assert!(!text.contains("2bb80d537b1da3e38bd30361aa855686bde0eacd"), "{text}");
+    assert!(
+        !text.contains("2bb80d537b1da3e38bd30361aa855686bde0eacd"),
+        "{text}"
+    );
 
     let out = engine_command(&cfg, "127.0.0.1:1", 18123)
         .env("INGESTION_REDPANDA_LINGR_MS", "5")
@@ -449,7 +607,10 @@ fn tools_check_config_hash_key_and_bad_config() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("port"));
 
-    let out = engine_command(&cfg, "127.0.0.1:1", 18123).args(["hash-key", "secret"]).output().unwrap();
+    let out = engine_command(&cfg, "127.0.0.1:1", 18123)
+        .args(["hash-key", "secret"])
+        .output()
+        .unwrap();
     assert_eq!(
         String::from_utf8(out.stdout).unwrap().trim(),
         "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"

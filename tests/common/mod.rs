@@ -51,7 +51,11 @@ pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn scratch_dir(name: &str) -> PathBuf {
@@ -67,7 +71,9 @@ fn tansu_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("TANSU_BIN") {
         return p.into();
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
     let cargo_bin = home.join(".cargo/bin/tansu");
     if cargo_bin.exists() {
         cargo_bin
@@ -85,7 +91,11 @@ pub struct Broker {
 
 impl Broker {
     pub fn start() -> Broker {
-        let mut b = Broker { child: None, port: free_port(), dir: scratch_dir("broker") };
+        let mut b = Broker {
+            child: None,
+            port: free_port(),
+            dir: scratch_dir("broker"),
+        };
         b.spawn();
         b
     }
@@ -99,7 +109,13 @@ impl Broker {
         let log = std::fs::File::create(self.dir.join("broker.log")).unwrap();
         let child = Command::new(tansu_bin())
             .current_dir(&self.dir)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", "sqlite://tansu.db"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -178,15 +194,28 @@ impl Engine {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.arg("serve").stdout(Stdio::null()).stderr(log).spawn().unwrap();
-        let engine = Engine { child, port, config: config_path, broker: broker.addr(), dir };
+        let child = cmd
+            .arg("serve")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let engine = Engine {
+            child,
+            port,
+            config: config_path,
+            broker: broker.addr(),
+            dir,
+        };
         engine.wait_ready();
         engine
     }
 
     pub fn wait_ready(&self) {
         wait_for("engine ready", Duration::from_secs(60), || {
-            get(self.port, "/health/ready").map(|r| r.status == 200).unwrap_or(false)
+            get(self.port, "/health/ready")
+                .map(|r| r.status == 200)
+                .unwrap_or(false)
         });
     }
 
@@ -204,7 +233,11 @@ impl Engine {
             .arg("dump")
             .output()
             .unwrap();
-        assert!(out.status.success(), "dump failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "dump failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout)
             .unwrap()
             .lines()
@@ -279,7 +312,11 @@ pub fn read_response(r: &mut impl BufRead) -> std::io::Result<Resp> {
         .unwrap_or(0);
     let mut body = vec![0; len];
     r.read_exact(&mut body)?;
-    Ok(Resp { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
+    Ok(Resp {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
 }
 
 /// A raw connection for keep-alive, pipelining and slow-client tests.
@@ -291,7 +328,9 @@ impl Raw {
     pub fn connect(port: u16) -> Raw {
         let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        Raw { reader: BufReader::new(s) }
+        Raw {
+            reader: BufReader::new(s),
+        }
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
@@ -353,7 +392,11 @@ pub fn post(port: u16, auth: Option<&str>, headers: &[(&str, &str)], body: &[u8]
         })
         .collect();
     let body = resp.into_string().unwrap();
-    Resp { status, headers, body }
+    Resp {
+        status,
+        headers,
+        body,
+    }
 }
 
 /// Now as RFC 3339.
@@ -373,11 +416,19 @@ pub fn event(i: usize, tenant: &str, session: &str) -> sonic_rs::Value {
         "locale": "en-US",
     });
     let extra = match i % 5 {
-        0 => sonic_rs::json!({"type": "pageview", "path": "/products/42", "title": "Product 42", "referrer": "https://google.com/"}),
-        1 => sonic_rs::json!({"type": "click", "selector": "button#buy", "text": "Buy now", "x": 120, "y": 480}),
+        0 => {
+            sonic_rs::json!({"type": "pageview", "path": "/products/42", "title": "Product 42", "referrer": "https://google.com/"})
+        }
+        1 => {
+            sonic_rs::json!({"type": "click", "selector": "button#buy", "text": "Buy now", "x": 120, "y": 480})
+        }
         2 => sonic_rs::json!({"type": "scroll", "depth_pct": 75}),
-        3 => sonic_rs::json!({"type": "performance", "lcp": 1234.5, "fcp": 800, "cls": 0.05, "ttfb": 120}),
-        _ => sonic_rs::json!({"type": "custom", "name": "add_to_cart", "properties": {"sku": "A-42", "qty": 2}}),
+        3 => {
+            sonic_rs::json!({"type": "performance", "lcp": 1234.5, "fcp": 800, "cls": 0.05, "ttfb": 120})
+        }
+        _ => {
+            sonic_rs::json!({"type": "custom", "name": "add_to_cart", "properties": {"sku": "A-42", "qty": 2}})
+        }
     };
     use sonic_rs::{JsonContainerTrait, JsonValueMutTrait};
     let obj = v.as_object_mut().unwrap();

@@ -19,11 +19,18 @@ pub enum BodyError {
 
 /// Decodes `input` into `out` (cleared first). Identity bodies are not copied:
 /// callers parse them in place and never call this.
-pub fn decode(encoding: Encoding, input: &[u8], out: &mut Vec<u8>, max: usize) -> Result<(), BodyError> {
+pub fn decode(
+    encoding: Encoding,
+    input: &[u8],
+    out: &mut Vec<u8>,
+    max: usize,
+) -> Result<(), BodyError> {
     out.clear();
     let limit = max as u64 + 1;
     let res = match encoding {
-        Encoding::Gzip => flate2::read::MultiGzDecoder::new(input).take(limit).read_to_end(out),
+        Encoding::Gzip => flate2::read::MultiGzDecoder::new(input)
+            .take(limit)
+            .read_to_end(out),
         Encoding::Zstd => match zstd::stream::read::Decoder::with_buffer(input) {
             Ok(d) => d.take(limit).read_to_end(out),
             Err(_) => return Err(BodyError::Corrupt("zstd")),
@@ -60,12 +67,27 @@ mod tests {
         let mut out = Vec::new();
         decode(Encoding::Gzip, &gzip(data), &mut out, 100).unwrap();
         assert_eq!(out, data);
-        decode(Encoding::Zstd, &zstd::encode_all(&data[..], 3).unwrap(), &mut out, 100).unwrap();
+        decode(
+            Encoding::Zstd,
+            &zstd::encode_all(&data[..], 3).unwrap(),
+            &mut out,
+            100,
+        )
+        .unwrap();
         assert_eq!(out, data);
         let bomb = gzip(&vec![b'a'; 10 * 1024 * 1024]);
-        assert_eq!(decode(Encoding::Gzip, &bomb, &mut out, 1024), Err(BodyError::TooLarge(1024)));
+        assert_eq!(
+            decode(Encoding::Gzip, &bomb, &mut out, 1024),
+            Err(BodyError::TooLarge(1024))
+        );
         assert!(out.len() <= 1025);
-        assert_eq!(decode(Encoding::Gzip, b"nope", &mut out, 10), Err(BodyError::Corrupt("gzip")));
-        assert_eq!(decode(Encoding::Zstd, b"nope", &mut out, 10), Err(BodyError::Corrupt("zstd")));
+        assert_eq!(
+            decode(Encoding::Gzip, b"nope", &mut out, 10),
+            Err(BodyError::Corrupt("gzip"))
+        );
+        assert_eq!(
+            decode(Encoding::Zstd, b"nope", &mut out, 10),
+            Err(BodyError::Corrupt("zstd"))
+        );
     }
 }

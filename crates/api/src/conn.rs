@@ -16,7 +16,9 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
-use crate::http::{decode_chunked, parse_head, ChunkError, Framing, Method, RequestHead, Response, Route};
+use crate::http::{
+    decode_chunked, parse_head, ChunkError, Framing, Method, RequestHead, Response, Route,
+};
 use crate::ingest::{ingest, precheck, Shard};
 
 /// Read buffer kept by an idle connection; larger buffers shrink back to it.
@@ -108,7 +110,9 @@ async fn serve_requests(conn: &mut Conn, shard: &Shard) {
                     }
                 }
                 if conn.buf.len() >= http.max_header_bytes {
-                    let resp = Response::error(431, "header_too_large", "request head exceeds the limit").closing();
+                    let resp =
+                        Response::error(431, "header_too_large", "request head exceeds the limit")
+                            .closing();
                     finish(conn, shard, &resp, false, false).await;
                     return;
                 }
@@ -117,12 +121,17 @@ async fn serve_requests(conn: &mut Conn, shard: &Shard) {
                 Some(s) => s + read_timeout,
                 None => Instant::now() + idle,
             };
-            match conn.fill(http.max_header_bytes - conn.buf.len(), deadline).await {
+            match conn
+                .fill(http.max_header_bytes - conn.buf.len(), deadline)
+                .await
+            {
                 Ok(()) => {
                     started.get_or_insert_with(Instant::now);
                 }
                 Err(ReadError::TimedOut) if started.is_some() => {
-                    let resp = Response::error(408, "request_timeout", "request not received in time").closing();
+                    let resp =
+                        Response::error(408, "request_timeout", "request not received in time")
+                            .closing();
                     finish(conn, shard, &resp, false, false).await;
                     return;
                 }
@@ -132,7 +141,8 @@ async fn serve_requests(conn: &mut Conn, shard: &Shard) {
         let started = started.unwrap_or_else(Instant::now);
         let deadline = started + read_timeout;
         if head.len > http.max_header_bytes {
-            let resp = Response::error(431, "header_too_large", "request head exceeds the limit").closing();
+            let resp = Response::error(431, "header_too_large", "request head exceeds the limit")
+                .closing();
             finish(conn, shard, &resp, false, false).await;
             return;
         }
@@ -153,7 +163,10 @@ async fn serve_requests(conn: &mut Conn, shard: &Shard) {
             }
         };
         if head.expect_continue && conn.buf.len() == head.len {
-            let (res, _) = conn.stream.write_all(&b"HTTP/1.1 100 Continue\r\n\r\n"[..]).await;
+            let (res, _) = conn
+                .stream
+                .write_all(&b"HTTP/1.1 100 Continue\r\n\r\n"[..])
+                .await;
             if res.is_err() {
                 return;
             }
@@ -224,8 +237,18 @@ async fn serve_requests(conn: &mut Conn, shard: &Shard) {
 
 /// Counts and writes a response; false when the connection broke. A response
 /// that closes the connection is followed by a lingering close.
-async fn finish(conn: &mut Conn, shard: &Shard, resp: &Response, keep_alive: bool, head_only: bool) -> bool {
-    shard.state.metrics.shard(shard.index).count_status(resp.status);
+async fn finish(
+    conn: &mut Conn,
+    shard: &Shard,
+    resp: &Response,
+    keep_alive: bool,
+    head_only: bool,
+) -> bool {
+    shard
+        .state
+        .metrics
+        .shard(shard.index)
+        .count_status(resp.status);
     let ok = conn.send(resp, keep_alive, head_only).await;
     if ok && (!keep_alive || resp.close) {
         linger(conn).await;
@@ -258,18 +281,31 @@ async fn linger(conn: &mut Conn) {
 
 async fn timeout_reply(conn: &mut Conn, shard: &Shard, e: ReadError) {
     if let ReadError::TimedOut = e {
-        let resp = Response::error(408, "request_timeout", "request body not received in time").closing();
+        let resp =
+            Response::error(408, "request_timeout", "request body not received in time").closing();
         finish(conn, shard, &resp, false, false).await;
     }
 }
 
 /// Route and method checks, and the ingest precheck, on the head alone.
-fn route_check<'s>(head: &RequestHead, shard: &'s Shard, buf: &[u8]) -> Result<Option<&'s engine_core::Tenant>, Response> {
+fn route_check<'s>(
+    head: &RequestHead,
+    shard: &'s Shard,
+    buf: &[u8],
+) -> Result<Option<&'s engine_core::Tenant>, Response> {
     if head.route == Route::NotFound {
-        return Err(Response::error(404, "not_found", "no such endpoint; see /health, /ingest, /metrics"));
+        return Err(Response::error(
+            404,
+            "not_found",
+            "no such endpoint; see /health, /ingest, /metrics",
+        ));
     }
     if !head.route.allows(head.method) {
-        let mut r = Response::error(405, "method_not_allowed", &format!("use {}", head.route.allow()));
+        let mut r = Response::error(
+            405,
+            "method_not_allowed",
+            &format!("use {}", head.route.allow()),
+        );
         r.allow = Some(head.route.allow());
         return Err(r);
     }
@@ -290,10 +326,10 @@ async fn dispatch(
     match (head.route, tenant) {
         (Route::Ingest, Some(tenant)) => {
             let resp = ingest(shard, tenant, head.encoding, body, started).await;
-            shard
-                .histograms
-                .borrow_mut()
-                .record(telemetry::Stage::Request, started.elapsed().as_micros() as u64);
+            shard.histograms.borrow_mut().record(
+                telemetry::Stage::Request,
+                started.elapsed().as_micros() as u64,
+            );
             resp
         }
         (Route::Live, _) => Response::json(200, br#"{"status":"live"}"#.to_vec()),
@@ -308,8 +344,11 @@ async fn dispatch(
                 } else {
                     "rings_saturated"
                 };
-                Response::json(503, format!(r#"{{"ready":false,"reason":"{reason}"}}"#).into_bytes())
-                    .retry_after(state.config.http.retry_after_secs)
+                Response::json(
+                    503,
+                    format!(r#"{{"ready":false,"reason":"{reason}"}}"#).into_bytes(),
+                )
+                .retry_after(state.config.http.retry_after_secs)
             }
         }
         (Route::Health, _) => crate::shard::health(state),
@@ -318,9 +357,11 @@ async fn dispatch(
             "text/plain; version=0.0.4",
             state.metrics.render_prometheus().into_bytes(),
         ),
-        (Route::DebugLatency, _) => {
-            Response::text(200, "text/plain; charset=utf-8", state.metrics.render_latency_table().into_bytes())
-        }
+        (Route::DebugLatency, _) => Response::text(
+            200,
+            "text/plain; charset=utf-8",
+            state.metrics.render_latency_table().into_bytes(),
+        ),
         _ => Response::error(404, "not_found", "no such endpoint"),
     }
 }

@@ -145,7 +145,9 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
         let v = trim(h.value);
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
-            let n = std::str::from_utf8(v).ok().and_then(|s| s.parse::<usize>().ok());
+            let n = std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.parse::<usize>().ok());
             match (n, content_length) {
                 (None, _) => return head_error(400, "invalid Content-Length"),
                 (Some(n), Some(prev)) if n != prev => {
@@ -226,7 +228,11 @@ pub enum ChunkError {
 /// Decodes a chunked body from the start of `buf` into `out`. `Ok(None)`:
 /// incomplete (read more and call again; `out` is cleared first). `Ok(Some(n))`:
 /// complete, `n` bytes of `buf` consumed. Decoded size is bounded by `max`.
-pub fn decode_chunked(buf: &[u8], out: &mut Vec<u8>, max: usize) -> Result<Option<usize>, ChunkError> {
+pub fn decode_chunked(
+    buf: &[u8],
+    out: &mut Vec<u8>,
+    max: usize,
+) -> Result<Option<usize>, ChunkError> {
     out.clear();
     let mut pos = 0;
     loop {
@@ -441,9 +447,15 @@ mod tests {
         assert!(!head("GET /health HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive);
         assert!(!head("GET /health HTTP/1.0\r\n\r\n").keep_alive);
         assert!(head("GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").keep_alive);
-        assert!(head("POST /ingest HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n").expect_continue);
+        assert!(
+            head("POST /ingest HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+                .expect_continue
+        );
         assert!(!head("POST /ingest HTTP/1.1\r\nContent-Type: text/html\r\n\r\n").content_type_ok);
-        assert!(head("POST /ingest HTTP/1.1\r\nContent-Type: text/plain;charset=UTF-8\r\n\r\n").content_type_ok);
+        assert!(
+            head("POST /ingest HTTP/1.1\r\nContent-Type: text/plain;charset=UTF-8\r\n\r\n")
+                .content_type_ok
+        );
         assert_eq!(head("PUT /ingest HTTP/1.1\r\n\r\n").method, Method::Other);
         assert_eq!(head("GET /nope HTTP/1.1\r\n\r\n").route, Route::NotFound);
     }
@@ -452,14 +464,30 @@ mod tests {
     fn chunked_bodies() {
         let mut out = Vec::new();
         let body = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-T: 1\r\n\r\nNEXT";
-        assert_eq!(decode_chunked(body, &mut out, 100), Ok(Some(body.len() - 4)));
+        assert_eq!(
+            decode_chunked(body, &mut out, 100),
+            Ok(Some(body.len() - 4))
+        );
         assert_eq!(out, b"hello world");
         for cut in 0..body.len() - 4 {
-            assert_eq!(decode_chunked(&body[..cut], &mut out, 100), Ok(None), "cut {cut}");
+            assert_eq!(
+                decode_chunked(&body[..cut], &mut out, 100),
+                Ok(None),
+                "cut {cut}"
+            );
         }
-        assert_eq!(decode_chunked(body, &mut out, 10), Err(ChunkError::TooLarge));
-        assert_eq!(decode_chunked(b"zz\r\n", &mut out, 10), Err(ChunkError::Malformed));
-        assert_eq!(decode_chunked(b"2\r\nabXY", &mut out, 10), Err(ChunkError::Malformed));
+        assert_eq!(
+            decode_chunked(body, &mut out, 10),
+            Err(ChunkError::TooLarge)
+        );
+        assert_eq!(
+            decode_chunked(b"zz\r\n", &mut out, 10),
+            Err(ChunkError::Malformed)
+        );
+        assert_eq!(
+            decode_chunked(b"2\r\nabXY", &mut out, 10),
+            Err(ChunkError::Malformed)
+        );
     }
 
     #[test]
@@ -472,6 +500,8 @@ mod tests {
         assert!(s.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
         assert!(s.contains("Retry-After: 2\r\n"));
         assert!(s.contains("Connection: keep-alive\r\n"));
-        assert!(s.ends_with(r#"{"status":"error","error":"unavailable","message":"broker \"down\""}"#));
+        assert!(
+            s.ends_with(r#"{"status":"error","error":"unavailable","message":"broker \"down\""}"#)
+        );
     }
 }

@@ -13,13 +13,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use engine_core::config::AckMode;
 use engine_core::event::{parse_envelope, parse_event, EnvelopeError, RawEvent};
 use engine_core::record::{encode_record, record_key, EventRecord, RecordBatch};
 use engine_core::tenant::AuthError;
 use engine_core::timestamp::parse_rfc3339_us;
 use engine_core::validate::{check_event_size, validate_event, BatchContext, Reason, Rejection};
 use engine_core::Tenant;
-use engine_core::config::AckMode;
 use futures_channel::oneshot;
 use redpanda::producer::ProduceRequest;
 use telemetry::{LocalHistograms, Stage};
@@ -82,16 +82,31 @@ fn retry_after(state: &AppState) -> u32 {
 }
 
 /// Checks a `POST /ingest` head before its body is read.
-pub fn precheck<'s>(shard: &'s Shard, head: &RequestHead, buf: &[u8]) -> Result<&'s Tenant, Response> {
+pub fn precheck<'s>(
+    shard: &'s Shard,
+    head: &RequestHead,
+    buf: &[u8],
+) -> Result<&'s Tenant, Response> {
     let state = &*shard.state;
     if state.shutting_down.load(Ordering::Relaxed) {
-        return Err(Response::error(503, "shutting_down", "the engine is shutting down").retry_after(retry_after(state)));
+        return Err(
+            Response::error(503, "shutting_down", "the engine is shutting down")
+                .retry_after(retry_after(state)),
+        );
     }
     if !head.content_type_ok {
-        return Err(Response::error(415, "unsupported_media_type", "Content-Type must be application/json"));
+        return Err(Response::error(
+            415,
+            "unsupported_media_type",
+            "Content-Type must be application/json",
+        ));
     }
     if head.encoding == Encoding::Unsupported {
-        return Err(Response::error(415, "unsupported_encoding", "Content-Encoding must be gzip, zstd or identity"));
+        return Err(Response::error(
+            415,
+            "unsupported_encoding",
+            "Content-Encoding must be gzip, zstd or identity",
+        ));
     }
     let auth = head.authorization.clone().map(|r| &buf[r]);
     let tenant = match state.tenants.authenticate(auth) {
@@ -104,26 +119,47 @@ pub fn precheck<'s>(shard: &'s Shard, head: &RequestHead, buf: &[u8]) -> Result<
             ))
         }
         Err(AuthError::BadCredentials) => {
-            return Err(Response::error(401, "unauthorized", "unknown tenant or wrong API key"))
+            return Err(Response::error(
+                401,
+                "unauthorized",
+                "unknown tenant or wrong API key",
+            ))
         }
-        Err(AuthError::Disabled) => return Err(Response::error(403, "tenant_disabled", "this tenant is disabled")),
+        Err(AuthError::Disabled) => {
+            return Err(Response::error(
+                403,
+                "tenant_disabled",
+                "this tenant is disabled",
+            ))
+        }
     };
     match head.framing {
         Framing::None => return Err(Response::error(400, "empty_body", "request body is empty")),
         Framing::Length(n) if n > state.config.http.max_body_bytes => {
-            return Err(Response::error(413, "body_too_large", &format!(
-                "body of {n} bytes exceeds the limit of {} bytes",
-                state.config.http.max_body_bytes
-            )))
+            return Err(Response::error(
+                413,
+                "body_too_large",
+                &format!(
+                    "body of {n} bytes exceeds the limit of {} bytes",
+                    state.config.http.max_body_bytes
+                ),
+            ))
         }
         _ => {}
     }
     if !state.broker_up() {
-        return Err(Response::error(503, "broker_unavailable", "the broker is not reachable; retry later")
-            .retry_after(retry_after(state)));
+        return Err(Response::error(
+            503,
+            "broker_unavailable",
+            "the broker is not reachable; retry later",
+        )
+        .retry_after(retry_after(state)));
     }
     Ok(tenant)
 }
+
+/// A broker record: key (tenant + session) and encoded value.
+pub type Record = ([u8; 32], Vec<u8>);
 
 /// What [`prepare`] produced: records to send and the per-event outcome.
 #[derive(Debug)]
@@ -131,7 +167,7 @@ pub struct Prepared {
     pub batch_id: Uuid,
     pub accepted: usize,
     pub rejected: Vec<(usize, Rejection)>,
-    pub records: Vec<([u8; 32], Vec<u8>)>,
+    pub records: Vec<Record>,
 }
 
 fn now_us() -> i64 {
@@ -141,7 +177,12 @@ fn now_us() -> i64 {
 }
 
 /// Decodes, parses, validates and encodes a batch. Synchronous.
-pub fn prepare(shard: &Shard, tenant: &Tenant, encoding: Encoding, body: &[u8]) -> Result<Prepared, Response> {
+pub fn prepare(
+    shard: &Shard,
+    tenant: &Tenant,
+    encoding: Encoding,
+    body: &[u8],
+) -> Result<Prepared, Response> {
     let state = &*shard.state;
     let http = &state.config.http;
     let mut scratch = None;
@@ -178,12 +219,20 @@ fn prepare_json(state: &AppState, tenant: &Tenant, json: &[u8]) -> Result<Prepar
     let sent_at_us = match envelope.sent_at.as_deref() {
         None => None,
         Some(s) => Some(parse_rfc3339_us(s).ok_or_else(|| {
-            Response::error(400, "invalid_sent_at", "`sent_at` must be an RFC 3339 timestamp")
+            Response::error(
+                400,
+                "invalid_sent_at",
+                "`sent_at` must be an RFC 3339 timestamp",
+            )
         })?),
     };
     let raws = envelope.events.unwrap_or_default();
     if raws.is_empty() {
-        return Err(Response::error(400, "empty_batch", "`events` must not be empty"));
+        return Err(Response::error(
+            400,
+            "empty_batch",
+            "`events` must not be empty",
+        ));
     }
     let max = state.config.http.max_batch_events;
     if raws.len() > max {
@@ -193,7 +242,13 @@ fn prepare_json(state: &AppState, tenant: &Tenant, json: &[u8]) -> Result<Prepar
             &format!("batch of {} events exceeds the limit of {max}", raws.len()),
         ));
     }
-    let ctx = BatchContext::new(tenant.id, received_at_us, sent_at_us, tenant.retention_days, &state.limits);
+    let ctx = BatchContext::new(
+        tenant.id,
+        received_at_us,
+        sent_at_us,
+        tenant.retention_days,
+        &state.limits,
+    );
     let mut rejected = Vec::new();
     // Parsed events must outlive the records that borrow from them.
     let mut parsed: Vec<Option<(RawEvent<'_>, usize)>> = Vec::with_capacity(raws.len());
@@ -207,7 +262,13 @@ fn prepare_json(state: &AppState, tenant: &Tenant, json: &[u8]) -> Result<Prepar
         match parse_event(raw) {
             Ok(ev) => parsed.push(Some((ev, len))),
             Err(e) => {
-                rejected.push((i, Rejection { reason: Reason::MalformedEvent, field: e.field }));
+                rejected.push((
+                    i,
+                    Rejection {
+                        reason: Reason::MalformedEvent,
+                        field: e.field,
+                    },
+                ));
                 parsed.push(None);
             }
         }
@@ -226,7 +287,12 @@ fn prepare_json(state: &AppState, tenant: &Tenant, json: &[u8]) -> Result<Prepar
     let accepted = valid.len();
     let records = encode_groups(tenant, batch_id, received_at_us, sent_at_us, valid)
         .map_err(|e| Response::error(500, "internal", &e))?;
-    Ok(Prepared { batch_id, accepted, rejected, records })
+    Ok(Prepared {
+        batch_id,
+        accepted,
+        rejected,
+        records,
+    })
 }
 
 /// One record per (session, ≤ MAX_RECORD_BYTES) group, keyed by tenant+session.
@@ -236,7 +302,7 @@ fn encode_groups(
     received_at_us: i64,
     sent_at_us: Option<i64>,
     mut valid: Vec<(EventRecord<'_>, usize)>,
-) -> Result<Vec<([u8; 32], Vec<u8>)>, String> {
+) -> Result<Vec<Record>, String> {
     let first = valid.first().map(|(e, _)| e.session_id);
     if valid.iter().any(|(e, _)| Some(e.session_id) != first) {
         valid.sort_by_key(|(e, _)| e.session_id);
@@ -249,7 +315,9 @@ fn encode_groups(
         let mut size = len + RECORD_OVERHEAD_BYTES;
         let mut events = vec![ev];
         while let Some((next, next_len)) = iter.peek() {
-            if next.session_id != session || size + next_len + RECORD_OVERHEAD_BYTES > MAX_RECORD_BYTES {
+            if next.session_id != session
+                || size + next_len + RECORD_OVERHEAD_BYTES > MAX_RECORD_BYTES
+            {
                 break;
             }
             size += next_len + RECORD_OVERHEAD_BYTES;
@@ -270,10 +338,18 @@ fn encode_groups(
 }
 
 /// Handles `POST /ingest` once the body is framed.
-pub async fn ingest(shard: &Shard, tenant: &Tenant, encoding: Encoding, body: &[u8], started: Instant) -> Response {
+pub async fn ingest(
+    shard: &Shard,
+    tenant: &Tenant,
+    encoding: Encoding,
+    body: &[u8],
+    started: Instant,
+) -> Response {
     let state = &*shard.state;
     let counters = shard.counters();
-    counters.bytes_received.fetch_add(body.len() as u64, Ordering::Relaxed);
+    counters
+        .bytes_received
+        .fetch_add(body.len() as u64, Ordering::Relaxed);
     let t_parse = Instant::now();
     let prepared = prepare(shard, tenant, encoding, body);
     shard
@@ -292,12 +368,17 @@ pub async fn ingest(shard: &Shard, tenant: &Tenant, encoding: Encoding, body: &[
     }
     if let Some(limiter) = state.rate_limits.get(&tenant.id) {
         if let Err(wait) = limiter.try_acquire(p.accepted as u64) {
-            counters.rate_limited_events.fetch_add(p.accepted as u64, Ordering::Relaxed);
+            counters
+                .rate_limited_events
+                .fetch_add(p.accepted as u64, Ordering::Relaxed);
             let secs = wait.as_secs_f64().ceil() as u32;
             return Response::error(
                 429,
                 "rate_limited",
-                &format!("tenant is over its rate limit of {} events/s", tenant.rate_limit_eps),
+                &format!(
+                    "tenant is over its rate limit of {} events/s",
+                    tenant.rate_limit_eps
+                ),
             )
             .retry_after(secs);
         }
@@ -312,7 +393,11 @@ pub async fn ingest(shard: &Shard, tenant: &Tenant, encoding: Encoding, body: &[
     let mut waits = Vec::with_capacity(p.records.len());
     for (key, payload) in std::mem::take(&mut p.records) {
         let (tx, rx) = oneshot::channel();
-        let req = ProduceRequest { key, payload, done: tx };
+        let req = ProduceRequest {
+            key,
+            payload,
+            done: tx,
+        };
         if rings.push(shard.index, req).is_err() {
             return Response::error(503, "backpressure", "the engine is saturated; retry later")
                 .retry_after(retry_after(state));
@@ -325,12 +410,20 @@ pub async fn ingest(shard: &Shard, tenant: &Tenant, encoding: Encoding, body: &[
             match monoio::time::timeout_at(deadline.into(), rx).await {
                 Ok(Ok(Ok(_stored))) => {}
                 Ok(Ok(Err(e))) => {
-                    return Response::error(503, "broker_error", &format!("the broker did not store the batch: {e}"))
-                        .retry_after(retry_after(state))
+                    return Response::error(
+                        503,
+                        "broker_error",
+                        &format!("the broker did not store the batch: {e}"),
+                    )
+                    .retry_after(retry_after(state))
                 }
                 Ok(Err(_)) => {
-                    return Response::error(503, "broker_error", "the producer stopped before the broker answered")
-                        .retry_after(retry_after(state))
+                    return Response::error(
+                        503,
+                        "broker_error",
+                        "the producer stopped before the broker answered",
+                    )
+                    .retry_after(retry_after(state))
                 }
                 Err(_) => {
                     return Response::error(
@@ -347,8 +440,14 @@ pub async fn ingest(shard: &Shard, tenant: &Tenant, encoding: Encoding, body: &[
         .histograms
         .borrow_mut()
         .record(Stage::BrokerAck, t_ack.elapsed().as_micros() as u64);
-    counters.events_accepted.fetch_add(p.accepted as u64, Ordering::Relaxed);
-    let status = if p.rejected.is_empty() { "success" } else { "partial" };
+    counters
+        .events_accepted
+        .fetch_add(p.accepted as u64, Ordering::Relaxed);
+    let status = if p.rejected.is_empty() {
+        "success"
+    } else {
+        "partial"
+    };
     batch_response(200, status, &p, started)
 }
 
@@ -369,7 +468,11 @@ fn batch_response(code: u16, status: &str, p: &Prepared, started: Instant) -> Re
             if n > 0 {
                 b.push(b',');
             }
-            let _ = write!(b, "{{\"index\":{i},\"reason\":\"{}\",\"field\":", r.reason.as_str());
+            let _ = write!(
+                b,
+                "{{\"index\":{i},\"reason\":\"{}\",\"field\":",
+                r.reason.as_str()
+            );
             push_json_str(&mut b, r.field);
             b.push(b'}');
         }

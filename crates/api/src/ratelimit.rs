@@ -47,10 +47,12 @@ impl RateLimiter {
             if ahead > self.burst_ns {
                 return Err(Duration::from_nanos(ahead - self.burst_ns));
             }
-            match self
-                .tat_ns
-                .compare_exchange_weak(tat, new_tat, Ordering::Relaxed, Ordering::Relaxed)
-            {
+            match self.tat_ns.compare_exchange_weak(
+                tat,
+                new_tat,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return Ok(()),
                 Err(cur) => tat = cur,
             }

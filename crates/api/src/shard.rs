@@ -72,7 +72,10 @@ pub fn start(state: Arc<AppState>) -> Result<ShardsHandle, StartError> {
                 }
                 run_shard(index, addr, state, tx);
             })
-            .map_err(|source| StartError::Io { shard: index, source })?;
+            .map_err(|source| StartError::Io {
+                shard: index,
+                source,
+            })?;
         threads.push(handle);
     }
     drop(tx);
@@ -98,18 +101,33 @@ type Ready = mpsc::Sender<Result<&'static str, StartError>>;
 
 fn run_shard(index: usize, addr: SocketAddr, state: Arc<AppState>, ready: Ready) {
     let fail = |ready: &Ready, source: io::Error| {
-        let _ = ready.send(Err(StartError::Io { shard: index, source }));
+        let _ = ready.send(Err(StartError::Io {
+            shard: index,
+            source,
+        }));
     };
     match state.config.io_driver {
         IoDriver::Auto => {
-            let driver = if monoio::utils::detect_uring() { "io_uring" } else { "epoll" };
-            match RuntimeBuilder::<FusionDriver>::new().with_entries(URING_ENTRIES).enable_timer().build() {
+            let driver = if monoio::utils::detect_uring() {
+                "io_uring"
+            } else {
+                "epoll"
+            };
+            match RuntimeBuilder::<FusionDriver>::new()
+                .with_entries(URING_ENTRIES)
+                .enable_timer()
+                .build()
+            {
                 Ok(mut rt) => rt.block_on(shard_main(index, addr, state, ready, driver)),
                 Err(e) => fail(&ready, e),
             }
         }
         IoDriver::Uring => {
-            match RuntimeBuilder::<IoUringDriver>::new().with_entries(URING_ENTRIES).enable_timer().build() {
+            match RuntimeBuilder::<IoUringDriver>::new()
+                .with_entries(URING_ENTRIES)
+                .enable_timer()
+                .build()
+            {
                 Ok(mut rt) => rt.block_on(shard_main(index, addr, state, ready, "io_uring")),
                 Err(e) => fail(&ready, e),
             }
@@ -121,12 +139,24 @@ fn run_shard(index: usize, addr: SocketAddr, state: Arc<AppState>, ready: Ready)
     }
 }
 
-async fn shard_main(index: usize, addr: SocketAddr, state: Arc<AppState>, ready: Ready, driver: &'static str) {
-    let opts = ListenerOpts::new().reuse_port(true).reuse_addr(true).backlog(4096);
+async fn shard_main(
+    index: usize,
+    addr: SocketAddr,
+    state: Arc<AppState>,
+    ready: Ready,
+    driver: &'static str,
+) {
+    let opts = ListenerOpts::new()
+        .reuse_port(true)
+        .reuse_addr(true)
+        .backlog(4096);
     let listener = match TcpListener::bind_with_config(addr, &opts) {
         Ok(l) => l,
         Err(source) => {
-            let _ = ready.send(Err(StartError::Io { shard: index, source }));
+            let _ = ready.send(Err(StartError::Io {
+                shard: index,
+                source,
+            }));
             return;
         }
     };

@@ -29,7 +29,12 @@ pub struct AppState {
 
 impl AppState {
     /// Builds the shared state; rate limiters come from each tenant's limit.
-    pub fn new(config: Config, tenants: TenantRegistry, metrics: Arc<Metrics>, rings: Arc<Rings>) -> Self {
+    pub fn new(
+        config: Config,
+        tenants: TenantRegistry,
+        metrics: Arc<Metrics>,
+        rings: Arc<Rings>,
+    ) -> Self {
         let burst_secs = config.rate_limits.burst_secs.max(1);
         let min_burst = config.http.max_batch_events as u64;
         let rate_limits = config
@@ -37,7 +42,12 @@ impl AppState {
             .unwrap_or_default()
             .into_iter()
             .filter(|t| t.rate_limit_eps > 0)
-            .map(|t| (t.id, RateLimiter::new(t.rate_limit_eps, burst_secs, min_burst)))
+            .map(|t| {
+                (
+                    t.id,
+                    RateLimiter::new(t.rate_limit_eps, burst_secs, min_burst),
+                )
+            })
             .collect();
         Self {
             limits: config.event_limits(),

@@ -379,7 +379,10 @@ impl Config {
             ("http.max_body_bytes", h.max_body_bytes),
             ("http.max_decompressed_bytes", h.max_decompressed_bytes),
             ("http.max_batch_events", h.max_batch_events),
-            ("http.max_connections_per_shard", h.max_connections_per_shard),
+            (
+                "http.max_connections_per_shard",
+                h.max_connections_per_shard,
+            ),
             ("redpanda.ring_capacity", self.redpanda.ring_capacity),
             ("limits.max_event_bytes", self.limits.max_event_bytes),
             ("limits.max_string_bytes", self.limits.max_string_bytes),
@@ -416,8 +419,13 @@ impl Config {
         if r.batch_size == 0 || r.batch_size > 1_000_000 {
             return Err(invalid("redpanda.batch_size", "must be 1..=1000000"));
         }
-        if !self.clickhouse.url.starts_with("http://") && !self.clickhouse.url.starts_with("https://") {
-            return Err(invalid("clickhouse.url", "must start with http:// or https://"));
+        if !self.clickhouse.url.starts_with("http://")
+            && !self.clickhouse.url.starts_with("https://")
+        {
+            return Err(invalid(
+                "clickhouse.url",
+                "must start with http:// or https://",
+            ));
         }
         self.tenants()?;
         Ok(())
@@ -461,7 +469,10 @@ impl Config {
                 })?;
                 let retention_days = t.retention_days.unwrap_or(t.tier.default_retention_days());
                 if retention_days == 0 {
-                    return Err(invalid(&format!("tenants[{i}].retention_days"), "must be at least 1"));
+                    return Err(invalid(
+                        &format!("tenants[{i}].retention_days"),
+                        "must be at least 1",
+                    ));
                 }
                 Ok(Tenant {
                     id,
@@ -494,7 +505,10 @@ impl Config {
 
 fn is_string_key(path: &[String]) -> bool {
     matches!(
-        path.iter().map(String::as_str).collect::<Vec<_>>().as_slice(),
+        path.iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice(),
         ["host"]
             | ["redpanda", "brokers"]
             | ["redpanda", "topic"]
@@ -603,9 +617,15 @@ api_key_sha256 = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a2
         assert_eq!(t.retention_days, 3650);
         assert_eq!(t.rate_limit_eps, c.rate_limits.enterprise_eps);
         let shown = c.to_masked_toml();
-        assert!(!shown.contains("2bb80d537b1da3e38bd30361aa855686"), "{shown}");
+        assert!(
+            !shown.contains("2bb80d537b1da3e38bd30361aa855686"),
+            "{shown}"
+        );
         let bad = file.replace("2bb80d", "zz");
         let err = Config::load(Some(&bad), []).unwrap_err();
-        assert!(err.to_string().contains("tenants[0].api_key_sha256"), "{err}");
+        assert!(
+            err.to_string().contains("tenants[0].api_key_sha256"),
+            "{err}"
+        );
     }
 }

@@ -220,9 +220,33 @@ pub fn parse_event<'a>(raw: &'a LazyValue<'a>) -> Result<RawEvent<'a>, EventPars
 
 /// Known field names, so a parse error can name the field it happened in.
 const FIELDS: &[&str] = &[
-    "id", "tenant_id", "session_id", "timestamp", "type", "user_id", "url", "path",
-    "referrer", "title", "user_agent", "locale", "screen", "selector", "element", "text",
-    "href", "x", "y", "depth_pct", "lcp", "fcp", "inp", "cls", "ttfb", "fid", "name",
+    "id",
+    "tenant_id",
+    "session_id",
+    "timestamp",
+    "type",
+    "user_id",
+    "url",
+    "path",
+    "referrer",
+    "title",
+    "user_agent",
+    "locale",
+    "screen",
+    "selector",
+    "element",
+    "text",
+    "href",
+    "x",
+    "y",
+    "depth_pct",
+    "lcp",
+    "fcp",
+    "inp",
+    "cls",
+    "ttfb",
+    "fid",
+    "name",
     "properties",
 ];
 
@@ -263,8 +287,14 @@ mod tests {
 
     #[test]
     fn envelope_errors() {
-        assert!(matches!(parse_envelope(b"{"), Err(EnvelopeError::Malformed { .. })));
-        assert_eq!(parse_envelope(b"{}").unwrap_err(), EnvelopeError::MissingEvents);
+        assert!(matches!(
+            parse_envelope(b"{"),
+            Err(EnvelopeError::Malformed { .. })
+        ));
+        assert_eq!(
+            parse_envelope(b"{}").unwrap_err(),
+            EnvelopeError::MissingEvents
+        );
         assert!(matches!(
             parse_envelope(br#"{"events":3}"#),
             Err(EnvelopeError::Malformed { .. })

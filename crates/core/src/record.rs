@@ -103,8 +103,8 @@ pub fn record_key(tenant_id: &[u8; 16], session_id: &[u8; 16]) -> [u8; 32] {
 
 /// Encodes a batch as a record value, version byte first, appending to `out`.
 pub fn encode_record(batch: &RecordBatch<'_>, out: &mut Vec<u8>) -> Result<(), RecordError> {
-    let bytes = rkyv::to_bytes::<rancor::Error>(batch)
-        .map_err(|e| RecordError::Encode(e.to_string()))?;
+    let bytes =
+        rkyv::to_bytes::<rancor::Error>(batch).map_err(|e| RecordError::Encode(e.to_string()))?;
     out.reserve(bytes.len() + 1);
     out.push(RECORD_VERSION);
     out.extend_from_slice(&bytes);
@@ -158,7 +158,10 @@ mod tests {
         assert_eq!(a.tenant_id, batch.tenant_id);
         assert_eq!(a.batch_id, batch.batch_id);
         assert_eq!(a.received_at_us.to_native(), batch.received_at_us);
-        assert_eq!(a.sent_at_us.as_ref().map(|v| v.to_native()), batch.sent_at_us);
+        assert_eq!(
+            a.sent_at_us.as_ref().map(|v| v.to_native()),
+            batch.sent_at_us
+        );
         assert_eq!(a.events.len(), batch.events.len());
         for (x, e) in a.events.iter().zip(&batch.events) {
             assert_eq!(x.id, e.id);
@@ -168,7 +171,10 @@ mod tests {
             assert_eq!(x.path.as_deref(), e.path);
             assert_eq!(x.title.as_deref(), e.title);
             assert_eq!(x.properties.as_deref(), e.properties);
-            assert_eq!(x.screen_width.as_ref().map(|v| v.to_native()), e.screen_width);
+            assert_eq!(
+                x.screen_width.as_ref().map(|v| v.to_native()),
+                e.screen_width
+            );
             assert_eq!(
                 x.x.as_ref().map(|v| v.to_native().to_bits()),
                 e.x.map(f64::to_bits)
@@ -180,7 +186,10 @@ mod tests {
     #[test]
     fn rejects_bad_versions_and_garbage() {
         assert!(matches!(decode_record(&[]), Err(RecordError::Empty)));
-        assert!(matches!(decode_record(&[9, 1, 2]), Err(RecordError::Version(9))));
+        assert!(matches!(
+            decode_record(&[9, 1, 2]),
+            Err(RecordError::Version(9))
+        ));
         assert!(matches!(
             decode_record(&[RECORD_VERSION, 1, 2, 3]),
             Err(RecordError::Corrupt(_))

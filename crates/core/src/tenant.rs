@@ -161,14 +161,32 @@ mod tests {
         let ok = format!("Bearer {nil}:secret");
         assert_eq!(reg.authenticate(Some(ok.as_bytes())).unwrap().name, "dev");
         let wrong = format!("Bearer {nil}:nope");
-        assert_eq!(reg.authenticate(Some(wrong.as_bytes())), Err(AuthError::BadCredentials));
+        assert_eq!(
+            reg.authenticate(Some(wrong.as_bytes())),
+            Err(AuthError::BadCredentials)
+        );
         let other = "Bearer 11111111-1111-1111-1111-111111111111:secret";
-        assert_eq!(reg.authenticate(Some(other.as_bytes())), Err(AuthError::BadCredentials));
+        assert_eq!(
+            reg.authenticate(Some(other.as_bytes())),
+            Err(AuthError::BadCredentials)
+        );
         assert_eq!(reg.authenticate(None), Err(AuthError::Malformed));
-        assert_eq!(reg.authenticate(Some(b"Basic abc")), Err(AuthError::Malformed));
-        assert_eq!(reg.authenticate(Some(b"Bearer nocolon")), Err(AuthError::Malformed));
-        assert_eq!(reg.authenticate(Some(b"Bearer x:y")), Err(AuthError::Malformed));
+        assert_eq!(
+            reg.authenticate(Some(b"Basic abc")),
+            Err(AuthError::Malformed)
+        );
+        assert_eq!(
+            reg.authenticate(Some(b"Bearer nocolon")),
+            Err(AuthError::Malformed)
+        );
+        assert_eq!(
+            reg.authenticate(Some(b"Bearer x:y")),
+            Err(AuthError::Malformed)
+        );
         let reg = TenantRegistry::new([tenant(true)]);
-        assert_eq!(reg.authenticate(Some(ok.as_bytes())), Err(AuthError::Disabled));
+        assert_eq!(
+            reg.authenticate(Some(ok.as_bytes())),
+            Err(AuthError::Disabled)
+        );
     }
 }

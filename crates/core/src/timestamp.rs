@@ -29,7 +29,10 @@ mod tests {
             parse_rfc3339_us("1970-01-01T01:00:01.5+01:00"),
             Some(1_500_000)
         );
-        assert_eq!(parse_rfc3339_us("2024-01-01T00:00:00Z"), Some(1_704_067_200_000_000));
+        assert_eq!(
+            parse_rfc3339_us("2024-01-01T00:00:00Z"),
+            Some(1_704_067_200_000_000)
+        );
         assert_eq!(parse_rfc3339_us("2024-01-01 00:00:00"), None);
         assert_eq!(parse_rfc3339_us("yesterday"), None);
         assert_eq!(parse_rfc3339_us(""), None);
@@ -37,6 +40,9 @@ mod tests {
 
     #[test]
     fn formats_back() {
-        assert_eq!(format_rfc3339_us(1_704_067_200_000_000), "2024-01-01T00:00:00Z");
+        assert_eq!(
+            format_rfc3339_us(1_704_067_200_000_000),
+            "2024-01-01T00:00:00Z"
+        );
     }
 }

@@ -204,7 +204,12 @@ fn bounded<'b>(
     }
 }
 
-fn number(v: Option<f64>, min: f64, max: f64, field: &'static str) -> Result<Option<f64>, Rejection> {
+fn number(
+    v: Option<f64>,
+    min: f64,
+    max: f64,
+    field: &'static str,
+) -> Result<Option<f64>, Rejection> {
     match v {
         Some(n) if !n.is_finite() || n < min || n > max => reject(Reason::OutOfRange, field),
         other => Ok(other),
@@ -403,12 +408,27 @@ mod tests {
 
     #[test]
     fn accepts_each_type() {
-        assert_eq!(check(&base(r#","path":"/","title":"Home""#, "pageview")), Ok(0));
-        assert_eq!(check(&base(r#","selector":"button","x":1,"y":2"#, "click")), Ok(1));
+        assert_eq!(
+            check(&base(r#","path":"/","title":"Home""#, "pageview")),
+            Ok(0)
+        );
+        assert_eq!(
+            check(&base(r#","selector":"button","x":1,"y":2"#, "click")),
+            Ok(1)
+        );
         assert_eq!(check(&base(r#","element":"a""#, "click")), Ok(1));
         assert_eq!(check(&base(r#","depth_pct":100"#, "scroll")), Ok(2));
-        assert_eq!(check(&base(r#","lcp":1200.5,"cls":0.1"#, "performance")), Ok(3));
-        assert_eq!(check(&base(r#","name":"signup","properties":{"plan":"pro"}"#, "custom")), Ok(4));
+        assert_eq!(
+            check(&base(r#","lcp":1200.5,"cls":0.1"#, "performance")),
+            Ok(3)
+        );
+        assert_eq!(
+            check(&base(
+                r#","name":"signup","properties":{"plan":"pro"}"#,
+                "custom"
+            )),
+            Ok(4)
+        );
     }
 
     #[test]
@@ -419,19 +439,26 @@ mod tests {
          "timestamp":"2024-01-01T00:00:00Z","type":"pageview",
          "title":"Home","path":"/"}"#;
         assert_eq!(check_with(ev, None, 3650), Ok(0));
-        assert_eq!(check_with(ev, None, 365), rej(Reason::TimestampTooOld, "timestamp"));
+        assert_eq!(
+            check_with(ev, None, 365),
+            rej(Reason::TimestampTooOld, "timestamp")
+        );
     }
 
     #[test]
     fn required_common_fields() {
-        let no_id = base("", "pageview").replace(r#""id":"550e8400-e29b-41d4-a716-446655440000","#, "");
+        let no_id =
+            base("", "pageview").replace(r#""id":"550e8400-e29b-41d4-a716-446655440000","#, "");
         assert_eq!(check(&no_id), rej(Reason::MissingField, "id"));
-        let no_session = base(r#","path":"/""#, "pageview")
-            .replace(r#""session_id":"11111111-1111-1111-1111-111111111111","#, "");
+        let no_session = base(r#","path":"/""#, "pageview").replace(
+            r#""session_id":"11111111-1111-1111-1111-111111111111","#,
+            "",
+        );
         assert_eq!(check(&no_session), rej(Reason::MissingField, "session_id"));
         let no_type = base(r#","path":"/""#, "pageview").replace(r#","type":"pageview""#, "");
         assert_eq!(check(&no_type), rej(Reason::MissingField, "type"));
-        let no_ts = base(r#","path":"/""#, "pageview").replace(r#""timestamp":"2026-11-27T11:59:00Z","#, "");
+        let no_ts = base(r#","path":"/""#, "pageview")
+            .replace(r#""timestamp":"2026-11-27T11:59:00Z","#, "");
         assert_eq!(check(&no_ts), rej(Reason::MissingField, "timestamp"));
     }
 
@@ -439,22 +466,50 @@ mod tests {
     fn uuids_tenant_and_type() {
         let bad = base(r#","path":"/""#, "pageview").replace("550e8400-e29b", "zzze8400-e29b");
         assert_eq!(check(&bad), rej(Reason::InvalidUuid, "id"));
-        let other = base(r#","path":"/""#, "pageview").replace(TENANT, "22222222-2222-2222-2222-222222222222");
+        let other = base(r#","path":"/""#, "pageview")
+            .replace(TENANT, "22222222-2222-2222-2222-222222222222");
         assert_eq!(check(&other), rej(Reason::TenantMismatch, "tenant_id"));
         assert_eq!(check(&base("", "hover")), rej(Reason::UnknownType, "type"));
     }
 
     #[test]
     fn per_type_rules() {
-        assert_eq!(check(&base("", "pageview")), rej(Reason::MissingField, "path"));
-        assert_eq!(check(&base(r#","path":"home""#, "pageview")), rej(Reason::InvalidPath, "path"));
-        assert_eq!(check(&base("", "click")), rej(Reason::MissingField, "selector"));
-        assert_eq!(check(&base("", "scroll")), rej(Reason::MissingField, "depth_pct"));
-        assert_eq!(check(&base(r#","depth_pct":101"#, "scroll")), rej(Reason::OutOfRange, "depth_pct"));
-        assert_eq!(check(&base(r#","depth_pct":-1"#, "scroll")), rej(Reason::OutOfRange, "depth_pct"));
-        assert_eq!(check(&base("", "performance")), rej(Reason::MissingMetric, "lcp"));
-        assert_eq!(check(&base(r#","fid":-3"#, "performance")), rej(Reason::OutOfRange, "fid"));
-        assert_eq!(check(&base("", "custom")), rej(Reason::MissingField, "name"));
+        assert_eq!(
+            check(&base("", "pageview")),
+            rej(Reason::MissingField, "path")
+        );
+        assert_eq!(
+            check(&base(r#","path":"home""#, "pageview")),
+            rej(Reason::InvalidPath, "path")
+        );
+        assert_eq!(
+            check(&base("", "click")),
+            rej(Reason::MissingField, "selector")
+        );
+        assert_eq!(
+            check(&base("", "scroll")),
+            rej(Reason::MissingField, "depth_pct")
+        );
+        assert_eq!(
+            check(&base(r#","depth_pct":101"#, "scroll")),
+            rej(Reason::OutOfRange, "depth_pct")
+        );
+        assert_eq!(
+            check(&base(r#","depth_pct":-1"#, "scroll")),
+            rej(Reason::OutOfRange, "depth_pct")
+        );
+        assert_eq!(
+            check(&base("", "performance")),
+            rej(Reason::MissingMetric, "lcp")
+        );
+        assert_eq!(
+            check(&base(r#","fid":-3"#, "performance")),
+            rej(Reason::OutOfRange, "fid")
+        );
+        assert_eq!(
+            check(&base("", "custom")),
+            rej(Reason::MissingField, "name")
+        );
         assert_eq!(
             check(&base(r#","name":"n","properties":[1]"#, "custom")),
             rej(Reason::InvalidProperties, "properties")
@@ -464,7 +519,10 @@ mod tests {
             rej(Reason::OutOfRange, "x")
         );
         assert_eq!(
-            check(&base(r#","path":"/","screen":{"width":1e9,"height":10}"#, "pageview")),
+            check(&base(
+                r#","path":"/","screen":{"width":1e9,"height":10}"#,
+                "pageview"
+            )),
             rej(Reason::OutOfRange, "screen")
         );
     }
@@ -473,42 +531,63 @@ mod tests {
     fn string_limits() {
         let long = "a".repeat(1025);
         assert_eq!(
-            check(&base(&format!(r#","path":"/","title":"{long}""#), "pageview")),
+            check(&base(
+                &format!(r#","path":"/","title":"{long}""#),
+                "pageview"
+            )),
             rej(Reason::StringTooLong, "title")
         );
         // URLs have their own, larger limit.
-        assert_eq!(check(&base(&format!(r#","path":"/","url":"{long}""#), "pageview")), Ok(0));
+        assert_eq!(
+            check(&base(&format!(r#","path":"/","url":"{long}""#), "pageview")),
+            Ok(0)
+        );
         let huge = "a".repeat(4097);
         assert_eq!(
             check(&base(&format!(r#","path":"/","url":"{huge}""#), "pageview")),
             rej(Reason::StringTooLong, "url")
         );
-        let big_props = format!(r#","name":"n","properties":{{"k":"{}"}}"#, "v".repeat(17_000));
-        assert_eq!(check(&base(&big_props, "custom")), rej(Reason::StringTooLong, "properties"));
+        let big_props = format!(
+            r#","name":"n","properties":{{"k":"{}"}}"#,
+            "v".repeat(17_000)
+        );
+        assert_eq!(
+            check(&base(&big_props, "custom")),
+            rej(Reason::StringTooLong, "properties")
+        );
         let limits = Limits::default();
         assert_eq!(check_event_size(limits.max_event_bytes, &limits), Ok(()));
         assert_eq!(
             check_event_size(limits.max_event_bytes + 1, &limits),
-            Err(Rejection { reason: Reason::EventTooLarge, field: "" })
+            Err(Rejection {
+                reason: Reason::EventTooLarge,
+                field: ""
+            })
         );
     }
 
     #[test]
     fn timestamps_and_skew() {
-        let future = base(r#","path":"/""#, "pageview").replace("2026-11-27T11:59:00Z", "2026-11-27T13:00:00Z");
+        let future = base(r#","path":"/""#, "pageview")
+            .replace("2026-11-27T11:59:00Z", "2026-11-27T13:00:00Z");
         assert_eq!(check(&future), rej(Reason::TimestampInFuture, "timestamp"));
         // The client clock is one hour fast: sent_at says 13:00 while we receive at 12:00.
         let sent = parse_rfc3339_us("2026-11-27T13:00:30Z");
         assert_eq!(check_with(&future, sent, 30), Ok(0));
-        let garbage = base(r#","path":"/""#, "pageview").replace("2026-11-27T11:59:00Z", "yesterday");
+        let garbage =
+            base(r#","path":"/""#, "pageview").replace("2026-11-27T11:59:00Z", "yesterday");
         assert_eq!(check(&garbage), rej(Reason::InvalidTimestamp, "timestamp"));
-        let old = base(r#","path":"/""#, "pageview").replace("2026-11-27T11:59:00Z", "2026-10-01T00:00:00Z");
+        let old = base(r#","path":"/""#, "pageview")
+            .replace("2026-11-27T11:59:00Z", "2026-10-01T00:00:00Z");
         assert_eq!(check(&old), rej(Reason::TimestampTooOld, "timestamp"));
     }
 
     #[test]
     fn escaped_strings_are_accepted() {
-        assert_eq!(check(&base(r#","path":"/a\u00e9","title":"q\"t""#, "pageview")), Ok(0));
+        assert_eq!(
+            check(&base(r#","path":"/a\u00e9","title":"q\"t""#, "pageview")),
+            Ok(0)
+        );
     }
 
     #[test]

@@ -87,7 +87,10 @@ impl HealthProbe {
 }
 
 /// Starts probing the broker; results land in `metrics.producer.broker_up`.
-pub fn start_health_probe(cfg: &RedpandaConfig, metrics: Arc<Metrics>) -> Result<HealthProbe, Error> {
+pub fn start_health_probe(
+    cfg: &RedpandaConfig,
+    metrics: Arc<Metrics>,
+) -> Result<HealthProbe, Error> {
     let admin = admin(cfg)?;
     let cfg = cfg.clone();
     let stop = Arc::new(AtomicBool::new(false));

@@ -128,9 +128,15 @@ struct Context {
 
 impl ClientContext for Context {
     fn error(&self, error: KafkaError, reason: &str) {
-        self.metrics.producer.broker_errors.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .producer
+            .broker_errors
+            .fetch_add(1, Ordering::Relaxed);
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
-            self.metrics.producer.broker_up.store(false, Ordering::Relaxed);
+            self.metrics
+                .producer
+                .broker_up
+                .store(false, Ordering::Relaxed);
         }
         warn!(%error, reason, "broker client error");
     }
@@ -145,7 +151,8 @@ impl ProducerContext for Context {
         let outcome = match result {
             Ok(m) => {
                 p.records_produced.fetch_add(1, Ordering::Relaxed);
-                p.bytes_produced.fetch_add(pending.bytes as u64, Ordering::Relaxed);
+                p.bytes_produced
+                    .fetch_add(pending.bytes as u64, Ordering::Relaxed);
                 p.broker_up.store(true, Ordering::Relaxed);
                 Ok(Stored {
                     partition: m.partition(),
@@ -207,9 +214,15 @@ pub fn producer_config(cfg: &RedpandaConfig, message_timeout_ms: u64) -> rdkafka
         .set("linger.ms", cfg.linger_ms.to_string())
         .set("batch.num.messages", cfg.batch_size.to_string())
         .set("batch.size", cfg.batch_bytes.to_string())
-        .set("queue.buffering.max.kbytes", cfg.queue_max_kbytes.to_string())
+        .set(
+            "queue.buffering.max.kbytes",
+            cfg.queue_max_kbytes.to_string(),
+        )
         .set("message.timeout.ms", message_timeout_ms.to_string())
-        .set("request.timeout.ms", message_timeout_ms.clamp(1000, 30_000).to_string());
+        .set(
+            "request.timeout.ms",
+            message_timeout_ms.clamp(1000, 30_000).to_string(),
+        );
     c
 }
 
@@ -284,7 +297,10 @@ fn send(producer: &ThreadedProducer<Context>, topic: &str, req: ProduceRequest, 
         done,
         bytes: payload.len(),
     });
-    metrics.producer.inflight_records.fetch_add(1, Ordering::Relaxed);
+    metrics
+        .producer
+        .inflight_records
+        .fetch_add(1, Ordering::Relaxed);
     loop {
         let record = BaseRecord::with_opaque_to(topic, pending)
             .key(&key[..])
@@ -298,8 +314,14 @@ fn send(producer: &ThreadedProducer<Context>, topic: &str, req: ProduceRequest, 
                 thread::sleep(Duration::from_millis(1));
             }
             Err((e, rec)) => {
-                metrics.producer.inflight_records.fetch_sub(1, Ordering::Relaxed);
-                metrics.producer.records_failed.fetch_add(1, Ordering::Relaxed);
+                metrics
+                    .producer
+                    .inflight_records
+                    .fetch_sub(1, Ordering::Relaxed);
+                metrics
+                    .producer
+                    .records_failed
+                    .fetch_add(1, Ordering::Relaxed);
                 let _ = rec.delivery_opaque.done.send(Err(e.to_string()));
                 return;
             }

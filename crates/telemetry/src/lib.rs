@@ -82,7 +82,10 @@ impl ShardCounters {
 
     /// Counts one response with `status`.
     pub fn count_status(&self, status: u16) {
-        let slot = STATUSES.iter().position(|&s| s == status).unwrap_or(STATUSES.len() - 2);
+        let slot = STATUSES
+            .iter()
+            .position(|&s| s == status)
+            .unwrap_or(STATUSES.len() - 2);
         self.requests[slot].fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -123,7 +126,9 @@ impl Metrics {
                 .map(|_| Mutex::new(std::array::from_fn(|_| new_histogram())))
                 .collect(),
             producer: ProducerCounters::default(),
-            ring_depth: (0..shards).map(|_| CachePadded::new(AtomicU64::new(0))).collect(),
+            ring_depth: (0..shards)
+                .map(|_| CachePadded::new(AtomicU64::new(0)))
+                .collect(),
             ring_capacity: AtomicU64::new(0),
         }
     }
@@ -179,54 +184,129 @@ impl Metrics {
         let counter = |o: &mut String, name: &str, help: &str, kind: &str| {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
         };
-        counter(&mut o, "ingest_http_responses_total", "HTTP responses by status code.", "counter");
+        counter(
+            &mut o,
+            "ingest_http_responses_total",
+            "HTTP responses by status code.",
+            "counter",
+        );
         for (slot, status) in STATUSES.iter().enumerate() {
             let n = self.sum(|s| s.requests[slot].load(Ordering::Relaxed));
             let _ = writeln!(o, "ingest_http_responses_total{{status=\"{status}\"}} {n}");
         }
-        counter(&mut o, "ingest_events_accepted_total", "Events acknowledged by the broker.", "counter");
+        counter(
+            &mut o,
+            "ingest_events_accepted_total",
+            "Events acknowledged by the broker.",
+            "counter",
+        );
         let _ = writeln!(o, "ingest_events_accepted_total {}", self.events_accepted());
-        counter(&mut o, "ingest_events_rejected_total", "Events rejected by validation, by reason.", "counter");
+        counter(
+            &mut o,
+            "ingest_events_rejected_total",
+            "Events rejected by validation, by reason.",
+            "counter",
+        );
         for (i, reason) in self.reasons.iter().enumerate() {
             let n = self.sum(|s| s.events_rejected[i].load(Ordering::Relaxed));
             let _ = writeln!(o, "ingest_events_rejected_total{{reason=\"{reason}\"}} {n}");
         }
         let simple: [(&str, &str, &str, u64); 5] = [
-            ("ingest_bytes_received_total", "Request body bytes received, as sent.", "counter",
-             self.sum(|s| s.bytes_received.load(Ordering::Relaxed))),
-            ("ingest_connections_total", "Connections accepted.", "counter",
-             self.sum(|s| s.connections_total.load(Ordering::Relaxed))),
-            ("ingest_connections_refused_total", "Connections closed at accept (per-shard limit).", "counter",
-             self.sum(|s| s.connections_refused.load(Ordering::Relaxed))),
-            ("ingest_rate_limited_events_total", "Events refused with 429.", "counter",
-             self.sum(|s| s.rate_limited_events.load(Ordering::Relaxed))),
-            ("ingest_connections_open", "Open connections.", "gauge",
-             self.shards.iter().map(|s| s.connections_open.load(Ordering::Relaxed).max(0) as u64).sum()),
+            (
+                "ingest_bytes_received_total",
+                "Request body bytes received, as sent.",
+                "counter",
+                self.sum(|s| s.bytes_received.load(Ordering::Relaxed)),
+            ),
+            (
+                "ingest_connections_total",
+                "Connections accepted.",
+                "counter",
+                self.sum(|s| s.connections_total.load(Ordering::Relaxed)),
+            ),
+            (
+                "ingest_connections_refused_total",
+                "Connections closed at accept (per-shard limit).",
+                "counter",
+                self.sum(|s| s.connections_refused.load(Ordering::Relaxed)),
+            ),
+            (
+                "ingest_rate_limited_events_total",
+                "Events refused with 429.",
+                "counter",
+                self.sum(|s| s.rate_limited_events.load(Ordering::Relaxed)),
+            ),
+            (
+                "ingest_connections_open",
+                "Open connections.",
+                "gauge",
+                self.shards
+                    .iter()
+                    .map(|s| s.connections_open.load(Ordering::Relaxed).max(0) as u64)
+                    .sum(),
+            ),
         ];
         for (name, help, kind, v) in simple {
             counter(&mut o, name, help, kind);
             let _ = writeln!(o, "{name} {v}");
         }
-        counter(&mut o, "ingest_ring_depth", "Records queued from a shard to the producer.", "gauge");
+        counter(
+            &mut o,
+            "ingest_ring_depth",
+            "Records queued from a shard to the producer.",
+            "gauge",
+        );
         for (i, d) in self.ring_depth.iter().enumerate() {
-            let _ = writeln!(o, "ingest_ring_depth{{shard=\"{i}\"}} {}", d.load(Ordering::Relaxed));
+            let _ = writeln!(
+                o,
+                "ingest_ring_depth{{shard=\"{i}\"}} {}",
+                d.load(Ordering::Relaxed)
+            );
         }
         let _ = writeln!(o, "# HELP ingest_ring_capacity Ring capacity per shard.\n# TYPE ingest_ring_capacity gauge");
-        let _ = writeln!(o, "ingest_ring_capacity {}", self.ring_capacity.load(Ordering::Relaxed));
+        let _ = writeln!(
+            o,
+            "ingest_ring_capacity {}",
+            self.ring_capacity.load(Ordering::Relaxed)
+        );
         let p = &self.producer;
         let producer: [(&str, &str, &str, i64); 6] = [
-            ("broker_records_produced_total", "Records acknowledged by the broker.", "counter",
-             p.records_produced.load(Ordering::Relaxed) as i64),
-            ("broker_records_failed_total", "Records the broker did not acknowledge.", "counter",
-             p.records_failed.load(Ordering::Relaxed) as i64),
-            ("broker_bytes_produced_total", "Record bytes acknowledged.", "counter",
-             p.bytes_produced.load(Ordering::Relaxed) as i64),
-            ("broker_errors_total", "Client-level broker errors.", "counter",
-             p.broker_errors.load(Ordering::Relaxed) as i64),
-            ("broker_up", "1 when the broker answers.", "gauge",
-             i64::from(p.broker_up.load(Ordering::Relaxed))),
-            ("broker_inflight_records", "Records sent, not yet acknowledged.", "gauge",
-             p.inflight_records.load(Ordering::Relaxed)),
+            (
+                "broker_records_produced_total",
+                "Records acknowledged by the broker.",
+                "counter",
+                p.records_produced.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "broker_records_failed_total",
+                "Records the broker did not acknowledge.",
+                "counter",
+                p.records_failed.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "broker_bytes_produced_total",
+                "Record bytes acknowledged.",
+                "counter",
+                p.bytes_produced.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "broker_errors_total",
+                "Client-level broker errors.",
+                "counter",
+                p.broker_errors.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "broker_up",
+                "1 when the broker answers.",
+                "gauge",
+                i64::from(p.broker_up.load(Ordering::Relaxed)),
+            ),
+            (
+                "broker_inflight_records",
+                "Records sent, not yet acknowledged.",
+                "gauge",
+                p.inflight_records.load(Ordering::Relaxed),
+            ),
         ];
         for (name, help, kind, v) in producer {
             counter(&mut o, name, help, kind);
@@ -235,7 +315,12 @@ impl Metrics {
         for stage in Stage::ALL {
             let h = self.merged(stage);
             let name = format!("ingest_{}_latency_seconds", stage.name());
-            counter(&mut o, &name, "Latency summary from the HdrHistogram.", "summary");
+            counter(
+                &mut o,
+                &name,
+                "Latency summary from the HdrHistogram.",
+                "summary",
+            );
             for q in [0.5, 0.9, 0.99, 0.999] {
                 let v = h.value_at_quantile(q) as f64 / 1e6;
                 let _ = writeln!(o, "{name}{{quantile=\"{q}\"}} {v}");
@@ -262,7 +347,11 @@ impl Metrics {
 /// Writes `h` (recorded in µs) as the HdrHistogram percentile distribution
 /// (`Value Percentile TotalCount 1/(1-Percentile)`), values in ms.
 pub fn percentile_table(h: &Histogram<u64>, o: &mut String) {
-    let _ = writeln!(o, "{:>12} {:>14} {:>10} {:>14}\n", "Value", "Percentile", "TotalCount", "1/(1-Percentile)");
+    let _ = writeln!(
+        o,
+        "{:>12} {:>14} {:>10} {:>14}\n",
+        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
+    );
     let mut total = 0u64;
     if h.is_empty() {
         let _ = writeln!(o, "#[Mean    = 0.000, StdDeviation   = 0.000]");
@@ -272,7 +361,11 @@ pub fn percentile_table(h: &Histogram<u64>, o: &mut String) {
     for v in h.iter_quantiles(5) {
         total += v.count_since_last_iteration();
         let q = v.quantile_iterated_to();
-        let inv = if q < 1.0 { format!("{:>14.2}", 1.0 / (1.0 - q)) } else { String::new() };
+        let inv = if q < 1.0 {
+            format!("{:>14.2}", 1.0 / (1.0 - q))
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             o,
             "{:>12.3} {:>14.12} {:>10} {}",
@@ -370,7 +463,10 @@ mod tests {
         local.publish(&m);
         assert_eq!(m.merged(Stage::Request).len(), 1000);
         let text = m.render_prometheus();
-        assert!(text.contains("ingest_http_responses_total{status=\"200\"} 2"), "{text}");
+        assert!(
+            text.contains("ingest_http_responses_total{status=\"200\"} 2"),
+            "{text}"
+        );
         assert!(text.contains("ingest_http_responses_total{status=\"503\"} 1"));
         assert!(text.contains("ingest_events_rejected_total{reason=\"worse\"} 3"));
         assert!(text.contains("ingest_events_accepted_total 5"));

@@ -616,3 +616,25 @@ fn tools_check_config_hash_key_and_bad_config() {
         "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"
     );
 }
+
+#[test]
+fn the_legacy_driver_can_be_forced() {
+    let broker = Broker::start();
+    let engine = Engine::start_with(&broker, TEST_CONFIG, &[("INGESTION_IO_DRIVER", "legacy")]);
+    let health = get(engine.port, "/health").unwrap().json();
+    assert_eq!(s(&health, "io_driver"), "epoll");
+    let r = post(
+        engine.port,
+        Some(DEV_AUTH),
+        &[],
+        &batch(&[event(0, DEV_TENANT, SESSION)]),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut raw = Raw::connect(engine.port);
+    let body = batch(&[event(1, DEV_TENANT, SESSION)]);
+    let mut two = ingest_request(DEV_AUTH, &body, "");
+    two.extend(ingest_request(DEV_AUTH, &body, ""));
+    raw.send(&two);
+    assert_eq!(raw.response().status, 200);
+    assert_eq!(raw.response().status, 200);
+}

@@ -83,8 +83,7 @@ pub fn run(config: &Config, follow: bool) -> Result<()> {
             return;
         }
         let line = match rec.payload.map(decode_record) {
-            Some(Ok(d)) => {
-                let b = d.batch();
+            Some(Ok(b)) => {
                 let tenant = Uuid::from_bytes(b.tenant_id).to_string();
                 let batch_id = Uuid::from_bytes(b.batch_id).to_string();
                 let received = format_rfc3339_us(b.received_at_us.to_native());

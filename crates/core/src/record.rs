@@ -9,7 +9,6 @@
 //! stays on one partition and in order.
 
 use rkyv::rancor;
-use rkyv::util::AlignedVec;
 use rkyv::with::{InlineAsBox, Map};
 use rkyv::{Archive, Serialize};
 
@@ -102,42 +101,34 @@ pub fn record_key(tenant_id: &[u8; 16], session_id: &[u8; 16]) -> [u8; 32] {
 }
 
 /// Encodes a batch as a record value, version byte first, appending to `out`.
+///
+/// The archive is written straight after the version byte: rkyv is built with
+/// `unaligned`, so archived fields need no alignment, relative pointers do not
+/// care where the archive starts, and no intermediate buffer is copied.
 pub fn encode_record(batch: &RecordBatch<'_>, out: &mut Vec<u8>) -> Result<(), RecordError> {
-    let bytes =
-        rkyv::to_bytes::<rancor::Error>(batch).map_err(|e| RecordError::Encode(e.to_string()))?;
-    out.reserve(bytes.len() + 1);
-    out.push(RECORD_VERSION);
-    out.extend_from_slice(&bytes);
-    Ok(())
-}
-
-/// A decoded record: owns an aligned copy of the archive and hands out a
-/// validated view of it.
-#[derive(Debug)]
-pub struct DecodedRecord {
-    bytes: AlignedVec,
-}
-
-impl DecodedRecord {
-    /// The validated archived batch.
-    pub fn batch(&self) -> &ArchivedRecordBatch<'static> {
-        // Validated in `decode_record`; access again is cheap and keeps this safe.
-        rkyv::access::<ArchivedRecordBatch<'static>, rancor::Error>(&self.bytes)
-            .expect("validated at decode")
+    let mut buf = std::mem::take(out);
+    buf.push(RECORD_VERSION);
+    match rkyv::api::high::to_bytes_in::<_, rancor::Error>(batch, buf) {
+        Ok(buf) => {
+            *out = buf;
+            Ok(())
+        }
+        Err(e) => {
+            // The buffer was consumed; `out` stays empty rather than half-written.
+            Err(RecordError::Encode(e.to_string()))
+        }
     }
 }
 
-/// Decodes and validates a record value read from the broker.
-pub fn decode_record(value: &[u8]) -> Result<DecodedRecord, RecordError> {
+/// Decodes and validates (bytecheck) a record value read from the broker,
+/// in place: no copy, no allocation.
+pub fn decode_record(value: &[u8]) -> Result<&ArchivedRecordBatch<'static>, RecordError> {
     let (&version, archive) = value.split_first().ok_or(RecordError::Empty)?;
     if version != RECORD_VERSION {
         return Err(RecordError::Version(version));
     }
-    let mut bytes = AlignedVec::with_capacity(archive.len());
-    bytes.extend_from_slice(archive);
-    rkyv::access::<ArchivedRecordBatch<'static>, rancor::Error>(&bytes)
-        .map_err(|e| RecordError::Corrupt(e.to_string()))?;
-    Ok(DecodedRecord { bytes })
+    rkyv::access::<ArchivedRecordBatch<'static>, rancor::Error>(archive)
+        .map_err(|e| RecordError::Corrupt(e.to_string()))
 }
 
 #[cfg(test)]
@@ -153,8 +144,7 @@ mod tests {
         let mut out = Vec::new();
         encode_record(batch, &mut out).unwrap();
         assert_eq!(out[0], RECORD_VERSION);
-        let dec = decode_record(&out).unwrap();
-        let a = dec.batch();
+        let a = decode_record(&out).unwrap();
         assert_eq!(a.tenant_id, batch.tenant_id);
         assert_eq!(a.batch_id, batch.batch_id);
         assert_eq!(a.received_at_us.to_native(), batch.received_at_us);
@@ -194,6 +184,18 @@ mod tests {
             decode_record(&[RECORD_VERSION, 1, 2, 3]),
             Err(RecordError::Corrupt(_))
         ));
+    }
+
+    #[test]
+    fn decodes_from_any_offset_and_appends_after_existing_bytes() {
+        let batch = RecordBatch { tenant_id: [7; 16], batch_id: [8; 16], received_at_us: 42,
+            sent_at_us: None, events: Vec::new() };
+        let mut out = vec![0xAA, 0xBB, 0xCC];
+        encode_record(&batch, &mut out).unwrap();
+        assert_eq!(&out[..3], &[0xAA, 0xBB, 0xCC]);
+        let a = decode_record(&out[3..]).unwrap();
+        assert_eq!(a.tenant_id, [7; 16]);
+        assert_eq!(a.received_at_us.to_native(), 42);
     }
 
     #[test]

@@ -188,8 +188,13 @@ mod tests {
 
     #[test]
     fn decodes_from_any_offset_and_appends_after_existing_bytes() {
-        let batch = RecordBatch { tenant_id: [7; 16], batch_id: [8; 16], received_at_us: 42,
-            sent_at_us: None, events: Vec::new() };
+        let batch = RecordBatch {
+            tenant_id: [7; 16],
+            batch_id: [8; 16],
+            received_at_us: 42,
+            sent_at_us: None,
+            events: Vec::new(),
+        };
         let mut out = vec![0xAA, 0xBB, 0xCC];
         encode_record(&batch, &mut out).unwrap();
         assert_eq!(&out[..3], &[0xAA, 0xBB, 0xCC]);

@@ -266,6 +266,10 @@ fn run(
     metrics: &Metrics,
 ) {
     let capacity = rings.capacity();
+    // Learn the topic's partitions now, so the first batch does not wait for it.
+    if let Err(e) = producer.client().fetch_metadata(Some(topic), Duration::from_secs(2)) {
+        warn!(%e, "no topic metadata yet; the first records will fetch it");
+    }
     loop {
         let mut sent = 0usize;
         for (shard, ring) in rings.rings.iter().enumerate() {

@@ -14,12 +14,12 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use engine_core::event::{parse_envelope, parse_event, RawEvent};
 use engine_core::record::{encode_record, EventRecord, RecordBatch};
+use engine_core::sample::event_json;
 use engine_core::timestamp::{format_rfc3339_us, parse_rfc3339_us};
 use engine_core::validate::{validate_event, BatchContext, Limits};
 use uuid::Uuid;
 
 const EVENTS: usize = 100;
-const TENANT: &str = "00000000-0000-0000-0000-000000000000";
 
 fn now_us() -> i64 {
     let d = std::time::SystemTime::now()
@@ -28,42 +28,13 @@ fn now_us() -> i64 {
     i64::try_from(d.as_micros()).expect("time fits i64")
 }
 
-/// One event of type `n % 5` in the shapes `loadgen` sends: about 280 bytes of
-/// JSON, as close to 250 as the fields every event carries (three UUIDs, a
-/// timestamp, url, user agent) allow.
-fn event_json(n: usize, session: &Uuid, timestamp: &str) -> String {
-    let id = Uuid::new_v4();
-    let page = n % 97;
-    let common = format!(
-        r#""id":"{id}","tenant_id":"{TENANT}","session_id":"{session}","timestamp":"{timestamp}","url":"https://ex.com/{page}","user_agent":"sdk/1.4""#
-    );
-    match n % 5 {
-        0 => format!(r#"{{{common},"type":"pageview","path":"/{page}","title":"Home"}}"#),
-        1 => format!(
-            r##"{{{common},"type":"click","selector":"#buy","text":"Buy","x":{},"y":{}}}"##,
-            100 + n % 800,
-            50 + n % 600
-        ),
-        2 => format!(r#"{{{common},"type":"scroll","depth_pct":{}}}"#, n % 101),
-        3 => format!(
-            r#"{{{common},"type":"performance","lcp":{},"fcp":{},"cls":0.04,"ttfb":{}}}"#,
-            900 + n % 1500,
-            400 + n % 700,
-            40 + n % 200
-        ),
-        _ => {
-            format!(r#"{{{common},"type":"custom","name":"signup","properties":{{"plan":"pro"}}}}"#)
-        }
-    }
-}
-
 /// A `{"events":[...]}` body of `EVENTS` mixed events.
 fn batch_body() -> Vec<u8> {
     let session = Uuid::new_v4();
     let now = now_us();
     let timestamp = format_rfc3339_us(now - now % 1_000_000);
     let events: Vec<String> = (0..EVENTS)
-        .map(|i| event_json(i, &session, &timestamp))
+        .map(|i| event_json(i, &Uuid::nil(), &session, &timestamp))
         .collect();
     format!(r#"{{"events":[{}]}}"#, events.join(",")).into_bytes()
 }

@@ -18,6 +18,7 @@
 pub mod config;
 pub mod event;
 pub mod record;
+pub mod sample;
 pub mod tenant;
 pub mod timestamp;
 pub mod validate;

@@ -267,7 +267,10 @@ fn run(
 ) {
     let capacity = rings.capacity();
     // Learn the topic's partitions now, so the first batch does not wait for it.
-    if let Err(e) = producer.client().fetch_metadata(Some(topic), Duration::from_secs(2)) {
+    if let Err(e) = producer
+        .client()
+        .fetch_metadata(Some(topic), Duration::from_secs(2))
+    {
         warn!(%e, "no topic metadata yet; the first records will fetch it");
     }
     loop {

@@ -2,7 +2,8 @@
 //!
 //! `serve` (default) wires the pieces: config → metrics → producer thread and
 //! broker health probe (`redpanda`) → HTTP shards (`api`), then waits for
-//! SIGINT/SIGTERM and drains. `check-config`, `hash-key` and `dump` are tools.
+//! SIGINT/SIGTERM and drains. `check-config`, `hash-key`, `migrate` and `dump`
+//! are tools.
 
 mod dump;
 
@@ -50,6 +51,8 @@ enum Command {
         /// The key; read from stdin when omitted.
         key: Option<String>,
     },
+    /// Create or upgrade the ClickHouse schema (database, tables, views), then exit.
+    Migrate,
     /// Print every event in the topic as one JSON line, then exit.
     Dump {
         /// Keep tailing the topic instead of exiting at its end.
@@ -105,6 +108,28 @@ fn main() -> Result<()> {
             };
             anyhow::ensure!(!key.is_empty(), "empty key");
             println!("{}", engine_core::tenant::hash_key_hex(&key));
+            Ok(())
+        }
+        Command::Migrate => {
+            let config = load_config(cli.config.as_deref())?;
+            let ch =
+                clickhouse_client::Client::new(&config.clickhouse.url, Duration::from_secs(30));
+            let report = clickhouse_client::schema::migrate(&ch, &config.clickhouse.database)
+                .with_context(|| {
+                    format!(
+                        "migrating {} at {}",
+                        config.clickhouse.database, config.clickhouse.url
+                    )
+                })?;
+            println!(
+                "ClickHouse {}: database {} at migration {}; applied now: {:?}",
+                report.server,
+                config.clickhouse.database,
+                clickhouse_client::schema::MIGRATIONS
+                    .last()
+                    .map_or(0, |m| m.version),
+                report.applied
+            );
             Ok(())
         }
         Command::Dump { follow } => dump::run(&load_config(cli.config.as_deref())?, follow),

@@ -1,0 +1,39 @@
+//! `clickhouse-client`: everything that talks to ClickHouse.
+//!
+//! - [`transport::Client`]: HTTP transport (queries, `INSERT … FORMAT Native`),
+//!   server exceptions surfaced with the server's own message.
+//! - [`version::ServerVersion`]: what the server is and can do (TTL or not).
+//! - [`native`]: the columnar `Native` block encoder for the `events` table.
+//! - [`schema`]: database `overwatch`, its tables and materialized views, and
+//!   the idempotent, versioned migrations that create and upgrade them.
+//!
+//! Start with [`schema::migrate`] and [`native::EventsBlock`].
+
+pub mod native;
+pub mod schema;
+pub mod transport;
+pub mod version;
+
+pub use transport::Client;
+pub use version::ServerVersion;
+
+/// Errors talking to ClickHouse.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server could not be reached or the connection broke.
+    #[error("cannot reach ClickHouse at {url}: {message}")]
+    Connection { url: String, message: String },
+    /// The server answered with an exception.
+    #[error("ClickHouse error{}: {message}", code.map(|c| format!(" {c}")).unwrap_or_default())]
+    Server { code: Option<u32>, message: String },
+    /// The server answered something this client does not understand.
+    #[error("unexpected answer from ClickHouse: {0}")]
+    Protocol(String),
+}
+
+impl Error {
+    /// Whether retrying later may succeed (connection trouble, not a bad query).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Connection { .. })
+    }
+}

@@ -1,0 +1,154 @@
+//! The HTTP transport: one query per request, `Native` blocks as the body of
+//! `INSERT … FORMAT Native` (one insert = one block, so it is atomic).
+
+use std::io::Read;
+use std::time::Duration;
+
+use crate::version::ServerVersion;
+use crate::Error;
+
+/// Longest answer read from a query, in bytes (queries here are small).
+const MAX_ANSWER_BYTES: u64 = 64 << 20;
+
+/// A ClickHouse HTTP client.
+#[derive(Debug, Clone)]
+pub struct Client {
+    url: String,
+    agent: ureq::Agent,
+    user: Option<String>,
+    password: Option<String>,
+}
+
+impl Client {
+    /// A client for `url` (e.g. `http://localhost:8123`); `timeout` bounds
+    /// each request.
+    pub fn new(url: &str, timeout: Duration) -> Self {
+        Self {
+            url: url.trim_end_matches('/').to_string(),
+            agent: ureq::AgentBuilder::new()
+                .timeout_connect(Duration::from_secs(5).min(timeout))
+                .timeout(timeout)
+                .build(),
+            user: None,
+            password: None,
+        }
+    }
+
+    /// Sets credentials (sent as `X-ClickHouse-User`/`X-ClickHouse-Key`).
+    pub fn with_credentials(mut self, user: &str, password: &str) -> Self {
+        self.user = Some(user.to_string());
+        self.password = Some(password.to_string());
+        self
+    }
+
+    /// The server URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn request(&self, query: Option<&str>) -> ureq::Request {
+        let mut req = self.agent.post(&format!("{}/", self.url));
+        if let Some(q) = query {
+            req = req.query("query", q);
+        }
+        if let (Some(u), Some(p)) = (&self.user, &self.password) {
+            req = req.set("X-ClickHouse-User", u).set("X-ClickHouse-Key", p);
+        }
+        req
+    }
+
+    fn answer(&self, res: Result<ureq::Response, ureq::Error>) -> Result<String, Error> {
+        match res {
+            Ok(r) => {
+                let mut body = String::new();
+                r.into_reader()
+                    .take(MAX_ANSWER_BYTES)
+                    .read_to_string(&mut body)
+                    .map_err(|e| self.connection(e.to_string()))?;
+                Ok(body)
+            }
+            Err(ureq::Error::Status(_, r)) => {
+                let text = r.into_string().unwrap_or_default();
+                Err(server_error(&text))
+            }
+            Err(ureq::Error::Transport(t)) => Err(self.connection(t.to_string())),
+        }
+    }
+
+    fn connection(&self, message: String) -> Error {
+        Error::Connection {
+            url: self.url.clone(),
+            message,
+        }
+    }
+
+    /// Runs a statement or query and returns the answer text.
+    pub fn query(&self, sql: &str) -> Result<String, Error> {
+        self.answer(self.request(None).send_string(sql))
+    }
+
+    /// Runs a statement, discarding the answer.
+    pub fn execute(&self, sql: &str) -> Result<(), Error> {
+        self.query(sql).map(drop)
+    }
+
+    /// Inserts one `Native` block into `table` (`db.table`).
+    pub fn insert_native(&self, table: &str, block: &[u8]) -> Result<(), Error> {
+        let q = format!("INSERT INTO {table} FORMAT Native");
+        self.answer(self.request(Some(&q)).send_bytes(block))
+            .map(drop)
+    }
+
+    /// The server's version.
+    pub fn version(&self) -> Result<ServerVersion, Error> {
+        let v = self.query("SELECT version()")?;
+        ServerVersion::parse(&v).ok_or_else(|| Error::Protocol(format!("version {v:?}")))
+    }
+
+    /// Whether the server answers `/ping`.
+    pub fn ping(&self) -> bool {
+        self.agent
+            .get(&format!("{}/ping", self.url))
+            .call()
+            .is_ok_and(|r| r.status() == 200)
+    }
+}
+
+/// Parses `Code: 60, e.displayText() = DB::Exception: …` (old) or
+/// `Code: 60. DB::Exception: …` (new) into code and message.
+fn server_error(text: &str) -> Error {
+    let text = text.trim();
+    let code = text
+        .strip_prefix("Code: ")
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|d| d.parse().ok());
+    Error::Server {
+        code,
+        message: text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_errors_keep_code_and_message() {
+        let e = server_error("Code: 60, e.displayText() = DB::Exception: Table x.y doesn't exist., e.what() = DB::Exception\n");
+        match e {
+            Error::Server { code, message } => {
+                assert_eq!(code, Some(60));
+                assert!(message.contains("Table x.y doesn't exist"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            server_error("Code: 62. DB::Exception: Syntax error"),
+            Error::Server { code: Some(62), .. }
+        ));
+        assert!(matches!(
+            server_error("weird"),
+            Error::Server { code: None, .. }
+        ));
+    }
+}

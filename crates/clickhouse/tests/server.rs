@@ -1,0 +1,272 @@
+//! Against a real ClickHouse 18.16 (started privately on free ports) and the
+//! modern engine (chdb): migrations, the Native encoder, the views.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use clickhouse_client::native::{EventsBlock, RowSource};
+use clickhouse_client::schema::{full_ddl, migrate, MIGRATIONS};
+use clickhouse_client::{Client, Error, ServerVersion};
+use engine_core::record::{decode_record, encode_record, EventRecord, RecordBatch};
+use engine_core::Tier;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A private clickhouse-server, killed on drop.
+struct Server {
+    pid: u32,
+    port: u16,
+}
+
+impl Server {
+    fn start() -> Server {
+        let (http, tcp) = (free_port(), free_port());
+        let base = std::env::var_os("INGESTION_TEST_TMP")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        let dir = base.join(format!("clickhouse-{}-{http}", std::process::id()));
+        let script = format!(
+            "source '{}/scripts/lib.sh' && start_clickhouse {http} {tcp} '{}'",
+            root().display(),
+            dir.display()
+        );
+        let out = Command::new("bash").args(["-c", &script]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "clickhouse did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pid = String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        Server { pid, port: http }
+    }
+
+    fn client(&self) -> Client {
+        Client::new(
+            &format!("http://127.0.0.1:{}", self.port),
+            Duration::from_secs(30),
+        )
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.pid.to_string()).status();
+    }
+}
+
+fn uuid(n: u8) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[0] = 0x10 + n;
+    b[15] = n;
+    b
+}
+
+/// A block of 50 events of every type over two tenants and three sessions.
+fn sample_block(now_us: i64) -> (EventsBlock, usize) {
+    let paths = ["/", "/pricing", "/docs"];
+    let mut block = EventsBlock::new();
+    let mut n = 0;
+    for t in 0..2u8 {
+        let events: Vec<EventRecord<'_>> = (0..25u8)
+            .map(|i| EventRecord {
+                id: uuid(t * 100 + i),
+                session_id: uuid(200 + i % 3),
+                event_type: i % 5,
+                timestamp_us: now_us - i64::from(i) * 60_000_000,
+                client_timestamp_us: now_us - i64::from(i) * 60_000_000,
+                user_id: Some("u-1"),
+                url: Some("https://example.com/x"),
+                path: Some(paths[usize::from(i) % 3]),
+                referrer: None,
+                title: Some("T"),
+                user_agent: Some("ua"),
+                locale: Some("en-US"),
+                screen_width: Some(1920),
+                screen_height: None,
+                selector: (i % 5 == 1).then_some("button#buy"),
+                element: None,
+                text: Some("quote \" and tab \t"),
+                href: None,
+                x: (i % 5 == 1).then_some(10.5),
+                y: None,
+                depth_pct: (i % 5 == 2).then_some(f64::from(i) * 3.0),
+                lcp: (i % 5 == 3).then_some(1000.0 + f64::from(i)),
+                fcp: (i % 5 == 3).then_some(500.0),
+                inp: None,
+                cls: (i % 5 == 3).then_some(0.1),
+                ttfb: None,
+                fid: None,
+                name: (i % 5 == 4).then_some("signup"),
+                properties: (i % 5 == 4).then_some(r#"{"plan":"pro"}"#),
+            })
+            .collect();
+        let batch = RecordBatch {
+            tenant_id: uuid(t),
+            batch_id: uuid(50 + t),
+            received_at_us: now_us,
+            sent_at_us: None,
+            events,
+        };
+        let mut bytes = Vec::new();
+        encode_record(&batch, &mut bytes).unwrap();
+        let archived = decode_record(&bytes).unwrap();
+        for e in archived.events.iter() {
+            let src = RowSource {
+                partition: i32::from(t),
+                offset: n as i64,
+                tier: Tier::Paid,
+                retention_days: 90,
+            };
+            block.push(archived, e, src);
+            n += 1;
+        }
+    }
+    (block, n)
+}
+
+fn now_us() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64
+}
+
+#[test]
+fn migrations_encoder_and_views_on_clickhouse_18() {
+    let server = Server::start();
+    let ch = server.client();
+    let version = ch.version().unwrap();
+    assert!(version.major >= 18, "{version}");
+
+    let first = migrate(&ch, "overwatch").unwrap();
+    assert_eq!(
+        first.applied,
+        MIGRATIONS.iter().map(|m| m.version).collect::<Vec<_>>()
+    );
+    let again = migrate(&ch, "overwatch").unwrap();
+    assert!(again.applied.is_empty());
+    assert_eq!(again.already.len(), MIGRATIONS.len());
+    let recorded = ch
+        .query("SELECT count() FROM overwatch.schema_migrations")
+        .unwrap();
+    assert_eq!(recorded.trim(), MIGRATIONS.len().to_string());
+
+    let (block, rows) = sample_block(now_us());
+    let mut bytes = Vec::new();
+    block.encode(&mut bytes);
+    ch.insert_native("overwatch.events", &bytes).unwrap();
+    let count = ch.query("SELECT count() FROM overwatch.events").unwrap();
+    assert_eq!(count.trim(), rows.to_string());
+
+    // Field by field for one known row.
+    let row = ch
+        .query(
+            "SELECT toString(tenant_id), toString(event_id), event_type, path, text, lcp, screen_width, screen_height, tier, \
+             retention_days, broker_partition, broker_offset FROM overwatch.events WHERE event_id = toUUID('13000000-0000-0000-0000-000000000003') \
+             FORMAT TabSeparated",
+        )
+        .unwrap();
+    assert_eq!(
+        row.trim_end(),
+        "10000000-0000-0000-0000-000000000000\t13000000-0000-0000-0000-000000000003\tperformance\t/\tquote \" and tab \\t\t1003\t1920\t\\N\tpaid\t90\t0\t3"
+    );
+
+    // Every view agrees with a GROUP BY over events.
+    let same = |view: &str, direct: &str| {
+        let a = ch.query(&format!("{view} FORMAT TabSeparated")).unwrap();
+        let b = ch.query(&format!("{direct} FORMAT TabSeparated")).unwrap();
+        assert!(!a.trim().is_empty(), "empty view result: {view}");
+        assert_eq!(a, b, "\n{view}\nvs\n{direct}");
+    };
+    same(
+        "SELECT tenant_id, event_type, minute, sum(events) FROM overwatch.events_per_minute GROUP BY tenant_id, event_type, minute ORDER BY tenant_id, event_type, minute",
+        "SELECT tenant_id, event_type, toStartOfMinute(event_time) AS m, count() FROM overwatch.events GROUP BY tenant_id, event_type, m ORDER BY tenant_id, event_type, m",
+    );
+    same(
+        "SELECT tenant_id, day, path, countMerge(pageviews), uniqMerge(sessions) FROM overwatch.pageviews_daily GROUP BY tenant_id, day, path ORDER BY tenant_id, day, path",
+        "SELECT tenant_id, toDate(event_time) AS d, path, count(), uniq(session_id) FROM overwatch.events WHERE event_type = 'pageview' GROUP BY tenant_id, d, path ORDER BY tenant_id, d, path",
+    );
+    same(
+        "SELECT tenant_id, hour, quantilesMerge(0.5, 0.75, 0.95, 0.99)(quantiles), countMerge(samples) FROM overwatch.web_vitals_hourly WHERE metric = 'lcp' GROUP BY tenant_id, hour ORDER BY tenant_id, hour",
+        "SELECT tenant_id, toStartOfHour(event_time) AS h, quantiles(0.5, 0.75, 0.95, 0.99)(assumeNotNull(lcp)), count() FROM overwatch.events WHERE event_type = 'performance' AND isNotNull(lcp) GROUP BY tenant_id, h ORDER BY tenant_id, h",
+    );
+    same(
+        "SELECT tenant_id, day, path, target, sum(clicks) FROM overwatch.clicks_daily GROUP BY tenant_id, day, path, target ORDER BY tenant_id, day, path, target",
+        "SELECT tenant_id, toDate(event_time) AS d, path, if(selector != '', selector, element) AS t, count() FROM overwatch.events WHERE event_type = 'click' GROUP BY tenant_id, d, path, t ORDER BY tenant_id, d, path, t",
+    );
+    same(
+        "SELECT tenant_id, day, path, countMerge(scrolls), avgMerge(depth_avg) FROM overwatch.scroll_daily GROUP BY tenant_id, day, path ORDER BY tenant_id, day, path",
+        "SELECT tenant_id, toDate(event_time) AS d, path, count(), avg(assumeNotNull(depth_pct)) FROM overwatch.events WHERE event_type = 'scroll' GROUP BY tenant_id, d, path ORDER BY tenant_id, d, path",
+    );
+
+    // Server exceptions carry the server's message.
+    match ch.query("SELECT * FROM overwatch.nope") {
+        Err(Error::Server {
+            code: Some(60),
+            message,
+        }) => assert!(message.contains("nope"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    // A dead server is a connection error, and says so.
+    let dead = Client::new(
+        &format!("http://127.0.0.1:{}", free_port()),
+        Duration::from_secs(2),
+    );
+    let err = dead.version().unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(!dead.ping());
+}
+
+#[test]
+fn the_same_ddl_and_encoder_bytes_work_on_a_modern_engine() {
+    let dir = std::env::temp_dir().join(format!("chdb-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // The DDL a modern server gets (with TTL).
+    let modern = ServerVersion::parse("26.0.0").unwrap();
+    let ddl = full_ddl("overwatch", modern).join(";\n") + ";\n";
+    let ddl_path = dir.join("schema.sql");
+    std::fs::write(&ddl_path, ddl).unwrap();
+    let (block, rows) = sample_block(now_us());
+    let mut bytes = Vec::new();
+    block.encode(&mut bytes);
+    let native = dir.join("events.native");
+    std::fs::write(&native, &bytes).unwrap();
+    let out = Command::new(root().join("scripts/chdb-check"))
+        .arg("--ddl")
+        .arg(&ddl_path)
+        .arg("--native")
+        .arg(format!("overwatch.events={}", native.display()))
+        .args(["--query", "SELECT count() AS n FROM overwatch.events"])
+        .args(["--query", "SELECT sum(events) AS n FROM overwatch.events_per_minute"])
+        .args(["--query", "SELECT toString(event_id) AS id, path, lcp FROM overwatch.events WHERE event_id = toUUID('13000000-0000-0000-0000-000000000003')"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "chdb check failed:\n{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], format!("{{\"n\":{rows}}}"), "{stdout}");
+    assert_eq!(lines[1], format!("{{\"n\":{rows}}}"), "{stdout}");
+    assert!(
+        lines[2].contains(
+            "\"id\":\"13000000-0000-0000-0000-000000000003\",\"path\":\"\\/\",\"lcp\":1003"
+        ),
+        "{stdout}"
+    );
+}

@@ -14,12 +14,72 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use engine_core::config::Config;
+use engine_core::config::{Config, Role};
 use engine_core::{Reason, TenantRegistry};
 use tracing::{info, warn};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The running HTTP edge and its producer.
+struct Edge {
+    state: Arc<api::AppState>,
+    metrics: Arc<telemetry::Metrics>,
+    producer: redpanda::producer::ProducerHandle,
+    probe: redpanda::admin::HealthProbe,
+}
+
+impl Edge {
+    /// Stops taking batches, waits for in-flight ones, flushes the producer.
+    fn stop(self) {
+        self.state.shutting_down.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        while self
+            .metrics
+            .producer
+            .inflight_records
+            .load(Ordering::Relaxed)
+            > 0
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.producer.shutdown(DRAIN_TIMEOUT);
+        self.probe.stop();
+        info!(accepted = self.metrics.events_accepted(), "edge stopped");
+    }
+}
+
+fn start_edge(config: Config, tenants: Vec<engine_core::Tenant>) -> Result<Edge> {
+    if tenants.is_empty() {
+        warn!("no tenants configured: every ingest request will get 401");
+    }
+    let shards = api::shard::shard_count(&config);
+    let metrics = Arc::new(telemetry::Metrics::new(shards, &Reason::NAMES));
+    let producer = redpanda::producer::start(
+        &config.redpanda,
+        shards,
+        config.http.request_timeout_ms,
+        metrics.clone(),
+    )
+    .context("starting the producer")?;
+    let probe = redpanda::admin::start_health_probe(&config.redpanda, metrics.clone())
+        .context("starting the broker health probe")?;
+    let state = Arc::new(api::AppState::new(
+        config,
+        TenantRegistry::new(tenants),
+        metrics.clone(),
+        producer.rings.clone(),
+    ));
+    let handle = api::start(state.clone()).context("starting the HTTP shards")?;
+    info!(addr = %handle.addr, "edge ready to accept connections");
+    Ok(Edge {
+        state,
+        metrics,
+        producer,
+        probe,
+    })
+}
 
 /// Default config file, used when it exists and no `--config` is given.
 const DEFAULT_CONFIG: &str = "config/default.toml";
@@ -51,6 +111,11 @@ enum Command {
         /// The key; read from stdin when omitted.
         key: Option<String>,
     },
+    /// Dead letters: records the sink could not decode.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
     /// Create or upgrade the ClickHouse schema (database, tables, views), then exit.
     Migrate,
     /// Print every event in the topic as one JSON line, then exit.
@@ -59,6 +124,14 @@ enum Command {
         #[arg(long)]
         follow: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum DlqAction {
+    /// Print each dead letter: partition, offset, reason, source partition/offset, size.
+    List,
+    /// Produce the dead letters not replayed before back onto the events topic.
+    Replay,
 }
 
 fn load_config(path: Option<&Path>) -> Result<Config> {
@@ -132,6 +205,24 @@ fn main() -> Result<()> {
             );
             Ok(())
         }
+        Command::Dlq { action } => {
+            let config = load_config(cli.config.as_deref())?;
+            match action {
+                DlqAction::List => {
+                    for d in worker::dlq::list(&config)? {
+                        println!(
+                            "{}",
+                            sonic_rs::json!({"partition": d.partition, "offset": d.offset, "reason": d.reason,
+                                "source_partition": d.source_partition, "source_offset": d.source_offset, "bytes": d.bytes})
+                        );
+                    }
+                }
+                DlqAction::Replay => {
+                    println!("replayed {} dead letters", worker::dlq::replay(&config)?)
+                }
+            }
+            Ok(())
+        }
         Command::Dump { follow } => dump::run(&load_config(cli.config.as_deref())?, follow),
     }
 }
@@ -141,28 +232,17 @@ fn serve(config: Config) -> Result<()> {
     if tenants.iter().any(|t| t.id.is_nil()) {
         warn!("the development tenant 00000000-0000-0000-0000-000000000000 is enabled; remove it from the config for production");
     }
-    if tenants.is_empty() {
-        warn!("no tenants configured: every ingest request will get 401");
-    }
-    let shards = api::shard::shard_count(&config);
-    let metrics = Arc::new(telemetry::Metrics::new(shards, &Reason::NAMES));
-    let producer = redpanda::producer::start(
-        &config.redpanda,
-        shards,
-        config.http.request_timeout_ms,
-        metrics.clone(),
-    )
-    .context("starting the producer")?;
-    let probe = redpanda::admin::start_health_probe(&config.redpanda, metrics.clone())
-        .context("starting the broker health probe")?;
-    let state = Arc::new(api::AppState::new(
-        config,
-        TenantRegistry::new(tenants),
-        metrics.clone(),
-        producer.rings.clone(),
-    ));
-    let handle = api::start(state.clone()).context("starting the HTTP shards")?;
-    info!(addr = %handle.addr, "ingestion-engine ready to accept connections");
+    let sink = if config.roles.contains(&Role::Sink) {
+        Some(worker::start(config.clone()).context("starting the sink")?)
+    } else {
+        None
+    };
+    let edge = if config.roles.contains(&Role::Ingest) {
+        Some(start_edge(config, tenants)?)
+    } else {
+        None
+    };
+    info!("ingestion-engine running");
 
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
@@ -171,15 +251,13 @@ fn serve(config: Config) -> Result<()> {
     if let Some(sig) = signals.forever().next() {
         info!(signal = sig, "shutting down");
     }
-    state.shutting_down.store(true, Ordering::SeqCst);
-    let deadline = Instant::now() + DRAIN_TIMEOUT;
-    while metrics.producer.inflight_records.load(Ordering::Relaxed) > 0 && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(20));
+    if let Some(edge) = edge {
+        edge.stop();
     }
-    producer.shutdown(DRAIN_TIMEOUT);
-    probe.stop();
-    info!(accepted = metrics.events_accepted(), "stopped");
+    if let Some(sink) = sink {
+        sink.stop();
+    }
+    info!("stopped");
     // Shard threads hold no state worth flushing; exiting ends them.
     std::process::exit(0);
 }

@@ -174,12 +174,105 @@ pub fn engine_command(config: &Path, broker: &str, port: u16) -> Command {
         .env("INGESTION_SHARDS", "2")
         .env("INGESTION_REDPANDA_BROKERS", broker)
         .env("INGESTION_REDPANDA_HEALTH_INTERVAL_MS", "200")
+        .env("INGESTION_ROLES", "ingest")
         .arg("--config")
         .arg(config);
     cmd
 }
 
+/// A private clickhouse-server on free ports (started by scripts/lib.sh),
+/// killed on drop; restartable on the same ports and data.
+pub struct ClickHouse {
+    pid: Option<u32>,
+    pub http_port: u16,
+    tcp_port: u16,
+    dir: PathBuf,
+}
+
+impl ClickHouse {
+    pub fn start() -> ClickHouse {
+        let mut c = ClickHouse {
+            pid: None,
+            http_port: free_port(),
+            tcp_port: free_port(),
+            dir: scratch_dir("clickhouse"),
+        };
+        c.spawn();
+        c
+    }
+
+    fn spawn(&mut self) {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let script = format!(
+            "source '{}/scripts/lib.sh' && start_clickhouse {} {} '{}'",
+            root.display(),
+            self.http_port,
+            self.tcp_port,
+            self.dir.display()
+        );
+        let out = Command::new("bash").args(["-c", &script]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "clickhouse did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.pid = Some(
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap(),
+        );
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    pub fn client(&self) -> clickhouse_client::Client {
+        clickhouse_client::Client::new(&self.url(), Duration::from_secs(30))
+    }
+
+    /// A query's TabSeparated answer, trimmed.
+    pub fn query(&self, sql: &str) -> String {
+        self.client()
+            .query(&format!("{sql} FORMAT TabSeparated"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            let port = self.http_port;
+            wait_for("clickhouse to stop", Duration::from_secs(30), || {
+                TcpStream::connect(("127.0.0.1", port)).is_err()
+            });
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for ClickHouse {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
+
 impl Engine {
+    /// Kills the engine with SIGKILL (no drain, no flush).
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn start(broker: &Broker) -> Engine {
         Self::start_with(broker, TEST_CONFIG, &[])
     }
@@ -207,7 +300,12 @@ impl Engine {
             broker: broker.addr(),
             dir,
         };
-        engine.wait_ready();
+        let sink_only = env
+            .iter()
+            .any(|(k, v)| *k == "INGESTION_ROLES" && v.trim() == "sink");
+        if !sink_only {
+            engine.wait_ready();
+        }
         engine
     }
 
@@ -217,6 +315,10 @@ impl Engine {
                 .map(|r| r.status == 200)
                 .unwrap_or(false)
         });
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config
     }
 
     pub fn pid(&self) -> u32 {

@@ -17,7 +17,14 @@ use crate::tenant::{Tenant, Tier};
 use crate::validate::Limits;
 
 /// Sections that environment names may address with a single `_`.
-const SECTIONS: &[&str] = &["http", "limits", "redpanda", "clickhouse", "rate_limits"];
+const SECTIONS: &[&str] = &[
+    "http",
+    "limits",
+    "redpanda",
+    "clickhouse",
+    "sink",
+    "rate_limits",
+];
 
 /// Which io driver the shards use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -60,6 +67,16 @@ impl Compression {
     }
 }
 
+/// What a node runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The HTTP edge: SDK batches into the broker.
+    Ingest,
+    /// The worker: broker into ClickHouse.
+    Sink,
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -72,10 +89,13 @@ pub struct Config {
     pub shards: usize,
     /// `auto`, `uring` or `legacy` (epoll).
     pub io_driver: IoDriver,
+    /// What this node runs: `["ingest", "sink"]` (default), or one of them.
+    pub roles: Vec<Role>,
     pub http: HttpConfig,
     pub limits: LimitsConfig,
     pub redpanda: RedpandaConfig,
     pub clickhouse: ClickhouseConfig,
+    pub sink: SinkConfig,
     pub rate_limits: RateLimitsConfig,
     /// Tenants defined in the file (development and small installs).
     pub tenants: Vec<TenantConfig>,
@@ -157,6 +177,32 @@ pub struct ClickhouseConfig {
     pub database: String,
 }
 
+/// The worker: consumer group, batching, dead letters, dedup.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkConfig {
+    /// Consumer group of the workers.
+    pub consumer_group: String,
+    /// A batch is inserted when it holds this many rows...
+    pub batch_max_rows: usize,
+    /// ...or this many bytes (encoded, approximate)...
+    pub batch_max_bytes: usize,
+    /// ...or its oldest record waited this long, in ms.
+    pub batch_max_age_ms: u64,
+    /// Topic for records that cannot be decoded.
+    pub dlq_topic: String,
+    /// Longest wait between insert retries while ClickHouse is down, in ms.
+    pub retry_backoff_max_ms: u64,
+    /// Time a retried client batch (same tenant, same event ids) is recognised, in s.
+    pub dedup_window_secs: u64,
+    /// Most event ids remembered for dedup per worker (bounds memory, ~64 B each).
+    pub dedup_max_ids: usize,
+    /// Timeout of one ClickHouse request, in ms.
+    pub clickhouse_timeout_ms: u64,
+    /// Run `migrate` when the sink starts.
+    pub migrate_on_start: bool,
+}
+
 /// Default per-tier rate limits, in events per second (`0` = unlimited).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -194,10 +240,12 @@ impl Default for Config {
             port: 8080,
             shards: 0,
             io_driver: IoDriver::Auto,
+            roles: vec![Role::Ingest, Role::Sink],
             http: HttpConfig::default(),
             limits: LimitsConfig::default(),
             redpanda: RedpandaConfig::default(),
             clickhouse: ClickhouseConfig::default(),
+            sink: SinkConfig::default(),
             rate_limits: RateLimitsConfig::default(),
             tenants: Vec::new(),
         }
@@ -259,6 +307,23 @@ impl Default for ClickhouseConfig {
         Self {
             url: "http://localhost:8123".into(),
             database: "overwatch".into(),
+        }
+    }
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        Self {
+            consumer_group: "ingestion-engine-sink".into(),
+            batch_max_rows: 100_000,
+            batch_max_bytes: 64 << 20,
+            batch_max_age_ms: 1000,
+            dlq_topic: "events-dlq".into(),
+            retry_backoff_max_ms: 10_000,
+            dedup_window_secs: 600,
+            dedup_max_ids: 2_000_000,
+            clickhouse_timeout_ms: 30_000,
+            migrate_on_start: true,
         }
     }
 }
@@ -347,6 +412,14 @@ impl Config {
             // A string-typed key keeps the raw text even when it looks like a number.
             let value = if is_string_key(&path) {
                 toml::Value::String(value.to_string())
+            } else if path == ["roles"] && !value.trim_start().starts_with('[') {
+                // `INGESTION_ROLES=ingest,sink`
+                toml::Value::Array(
+                    value
+                        .split(',')
+                        .map(|r| toml::Value::String(r.trim().to_string()))
+                        .collect(),
+                )
             } else {
                 env_value(value)
             };
@@ -415,6 +488,19 @@ impl Config {
         }
         if r.replication_factor < 1 {
             return Err(invalid("redpanda.replication_factor", "must be at least 1"));
+        }
+        if self.roles.is_empty() {
+            return Err(invalid("roles", "must name at least one of ingest, sink"));
+        }
+        let k = &self.sink;
+        if k.batch_max_rows == 0 || k.batch_max_bytes == 0 || k.batch_max_age_ms == 0 {
+            return Err(invalid(
+                "sink.batch_max_rows",
+                "batch bounds must be greater than 0",
+            ));
+        }
+        if k.dlq_topic == r.topic {
+            return Err(invalid("sink.dlq_topic", "must differ from redpanda.topic"));
         }
         if r.batch_size == 0 || r.batch_size > 1_000_000 {
             return Err(invalid("redpanda.batch_size", "must be 1..=1000000"));
@@ -514,6 +600,8 @@ fn is_string_key(path: &[String]) -> bool {
             | ["redpanda", "topic"]
             | ["clickhouse", "url"]
             | ["clickhouse", "database"]
+            | ["sink", "consumer_group"]
+            | ["sink", "dlq_topic"]
     )
 }
 
@@ -579,6 +667,10 @@ mod tests {
         assert_eq!(c.clickhouse.database, "db2");
         assert_eq!(c.host, "127.0.0.1");
         assert_eq!(c.http.max_body_bytes, 2048);
+        let c = Config::load(Some(file), [("INGESTION_ROLES", "sink")]).unwrap();
+        assert_eq!(c.roles, vec![Role::Sink]);
+        let c = Config::load(Some(file), [("INGESTION_ROLES", "ingest, sink")]).unwrap();
+        assert_eq!(c.roles, vec![Role::Ingest, Role::Sink]);
         let c = Config::load(Some(file), [("INGESTION_REDPANDA_BROKERS", "a:1,b:2")]).unwrap();
         assert_eq!(c.redpanda.brokers, "a:1,b:2");
     }

@@ -59,11 +59,15 @@ fn create_topic(admin: &Admin, cfg: &RedpandaConfig, timeout: Duration) -> Resul
     Ok(())
 }
 
-/// Creates the topic when it is missing.
-pub fn ensure_topic(cfg: &RedpandaConfig, timeout: Duration) -> Result<(), Error> {
+/// Creates topic `topic` (partitions and replication from `cfg`) when missing.
+pub fn ensure_topic(cfg: &RedpandaConfig, topic: &str, timeout: Duration) -> Result<(), Error> {
     let admin = admin(cfg)?;
-    if !topic_exists(&admin, &cfg.topic, timeout)? {
-        create_topic(&admin, cfg, timeout)?;
+    if !topic_exists(&admin, topic, timeout)? {
+        let cfg = RedpandaConfig {
+            topic: topic.to_string(),
+            ..cfg.clone()
+        };
+        create_topic(&admin, &cfg, timeout)?;
     }
     Ok(())
 }

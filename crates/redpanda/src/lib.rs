@@ -28,8 +28,8 @@ pub enum Error {
     Thread(std::io::Error),
 }
 
-/// Base client config shared by producer, admin and reader.
-pub(crate) fn base_config(cfg: &engine_core::config::RedpandaConfig) -> ClientConfig {
+/// Base client config shared by producer, admin, reader and the sink's consumer.
+pub fn base_config(cfg: &engine_core::config::RedpandaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.brokers)
         .set("client.id", "ingestion-engine")

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use engine_core::config::RedpandaConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::{base_config, Error};
@@ -25,6 +25,22 @@ pub fn read_topic(
     cfg: &RedpandaConfig,
     follow: bool,
     mut each: impl FnMut(StoredRecord<'_>),
+) -> Result<u64, Error> {
+    read_topic_messages(cfg, follow, |m| {
+        each(StoredRecord {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key(),
+            payload: m.payload(),
+        })
+    })
+}
+
+/// Like [`read_topic`], handing out the broker's messages (headers included).
+pub fn read_topic_messages(
+    cfg: &RedpandaConfig,
+    follow: bool,
+    mut each: impl FnMut(&BorrowedMessage<'_>),
 ) -> Result<u64, Error> {
     let consumer: BaseConsumer = base_config(cfg)
         .set("group.id", "ingestion-engine-dump")
@@ -67,12 +83,7 @@ pub fn read_topic(
                 if let Some(slot) = positions.iter_mut().find(|(p, _)| *p == m.partition()) {
                     slot.1 = slot.1.max(m.offset());
                 }
-                each(StoredRecord {
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    key: m.key(),
-                    payload: m.payload(),
-                });
+                each(&m);
             }
             Some(Err(e)) => return Err(e.into()),
             None => {}

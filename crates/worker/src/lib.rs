@@ -1,0 +1,36 @@
+//! `worker`: the sink. A consumer group on the events topic; records become
+//! rows of one `Native` block per batch; one insert per batch; offsets
+//! committed only after ClickHouse confirmed the insert.
+//!
+//! Exactly once across crashes: every row carries the broker partition and
+//! offset it came from. When a partition is (re)assigned, the worker asks
+//! ClickHouse for the highest offset it holds for that partition and skips
+//! records at or below it, so a crash between insert and commit writes nothing
+//! twice. An insert whose outcome is unknown (timeout) is checked the same way
+//! before it is retried.
+//!
+//! Client retries: see [`dedup`]. Records that cannot be decoded go to the
+//! dead-letter topic with the reason ([`dlq`]), never silently dropped.
+//! ClickHouse down: the worker holds its one bounded batch, stops consuming,
+//! retries with backoff, and catches up when it returns.
+//!
+//! Start with [`start`].
+
+pub mod dedup;
+pub mod dlq;
+mod sink;
+
+pub use sink::{start, SinkHandle};
+
+/// Errors of the sink.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    ClickHouse(#[from] clickhouse_client::Error),
+    #[error(transparent)]
+    Broker(#[from] redpanda::Error),
+    #[error("broker client: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("could not start the sink thread: {0}")]
+    Thread(std::io::Error),
+}

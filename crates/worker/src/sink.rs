@@ -337,14 +337,13 @@ fn run(cfg: &Config, stop: &AtomicBool) -> Result<(), Error> {
         Duration::from_millis(k.clickhouse_timeout_ms),
     );
     let db = &cfg.clickhouse.database;
-    if k.migrate_on_start {
-        if with_backoff("ClickHouse migration", backoff_max, stop, |_| {
+    if k.migrate_on_start
+        && with_backoff("ClickHouse migration", backoff_max, stop, |_| {
             Ok(migrate(&ch, db)?)
         })
         .is_none()
-        {
-            return Ok(());
-        }
+    {
+        return Ok(());
     }
     if with_backoff("dead-letter topic", backoff_max, stop, |_| {
         Ok(redpanda::admin::ensure_topic(
@@ -405,11 +404,8 @@ fn run(cfg: &Config, stop: &AtomicBool) -> Result<(), Error> {
             sink.reset_block();
         }
         match msg {
-            Some(Ok(m)) => {
-                if !sink.handle(&m, &dlq, stop) {
-                    return Ok(());
-                }
-            }
+            Some(Ok(m)) if !sink.handle(&m, &dlq, stop) => return Ok(()),
+            Some(Ok(_)) => {}
             Some(Err(e)) => warn!(%e, "consumer error"),
             None => {}
         }

@@ -20,6 +20,7 @@ use crate::http::{
     decode_chunked, parse_head, ChunkError, Framing, Method, RequestHead, Response, Route,
 };
 use crate::ingest::{ingest, precheck, Shard};
+use crate::state::Authed;
 
 /// Read buffer kept by an idle connection; larger buffers shrink back to it.
 const IDLE_BUFFER_BYTES: usize = 16 * 1024;
@@ -219,7 +220,7 @@ async fn serve_requests(conn: &mut Conn, shard: &Shard) {
                 Some(b) => b,
                 None => &conn.buf[head.len..consumed],
             };
-            dispatch(shard, &head, tenant, body, started).await
+            dispatch(shard, &head, tenant.as_ref(), body, started).await
         };
         if let Some(b) = chunked_body {
             shard.give_buffer(b);
@@ -288,11 +289,7 @@ async fn timeout_reply(conn: &mut Conn, shard: &Shard, e: ReadError) {
 }
 
 /// Route and method checks, and the ingest precheck, on the head alone.
-fn route_check<'s>(
-    head: &RequestHead,
-    shard: &'s Shard,
-    buf: &[u8],
-) -> Result<Option<&'s engine_core::Tenant>, Response> {
+fn route_check(head: &RequestHead, shard: &Shard, buf: &[u8]) -> Result<Option<Authed>, Response> {
     if head.route == Route::NotFound {
         return Err(Response::error(
             404,
@@ -318,7 +315,7 @@ fn route_check<'s>(
 async fn dispatch(
     shard: &Shard,
     head: &RequestHead,
-    tenant: Option<&engine_core::Tenant>,
+    tenant: Option<&Authed>,
     body: &[u8],
     started: Instant,
 ) -> Response {

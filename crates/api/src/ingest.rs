@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use crate::body::{decode, BodyError};
 use crate::http::{push_json_str, Encoding, Framing, RequestHead, Response};
-use crate::state::AppState;
+use crate::state::{AppState, Authed};
 
 /// Largest record sent to the broker, in bytes (estimated from raw event
 /// sizes); bigger groups are split. Below librdkafka's 1 MB `message.max.bytes`.
@@ -82,11 +82,7 @@ fn retry_after(state: &AppState) -> u32 {
 }
 
 /// Checks a `POST /ingest` head before its body is read.
-pub fn precheck<'s>(
-    shard: &'s Shard,
-    head: &RequestHead,
-    buf: &[u8],
-) -> Result<&'s Tenant, Response> {
+pub fn precheck(shard: &Shard, head: &RequestHead, buf: &[u8]) -> Result<Authed, Response> {
     let state = &*shard.state;
     if state.shutting_down.load(Ordering::Relaxed) {
         return Err(
@@ -109,7 +105,8 @@ pub fn precheck<'s>(
         ));
     }
     let auth = head.authorization.clone().map(|r| &buf[r]);
-    let tenant = match state.tenants.authenticate(auth) {
+    let tenants = state.tenants.load();
+    let tenant = match tenants.registry.authenticate(auth) {
         Ok(t) => t,
         Err(AuthError::Malformed) => {
             return Err(Response::error(
@@ -155,7 +152,10 @@ pub fn precheck<'s>(
         )
         .retry_after(retry_after(state)));
     }
-    Ok(tenant)
+    Ok(Authed {
+        tenant: tenant.clone(),
+        limiter: tenants.limiters.get(&tenant.id).cloned(),
+    })
 }
 
 /// A broker record: key (tenant + session) and encoded value.
@@ -340,11 +340,12 @@ fn encode_groups(
 /// Handles `POST /ingest` once the body is framed.
 pub async fn ingest(
     shard: &Shard,
-    tenant: &Tenant,
+    authed: &Authed,
     encoding: Encoding,
     body: &[u8],
     started: Instant,
 ) -> Response {
+    let tenant = &authed.tenant;
     let state = &*shard.state;
     let counters = shard.counters();
     counters
@@ -366,7 +367,7 @@ pub async fn ingest(
     if p.accepted == 0 {
         return batch_response(400, "error", &p, started);
     }
-    if let Some(limiter) = state.rate_limits.get(&tenant.id) {
+    if let Some(limiter) = &authed.limiter {
         if let Err(wait) = limiter.try_acquire(p.accepted as u64) {
             counters
                 .rate_limited_events

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 /// A GCRA limiter for one tenant.
 #[derive(Debug)]
 pub struct RateLimiter {
+    rate_eps: u32,
     epoch: Instant,
     tat_ns: AtomicU64,
     emission_ns: u64,
@@ -25,11 +26,17 @@ impl RateLimiter {
         let emission_ns = (1_000_000_000 / u64::from(rate_eps.max(1))).max(1);
         let burst_events = (u64::from(rate_eps) * u64::from(burst_secs)).max(min_burst);
         Self {
+            rate_eps,
             epoch: Instant::now(),
             tat_ns: AtomicU64::new(0),
             emission_ns,
             burst_ns: burst_events.saturating_mul(emission_ns),
         }
+    }
+
+    /// The configured rate, events per second.
+    pub fn rate_eps(&self) -> u32 {
+        self.rate_eps
     }
 
     /// Admits `n` events now, or says how long to wait.

@@ -5,21 +5,37 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use arc_swap::ArcSwap;
 use engine_core::config::Config;
-use engine_core::{Limits, TenantRegistry};
+use engine_core::{Limits, Tenant, TenantRegistry};
 use redpanda::producer::Rings;
 use telemetry::Metrics;
 use uuid::Uuid;
 
 use crate::ratelimit::RateLimiter;
 
+/// The tenants the edge knows, with their rate limiters. Replaced as a whole
+/// when the registry is refreshed; limiters of unchanged tenants carry over.
+#[derive(Debug, Default)]
+pub struct Tenants {
+    pub registry: TenantRegistry,
+    pub limiters: HashMap<Uuid, Arc<RateLimiter>>,
+}
+
+/// A request's authenticated tenant.
+#[derive(Debug, Clone)]
+pub struct Authed {
+    pub tenant: Tenant,
+    pub limiter: Option<Arc<RateLimiter>>,
+}
+
 /// State shared by all shards (read-only but for atomics).
 #[derive(Debug)]
 pub struct AppState {
     pub config: Config,
     pub limits: Limits,
-    pub tenants: TenantRegistry,
-    pub rate_limits: HashMap<Uuid, RateLimiter>,
+    /// Swapped without locks on refresh; read once per request.
+    pub tenants: ArcSwap<Tenants>,
     pub metrics: Arc<Metrics>,
     pub rings: Arc<Rings>,
     pub shutting_down: AtomicBool,
@@ -31,34 +47,46 @@ impl AppState {
     /// Builds the shared state; rate limiters come from each tenant's limit.
     pub fn new(
         config: Config,
-        tenants: TenantRegistry,
+        tenants: Vec<Tenant>,
         metrics: Arc<Metrics>,
         rings: Arc<Rings>,
     ) -> Self {
-        let burst_secs = config.rate_limits.burst_secs.max(1);
-        let min_burst = config.http.max_batch_events as u64;
-        let rate_limits = config
-            .tenants()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|t| t.rate_limit_eps > 0)
-            .map(|t| {
-                (
-                    t.id,
-                    RateLimiter::new(t.rate_limit_eps, burst_secs, min_burst),
-                )
-            })
-            .collect();
-        Self {
+        let state = Self {
             limits: config.event_limits(),
             config,
-            tenants,
-            rate_limits,
+            tenants: ArcSwap::from_pointee(Tenants::default()),
             metrics,
             rings,
             shutting_down: AtomicBool::new(false),
             io_driver: OnceLock::new(),
-        }
+        };
+        state.set_tenants(tenants);
+        state
+    }
+
+    /// Replaces the known tenants (a refresh from the registry).
+    pub fn set_tenants(&self, tenants: Vec<Tenant>) {
+        let burst_secs = self.config.rate_limits.burst_secs.max(1);
+        let min_burst = self.config.http.max_batch_events as u64;
+        let old = self.tenants.load();
+        let limiters = tenants
+            .iter()
+            .filter(|t| t.rate_limit_eps > 0)
+            .map(|t| {
+                let same = old
+                    .limiters
+                    .get(&t.id)
+                    .filter(|l| l.rate_eps() == t.rate_limit_eps);
+                let l = same.cloned().unwrap_or_else(|| {
+                    Arc::new(RateLimiter::new(t.rate_limit_eps, burst_secs, min_burst))
+                });
+                (t.id, l)
+            })
+            .collect();
+        self.tenants.store(Arc::new(Tenants {
+            registry: TenantRegistry::new(tenants),
+            limiters,
+        }));
     }
 
     /// Whether the broker answers.

@@ -11,6 +11,7 @@
 
 pub mod native;
 pub mod schema;
+pub mod tenants;
 pub mod transport;
 pub mod version;
 

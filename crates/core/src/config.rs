@@ -175,6 +175,8 @@ pub struct RedpandaConfig {
 pub struct ClickhouseConfig {
     pub url: String,
     pub database: String,
+    /// How often the edge reloads tenants from ClickHouse, in ms.
+    pub tenants_refresh_ms: u64,
 }
 
 /// The worker: consumer group, batching, dead letters, dedup.
@@ -201,6 +203,8 @@ pub struct SinkConfig {
     pub clickhouse_timeout_ms: u64,
     /// Run `migrate` when the sink starts.
     pub migrate_on_start: bool,
+    /// How often expired partitions are dropped, in s (`0` disables the job).
+    pub retention_interval_secs: u64,
 }
 
 /// Default per-tier rate limits, in events per second (`0` = unlimited).
@@ -307,6 +311,7 @@ impl Default for ClickhouseConfig {
         Self {
             url: "http://localhost:8123".into(),
             database: "overwatch".into(),
+            tenants_refresh_ms: 10_000,
         }
     }
 }
@@ -324,6 +329,7 @@ impl Default for SinkConfig {
             dedup_max_ids: 2_000_000,
             clickhouse_timeout_ms: 30_000,
             migrate_on_start: true,
+            retention_interval_secs: 3600,
         }
     }
 }

@@ -18,6 +18,7 @@
 
 pub mod dedup;
 pub mod dlq;
+pub mod retention;
 mod sink;
 
 pub use sink::{start, SinkHandle};

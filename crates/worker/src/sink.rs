@@ -31,37 +31,67 @@ const POLL_MAX: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub struct SinkHandle {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl SinkHandle {
     /// Flushes the current batch and stops.
-    pub fn stop(mut self) {
+    pub fn stop(self) {
         self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
+        for t in self.threads {
+            t.thread().unpark();
             let _ = t.join();
         }
     }
 }
 
-/// Starts the sink on its own thread.
+/// Runs the retention job every `sink.retention_interval_secs`.
+fn retention_loop(cfg: &Config, stop: &AtomicBool) {
+    let every = Duration::from_secs(cfg.sink.retention_interval_secs);
+    let ch = Client::new(
+        &cfg.clickhouse.url,
+        Duration::from_millis(cfg.sink.clickhouse_timeout_ms),
+    );
+    loop {
+        let deadline = Instant::now() + every;
+        while Instant::now() < deadline {
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            thread::park_timeout(deadline - Instant::now());
+        }
+        let today = time::OffsetDateTime::now_utc().date();
+        if let Err(e) = crate::retention::run_once(&ch, &cfg.clickhouse.database, today) {
+            warn!(%e, "retention run failed; next run retries");
+        }
+    }
+}
+
+/// Starts the sink (and its retention job) on their own threads.
 pub fn start(config: Config) -> Result<SinkHandle, Error> {
     let stop = Arc::new(AtomicBool::new(false));
-    let thread = {
-        let stop = stop.clone();
+    let mut threads = Vec::new();
+    if config.sink.retention_interval_secs > 0 {
+        let (stop, config) = (stop.clone(), config.clone());
+        threads.push(
+            thread::Builder::new()
+                .name("retention".into())
+                .spawn(move || retention_loop(&config, &stop))
+                .map_err(Error::Thread)?,
+        );
+    }
+    let stop_sink = stop.clone();
+    threads.push(
         thread::Builder::new()
             .name("sink".into())
             .spawn(move || {
-                if let Err(e) = run(&config, &stop) {
+                if let Err(e) = run(&config, &stop_sink) {
                     warn!(%e, "sink stopped with an error");
                 }
             })
-            .map_err(Error::Thread)?
-    };
-    Ok(SinkHandle {
-        stop,
-        thread: Some(thread),
-    })
+            .map_err(Error::Thread)?,
+    );
+    Ok(SinkHandle { stop, threads })
 }
 
 struct Context {

@@ -1,9 +1,11 @@
 //! Against a real ClickHouse 18.16 (started privately on free ports) and the
 //! modern engine (chdb): migrations, the Native encoder, the views.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+mod common;
+use common::{free_port, ClickHouse};
 use std::time::Duration;
 
 use clickhouse_client::native::{EventsBlock, RowSource};
@@ -13,61 +15,7 @@ use engine_core::record::{decode_record, encode_record, EventRecord, RecordBatch
 use engine_core::Tier;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A private clickhouse-server, killed on drop.
-struct Server {
-    pid: u32,
-    port: u16,
-}
-
-impl Server {
-    fn start() -> Server {
-        let (http, tcp) = (free_port(), free_port());
-        let base = std::env::var_os("INGESTION_TEST_TMP")
-            .map(PathBuf::from)
-            .unwrap_or_else(std::env::temp_dir);
-        let dir = base.join(format!("clickhouse-{}-{http}", std::process::id()));
-        let script = format!(
-            "source '{}/scripts/lib.sh' && start_clickhouse {http} {tcp} '{}'",
-            root().display(),
-            dir.display()
-        );
-        let out = Command::new("bash").args(["-c", &script]).output().unwrap();
-        assert!(
-            out.status.success(),
-            "clickhouse did not start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let pid = String::from_utf8(out.stdout)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        Server { pid, port: http }
-    }
-
-    fn client(&self) -> Client {
-        Client::new(
-            &format!("http://127.0.0.1:{}", self.port),
-            Duration::from_secs(30),
-        )
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.pid.to_string()).status();
-    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
 }
 
 fn uuid(n: u8) -> [u8; 16] {
@@ -78,7 +26,7 @@ fn uuid(n: u8) -> [u8; 16] {
 }
 
 /// A block of 50 events of every type over two tenants and three sessions.
-fn sample_block(now_us: i64) -> (EventsBlock, usize) {
+pub fn sample_block(now_us: i64) -> (EventsBlock, usize) {
     let paths = ["/", "/pricing", "/docs"];
     let mut block = EventsBlock::new();
     let mut n = 0;
@@ -146,7 +94,7 @@ fn now_us() -> i64 {
 
 #[test]
 fn migrations_encoder_and_views_on_clickhouse_18() {
-    let server = Server::start();
+    let server = ClickHouse::start();
     let ch = server.client();
     let version = ch.version().unwrap();
     assert!(version.major >= 18, "{version}");

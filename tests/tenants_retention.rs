@@ -1,0 +1,212 @@
+//! Tenants managed through the CLI against a running engine, and retention by
+//! tier with an injected clock, on the real ClickHouse.
+
+mod common;
+
+use std::process::Output;
+use std::time::Duration;
+
+use clickhouse_client::native::{EventsBlock, RowSource};
+use common::*;
+use engine_core::record::{decode_record, encode_record, EventRecord, RecordBatch};
+use engine_core::Tier;
+
+fn cli(engine: &Engine, broker: &Broker, ch: &ClickHouse, args: &[&str]) -> Output {
+    let out = engine_command(engine.config_path(), &broker.addr(), engine.port)
+        .env("INGESTION_CLICKHOUSE_URL", ch.url())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn field(out: &Output, name: &str) -> String {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
+        .unwrap_or_else(|| panic!("no {name} in {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[test]
+fn tenant_lifecycle_through_the_cli() {
+    let ch = ClickHouse::start();
+    let broker = Broker::start();
+    let url = ch.url();
+    let engine = Engine::start_with(
+        &broker,
+        TEST_CONFIG,
+        &[
+            ("INGESTION_CLICKHOUSE_URL", &url),
+            ("INGESTION_CLICKHOUSE_TENANTS_REFRESH_MS", "200"),
+        ],
+    );
+    let created = cli(
+        &engine,
+        &broker,
+        &ch,
+        &["tenant", "create", "--name", "acme", "--tier", "paid"],
+    );
+    let id = field(&created, "tenant_id");
+    let key = field(&created, "api_key");
+    let auth = format!("Bearer {id}:{key}");
+    let send = |auth: &str| {
+        post(
+            engine.port,
+            Some(auth),
+            &[],
+            &batch(&[event(0, &id, &uuid::Uuid::new_v4().to_string())]),
+        )
+        .status
+    };
+
+    wait_for("new tenant can ingest", Duration::from_secs(30), || {
+        send(&auth) == 200
+    });
+    let list = cli(&engine, &broker, &ch, &["tenant", "list"]);
+    let listing = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        listing.contains(&id) && listing.contains("acme") && listing.contains("paid"),
+        "{listing}"
+    );
+    assert!(!listing.contains(&key), "the key must never be listed");
+
+    cli(&engine, &broker, &ch, &["tenant", "disable", &id]);
+    wait_for("disabled tenant gets 403", Duration::from_secs(30), || {
+        send(&auth) == 403
+    });
+    cli(&engine, &broker, &ch, &["tenant", "enable", &id]);
+    wait_for("enabled again", Duration::from_secs(30), || {
+        send(&auth) == 200
+    });
+
+    let rotated = cli(&engine, &broker, &ch, &["tenant", "rotate-key", &id]);
+    let new_auth = format!("Bearer {id}:{}", field(&rotated, "api_key"));
+    wait_for("old key refused", Duration::from_secs(30), || {
+        send(&auth) == 401
+    });
+    assert_eq!(send(&new_auth), 200);
+    // Config-file tenants keep working beside the registry.
+    assert_eq!(
+        post(
+            engine.port,
+            Some(DEV_AUTH),
+            &[],
+            &batch(&[event(0, DEV_TENANT, &uuid::Uuid::new_v4().to_string())])
+        )
+        .status,
+        200
+    );
+}
+
+/// Inserts one event per (tier, retention, age in days) straight into `events`.
+fn insert_aged(ch: &ClickHouse, today_us: i64, rows: &[(Tier, u16, i64)]) {
+    let mut block = EventsBlock::new();
+    for (n, &(tier, retention, age_days)) in rows.iter().enumerate() {
+        let ts = today_us - age_days * 86_400_000_000;
+        let mut id = [0u8; 16];
+        id[0] = n as u8 + 1;
+        let batch = RecordBatch {
+            tenant_id: [7; 16],
+            batch_id: [8; 16],
+            received_at_us: ts,
+            sent_at_us: None,
+            events: vec![EventRecord {
+                id,
+                session_id: [9; 16],
+                event_type: 0,
+                timestamp_us: ts,
+                client_timestamp_us: ts,
+                user_id: None,
+                url: None,
+                path: Some("/"),
+                referrer: None,
+                title: None,
+                user_agent: None,
+                locale: None,
+                screen_width: None,
+                screen_height: None,
+                selector: None,
+                element: None,
+                text: None,
+                href: None,
+                x: None,
+                y: None,
+                depth_pct: None,
+                lcp: None,
+                fcp: None,
+                inp: None,
+                cls: None,
+                ttfb: None,
+                fid: None,
+                name: None,
+                properties: None,
+            }],
+        };
+        let mut bytes = Vec::new();
+        encode_record(&batch, &mut bytes).unwrap();
+        let rec = decode_record(&bytes).unwrap();
+        let src = RowSource {
+            partition: 0,
+            offset: n as i64,
+            tier,
+            retention_days: retention,
+        };
+        block.push(rec, &rec.events[0], src);
+    }
+    let mut out = Vec::new();
+    block.encode(&mut out);
+    ch.client().insert_native("overwatch.events", &out).unwrap();
+}
+
+#[test]
+fn retention_drops_expired_partitions_by_tier_with_an_injected_clock() {
+    let ch = ClickHouse::start();
+    let broker = Broker::start();
+    let url = ch.url();
+    let engine = Engine::start_with(&broker, TEST_CONFIG, &[("INGESTION_CLICKHOUSE_URL", &url)]);
+    let migrated = cli(&engine, &broker, &ch, &["migrate"]);
+    assert!(String::from_utf8_lossy(&migrated.stdout).contains("migration"));
+    // "Today" is 2030-06-15 (noon); rows are placed relative to it.
+    let today_us = 1_907_755_200_000_000; // 2030-06-15T12:00:00Z
+    insert_aged(
+        &ch,
+        today_us,
+        &[
+            (Tier::Free, 1, 0),           // today: kept
+            (Tier::Free, 1, 1),           // yesterday: kept (inside 24 h + a day)
+            (Tier::Free, 1, 2),           // two days ago: dropped
+            (Tier::Paid, 90, 30),         // kept
+            (Tier::Paid, 90, 92),         // dropped
+            (Tier::Enterprise, 400, 300), // kept
+            (Tier::Enterprise, 400, 402), // dropped
+        ],
+    );
+    let before = ch.query("SELECT retention_days, toString(toDate(event_time)) FROM overwatch.events ORDER BY retention_days, event_time");
+    assert_eq!(before.lines().count(), 7, "{before}");
+    let out = cli(
+        &engine,
+        &broker,
+        &ch,
+        &["retention", "--today", "2030-06-15"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("dropped 3 partitions"), "{text}");
+    let after = ch.query("SELECT retention_days, toString(toDate(event_time)) FROM overwatch.events ORDER BY retention_days, event_time");
+    assert_eq!(
+        after, "1\t2030-06-14\n1\t2030-06-15\n90\t2030-05-16\n400\t2029-08-19",
+        "before:\n{before}"
+    );
+    // A second run finds nothing more to drop.
+    let again = cli(
+        &engine,
+        &broker,
+        &ch,
+        &["retention", "--today", "2030-06-15"],
+    );
+    assert!(String::from_utf8_lossy(&again.stdout).contains("dropped 0 partitions"));
+}

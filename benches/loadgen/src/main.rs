@@ -100,6 +100,10 @@ struct Args {
     /// Print the full HdrHistogram percentile table (values in ms).
     #[arg(long)]
     print_histogram: bool,
+    /// Generate every request afresh (new event ids), so a downstream dedup
+    /// does not drop repeats; costs ~100 µs of generation per request.
+    #[arg(long)]
+    unique_ids: bool,
 }
 
 /// Where to send requests, from `--url`.
@@ -211,6 +215,17 @@ struct Plan {
     warmup: u64,
     /// Total requests scheduled (warm-up included).
     total: u64,
+    /// With `--unique-ids`: what each fresh request is made from.
+    fresh: Option<Fresh>,
+}
+
+/// Inputs of [`make_batch`] for requests generated during the run.
+#[derive(Debug)]
+struct Fresh {
+    events: usize,
+    tenant: Uuid,
+    target: Target,
+    auth: String,
 }
 
 impl Plan {
@@ -492,7 +507,13 @@ fn worker(k: usize, plan: Arc<Plan>, mut slot: Option<Conn>, t0: Instant) -> Wor
         if intended > now {
             thread::sleep(intended - now);
         }
-        let batch = &plan.batches[(i as usize) % plan.batches.len()];
+        let fresh = plan
+            .fresh
+            .as_ref()
+            .map(|f| make_batch(i as usize, f.events, &f.tenant, &f.target, &f.auth));
+        let batch = fresh
+            .as_ref()
+            .unwrap_or(&plan.batches[(i as usize) % plan.batches.len()]);
         let outcome = exchange(&mut slot, &plan, &batch.request, &mut report.reconnects);
         let done = Instant::now();
         if i >= plan.warmup {
@@ -634,6 +655,12 @@ fn main() -> anyhow::Result<ExitCode> {
         request_rate,
         warmup,
         total: warmup + measured,
+        fresh: args.unique_ids.then(|| Fresh {
+            events: args.events_per_batch,
+            tenant: args.tenant,
+            target: target.clone(),
+            auth: args.auth.clone(),
+        }),
     });
 
     println!(
@@ -874,6 +901,7 @@ mod tests {
             request_rate: 200.0,
             warmup: 4,
             total: 24,
+            fresh: None,
         });
         let t0 = Instant::now();
         let reports: Vec<WorkerReport> = (0..2)

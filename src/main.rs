@@ -103,8 +103,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the engine (default).
-    Serve,
+    /// Run the engine (default): the roles of the config, or those given here.
+    Serve {
+        /// `ingest` (HTTP edge) or `sink` (broker → ClickHouse); repeatable.
+        #[arg(long, value_parser = parse_role)]
+        role: Vec<Role>,
+    },
     /// Print the effective configuration (secrets masked) and exit.
     CheckConfig,
     /// Print the SHA-256 of an API key, for `tenants[].api_key_sha256`.
@@ -174,6 +178,14 @@ enum DlqAction {
     Replay,
 }
 
+fn parse_role(s: &str) -> Result<Role, String> {
+    match s {
+        "ingest" => Ok(Role::Ingest),
+        "sink" => Ok(Role::Sink),
+        other => Err(format!("unknown role {other:?} (ingest or sink)")),
+    }
+}
+
 fn load_config(path: Option<&Path>) -> Result<Config> {
     let path = path.map(Path::to_path_buf).or_else(|| {
         let p = PathBuf::from(DEFAULT_CONFIG);
@@ -203,8 +215,14 @@ fn load_config(path: Option<&Path>) -> Result<Config> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     telemetry::init_tracing();
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(load_config(cli.config.as_deref())?),
+    match cli.command.unwrap_or(Command::Serve { role: Vec::new() }) {
+        Command::Serve { role } => {
+            let mut config = load_config(cli.config.as_deref())?;
+            if !role.is_empty() {
+                config.roles = role;
+            }
+            serve(config)
+        }
         Command::CheckConfig => {
             let config = load_config(cli.config.as_deref())?;
             print!("{}", config.to_masked_toml());

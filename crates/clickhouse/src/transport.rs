@@ -94,9 +94,13 @@ impl Client {
 
     /// Inserts one `Native` block into `table` (`db.table`).
     pub fn insert_native(&self, table: &str, block: &[u8]) -> Result<(), Error> {
-        let q = format!("INSERT INTO {table} FORMAT Native");
-        self.answer(self.request(Some(&q)).send_bytes(block))
+        self.query_with_body(&format!("INSERT INTO {table} FORMAT Native"), block)
             .map(drop)
+    }
+
+    /// Runs `query` (in the URL) with `body` as its data.
+    pub fn query_with_body(&self, query: &str, body: &[u8]) -> Result<String, Error> {
+        self.answer(self.request(Some(query)).send_bytes(body))
     }
 
     /// The server's version.

@@ -1,0 +1,221 @@
+//! Which wire format the sink writes: `Native` (columnar, what the sink uses)
+//! against `RowBinary` (row by row), both over HTTP, into the real `events`
+//! table. Needs a server: `CLICKHOUSE_URL=http://127.0.0.1:8123 cargo bench -p
+//! clickhouse-client --bench insert_format` (`scripts/bench-clickhouse` starts
+//! one). Prints encode and insert throughput for each, side by side, in one run.
+//!
+//! The native TCP protocol was not measured: on 18.16 it needs the handshake,
+//! block info and compression framing of a client revision the server accepts,
+//! for an insert that is already a single HTTP request per 100k-row block.
+
+use std::time::{Duration, Instant};
+
+use clickhouse_client::native::{
+    put_str, put_uuid, put_varuint, tier_code, EventsBlock, RowSource,
+};
+use clickhouse_client::schema::migrate;
+use clickhouse_client::Client;
+use engine_core::record::{
+    decode_record, encode_record, ArchivedRecordBatch, EventRecord, RecordBatch,
+};
+use engine_core::Tier;
+
+const ROWS: usize = 100_000;
+const ROUNDS: usize = 5;
+
+fn records() -> Vec<Vec<u8>> {
+    let now = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros()) as i64;
+    (0..ROWS / 100)
+        .map(|b| {
+            let events = (0..100u32)
+                .map(|i| {
+                    let mut id = [0u8; 16];
+                    id[..4].copy_from_slice(&(b as u32).to_le_bytes());
+                    id[4..8].copy_from_slice(&i.to_le_bytes());
+                    EventRecord {
+                        id,
+                        session_id: [b as u8; 16],
+                        event_type: (i % 5) as u8,
+                        timestamp_us: now,
+                        client_timestamp_us: now,
+                        user_id: None,
+                        url: Some("https://ex.com/products/42"),
+                        path: Some("/products/42"),
+                        referrer: None,
+                        title: Some("Product 42"),
+                        user_agent: Some("sdk/1.4"),
+                        locale: Some("en-US"),
+                        screen_width: Some(1920),
+                        screen_height: Some(1080),
+                        selector: (i % 5 == 1).then_some("#buy"),
+                        element: None,
+                        text: None,
+                        href: None,
+                        x: (i % 5 == 1).then_some(10.0),
+                        y: None,
+                        depth_pct: (i % 5 == 2).then_some(50.0),
+                        lcp: (i % 5 == 3).then_some(1200.0),
+                        fcp: None,
+                        inp: None,
+                        cls: None,
+                        ttfb: None,
+                        fid: None,
+                        name: (i % 5 == 4).then_some("signup"),
+                        properties: (i % 5 == 4).then_some(r#"{"plan":"pro"}"#),
+                    }
+                })
+                .collect();
+            let batch = RecordBatch {
+                tenant_id: [1; 16],
+                batch_id: [b as u8; 16],
+                received_at_us: now,
+                sent_at_us: None,
+                events,
+            };
+            let mut out = Vec::new();
+            encode_record(&batch, &mut out).unwrap();
+            out
+        })
+        .collect()
+}
+
+const SRC: RowSource = RowSource {
+    partition: 0,
+    offset: 0,
+    tier: Tier::Paid,
+    retention_days: 90,
+};
+
+fn native(recs: &[&ArchivedRecordBatch<'static>]) -> Vec<u8> {
+    let mut block = EventsBlock::new();
+    for b in recs {
+        for e in b.events.iter() {
+            block.push(b, e, SRC);
+        }
+    }
+    let mut out = Vec::new();
+    block.encode(&mut out);
+    out
+}
+
+/// The same rows as `RowBinary`, in `EVENTS_COLUMNS` order.
+fn row_binary(recs: &[&ArchivedRecordBatch<'static>]) -> Vec<u8> {
+    let mut o = Vec::with_capacity(ROWS * 300);
+    let s = |o: &mut Vec<u8>, v: &rkyv::option::ArchivedOption<rkyv::boxed::ArchivedBox<str>>| {
+        put_str(o, v.as_ref().map_or("", |x| x))
+    };
+    let f =
+        |o: &mut Vec<u8>, v: &rkyv::option::ArchivedOption<rkyv::Archived<f64>>| match v.as_ref() {
+            Some(x) => {
+                o.push(0);
+                o.extend_from_slice(&x.to_native().to_le_bytes());
+            }
+            None => o.push(1),
+        };
+    let u =
+        |o: &mut Vec<u8>, v: &rkyv::option::ArchivedOption<rkyv::Archived<u32>>| match v.as_ref() {
+            Some(x) => {
+                o.push(0);
+                o.extend_from_slice(&x.to_native().to_le_bytes());
+            }
+            None => o.push(1),
+        };
+    for b in recs {
+        for e in b.events.iter() {
+            put_uuid(&mut o, &b.tenant_id);
+            put_uuid(&mut o, &e.id);
+            put_uuid(&mut o, &e.session_id);
+            put_uuid(&mut o, &b.batch_id);
+            o.push(e.event_type);
+            let ts = e.timestamp_us.to_native();
+            o.extend_from_slice(&((ts / 1_000_000) as u32).to_le_bytes());
+            o.extend_from_slice(&ts.to_le_bytes());
+            o.extend_from_slice(&e.client_timestamp_us.to_native().to_le_bytes());
+            let rx = b.received_at_us.to_native();
+            o.extend_from_slice(&((rx / 1_000_000) as u32).to_le_bytes());
+            o.extend_from_slice(&rx.to_le_bytes());
+            o.push(tier_code(SRC.tier) as u8);
+            o.extend_from_slice(&SRC.retention_days.to_le_bytes());
+            for v in [
+                &e.user_id,
+                &e.url,
+                &e.path,
+                &e.referrer,
+                &e.title,
+                &e.user_agent,
+                &e.locale,
+            ] {
+                s(&mut o, v);
+            }
+            u(&mut o, &e.screen_width);
+            u(&mut o, &e.screen_height);
+            for v in [&e.selector, &e.element, &e.text, &e.href] {
+                s(&mut o, v);
+            }
+            for v in [
+                &e.x,
+                &e.y,
+                &e.depth_pct,
+                &e.lcp,
+                &e.fcp,
+                &e.inp,
+                &e.cls,
+                &e.ttfb,
+                &e.fid,
+            ] {
+                f(&mut o, v);
+            }
+            s(&mut o, &e.name);
+            s(&mut o, &e.properties);
+            o.extend_from_slice(&SRC.partition.to_le_bytes());
+            o.extend_from_slice(&SRC.offset.to_le_bytes());
+        }
+    }
+    o
+}
+
+fn main() {
+    let Ok(url) = std::env::var("CLICKHOUSE_URL") else {
+        eprintln!("set CLICKHOUSE_URL (scripts/bench-clickhouse starts a server); skipping");
+        return;
+    };
+    let ch = Client::new(&url, Duration::from_secs(120));
+    migrate(&ch, "overwatch").expect("migrate");
+    let raw = records();
+    let recs: Vec<&ArchivedRecordBatch<'static>> =
+        raw.iter().map(|r| decode_record(r).unwrap()).collect();
+    println!(
+        "{ROWS} rows per insert, {ROUNDS} rounds each, ClickHouse {}",
+        ch.version().unwrap()
+    );
+    for (name, fmt, enc) in [
+        (
+            "Native",
+            "Native",
+            native as fn(&[&ArchivedRecordBatch<'static>]) -> Vec<u8>,
+        ),
+        ("RowBinary", "RowBinary", row_binary),
+    ] {
+        let (mut enc_t, mut ins_t, mut bytes) = (Duration::ZERO, Duration::ZERO, 0);
+        for _ in 0..ROUNDS {
+            let t = Instant::now();
+            let body = enc(&recs);
+            enc_t += t.elapsed();
+            bytes = body.len();
+            let t = Instant::now();
+            ch.query_with_body(&format!("INSERT INTO overwatch.events FORMAT {fmt}"), &body)
+                .expect("insert");
+            ins_t += t.elapsed();
+        }
+        let rows = (ROWS * ROUNDS) as f64;
+        println!(
+            "{name:<10} body {:>6.1} MB  encode {:>10.0} rows/s  insert {:>10.0} rows/s",
+            bytes as f64 / 1e6,
+            rows / enc_t.as_secs_f64(),
+            rows / ins_t.as_secs_f64()
+        );
+    }
+}

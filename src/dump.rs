@@ -11,7 +11,7 @@ use engine_core::EventType;
 use sonic_rs::{json, JsonValueMutTrait, Value};
 use uuid::Uuid;
 
-fn opt_str(v: &rkyv::option::ArchivedOption<rkyv::boxed::ArchivedBox<str>>) -> Option<&str> {
+fn opt_str(v: &engine_core::record::ArchivedText) -> Option<&str> {
     v.as_ref().map(|s| &**s)
 }
 
@@ -25,37 +25,13 @@ fn event_json(tenant: &str, e: &ArchivedEventRecord<'static>) -> Value {
         "client_timestamp": format_rfc3339_us(e.client_timestamp_us.to_native()),
     });
     let obj = v.as_object_mut().expect("object literal");
-    let strings = [
-        ("user_id", &e.user_id),
-        ("url", &e.url),
-        ("path", &e.path),
-        ("referrer", &e.referrer),
-        ("title", &e.title),
-        ("user_agent", &e.user_agent),
-        ("locale", &e.locale),
-        ("selector", &e.selector),
-        ("element", &e.element),
-        ("text", &e.text),
-        ("href", &e.href),
-        ("name", &e.name),
-    ];
-    for (k, s) in strings {
-        if let Some(s) = opt_str(s) {
+    for (k, s) in e.texts() {
+        // `properties` is JSON; it is added as an object below.
+        if let (Some(s), false) = (opt_str(s), k == "properties") {
             obj.insert(k, Value::from(s));
         }
     }
-    let numbers = [
-        ("x", &e.x),
-        ("y", &e.y),
-        ("depth_pct", &e.depth_pct),
-        ("lcp", &e.lcp),
-        ("fcp", &e.fcp),
-        ("inp", &e.inp),
-        ("cls", &e.cls),
-        ("ttfb", &e.ttfb),
-        ("fid", &e.fid),
-    ];
-    for (k, n) in numbers {
+    for (k, n) in e.numbers() {
         if let Some(n) = n.as_ref() {
             obj.insert(k, json!(n.to_native()));
         }

@@ -10,9 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use clickhouse_client::native::{
-    put_str, put_uuid, put_varuint, tier_code, EventsBlock, RowSource,
-};
+use clickhouse_client::native::{put_str, put_uuid, tier_code, EventsBlock, RowSource};
 use clickhouse_client::schema::migrate;
 use clickhouse_client::Client;
 use engine_core::record::{
@@ -139,37 +137,21 @@ fn row_binary(recs: &[&ArchivedRecordBatch<'static>]) -> Vec<u8> {
             o.extend_from_slice(&rx.to_le_bytes());
             o.push(tier_code(SRC.tier) as u8);
             o.extend_from_slice(&SRC.retention_days.to_le_bytes());
-            for v in [
-                &e.user_id,
-                &e.url,
-                &e.path,
-                &e.referrer,
-                &e.title,
-                &e.user_agent,
-                &e.locale,
-            ] {
+            let texts = e.texts();
+            for (_, v) in &texts[..7] {
                 s(&mut o, v);
             }
             u(&mut o, &e.screen_width);
             u(&mut o, &e.screen_height);
-            for v in [&e.selector, &e.element, &e.text, &e.href] {
+            for (_, v) in &texts[7..11] {
                 s(&mut o, v);
             }
-            for v in [
-                &e.x,
-                &e.y,
-                &e.depth_pct,
-                &e.lcp,
-                &e.fcp,
-                &e.inp,
-                &e.cls,
-                &e.ttfb,
-                &e.fid,
-            ] {
+            for (_, v) in e.numbers() {
                 f(&mut o, v);
             }
-            s(&mut o, &e.name);
-            s(&mut o, &e.properties);
+            for (_, v) in &texts[11..] {
+                s(&mut o, v);
+            }
             o.extend_from_slice(&SRC.partition.to_le_bytes());
             o.extend_from_slice(&SRC.offset.to_le_bytes());
         }

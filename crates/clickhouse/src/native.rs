@@ -10,9 +10,8 @@
 //! same list the DDL is generated from, so the two cannot drift apart.
 
 use engine_core::record::ArchivedEventRecord;
-use engine_core::record::ArchivedRecordBatch;
+use engine_core::record::{ArchivedNumber, ArchivedRecordBatch, ArchivedText};
 use engine_core::Tier;
-use rkyv::option::ArchivedOption;
 
 use crate::schema::EVENTS_COLUMNS;
 
@@ -64,11 +63,11 @@ pub struct EventsBlock {
     received_at_us: Vec<i64>,
     tier: Vec<i8>,
     retention_days: Vec<u16>,
-    /// In [`STRING_COLUMNS`] order.
+    /// In [`STRING_COLUMNS`] order (= `ArchivedEventRecord::texts`).
     strings: [Strings; 13],
     screen_width: Nullable<u32>,
     screen_height: Nullable<u32>,
-    /// In [`FLOAT_COLUMNS`] order.
+    /// In [`FLOAT_COLUMNS`] order (= `ArchivedEventRecord::numbers`).
     floats: [Nullable<f64>; 9],
     broker_partition: Vec<i32>,
     broker_offset: Vec<i64>,
@@ -102,11 +101,11 @@ const FLOAT_COLUMNS: [&str; 9] = [
     "fid",
 ];
 
-fn opt_str(v: &ArchivedOption<rkyv::boxed::ArchivedBox<str>>) -> &str {
+fn opt_str(v: &ArchivedText) -> &str {
     v.as_ref().map_or("", |s| s)
 }
 
-fn opt_f64(v: &ArchivedOption<rkyv::Archived<f64>>) -> Option<f64> {
+fn opt_f64(v: &ArchivedNumber) -> Option<f64> {
     v.as_ref().map(|n| n.to_native())
 }
 
@@ -161,23 +160,8 @@ impl EventsBlock {
         self.received_at_us.push(rx);
         self.tier.push(tier_code(src.tier));
         self.retention_days.push(src.retention_days);
-        let strings = [
-            &e.user_id,
-            &e.url,
-            &e.path,
-            &e.referrer,
-            &e.title,
-            &e.user_agent,
-            &e.locale,
-            &e.selector,
-            &e.element,
-            &e.text,
-            &e.href,
-            &e.name,
-            &e.properties,
-        ];
         let mut len = 0;
-        for (col, s) in self.strings.iter_mut().zip(strings) {
+        for (col, (_, s)) in self.strings.iter_mut().zip(e.texts()) {
             let s = opt_str(s);
             len += s.len() + 1;
             col.push(s);
@@ -186,18 +170,7 @@ impl EventsBlock {
             .push(e.screen_width.as_ref().map(|v| v.to_native()));
         self.screen_height
             .push(e.screen_height.as_ref().map(|v| v.to_native()));
-        let floats = [
-            &e.x,
-            &e.y,
-            &e.depth_pct,
-            &e.lcp,
-            &e.fcp,
-            &e.inp,
-            &e.cls,
-            &e.ttfb,
-            &e.fid,
-        ];
-        for (col, v) in self.floats.iter_mut().zip(floats) {
+        for (col, (_, v)) in self.floats.iter_mut().zip(e.numbers()) {
             col.push(opt_f64(v));
         }
         self.broker_partition.push(src.partition);
@@ -317,6 +290,54 @@ mod tests {
             &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
         );
         assert_eq!(u, [7, 6, 5, 4, 3, 2, 1, 0, 15, 14, 13, 12, 11, 10, 9, 8]);
+    }
+
+    #[test]
+    fn column_lists_match_the_record_field_order() {
+        let names: Vec<&str> = STRING_COLUMNS.to_vec();
+        let batch = engine_core::record::RecordBatch {
+            tenant_id: [0; 16],
+            batch_id: [0; 16],
+            received_at_us: 0,
+            sent_at_us: None,
+            events: vec![engine_core::record::EventRecord {
+                id: [0; 16],
+                session_id: [0; 16],
+                event_type: 0,
+                timestamp_us: 0,
+                client_timestamp_us: 0,
+                user_id: None,
+                url: None,
+                path: None,
+                referrer: None,
+                title: None,
+                user_agent: None,
+                locale: None,
+                screen_width: None,
+                screen_height: None,
+                selector: None,
+                element: None,
+                text: None,
+                href: None,
+                x: None,
+                y: None,
+                depth_pct: None,
+                lcp: None,
+                fcp: None,
+                inp: None,
+                cls: None,
+                ttfb: None,
+                fid: None,
+                name: None,
+                properties: None,
+            }],
+        };
+        let mut bytes = Vec::new();
+        engine_core::record::encode_record(&batch, &mut bytes).unwrap();
+        let rec = engine_core::record::decode_record(&bytes).unwrap();
+        let e = &rec.events[0];
+        assert_eq!(e.texts().map(|(n, _)| n).to_vec(), names);
+        assert_eq!(e.numbers().map(|(n, _)| n).to_vec(), FLOAT_COLUMNS.to_vec());
     }
 
     #[test]

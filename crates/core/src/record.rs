@@ -66,6 +66,47 @@ pub struct EventRecord<'a> {
     pub properties: Option<&'a str>,
 }
 
+/// An archived optional string field.
+pub type ArchivedText = rkyv::option::ArchivedOption<rkyv::boxed::ArchivedBox<str>>;
+/// An archived optional number field.
+pub type ArchivedNumber = rkyv::option::ArchivedOption<rkyv::Archived<f64>>;
+
+impl ArchivedEventRecord<'_> {
+    /// The optional string fields, named as on the wire, in a fixed order.
+    pub fn texts(&self) -> [(&'static str, &ArchivedText); 13] {
+        [
+            ("user_id", &self.user_id),
+            ("url", &self.url),
+            ("path", &self.path),
+            ("referrer", &self.referrer),
+            ("title", &self.title),
+            ("user_agent", &self.user_agent),
+            ("locale", &self.locale),
+            ("selector", &self.selector),
+            ("element", &self.element),
+            ("text", &self.text),
+            ("href", &self.href),
+            ("name", &self.name),
+            ("properties", &self.properties),
+        ]
+    }
+
+    /// The optional number fields, named as on the wire, in a fixed order.
+    pub fn numbers(&self) -> [(&'static str, &ArchivedNumber); 9] {
+        [
+            ("x", &self.x),
+            ("y", &self.y),
+            ("depth_pct", &self.depth_pct),
+            ("lcp", &self.lcp),
+            ("fcp", &self.fcp),
+            ("inp", &self.inp),
+            ("cls", &self.cls),
+            ("ttfb", &self.ttfb),
+            ("fid", &self.fid),
+        ]
+    }
+}
+
 /// A group of accepted events of one tenant and session from one request.
 #[derive(Debug, Clone, PartialEq, Archive, Serialize)]
 pub struct RecordBatch<'a> {

@@ -170,6 +170,19 @@ impl Sink<'_> {
         if let Some(c) = self.tenants.get(&id) {
             return *c;
         }
+        // A tenant created since the last look: read the registry again.
+        match clickhouse_client::tenants::list(&self.ch, &self.cfg.clickhouse.database) {
+            Ok(rows) => {
+                for r in rows {
+                    let days = u16::try_from(r.retention_days).unwrap_or(u16::MAX);
+                    self.tenants.insert(r.id, (r.tier, days));
+                }
+                if let Some(c) = self.tenants.get(&id) {
+                    return *c;
+                }
+            }
+            Err(e) => warn!(%e, "cannot read the tenant registry"),
+        }
         warn!(tenant = %id, "unknown tenant; stored with paid-tier retention");
         let class = (Tier::Paid, Tier::Paid.default_retention_days() as u16);
         self.tenants.insert(id, class);

@@ -127,23 +127,31 @@ fn accepted_events_reach_clickhouse_once_and_views_agree() {
         assert_eq!(c[7], n, "{line}");
         assert_eq!(c[8], n, "{line}");
     }
-    // Views agree with a GROUP BY over events (so retries did not reach them either).
-    assert_eq!(
-        ch.query("SELECT sum(events) FROM overwatch.events_per_minute"),
-        expected.len().to_string()
-    );
-    assert_eq!(
-        ch.query(
-            "SELECT countMerge(pageviews), uniqMerge(sessions) FROM overwatch.pageviews_daily"
+    // Views agree with a GROUP BY over events (so retries did not reach them
+    // either). An insert writes the table, then its views: a reader can see the
+    // table first, so wait for the views to catch up, then require equality.
+    let pairs = [
+        (
+            "SELECT sum(events) FROM overwatch.events_per_minute",
+            "SELECT count() FROM overwatch.events",
         ),
-        ch.query(
-            "SELECT count(), uniq(session_id) FROM overwatch.events WHERE event_type = 'pageview'"
-        )
-    );
-    assert_eq!(
-        ch.query("SELECT sum(clicks) FROM overwatch.clicks_daily"),
-        ch.query("SELECT count() FROM overwatch.events WHERE event_type = 'click'")
-    );
+        (
+            "SELECT countMerge(pageviews), uniqMerge(sessions) FROM overwatch.pageviews_daily",
+            "SELECT count(), uniq(session_id) FROM overwatch.events WHERE event_type = 'pageview'",
+        ),
+        (
+            "SELECT sum(clicks) FROM overwatch.clicks_daily",
+            "SELECT count() FROM overwatch.events WHERE event_type = 'click'",
+        ),
+    ];
+    for (view, direct) in pairs {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while ch.query(view) != ch.query(direct) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(ch.query(view), ch.query(direct), "{view}");
+    }
+    assert_eq!(ch.query(pairs[0].0), expected.len().to_string());
 }
 
 #[test]

@@ -128,6 +128,46 @@ impl EventsBlock {
         Self::default()
     }
 
+    /// Empties the block, keeping every column's capacity.
+    pub fn clear(&mut self) {
+        self.rows = 0;
+        self.bytes = 0;
+        for v in [
+            &mut self.tenant_id,
+            &mut self.event_id,
+            &mut self.session_id,
+            &mut self.batch_id,
+        ] {
+            v.clear();
+        }
+        self.event_type.clear();
+        self.tier.clear();
+        for v in [&mut self.event_time, &mut self.received_at] {
+            v.clear();
+        }
+        for v in [
+            &mut self.event_time_us,
+            &mut self.client_time_us,
+            &mut self.received_at_us,
+            &mut self.broker_offset,
+        ] {
+            v.clear();
+        }
+        self.retention_days.clear();
+        self.broker_partition.clear();
+        for s in &mut self.strings {
+            s.0.clear();
+        }
+        for n in [&mut self.screen_width, &mut self.screen_height] {
+            n.nulls.clear();
+            n.values.clear();
+        }
+        for f in &mut self.floats {
+            f.nulls.clear();
+            f.values.clear();
+        }
+    }
+
     /// Rows so far.
     pub fn rows(&self) -> usize {
         self.rows
@@ -338,6 +378,26 @@ mod tests {
         let e = &rec.events[0];
         assert_eq!(e.texts().map(|(n, _)| n).to_vec(), names);
         assert_eq!(e.numbers().map(|(n, _)| n).to_vec(), FLOAT_COLUMNS.to_vec());
+
+        // A cleared block encodes exactly like a fresh one.
+        let src = RowSource {
+            partition: 1,
+            offset: 2,
+            tier: Tier::Free,
+            retention_days: 1,
+        };
+        let mut fresh = EventsBlock::new();
+        fresh.push(rec, e, src);
+        let mut reused = EventsBlock::new();
+        reused.push(rec, e, src);
+        reused.push(rec, e, src);
+        reused.clear();
+        reused.push(rec, e, src);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        fresh.encode(&mut a);
+        reused.encode(&mut b);
+        assert_eq!(a, b);
+        assert_eq!(reused.rows(), 1);
     }
 
     #[test]

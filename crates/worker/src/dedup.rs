@@ -13,12 +13,17 @@ use std::collections::{HashSet, VecDeque};
 /// Tenant id and event id.
 pub type EventKey = ([u8; 16], [u8; 16]);
 
+/// A set of event keys. foldhash, randomly seeded per process: several times
+/// cheaper than SipHash on 32-byte keys (it was a third of the sink's CPU),
+/// and seeded so clients cannot choose colliding ids.
+pub type KeySet = HashSet<EventKey, foldhash::fast::RandomState>;
+
 /// A bounded, time-ordered set of recently inserted events.
 #[derive(Debug)]
 pub struct DedupWindow {
     window_us: i64,
     max_ids: usize,
-    seen: HashSet<EventKey>,
+    seen: KeySet,
     order: VecDeque<(i64, EventKey)>,
 }
 
@@ -28,7 +33,7 @@ impl DedupWindow {
         Self {
             window_us: i64::try_from(window_secs.saturating_mul(1_000_000)).unwrap_or(i64::MAX),
             max_ids,
-            seen: HashSet::new(),
+            seen: KeySet::default(),
             order: VecDeque::new(),
         }
     }

@@ -1,6 +1,6 @@
 //! The sink thread: consume, batch, insert, commit.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -19,7 +19,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::dedup::{DedupWindow, EventKey};
+use crate::dedup::{DedupWindow, EventKey, KeySet};
 use crate::{dlq, Error};
 
 /// First wait between retries; doubles up to `sink.retry_backoff_max_ms`.
@@ -155,13 +155,15 @@ struct Sink<'c> {
     block: EventsBlock,
     /// Keys in `block`, with their receive time and partition.
     block_keys: Vec<(i32, EventKey, i64)>,
-    block_set: HashSet<EventKey>,
+    block_set: KeySet,
     /// Highest offset handled per partition since the last commit.
     offsets: BTreeMap<i32, i64>,
     /// (partition, offset) of the last row in `block`, to check an unknown outcome.
     last_row: Option<(i32, i64)>,
     oldest: Option<Instant>,
     backoff_max: Duration,
+    /// The encoded block, reused across batches.
+    encoded: Vec<u8>,
 }
 
 impl Sink<'_> {
@@ -228,7 +230,8 @@ impl Sink<'_> {
     }
 
     fn reset_block(&mut self) {
-        self.block = EventsBlock::new();
+        // Keeps the columns' capacity: the next batch writes into warm memory.
+        self.block.clear();
         self.block_keys.clear();
         self.block_set.clear();
         self.last_row = None;
@@ -244,8 +247,10 @@ impl Sink<'_> {
                 .is_some_and(|t| t.elapsed() >= Duration::from_millis(k.batch_max_age_ms))
     }
 
-    fn insert_block(&self, stop: &AtomicBool) -> bool {
-        let mut bytes = Vec::new();
+    fn insert_block(&mut self, stop: &AtomicBool) -> bool {
+        // Reused across batches, like the block's columns.
+        let mut bytes = std::mem::take(&mut self.encoded);
+        bytes.clear();
         self.block.encode(&mut bytes);
         let started = Instant::now();
         let done = with_backoff(
@@ -268,10 +273,12 @@ impl Sink<'_> {
                 Ok(self.ch.insert_native(&self.table, &bytes)?)
             },
         );
+        let len = bytes.len();
+        self.encoded = bytes;
         if done.is_some() {
             info!(
                 rows = self.block.rows(),
-                bytes = bytes.len(),
+                bytes = len,
                 ms = started.elapsed().as_millis() as u64,
                 "batch inserted"
             );
@@ -430,11 +437,12 @@ fn run(cfg: &Config, stop: &AtomicBool) -> Result<(), Error> {
         partitions: HashMap::new(),
         block: EventsBlock::new(),
         block_keys: Vec::new(),
-        block_set: HashSet::new(),
+        block_set: KeySet::default(),
         offsets: BTreeMap::new(),
         last_row: None,
         oldest: None,
         backoff_max,
+        encoded: Vec::new(),
     };
     info!(topic = %cfg.redpanda.topic, group = %k.consumer_group, "sink consuming");
     while !stop.load(Ordering::SeqCst) {

@@ -66,6 +66,44 @@ pub struct EventRecord<'a> {
     pub properties: Option<&'a str>,
 }
 
+impl EventRecord<'_> {
+    /// An event with its required fields and every optional field empty
+    /// (`client_timestamp_us` = `timestamp_us`).
+    pub fn bare(id: [u8; 16], session_id: [u8; 16], event_type: u8, timestamp_us: i64) -> Self {
+        EventRecord {
+            id,
+            session_id,
+            event_type,
+            timestamp_us,
+            client_timestamp_us: timestamp_us,
+            user_id: None,
+            url: None,
+            path: None,
+            referrer: None,
+            title: None,
+            user_agent: None,
+            locale: None,
+            screen_width: None,
+            screen_height: None,
+            selector: None,
+            element: None,
+            text: None,
+            href: None,
+            x: None,
+            y: None,
+            depth_pct: None,
+            lcp: None,
+            fcp: None,
+            inp: None,
+            cls: None,
+            ttfb: None,
+            fid: None,
+            name: None,
+            properties: None,
+        }
+    }
+}
+
 /// An archived optional string field.
 pub type ArchivedText = rkyv::option::ArchivedOption<rkyv::boxed::ArchivedBox<str>>;
 /// An archived optional number field.

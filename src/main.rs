@@ -6,6 +6,7 @@
 //! are tools.
 
 mod dump;
+mod status;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -50,12 +51,15 @@ impl Edge {
     }
 }
 
-fn start_edge(config: Config, tenants: Vec<engine_core::Tenant>) -> Result<Edge> {
+fn start_edge(
+    config: Config,
+    tenants: Vec<engine_core::Tenant>,
+    metrics: Arc<telemetry::Metrics>,
+) -> Result<Edge> {
     if tenants.is_empty() {
         warn!("no tenants configured: every ingest request will get 401");
     }
-    let shards = api::shard::shard_count(&config);
-    let metrics = Arc::new(telemetry::Metrics::new(shards, &Reason::NAMES));
+    let shards = metrics.shard_count();
     let producer = redpanda::producer::start(
         &config.redpanda,
         shards,
@@ -431,14 +435,24 @@ fn serve(config: Config) -> Result<()> {
     if tenants.iter().any(|t| t.id.is_nil()) {
         warn!("the development tenant 00000000-0000-0000-0000-000000000000 is enabled; remove it from the config for production");
     }
+    let ingest = config.roles.contains(&Role::Ingest);
+    let shards = if ingest {
+        api::shard::shard_count(&config)
+    } else {
+        0
+    };
+    let metrics = Arc::new(telemetry::Metrics::new(shards, &Reason::NAMES));
     let sink = if config.roles.contains(&Role::Sink) {
-        Some(worker::start(config.clone()).context("starting the sink")?)
+        Some(worker::start(config.clone(), metrics.clone()).context("starting the sink")?)
     } else {
         None
     };
-    let edge = if config.roles.contains(&Role::Ingest) {
-        Some(start_edge(config, tenants)?)
+    let edge = if ingest {
+        Some(start_edge(config, tenants, metrics)?)
     } else {
+        // A sink-only node still answers /health and /metrics.
+        let addr = status::start(&config, metrics).context("starting the status endpoint")?;
+        info!(%addr, "sink-only node: /health and /metrics");
         None
     };
     info!("ingestion-engine running");

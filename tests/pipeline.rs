@@ -152,6 +152,32 @@ fn accepted_events_reach_clickhouse_once_and_views_agree() {
         assert_eq!(ch.query(view), ch.query(direct), "{view}");
     }
     assert_eq!(ch.query(pairs[0].0), expected.len().to_string());
+
+    // The sink's metrics tell the same story.
+    let port = engine.port;
+    let m = |name: &str| metric(port, name).unwrap_or_else(|| panic!("no metric {name}"));
+    assert_eq!(m("sink_rows_inserted_total") as usize, expected.len());
+    assert_eq!(m("sink_event_lag_seconds_count") as usize, expected.len());
+    // The three retried batches: 40 + 2 × 27 valid events.
+    assert_eq!(m("sink_duplicates_skipped_total"), 94.0);
+    assert!(m("sink_batches_inserted_total") >= 1.0);
+    assert_eq!(m("sink_clickhouse_up"), 1.0);
+    assert_eq!(m("sink_dead_letters_total"), 0.0);
+    assert!(m("sink_insert_duration_seconds_count") >= 1.0);
+    wait_for(
+        "consumer lag reported as 0",
+        Duration::from_secs(20),
+        || metric(port, "sink_consumer_lag") == Some(0.0),
+    );
+    let health = get(port, "/health").unwrap().json();
+    assert_eq!(
+        health["clickhouse"]["used_by_this_node"].as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        health["sink"]["rows_inserted"].as_u64(),
+        Some(expected.len() as u64)
+    );
 }
 
 #[test]
@@ -189,11 +215,17 @@ fn a_killed_sink_and_a_stopped_clickhouse_lose_nothing_and_double_nothing() {
         sink.kill9();
         sink = start(&broker, &sink_env(&ch, "sink"));
     }
+    // A sink-only node answers its status endpoint, not ingest.
+    let r = post(sink.port, Some(DEV_AUTH), &[], b"{}");
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert!(r.body.contains("sink role"), "{}", r.body);
+    assert_eq!(metric(sink.port, "sink_running"), Some(1.0));
     // ClickHouse down for a while under load, then back.
+    // The new sink joins once the killed members' sessions expire.
     wait_for(
-        "rows before ClickHouse stops",
-        Duration::from_secs(60),
-        || count(&ch) >= 600,
+        "rows from the restarted sink before ClickHouse stops",
+        Duration::from_secs(120),
+        || count(&ch) >= 600 && metric(sink.port, "sink_rows_inserted_total") > Some(0.0),
     );
     ch.stop();
     let during = expected.lock().unwrap().len();
@@ -202,12 +234,22 @@ fn a_killed_sink_and_a_stopped_clickhouse_lose_nothing_and_double_nothing() {
         Duration::from_secs(60),
         || expected.lock().unwrap().len() >= during + 200,
     );
+    wait_for(
+        "sink reports ClickHouse down",
+        Duration::from_secs(30),
+        || get(sink.port, "/health/ready").is_ok_and(|r| r.status == 503),
+    );
+    assert_eq!(metric(sink.port, "sink_clickhouse_up"), Some(0.0));
+    assert!(metric(sink.port, "sink_insert_retries_total").unwrap() >= 1.0);
     ch.restart();
     stop.store(true, Ordering::SeqCst);
     sender.join().unwrap();
     let expected = expected.lock().unwrap().clone();
     wait_rows(&ch, expected.len());
     assert_exactly(&ch, &expected);
+    wait_for("sink ready again", Duration::from_secs(30), || {
+        get(sink.port, "/health/ready").is_ok_and(|r| r.status == 200)
+    });
     drop(sink);
 }
 
@@ -260,6 +302,7 @@ fn a_poison_record_goes_to_the_dead_letter_topic_and_the_sink_keeps_going() {
         .map(|l| sonic_rs::from_str(l).unwrap())
         .collect();
     assert_eq!(letters.len(), 2, "{letters:?}");
+    assert_eq!(metric(engine.port, "sink_dead_letters_total"), Some(2.0));
     let mut reasons: Vec<&str> = letters
         .iter()
         .map(|l| l.get("reason").unwrap().as_str().unwrap())

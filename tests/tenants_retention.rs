@@ -182,4 +182,33 @@ fn retention_drops_expired_partitions_by_tier_with_an_injected_clock() {
         &["retention", "--today", "2030-06-15"],
     );
     assert!(String::from_utf8_lossy(&again.stdout).contains("dropped 0 partitions"));
+
+    // The sink's own job, on the real clock: a free-tier row three days old
+    // goes, and the drop is counted.
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    insert_aged(&ch, now_us, &[(Tier::Free, 1, 3)]);
+    let sink = Engine::start_with(
+        &broker,
+        TEST_CONFIG,
+        &[
+            ("INGESTION_CLICKHOUSE_URL", &url),
+            ("INGESTION_ROLES", "sink"),
+            ("INGESTION_SINK_RETENTION_INTERVAL_SECS", "1"),
+        ],
+    );
+    wait_for(
+        "the retention job drops the old partition",
+        Duration::from_secs(30),
+        || metric(sink.port, "sink_retention_partitions_dropped_total") == Some(1.0),
+    );
+    assert!(metric(sink.port, "sink_retention_runs_total").unwrap() >= 1.0);
+    assert_eq!(
+        metric(sink.port, "sink_retention_failures_total"),
+        Some(0.0)
+    );
+    let left = ch.query("SELECT retention_days, toString(toDate(event_time)) FROM overwatch.events ORDER BY retention_days, event_time");
+    assert_eq!(left, after, "only the old free-tier row went");
 }

@@ -117,7 +117,11 @@ impl Broker {
                 &url,
             ])
             .args(["--storage-engine", "sqlite://tansu.db"])
-            .env("RUST_LOG", "warn")
+            // ENGINE_LOG=info (or debug) when a failing test needs the engines' story.
+            .env(
+                "RUST_LOG",
+                std::env::var("ENGINE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -168,7 +172,11 @@ pub fn engine_command(config: &Path, broker: &str, port: u16) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ingestion-engine"));
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("RUST_LOG", "warn")
+        // ENGINE_LOG=info (or debug) when a failing test needs the engines' story.
+        .env(
+            "RUST_LOG",
+            std::env::var("ENGINE_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .env("INGESTION_HOST", "127.0.0.1")
         .env("INGESTION_PORT", port.to_string())
         .env("INGESTION_SHARDS", "2")
@@ -303,7 +311,12 @@ impl Engine {
         let sink_only = env
             .iter()
             .any(|(k, v)| *k == "INGESTION_ROLES" && v.trim() == "sink");
-        if !sink_only {
+        if sink_only {
+            // A sink-only node serves /health and /metrics once it runs.
+            wait_for("sink status endpoint", Duration::from_secs(60), || {
+                get(engine.port, "/health/live").is_ok_and(|r| r.status == 200)
+            });
+        } else {
             engine.wait_ready();
         }
         engine
@@ -466,6 +479,16 @@ pub fn get(port: u16, path: &str) -> std::io::Result<Resp> {
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())?;
     read_response(&mut BufReader::new(s))
+}
+
+/// The value of an unlabelled metric (or one with its labels written out,
+/// e.g. `sink_event_lag_seconds{quantile="0.99"}`) from `GET /metrics`.
+pub fn metric(port: u16, name: &str) -> Option<f64> {
+    let r = get(port, "/metrics").ok()?;
+    r.body.lines().find_map(|l| {
+        let (n, v) = l.rsplit_once(' ')?;
+        (n == name).then(|| v.parse().ok())?
+    })
 }
 
 /// POSTs with ureq (a real HTTP client); any status is returned, not raised.

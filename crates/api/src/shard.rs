@@ -223,7 +223,12 @@ pub fn health(state: &AppState) -> Response {
         m.producer.inflight_records.load(Ordering::Relaxed)
     );
     push_json_str(&mut b, &cfg.clickhouse.url);
-    b.extend_from_slice(b",\"used_by_this_node\":false},\"rings\":[");
+    let sink = m.sink.running.load(Ordering::Relaxed);
+    let _ = write!(b, ",\"used_by_this_node\":{sink}}}");
+    if sink {
+        let _ = write!(b, ",\"sink\":{}", m.sink_health_json());
+    }
+    b.extend_from_slice(b",\"rings\":[");
     for i in 0..m.shard_count() {
         if i > 0 {
             b.push(b',');

@@ -101,6 +101,60 @@ pub struct ProducerCounters {
     pub inflight_records: AtomicI64,
 }
 
+/// Sink-side latency stages, in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkStage {
+    /// First record of a batch consumed until its insert started.
+    BatchAge = 0,
+    /// One insert into ClickHouse, retries and backoff included.
+    InsertDuration = 1,
+    /// The edge's receive time of an event until ClickHouse confirmed its row.
+    EventLag = 2,
+}
+
+impl SinkStage {
+    /// All stages, in slot order.
+    pub const ALL: [SinkStage; 3] = [
+        SinkStage::BatchAge,
+        SinkStage::InsertDuration,
+        SinkStage::EventLag,
+    ];
+
+    /// Metric-name form.
+    pub fn name(self) -> &'static str {
+        match self {
+            SinkStage::BatchAge => "batch_age",
+            SinkStage::InsertDuration => "insert_duration",
+            SinkStage::EventLag => "event_lag",
+        }
+    }
+}
+
+/// Sink counters and state. Rendered only once `running` is set.
+#[derive(Debug, Default)]
+pub struct SinkCounters {
+    /// Set when this process runs the sink role.
+    pub running: AtomicBool,
+    pub rows_inserted: AtomicU64,
+    pub batches_inserted: AtomicU64,
+    pub bytes_inserted: AtomicU64,
+    /// Insert attempts that failed and were retried.
+    pub insert_retries: AtomicU64,
+    /// Events dropped by the dedup window (client retries).
+    pub duplicates_skipped: AtomicU64,
+    /// Records skipped because ClickHouse already held their offset.
+    pub records_already_stored: AtomicU64,
+    pub dead_letters: AtomicU64,
+    pub retention_runs: AtomicU64,
+    pub retention_failures: AtomicU64,
+    pub retention_partitions_dropped: AtomicU64,
+    /// 1 while the last ClickHouse call succeeded.
+    pub clickhouse_up: AtomicBool,
+    /// Records in the topic not yet consumed, over assigned partitions (-1: unknown).
+    pub consumer_lag: AtomicI64,
+    pub assigned_partitions: AtomicI64,
+}
+
 /// Every metric of the process.
 #[derive(Debug)]
 pub struct Metrics {
@@ -111,6 +165,9 @@ pub struct Metrics {
     pub producer: ProducerCounters,
     ring_depth: Vec<CachePadded<AtomicU64>>,
     ring_capacity: AtomicU64,
+    pub sink: SinkCounters,
+    /// Sink histograms, `[stage]`; the sink records once per batch.
+    sink_histograms: Mutex<[Histogram<u64>; 3]>,
 }
 
 impl Metrics {
@@ -130,7 +187,55 @@ impl Metrics {
                 .map(|_| CachePadded::new(AtomicU64::new(0)))
                 .collect(),
             ring_capacity: AtomicU64::new(0),
+            sink: SinkCounters {
+                consumer_lag: AtomicI64::new(-1),
+                ..SinkCounters::default()
+            },
+            sink_histograms: Mutex::new(std::array::from_fn(|_| new_histogram())),
         }
+    }
+
+    /// Records one inserted batch: its age, its insert time, and the lag of
+    /// its events as `(lag_us, events)` pairs. One lock per batch.
+    pub fn record_sink_batch(
+        &self,
+        batch_age_us: u64,
+        insert_us: u64,
+        lags: impl IntoIterator<Item = (u64, u64)>,
+    ) {
+        let mut h = self
+            .sink_histograms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let clamp = |v: u64| v.clamp(1, MAX_LATENCY_US);
+        h[SinkStage::BatchAge as usize].saturating_record(clamp(batch_age_us));
+        h[SinkStage::InsertDuration as usize].saturating_record(clamp(insert_us));
+        for (lag, n) in lags {
+            let _ = h[SinkStage::EventLag as usize].record_n(clamp(lag), n);
+        }
+    }
+
+    /// A copy of one sink histogram.
+    pub fn sink_histogram(&self, stage: SinkStage) -> Histogram<u64> {
+        self.sink_histograms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())[stage as usize]
+            .clone()
+    }
+
+    /// The sink's state as a JSON object, for `/health`.
+    pub fn sink_health_json(&self) -> String {
+        let s = &self.sink;
+        let lag = self.sink_histogram(SinkStage::EventLag);
+        format!(
+            "{{\"running\":{},\"clickhouse_up\":{},\"assigned_partitions\":{},\"consumer_lag\":{},\"rows_inserted\":{},\"event_lag_p99_ms\":{:.1}}}",
+            s.running.load(Ordering::Relaxed),
+            s.clickhouse_up.load(Ordering::Relaxed),
+            s.assigned_partitions.load(Ordering::Relaxed),
+            s.consumer_lag.load(Ordering::Relaxed),
+            s.rows_inserted.load(Ordering::Relaxed),
+            lag.value_at_quantile(0.99) as f64 / 1000.0,
+        )
     }
 
     /// The counters of shard `i`.
@@ -178,14 +283,123 @@ impl Metrics {
         out
     }
 
-    /// Prometheus text exposition (format 0.0.4).
+    /// Prometheus text exposition (format 0.0.4): the edge's metrics when
+    /// this process has shards, the sink's when it runs the sink.
     pub fn render_prometheus(&self) -> String {
         let mut o = String::with_capacity(8192);
-        let counter = |o: &mut String, name: &str, help: &str, kind: &str| {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        };
+        if !self.shards.is_empty() {
+            self.render_edge(&mut o);
+        }
+        if self.sink.running.load(Ordering::Relaxed) {
+            self.render_sink(&mut o);
+        }
+        o
+    }
+
+    fn render_sink(&self, o: &mut String) {
+        let s = &self.sink;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as i64;
+        let values: [(&str, &str, &str, i64); 14] = [
+            (
+                "sink_rows_inserted_total",
+                "Rows ClickHouse confirmed.",
+                "counter",
+                load(&s.rows_inserted),
+            ),
+            (
+                "sink_batches_inserted_total",
+                "Inserts ClickHouse confirmed.",
+                "counter",
+                load(&s.batches_inserted),
+            ),
+            (
+                "sink_bytes_inserted_total",
+                "Native block bytes inserted.",
+                "counter",
+                load(&s.bytes_inserted),
+            ),
+            (
+                "sink_insert_retries_total",
+                "Insert attempts that failed and were retried.",
+                "counter",
+                load(&s.insert_retries),
+            ),
+            (
+                "sink_duplicates_skipped_total",
+                "Events dropped by the dedup window (client retries).",
+                "counter",
+                load(&s.duplicates_skipped),
+            ),
+            (
+                "sink_records_already_stored_total",
+                "Records skipped because ClickHouse already held their offset.",
+                "counter",
+                load(&s.records_already_stored),
+            ),
+            (
+                "sink_dead_letters_total",
+                "Undecodable records sent to the dead-letter topic.",
+                "counter",
+                load(&s.dead_letters),
+            ),
+            (
+                "sink_retention_runs_total",
+                "Retention job runs.",
+                "counter",
+                load(&s.retention_runs),
+            ),
+            (
+                "sink_retention_failures_total",
+                "Retention job runs that failed.",
+                "counter",
+                load(&s.retention_failures),
+            ),
+            (
+                "sink_retention_partitions_dropped_total",
+                "Expired partitions dropped by the retention job.",
+                "counter",
+                load(&s.retention_partitions_dropped),
+            ),
+            (
+                "sink_clickhouse_up",
+                "1 while the last ClickHouse call succeeded.",
+                "gauge",
+                i64::from(s.clickhouse_up.load(Ordering::Relaxed)),
+            ),
+            (
+                "sink_consumer_lag",
+                "Records in the topic not yet consumed by this sink (-1: unknown).",
+                "gauge",
+                s.consumer_lag.load(Ordering::Relaxed),
+            ),
+            (
+                "sink_assigned_partitions",
+                "Topic partitions assigned to this sink.",
+                "gauge",
+                s.assigned_partitions.load(Ordering::Relaxed),
+            ),
+            (
+                "sink_running",
+                "1 when this process runs the sink role.",
+                "gauge",
+                1,
+            ),
+        ];
+        for (name, help, kind, v) in values {
+            header(o, name, help, kind);
+            let _ = writeln!(o, "{name} {v}");
+        }
+        for stage in SinkStage::ALL {
+            let name = format!("sink_{}_seconds", stage.name());
+            summary(o, &name, &self.sink_histogram(stage));
+        }
+    }
+
+    fn render_edge(&self, o: &mut String) {
+        let o = &mut *o;
+        let counter = header;
         counter(
-            &mut o,
+            o,
             "ingest_http_responses_total",
             "HTTP responses by status code.",
             "counter",
@@ -195,14 +409,14 @@ impl Metrics {
             let _ = writeln!(o, "ingest_http_responses_total{{status=\"{status}\"}} {n}");
         }
         counter(
-            &mut o,
+            o,
             "ingest_events_accepted_total",
             "Events acknowledged by the broker.",
             "counter",
         );
         let _ = writeln!(o, "ingest_events_accepted_total {}", self.events_accepted());
         counter(
-            &mut o,
+            o,
             "ingest_events_rejected_total",
             "Events rejected by validation, by reason.",
             "counter",
@@ -247,11 +461,11 @@ impl Metrics {
             ),
         ];
         for (name, help, kind, v) in simple {
-            counter(&mut o, name, help, kind);
+            counter(o, name, help, kind);
             let _ = writeln!(o, "{name} {v}");
         }
         counter(
-            &mut o,
+            o,
             "ingest_ring_depth",
             "Records queued from a shard to the producer.",
             "gauge",
@@ -309,39 +523,52 @@ impl Metrics {
             ),
         ];
         for (name, help, kind, v) in producer {
-            counter(&mut o, name, help, kind);
+            counter(o, name, help, kind);
             let _ = writeln!(o, "{name} {v}");
         }
         for stage in Stage::ALL {
-            let h = self.merged(stage);
             let name = format!("ingest_{}_latency_seconds", stage.name());
-            counter(
-                &mut o,
-                &name,
-                "Latency summary from the HdrHistogram.",
-                "summary",
-            );
-            for q in [0.5, 0.9, 0.99, 0.999] {
-                let v = h.value_at_quantile(q) as f64 / 1e6;
-                let _ = writeln!(o, "{name}{{quantile=\"{q}\"}} {v}");
-            }
-            let sum = h.mean() * h.len() as f64 / 1e6;
-            let _ = writeln!(o, "{name}_sum {sum}\n{name}_count {}", h.len());
+            summary(o, &name, &self.merged(stage));
         }
-        o
     }
 
     /// The classic HdrHistogram percentile table per stage, values in ms.
     pub fn render_latency_table(&self) -> String {
         let mut o = String::with_capacity(16 * 1024);
-        for stage in Stage::ALL {
-            let h = self.merged(stage);
-            let _ = writeln!(o, "# stage: {} (milliseconds)", stage.name());
-            percentile_table(&h, &mut o);
-            o.push('\n');
+        if !self.shards.is_empty() {
+            for stage in Stage::ALL {
+                let h = self.merged(stage);
+                let _ = writeln!(o, "# stage: {} (milliseconds)", stage.name());
+                percentile_table(&h, &mut o);
+                o.push('\n');
+            }
+        }
+        if self.sink.running.load(Ordering::Relaxed) {
+            for stage in SinkStage::ALL {
+                let h = self.sink_histogram(stage);
+                let _ = writeln!(o, "# stage: sink_{} (milliseconds)", stage.name());
+                percentile_table(&h, &mut o);
+                o.push('\n');
+            }
         }
         o
     }
+}
+
+/// `# HELP` and `# TYPE` lines of one metric.
+fn header(o: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A Prometheus summary (quantiles in seconds) of a µs histogram.
+fn summary(o: &mut String, name: &str, h: &Histogram<u64>) {
+    header(o, name, "Latency summary from the HdrHistogram.", "summary");
+    for q in [0.5, 0.9, 0.99, 0.999] {
+        let v = h.value_at_quantile(q) as f64 / 1e6;
+        let _ = writeln!(o, "{name}{{quantile=\"{q}\"}} {v}");
+    }
+    let sum = h.mean() * h.len() as f64 / 1e6;
+    let _ = writeln!(o, "{name}_sum {sum}\n{name}_count {}", h.len());
 }
 
 /// Writes `h` (recorded in µs) as the HdrHistogram percentile distribution
@@ -474,5 +701,28 @@ mod tests {
         let table = m.render_latency_table();
         assert!(table.contains("Value     Percentile TotalCount"), "{table}");
         assert!(table.contains("Total count    =         1000"), "{table}");
+    }
+
+    #[test]
+    fn sink_metrics_appear_only_on_a_sink_and_edge_metrics_only_with_shards() {
+        let m = Metrics::new(0, &["bad"]);
+        assert_eq!(m.render_prometheus(), "");
+        m.sink.running.store(true, Ordering::Relaxed);
+        m.sink.rows_inserted.fetch_add(300, Ordering::Relaxed);
+        m.record_sink_batch(1_000, 20_000, [(2_000_000, 200), (4_000_000, 100)]);
+        let text = m.render_prometheus();
+        assert!(!text.contains("ingest_"), "{text}");
+        assert!(text.contains("sink_rows_inserted_total 300"), "{text}");
+        assert!(text.contains("sink_consumer_lag -1"), "{text}");
+        assert!(text.contains("sink_event_lag_seconds_count 300"), "{text}");
+        assert!(
+            text.contains("sink_insert_duration_seconds_count 1"),
+            "{text}"
+        );
+        let lag = m.sink_histogram(SinkStage::EventLag);
+        assert!((1_990_000..=2_010_000).contains(&lag.value_at_quantile(0.5)));
+        assert!((3_990_000..=4_010_000).contains(&lag.value_at_quantile(0.99)));
+        assert!(m.sink_health_json().contains("\"rows_inserted\":300"));
+        assert!(m.render_latency_table().contains("# stage: sink_event_lag"));
     }
 }

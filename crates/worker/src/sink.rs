@@ -2,7 +2,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -15,8 +16,9 @@ use engine_core::Tier;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{DefaultProducerContext, ThreadedProducer};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use tracing::{info, warn};
+use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
+use telemetry::Metrics;
+use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::dedup::{DedupWindow, EventKey, KeySet};
@@ -26,6 +28,9 @@ use crate::{dlq, Error};
 const BACKOFF_START: Duration = Duration::from_millis(100);
 /// Longest single poll, so stop requests and batch age are noticed.
 const POLL_MAX: Duration = Duration::from_millis(100);
+
+/// How often librdkafka reports consumer statistics (consumer lag).
+const STATS_INTERVAL_MS: &str = "1000";
 
 /// A running sink.
 #[derive(Debug)]
@@ -46,12 +51,13 @@ impl SinkHandle {
 }
 
 /// Runs the retention job every `sink.retention_interval_secs`.
-fn retention_loop(cfg: &Config, stop: &AtomicBool) {
+fn retention_loop(cfg: &Config, stop: &AtomicBool, metrics: &Metrics) {
     let every = Duration::from_secs(cfg.sink.retention_interval_secs);
     let ch = Client::new(
         &cfg.clickhouse.url,
         Duration::from_millis(cfg.sink.clickhouse_timeout_ms),
     );
+    let m = &metrics.sink;
     loop {
         let deadline = Instant::now() + every;
         while Instant::now() < deadline {
@@ -61,22 +67,32 @@ fn retention_loop(cfg: &Config, stop: &AtomicBool) {
             thread::park_timeout(deadline - Instant::now());
         }
         let today = time::OffsetDateTime::now_utc().date();
-        if let Err(e) = crate::retention::run_once(&ch, &cfg.clickhouse.database, today) {
-            warn!(%e, "retention run failed; next run retries");
+        m.retention_runs.fetch_add(1, Ordering::Relaxed);
+        match crate::retention::run_once(&ch, &cfg.clickhouse.database, today) {
+            Ok(r) => {
+                m.retention_partitions_dropped
+                    .fetch_add(r.dropped.len() as u64, Ordering::Relaxed);
+            }
+            Err(e) => {
+                m.retention_failures.fetch_add(1, Ordering::Relaxed);
+                warn!(%e, "retention run failed; next run retries");
+            }
         }
     }
 }
 
-/// Starts the sink (and its retention job) on their own threads.
-pub fn start(config: Config) -> Result<SinkHandle, Error> {
+/// Starts the sink (and its retention job) on their own threads; it reports
+/// into `metrics.sink`.
+pub fn start(config: Config, metrics: Arc<Metrics>) -> Result<SinkHandle, Error> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
+    metrics.sink.running.store(true, Ordering::Relaxed);
     if config.sink.retention_interval_secs > 0 {
-        let (stop, config) = (stop.clone(), config.clone());
+        let (stop, config, metrics) = (stop.clone(), config.clone(), metrics.clone());
         threads.push(
             thread::Builder::new()
                 .name("retention".into())
-                .spawn(move || retention_loop(&config, &stop))
+                .spawn(move || retention_loop(&config, &stop, &metrics))
                 .map_err(Error::Thread)?,
         );
     }
@@ -85,7 +101,7 @@ pub fn start(config: Config) -> Result<SinkHandle, Error> {
         thread::Builder::new()
             .name("sink".into())
             .spawn(move || {
-                if let Err(e) = run(&config, &stop_sink) {
+                if let Err(e) = run(&config, &stop_sink, metrics) {
                     warn!(%e, "sink stopped with an error");
                 }
             })
@@ -94,15 +110,69 @@ pub fn start(config: Config) -> Result<SinkHandle, Error> {
     Ok(SinkHandle { stop, threads })
 }
 
-struct Context {
-    rebalanced: AtomicBool,
+/// Batches handed to the inserter and not yet committed (0 or 1).
+#[derive(Debug, Default)]
+struct Inflight {
+    count: Mutex<usize>,
+    idle: Condvar,
 }
 
-impl ClientContext for Context {}
+impl Inflight {
+    fn begin(&self) {
+        *self.count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+    }
+
+    fn end(&self) {
+        let mut n = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        *n = n.saturating_sub(1);
+        self.idle.notify_all();
+    }
+
+    fn wait_idle(&self) {
+        let mut n = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        while *n > 0 {
+            n = self.idle.wait(n).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+struct Context {
+    rebalanced: AtomicBool,
+    inflight: Arc<Inflight>,
+    metrics: Arc<Metrics>,
+}
+
+impl ClientContext for Context {
+    fn stats(&self, stats: Statistics) {
+        // Partition -1 is librdkafka's internal one; unassigned ones report -1.
+        let lag: i64 = stats
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.values())
+            .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
+            .map(|p| p.consumer_lag)
+            .sum();
+        self.metrics.sink.consumer_lag.store(lag, Ordering::Relaxed);
+    }
+}
 
 impl ConsumerContext for Context {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, _: &Rebalance<'_>) {
         self.rebalanced.store(true, Ordering::SeqCst);
+        // The batch in flight must land and commit before these partitions
+        // move: their next owner resumes from what ClickHouse holds.
+        self.inflight.wait_idle();
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, r: &Rebalance<'_>) {
+        let n = match r {
+            Rebalance::Assign(tpl) => tpl.count() as i64,
+            _ => 0,
+        };
+        self.metrics
+            .sink
+            .assigned_partitions
+            .store(n, Ordering::Relaxed);
     }
 }
 
@@ -141,29 +211,63 @@ fn with_backoff<T>(
 
 /// Per-partition state, loaded from ClickHouse when the partition is first seen.
 struct PartitionState {
-    /// Highest offset ClickHouse holds for this partition (-1: none).
+    /// Highest offset ClickHouse holds, or will hold once the batch in flight
+    /// lands, for this partition (-1: none).
     stored: i64,
     dedup: DedupWindow,
 }
 
+/// A closed batch on its way to ClickHouse. Its buffers come back to the
+/// consumer thread for the next batch.
+struct Batch {
+    block: EventsBlock,
+    /// (partition, offset) of the last row, to check an unknown outcome.
+    last_row: Option<(i32, i64)>,
+    /// Next offset to commit per partition.
+    commit: Vec<(i32, i64)>,
+    /// When the first record of the batch was consumed.
+    opened: Instant,
+    /// Edge receive time (µs) and row count of each record in the block.
+    received: Vec<(i64, u64)>,
+}
+
+impl Batch {
+    fn new() -> Self {
+        Self {
+            block: EventsBlock::new(),
+            last_row: None,
+            commit: Vec::new(),
+            opened: Instant::now(),
+            received: Vec::new(),
+        }
+    }
+
+    fn clear(&mut self) {
+        // Keeps the columns' capacity: the next batch writes into warm memory.
+        self.block.clear();
+        self.last_row = None;
+        self.commit.clear();
+        self.received.clear();
+    }
+}
+
+/// The consumer side: decode, dedup, fill the block.
 struct Sink<'c> {
     cfg: &'c Config,
     ch: Client,
     table: String,
     tenants: HashMap<Uuid, (Tier, u16)>,
     partitions: HashMap<i32, PartitionState>,
-    block: EventsBlock,
-    /// Keys in `block`, with their receive time and partition.
+    batch: Batch,
+    /// Keys in `batch`, with their receive time and partition.
     block_keys: Vec<(i32, EventKey, i64)>,
     block_set: KeySet,
-    /// Highest offset handled per partition since the last commit.
+    /// Highest offset handled per partition since the last hand-off.
     offsets: BTreeMap<i32, i64>,
-    /// (partition, offset) of the last row in `block`, to check an unknown outcome.
-    last_row: Option<(i32, i64)>,
+    /// Set when the first record of the current batch arrived.
     oldest: Option<Instant>,
     backoff_max: Duration,
-    /// The encoded block, reused across batches.
-    encoded: Vec<u8>,
+    metrics: Arc<Metrics>,
 }
 
 impl Sink<'_> {
@@ -229,69 +333,39 @@ impl Sink<'_> {
         Ok(PartitionState { stored, dedup })
     }
 
-    fn reset_block(&mut self) {
-        // Keeps the columns' capacity: the next batch writes into warm memory.
-        self.block.clear();
+    /// Drops the batch being built (its partitions moved away).
+    fn discard(&mut self) {
+        self.batch.clear();
         self.block_keys.clear();
         self.block_set.clear();
-        self.last_row = None;
+        self.offsets.clear();
         self.oldest = None;
     }
 
     fn due(&self) -> bool {
         let k = &self.cfg.sink;
-        self.block.rows() >= k.batch_max_rows
-            || self.block.bytes() >= k.batch_max_bytes
+        let block = &self.batch.block;
+        block.rows() >= k.batch_max_rows
+            || block.bytes() >= k.batch_max_bytes
             || self
                 .oldest
                 .is_some_and(|t| t.elapsed() >= Duration::from_millis(k.batch_max_age_ms))
     }
 
-    fn insert_block(&mut self, stop: &AtomicBool) -> bool {
-        // Reused across batches, like the block's columns.
-        let mut bytes = std::mem::take(&mut self.encoded);
-        bytes.clear();
-        self.block.encode(&mut bytes);
-        let started = Instant::now();
-        let done = with_backoff(
-            "insert into ClickHouse",
-            self.backoff_max,
-            stop,
-            |attempt| {
-                if attempt > 0 {
-                    // The previous attempt may have landed (e.g. timed out after the write).
-                    if let Some((p, o)) = self.last_row {
-                        let n = self.ch.query(&format!(
-                        "SELECT count() FROM {} WHERE broker_partition = {p} AND broker_offset = {o} FORMAT TabSeparated",
-                        self.table
-                    ))?;
-                        if n.trim() != "0" {
-                            return Ok(());
-                        }
-                    }
-                }
-                Ok(self.ch.insert_native(&self.table, &bytes)?)
-            },
-        );
-        let len = bytes.len();
-        self.encoded = bytes;
-        if done.is_some() {
-            info!(
-                rows = self.block.rows(),
-                bytes = len,
-                ms = started.elapsed().as_millis() as u64,
-                "batch inserted"
-            );
+    /// Closes the batch and hands it to the inserter; blocks while the
+    /// previous one is still being inserted. Its ids enter the dedup window
+    /// and its offsets count as stored now: the inserter retries until they
+    /// land or the process stops, and a rebalance waits for it.
+    fn hand_off(
+        &mut self,
+        to_inserter: &SyncSender<Batch>,
+        spare: &Receiver<Batch>,
+        inflight: &Inflight,
+    ) -> bool {
+        if self.oldest.is_none() {
+            return true;
         }
-        done.is_some()
-    }
-
-    /// Inserts the batch, then commits offsets. False if stopped before the insert.
-    fn flush(&mut self, consumer: &BaseConsumer<Context>, stop: &AtomicBool) -> bool {
-        if self.block.rows() > 0 && !self.insert_block(stop) {
-            return false;
-        }
-        for (p, key, at) in std::mem::take(&mut self.block_keys) {
+        for (p, key, at) in self.block_keys.drain(..) {
             if let Some(s) = self.partitions.get_mut(&p) {
                 s.dedup.insert(key, at);
             }
@@ -300,22 +374,23 @@ impl Sink<'_> {
         for s in self.partitions.values_mut() {
             s.dedup.expire(now);
         }
-        if !self.offsets.is_empty() {
-            let mut tpl = TopicPartitionList::new();
-            for (&p, &o) in &self.offsets {
-                if let Some(s) = self.partitions.get_mut(&p) {
-                    s.stored = s.stored.max(o);
-                }
-                let _ =
-                    tpl.add_partition_offset(&self.cfg.redpanda.topic, p, Offset::Offset(o + 1));
+        let mut next = spare.try_recv().unwrap_or_else(|_| Batch::new());
+        next.clear();
+        let mut batch = std::mem::replace(&mut self.batch, next);
+        for (&p, &o) in &self.offsets {
+            if let Some(s) = self.partitions.get_mut(&p) {
+                s.stored = s.stored.max(o);
             }
-            // A failed commit is safe: on restart the offsets ClickHouse holds are skipped.
-            if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
-                warn!(%e, "offset commit failed; ClickHouse offsets cover it");
-            }
-            self.offsets.clear();
+            batch.commit.push((p, o + 1));
         }
-        self.reset_block();
+        batch.opened = self.oldest.take().unwrap_or_else(Instant::now);
+        self.offsets.clear();
+        self.block_set.clear();
+        inflight.begin();
+        if to_inserter.send(batch).is_err() {
+            inflight.end();
+            return false;
+        }
         true
     }
 
@@ -340,6 +415,8 @@ impl Sink<'_> {
         let prev = self.offsets.entry(p).or_insert(off);
         *prev = (*prev).max(off);
         if off <= self.partitions[&p].stored {
+            let sink = &self.metrics.sink;
+            sink.records_already_stored.fetch_add(1, Ordering::Relaxed);
             return true;
         }
         let payload = m.payload().unwrap_or_default();
@@ -349,47 +426,169 @@ impl Sink<'_> {
                 let reason = e.to_string();
                 warn!(partition = p, offset = off, %reason, "undecodable record sent to the dead-letter topic");
                 let topic = &self.cfg.sink.dlq_topic;
-                return with_backoff("dead-letter produce", self.backoff_max, stop, |_| {
+                let sent = with_backoff("dead-letter produce", self.backoff_max, stop, |_| {
                     dlq::send(dlq, topic, m.key(), payload, &reason, p, off)
                 })
                 .is_some();
+                if sent {
+                    self.metrics
+                        .sink
+                        .dead_letters
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                return sent;
             }
         };
         let (tier, retention_days) = self.tenant_class(&batch.tenant_id);
         let received = batch.received_at_us.to_native();
+        let src = RowSource {
+            partition: p,
+            offset: off,
+            tier,
+            retention_days,
+        };
+        let dedup = &self.partitions[&p].dedup;
+        let (mut rows, mut dups) = (0, 0);
         for e in batch.events.iter() {
             let key = (batch.tenant_id, e.id);
-            if self.partitions[&p].dedup.contains(&key) || !self.block_set.insert(key) {
+            if dedup.contains(&key) || !self.block_set.insert(key) {
+                dups += 1;
                 continue;
             }
-            self.block.push(
-                batch,
-                e,
-                RowSource {
-                    partition: p,
-                    offset: off,
-                    tier,
-                    retention_days,
-                },
-            );
+            self.batch.block.push(batch, e, src);
             self.block_keys.push((p, key, received));
-            self.last_row = Some((p, off));
+            rows += 1;
+        }
+        if rows > 0 {
+            self.batch.received.push((received, rows));
+            self.batch.last_row = Some((p, off));
+        }
+        if dups > 0 {
+            let sink = &self.metrics.sink;
+            sink.duplicates_skipped.fetch_add(dups, Ordering::Relaxed);
         }
         true
     }
 }
 
-fn run(cfg: &Config, stop: &AtomicBool) -> Result<(), Error> {
+/// The insert side: encode, insert (retrying), commit, return the buffers.
+struct Inserter<'c> {
+    ch: Client,
+    table: String,
+    topic: &'c str,
+    backoff_max: Duration,
+    metrics: Arc<Metrics>,
+    /// The encoded block, reused across batches.
+    encoded: Vec<u8>,
+}
+
+impl Inserter<'_> {
+    /// Inserts `batch`; false if stopped before it landed.
+    fn insert(&mut self, batch: &Batch, stop: &AtomicBool) -> bool {
+        if batch.block.rows() == 0 {
+            return true;
+        }
+        let sink = &self.metrics.sink;
+        let mut bytes = std::mem::take(&mut self.encoded);
+        bytes.clear();
+        batch.block.encode(&mut bytes);
+        let started = Instant::now();
+        let (ch, table) = (&self.ch, &self.table);
+        let done = with_backoff("insert into ClickHouse", self.backoff_max, stop, |attempt| {
+            if attempt > 0 {
+                sink.insert_retries.fetch_add(1, Ordering::Relaxed);
+                // The previous attempt may have landed (e.g. timed out after the write).
+                if let Some((p, o)) = batch.last_row {
+                    let n = ch.query(&format!(
+                        "SELECT count() FROM {table} WHERE broker_partition = {p} AND broker_offset = {o} FORMAT TabSeparated"
+                    ));
+                    sink.clickhouse_up.store(n.is_ok(), Ordering::Relaxed);
+                    if n?.trim() != "0" {
+                        return Ok(());
+                    }
+                }
+            }
+            let r = ch.insert_native(table, &bytes);
+            sink.clickhouse_up.store(r.is_ok(), Ordering::Relaxed);
+            Ok(r?)
+        })
+        .is_some();
+        if done {
+            let now = now_us();
+            let rows = batch.block.rows() as u64;
+            sink.rows_inserted.fetch_add(rows, Ordering::Relaxed);
+            sink.batches_inserted.fetch_add(1, Ordering::Relaxed);
+            sink.bytes_inserted
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            let insert = started.elapsed();
+            let age = started.saturating_duration_since(batch.opened);
+            self.metrics.record_sink_batch(
+                age.as_micros() as u64,
+                insert.as_micros() as u64,
+                batch
+                    .received
+                    .iter()
+                    .map(|&(at, n)| (u64::try_from(now - at).unwrap_or(0), n)),
+            );
+            debug!(
+                rows,
+                bytes = bytes.len(),
+                ms = insert.as_millis() as u64,
+                "batch inserted"
+            );
+        }
+        self.encoded = bytes;
+        done
+    }
+
+    /// Commits the batch's offsets. A failed commit is safe: on restart the
+    /// offsets ClickHouse holds are skipped.
+    fn commit(&self, batch: &Batch, consumer: &BaseConsumer<Context>) {
+        if batch.commit.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for &(p, next) in &batch.commit {
+            let _ = tpl.add_partition_offset(self.topic, p, Offset::Offset(next));
+        }
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+            warn!(%e, "offset commit failed; ClickHouse offsets cover it");
+        }
+    }
+
+    fn run(
+        &mut self,
+        batches: Receiver<Batch>,
+        spare: SyncSender<Batch>,
+        consumer: &BaseConsumer<Context>,
+        inflight: &Inflight,
+        stop: &AtomicBool,
+    ) {
+        for batch in batches {
+            if self.insert(&batch, stop) {
+                self.commit(&batch, consumer);
+            }
+            inflight.end();
+            // The consumer may already hold a spare; then this one is freed.
+            let _ = spare.try_send(batch);
+        }
+    }
+}
+
+fn run(cfg: &Config, stop: &AtomicBool, metrics: Arc<Metrics>) -> Result<(), Error> {
     let k = &cfg.sink;
     let backoff_max = Duration::from_millis(k.retry_backoff_max_ms.max(100));
-    let ch = Client::new(
-        &cfg.clickhouse.url,
-        Duration::from_millis(k.clickhouse_timeout_ms),
-    );
+    let timeout = Duration::from_millis(k.clickhouse_timeout_ms);
+    let ch = Client::new(&cfg.clickhouse.url, timeout);
     let db = &cfg.clickhouse.database;
     if k.migrate_on_start
         && with_backoff("ClickHouse migration", backoff_max, stop, |_| {
-            Ok(migrate(&ch, db)?)
+            let r = migrate(&ch, db);
+            metrics
+                .sink
+                .clickhouse_up
+                .store(r.is_ok(), Ordering::Relaxed);
+            Ok(r?)
         })
         .is_none()
     {
@@ -406,15 +605,19 @@ fn run(cfg: &Config, stop: &AtomicBool) -> Result<(), Error> {
     {
         return Ok(());
     }
+    let inflight = Arc::new(Inflight::default());
     let consumer: BaseConsumer<Context> = redpanda::base_config(&cfg.redpanda)
         .set("group.id", &k.consumer_group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
+        .set("statistics.interval.ms", STATS_INTERVAL_MS)
         // While ClickHouse is down the sink stops polling; stay in the group.
         .set("max.poll.interval.ms", "86400000")
         .create_with_context(Context {
             rebalanced: AtomicBool::new(false),
+            inflight: inflight.clone(),
+            metrics: metrics.clone(),
         })?;
     consumer.subscribe(&[&cfg.redpanda.topic])?;
     let dlq = dlq::producer(cfg)?;
@@ -435,35 +638,81 @@ fn run(cfg: &Config, stop: &AtomicBool) -> Result<(), Error> {
         table: format!("{db}.events"),
         tenants,
         partitions: HashMap::new(),
-        block: EventsBlock::new(),
+        batch: Batch::new(),
         block_keys: Vec::new(),
         block_set: KeySet::default(),
         offsets: BTreeMap::new(),
-        last_row: None,
         oldest: None,
         backoff_max,
+        metrics: metrics.clone(),
+    };
+    let mut inserter = Inserter {
+        ch: Client::new(&cfg.clickhouse.url, timeout),
+        table: format!("{db}.events"),
+        topic: &cfg.redpanda.topic,
+        backoff_max,
+        metrics,
         encoded: Vec::new(),
     };
+    // Rendezvous: one batch is inserted while the next one fills; the
+    // consumer blocks at hand-off until the inserter is free.
+    let (to_inserter, batches) = sync_channel::<Batch>(0);
+    let (spare_tx, spare) = sync_channel::<Batch>(1);
     info!(topic = %cfg.redpanda.topic, group = %k.consumer_group, "sink consuming");
+    thread::scope(|scope| {
+        let consumer = &consumer;
+        let inflight_ref = &*inflight;
+        thread::Builder::new()
+            .name("sink-insert".into())
+            .spawn_scoped(scope, move || {
+                inserter.run(batches, spare_tx, consumer, inflight_ref, stop)
+            })
+            .map_err(Error::Thread)?;
+        let result = consume(
+            &mut sink,
+            consumer,
+            &dlq,
+            &to_inserter,
+            &spare,
+            &inflight,
+            stop,
+        );
+        if result {
+            sink.hand_off(&to_inserter, &spare, &inflight);
+        }
+        // Closing the channel ends the inserter once it has drained.
+        drop(to_inserter);
+        Ok(())
+    })
+}
+
+/// The consumer loop; false when stopped mid-way (nothing more to hand off).
+fn consume(
+    sink: &mut Sink<'_>,
+    consumer: &BaseConsumer<Context>,
+    dlq: &ThreadedProducer<DefaultProducerContext>,
+    to_inserter: &SyncSender<Batch>,
+    spare: &Receiver<Batch>,
+    inflight: &Inflight,
+    stop: &AtomicBool,
+) -> bool {
     while !stop.load(Ordering::SeqCst) {
         let msg = consumer.poll(POLL_MAX);
         if consumer.context().rebalanced.swap(false, Ordering::SeqCst) {
-            // Partitions moved: what is not committed will be consumed again
+            // Partitions moved: what is not handed off will be consumed again
             // by whoever owns them now; drop it here and reload state.
             sink.partitions.clear();
-            sink.offsets.clear();
-            sink.reset_block();
+            sink.discard();
         }
         match msg {
-            Some(Ok(m)) if !sink.handle(&m, &dlq, stop) => return Ok(()),
+            Some(Ok(m)) if !sink.handle(&m, dlq, stop) => return false,
             Some(Ok(_)) => {}
             Some(Err(e)) => warn!(%e, "consumer error"),
             None => {}
         }
-        if sink.due() && !sink.flush(&consumer, stop) {
-            return Ok(());
+        if sink.due() && !sink.hand_off(to_inserter, spare, inflight) {
+            return false;
         }
     }
-    sink.flush(&consumer, stop);
-    Ok(())
+    true
 }

@@ -1,12 +1,17 @@
-//! Which wire format the sink writes: `Native` (columnar, what the sink uses)
-//! against `RowBinary` (row by row), both over HTTP, into the real `events`
-//! table. Needs a server: `CLICKHOUSE_URL=http://127.0.0.1:8123 cargo bench -p
-//! clickhouse-client --bench insert_format` (`scripts/bench-clickhouse` starts
-//! one). Prints encode and insert throughput for each, side by side, in one run.
+//! How the sink writes to ClickHouse, measured against the real `events`
+//! table, side by side in one run:
 //!
-//! The native TCP protocol was not measured: on 18.16 it needs the handshake,
-//! block info and compression framing of a client revision the server accepts,
-//! for an insert that is already a single HTTP request per 100k-row block.
+//! - format: `Native` (columnar, what the sink uses) against `RowBinary` (row
+//!   by row), both over HTTP;
+//! - transport: the same `Native` blocks over HTTP against the native TCP
+//!   protocol (`native_tcp.rs`, uncompressed), at the sink's default batch
+//!   (100k rows) and at 10k-row batches, where per-insert overhead shows.
+//!
+//! Needs a server: `CLICKHOUSE_URL=http://127.0.0.1:8123
+//! CLICKHOUSE_TCP=127.0.0.1:9000 cargo bench -p clickhouse-client --bench
+//! insert_format` (`scripts/bench-clickhouse` starts one).
+
+mod native_tcp;
 
 use std::time::{Duration, Instant};
 
@@ -198,6 +203,42 @@ fn main() {
             bytes as f64 / 1e6,
             rows / enc_t.as_secs_f64(),
             rows / ins_t.as_secs_f64()
+        );
+    }
+    transports(&ch, &recs);
+}
+
+/// The same Native blocks over HTTP and over native TCP, alternating rounds
+/// so drift in the server's state hits both alike.
+fn transports(ch: &Client, recs: &[&ArchivedRecordBatch<'static>]) {
+    let Ok(tcp) = std::env::var("CLICKHOUSE_TCP") else {
+        println!("CLICKHOUSE_TCP not set: transport comparison skipped");
+        return;
+    };
+    let mut conn = native_tcp::NativeConn::connect(&tcp).expect("native TCP hello");
+    for per_insert in [ROWS, ROWS / 10] {
+        let blocks: Vec<Vec<u8>> = recs.chunks(per_insert / 100).map(native).collect();
+        let (mut http_t, mut tcp_t) = (Duration::ZERO, Duration::ZERO);
+        for _ in 0..ROUNDS {
+            let t = Instant::now();
+            for b in &blocks {
+                ch.insert_native("overwatch.events", b)
+                    .expect("HTTP insert");
+            }
+            http_t += t.elapsed();
+            let t = Instant::now();
+            for b in &blocks {
+                conn.insert("overwatch.events", &[b])
+                    .expect("native TCP insert");
+            }
+            tcp_t += t.elapsed();
+        }
+        let rows = (ROWS * ROUNDS) as f64;
+        println!(
+            "Native, {per_insert:>6} rows/insert:  HTTP {:>10.0} rows/s  native TCP {:>10.0} rows/s  (TCP/HTTP {:.2})",
+            rows / http_t.as_secs_f64(),
+            rows / tcp_t.as_secs_f64(),
+            http_t.as_secs_f64() / tcp_t.as_secs_f64()
         );
     }
 }

@@ -4,9 +4,10 @@
 //! A client that retries a batch (after a 503 or a lost answer) sends the same
 //! event ids under the same tenant and session, so the retry lands on the same
 //! partition, hence the same worker. The worker drops ids it has already
-//! inserted within the window, before they reach `events` or any view. On
-//! partition assignment the window is reloaded from ClickHouse, so a restart
-//! or a move to another node keeps the guarantee.
+//! handed to ClickHouse within the window, before they reach `events` or any
+//! view. One window per worker, over all its partitions, so `max_ids` bounds
+//! its memory. On partition assignment the window is reloaded from ClickHouse,
+//! so a restart or a move to another node keeps the guarantee.
 
 use std::collections::{HashSet, VecDeque};
 
@@ -43,14 +44,17 @@ impl DedupWindow {
         self.seen.contains(key)
     }
 
-    /// Records `key` as inserted at `at_us` (the edge's receive time).
-    pub fn insert(&mut self, key: EventKey, at_us: i64) {
-        if self.seen.insert(key) {
-            self.order.push_back((at_us, key));
+    /// Records `key` as inserted at `at_us` (the edge's receive time); false
+    /// if it was already there (a duplicate). One hash lookup either way.
+    pub fn insert(&mut self, key: EventKey, at_us: i64) -> bool {
+        if !self.seen.insert(key) {
+            return false;
         }
+        self.order.push_back((at_us, key));
         while self.order.len() > self.max_ids {
             self.evict_front();
         }
+        true
     }
 
     /// Forgets ids older than the window, relative to `now_us`.
@@ -95,8 +99,9 @@ mod tests {
     #[test]
     fn remembers_within_the_window_and_the_bound() {
         let mut d = DedupWindow::new(10, 3);
-        d.insert(k(1), 0);
-        d.insert(k(2), 5_000_000);
+        assert!(d.insert(k(1), 0));
+        assert!(d.insert(k(2), 5_000_000));
+        assert!(!d.insert(k(2), 5_000_001), "a repeat is reported");
         assert!(d.contains(&k(1)) && d.contains(&k(2)));
         d.expire(10_500_000);
         assert!(!d.contains(&k(1)) && d.contains(&k(2)));

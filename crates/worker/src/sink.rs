@@ -21,7 +21,7 @@ use telemetry::Metrics;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
-use crate::dedup::{DedupWindow, EventKey, KeySet};
+use crate::dedup::DedupWindow;
 use crate::{dlq, Error};
 
 /// First wait between retries; doubles up to `sink.retry_backoff_max_ms`.
@@ -214,7 +214,6 @@ struct PartitionState {
     /// Highest offset ClickHouse holds, or will hold once the batch in flight
     /// lands, for this partition (-1: none).
     stored: i64,
-    dedup: DedupWindow,
 }
 
 /// A closed batch on its way to ClickHouse. Its buffers come back to the
@@ -259,9 +258,9 @@ struct Sink<'c> {
     tenants: HashMap<Uuid, (Tier, u16)>,
     partitions: HashMap<i32, PartitionState>,
     batch: Batch,
-    /// Keys in `batch`, with their receive time and partition.
-    block_keys: Vec<(i32, EventKey, i64)>,
-    block_set: KeySet,
+    /// Ids handed to ClickHouse recently, over all assigned partitions
+    /// (those in `batch` included).
+    dedup: DedupWindow,
     /// Highest offset handled per partition since the last hand-off.
     offsets: BTreeMap<i32, i64>,
     /// Set when the first record of the current batch arrived.
@@ -295,7 +294,9 @@ impl Sink<'_> {
         class
     }
 
-    fn load_partition(&self, p: i32) -> Result<PartitionState, Error> {
+    /// Reads where partition `p` stands in ClickHouse; its recent ids join
+    /// the dedup window.
+    fn load_partition(&mut self, p: i32) -> Result<PartitionState, Error> {
         let t = &self.table;
         let row = self
             .ch
@@ -305,7 +306,6 @@ impl Sink<'_> {
         let count: u64 = cols.next().and_then(|v| v.parse().ok()).unwrap_or(0);
         let stored = if count == 0 { -1 } else { max };
         let k = &self.cfg.sink;
-        let mut dedup = DedupWindow::new(k.dedup_window_secs, k.dedup_max_ids);
         let since = (now_us() / 1_000_000).saturating_sub(k.dedup_window_secs as i64);
         let recent = self.ch.query(&format!(
             "SELECT toString(tenant_id), toString(event_id), received_at_us FROM {t} \
@@ -321,23 +321,24 @@ impl Sink<'_> {
             if let (Ok(tn), Ok(ev), Ok(at)) =
                 (Uuid::parse_str(tn), Uuid::parse_str(ev), at.parse::<i64>())
             {
-                dedup.insert((tn.into_bytes(), ev.into_bytes()), at);
+                self.dedup.insert((tn.into_bytes(), ev.into_bytes()), at);
             }
         }
         info!(
             partition = p,
             stored_offset = stored,
-            dedup_ids = dedup.len(),
+            dedup_ids = self.dedup.len(),
             "partition resumed from ClickHouse"
         );
-        Ok(PartitionState { stored, dedup })
+        Ok(PartitionState { stored })
     }
 
-    /// Drops the batch being built (its partitions moved away).
+    /// Drops the batch being built and all partition state: partitions moved,
+    /// and each is reloaded from ClickHouse when its records come again.
     fn discard(&mut self) {
         self.batch.clear();
-        self.block_keys.clear();
-        self.block_set.clear();
+        self.partitions.clear();
+        self.dedup.clear();
         self.offsets.clear();
         self.oldest = None;
     }
@@ -365,15 +366,7 @@ impl Sink<'_> {
         if self.oldest.is_none() {
             return true;
         }
-        for (p, key, at) in self.block_keys.drain(..) {
-            if let Some(s) = self.partitions.get_mut(&p) {
-                s.dedup.insert(key, at);
-            }
-        }
-        let now = now_us();
-        for s in self.partitions.values_mut() {
-            s.dedup.expire(now);
-        }
+        self.dedup.expire(now_us());
         let mut next = spare.try_recv().unwrap_or_else(|_| Batch::new());
         next.clear();
         let mut batch = std::mem::replace(&mut self.batch, next);
@@ -385,7 +378,6 @@ impl Sink<'_> {
         }
         batch.opened = self.oldest.take().unwrap_or_else(Instant::now);
         self.offsets.clear();
-        self.block_set.clear();
         inflight.begin();
         if to_inserter.send(batch).is_err() {
             inflight.end();
@@ -402,11 +394,10 @@ impl Sink<'_> {
     ) -> bool {
         let (p, off) = (m.partition(), m.offset());
         if !self.partitions.contains_key(&p) {
-            let Some(state) =
-                with_backoff("resume from ClickHouse", self.backoff_max, stop, |_| {
-                    self.load_partition(p)
-                })
-            else {
+            let backoff_max = self.backoff_max;
+            let Some(state) = with_backoff("resume from ClickHouse", backoff_max, stop, |_| {
+                self.load_partition(p)
+            }) else {
                 return false;
             };
             self.partitions.insert(p, state);
@@ -447,16 +438,13 @@ impl Sink<'_> {
             tier,
             retention_days,
         };
-        let dedup = &self.partitions[&p].dedup;
         let (mut rows, mut dups) = (0, 0);
         for e in batch.events.iter() {
-            let key = (batch.tenant_id, e.id);
-            if dedup.contains(&key) || !self.block_set.insert(key) {
+            if !self.dedup.insert((batch.tenant_id, e.id), received) {
                 dups += 1;
                 continue;
             }
             self.batch.block.push(batch, e, src);
-            self.block_keys.push((p, key, received));
             rows += 1;
         }
         if rows > 0 {
@@ -581,17 +569,22 @@ fn run(cfg: &Config, stop: &AtomicBool, metrics: Arc<Metrics>) -> Result<(), Err
     let timeout = Duration::from_millis(k.clickhouse_timeout_ms);
     let ch = Client::new(&cfg.clickhouse.url, timeout);
     let db = &cfg.clickhouse.database;
-    if k.migrate_on_start
-        && with_backoff("ClickHouse migration", backoff_max, stop, |_| {
-            let r = migrate(&ch, db);
-            metrics
-                .sink
-                .clickhouse_up
-                .store(r.is_ok(), Ordering::Relaxed);
-            Ok(r?)
-        })
-        .is_none()
-    {
+    let what = if k.migrate_on_start {
+        "ClickHouse migration"
+    } else {
+        "ClickHouse connection"
+    };
+    let reached = with_backoff(what, backoff_max, stop, |_| {
+        let r = if k.migrate_on_start {
+            migrate(&ch, db).map(drop)
+        } else {
+            ch.version().map(drop)
+        };
+        let sink = &metrics.sink;
+        sink.clickhouse_up.store(r.is_ok(), Ordering::Relaxed);
+        Ok(r?)
+    });
+    if reached.is_none() {
         return Ok(());
     }
     if with_backoff("dead-letter topic", backoff_max, stop, |_| {
@@ -639,8 +632,7 @@ fn run(cfg: &Config, stop: &AtomicBool, metrics: Arc<Metrics>) -> Result<(), Err
         tenants,
         partitions: HashMap::new(),
         batch: Batch::new(),
-        block_keys: Vec::new(),
-        block_set: KeySet::default(),
+        dedup: DedupWindow::new(k.dedup_window_secs, k.dedup_max_ids),
         offsets: BTreeMap::new(),
         oldest: None,
         backoff_max,
@@ -701,7 +693,6 @@ fn consume(
         if consumer.context().rebalanced.swap(false, Ordering::SeqCst) {
             // Partitions moved: what is not handed off will be consumed again
             // by whoever owns them now; drop it here and reload state.
-            sink.partitions.clear();
             sink.discard();
         }
         match msg {

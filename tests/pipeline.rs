@@ -181,6 +181,29 @@ fn accepted_events_reach_clickhouse_once_and_views_agree() {
 }
 
 #[test]
+fn a_retry_after_a_sink_restart_is_dropped_by_the_window_reloaded_from_clickhouse() {
+    let ch = ClickHouse::start();
+    let broker = Broker::start();
+    let edge = start(&broker, &sink_env(&ch, "ingest"));
+    let sink = start(&broker, &sink_env(&ch, "sink"));
+    let (body, ids) = send_batch(edge.port, 30, true);
+    let expected: HashSet<String> = ids.into_iter().collect();
+    wait_rows(&ch, expected.len());
+    sink.terminate();
+    // A new sink knows nothing but what ClickHouse holds.
+    let sink = start(&broker, &sink_env(&ch, "sink"));
+    let r = post(edge.port, Some(DEV_AUTH), &[], &body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_for(
+        "the retry reaches the new sink",
+        Duration::from_secs(60),
+        || metric(sink.port, "sink_duplicates_skipped_total") == Some(expected.len() as f64),
+    );
+    assert_exactly(&ch, &expected);
+    assert_eq!(metric(sink.port, "sink_rows_inserted_total"), Some(0.0));
+}
+
+#[test]
 fn a_killed_sink_and_a_stopped_clickhouse_lose_nothing_and_double_nothing() {
     let mut ch = ClickHouse::start();
     let broker = Broker::start();

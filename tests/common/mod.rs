@@ -371,6 +371,15 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// SIGTERM, then waits for the graceful stop (the sink leaves its group).
+    pub fn terminate(mut self) {
+        // SAFETY: kill(2) on our own child's pid; no memory is shared.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Engine {
     fn drop(&mut self) {
         let _ = self.child.kill();

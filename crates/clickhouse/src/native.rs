@@ -287,6 +287,15 @@ pub fn put_uuid(out: &mut Vec<u8>, id: &[u8; 16]) {
     out.extend(lo.iter().rev());
 }
 
+/// Reads a UUID written by [`put_uuid`] (ClickHouse's binary UUID: two
+/// little-endian 64-bit halves), e.g. from a `RowBinary` answer.
+pub fn get_uuid(bytes: &[u8; 16]) -> [u8; 16] {
+    let mut id = *bytes;
+    id[..8].reverse();
+    id[8..].reverse();
+    id
+}
+
 fn put_uuids(out: &mut Vec<u8>, ids: &[[u8; 16]]) {
     for id in ids {
         put_uuid(out, id);

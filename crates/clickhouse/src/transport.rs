@@ -58,13 +58,27 @@ impl Client {
     }
 
     fn answer(&self, res: Result<ureq::Response, ureq::Error>) -> Result<String, Error> {
+        let bytes = self.answer_bytes(res, MAX_ANSWER_BYTES)?;
+        String::from_utf8(bytes).map_err(|e| Error::Protocol(format!("answer is not UTF-8: {e}")))
+    }
+
+    fn answer_bytes(
+        &self,
+        res: Result<ureq::Response, ureq::Error>,
+        max_bytes: u64,
+    ) -> Result<Vec<u8>, Error> {
         match res {
             Ok(r) => {
-                let mut body = String::new();
+                let mut body = Vec::new();
                 r.into_reader()
-                    .take(MAX_ANSWER_BYTES)
-                    .read_to_string(&mut body)
+                    .take(max_bytes.saturating_add(1))
+                    .read_to_end(&mut body)
                     .map_err(|e| self.connection(e.to_string()))?;
+                if body.len() as u64 > max_bytes {
+                    return Err(Error::Protocol(format!(
+                        "answer larger than {max_bytes} bytes"
+                    )));
+                }
                 Ok(body)
             }
             Err(ureq::Error::Status(_, r)) => {
@@ -85,6 +99,12 @@ impl Client {
     /// Runs a statement or query and returns the answer text.
     pub fn query(&self, sql: &str) -> Result<String, Error> {
         self.answer(self.request(None).send_string(sql))
+    }
+
+    /// Runs a query whose answer is binary (`FORMAT RowBinary`), read up to
+    /// `max_bytes` (a larger answer is an error, never cut short silently).
+    pub fn query_binary(&self, sql: &str, max_bytes: u64) -> Result<Vec<u8>, Error> {
+        self.answer_bytes(self.request(None).send_string(sql), max_bytes)
     }
 
     /// Runs a statement, discarding the answer.

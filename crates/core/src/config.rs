@@ -197,7 +197,8 @@ pub struct SinkConfig {
     pub retry_backoff_max_ms: u64,
     /// Time a retried client batch (same tenant, same event ids) is recognised, in s.
     pub dedup_window_secs: u64,
-    /// Most event ids remembered for dedup per worker (bounds memory, ~64 B each).
+    /// Most event ids remembered for dedup per worker, over all its partitions
+    /// (bounds memory, ~80 B each).
     pub dedup_max_ids: usize,
     /// Timeout of one ClickHouse request, in ms.
     pub clickhouse_timeout_ms: u64,

@@ -7,7 +7,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use clickhouse_client::native::{EventsBlock, RowSource};
+use clickhouse_client::native::{get_uuid, EventsBlock, RowSource};
 use clickhouse_client::schema::migrate;
 use clickhouse_client::Client;
 use engine_core::config::Config;
@@ -29,6 +29,8 @@ const BACKOFF_START: Duration = Duration::from_millis(100);
 /// Longest single poll, so stop requests and batch age are noticed.
 const POLL_MAX: Duration = Duration::from_millis(100);
 
+/// Bytes of one row of the dedup reload: tenant id, event id, receive time.
+const RECENT_ROW_BYTES: usize = 16 + 16 + 8;
 /// How often librdkafka reports consumer statistics (consumer lag).
 const STATS_INTERVAL_MS: &str = "1000";
 
@@ -258,6 +260,8 @@ struct Sink<'c> {
     tenants: HashMap<Uuid, (Tier, u16)>,
     partitions: HashMap<i32, PartitionState>,
     batch: Batch,
+    /// Partitions of the topic assigned to this sink (after the last rebalance).
+    assigned: Vec<i32>,
     /// Ids handed to ClickHouse recently, over all assigned partitions
     /// (those in `batch` included).
     dedup: DedupWindow,
@@ -294,43 +298,64 @@ impl Sink<'_> {
         class
     }
 
-    /// Reads where partition `p` stands in ClickHouse; its recent ids join
-    /// the dedup window.
-    fn load_partition(&mut self, p: i32) -> Result<PartitionState, Error> {
+    /// Reads where partitions `parts` stand in ClickHouse (two queries for
+    /// all of them); their recent ids join the dedup window.
+    fn load_partitions(&mut self, parts: &[i32]) -> Result<(), Error> {
         let t = &self.table;
-        let row = self
-            .ch
-            .query(&format!("SELECT max(broker_offset), count() FROM {t} WHERE broker_partition = {p} FORMAT TabSeparated"))?;
-        let mut cols = row.trim().split('\t');
-        let max: i64 = cols.next().and_then(|v| v.parse().ok()).unwrap_or(-1);
-        let count: u64 = cols.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-        let stored = if count == 0 { -1 } else { max };
-        let k = &self.cfg.sink;
-        let since = (now_us() / 1_000_000).saturating_sub(k.dedup_window_secs as i64);
-        let recent = self.ch.query(&format!(
-            "SELECT toString(tenant_id), toString(event_id), received_at_us FROM {t} \
-             WHERE broker_partition = {p} AND received_at >= toDateTime({since}) \
-             ORDER BY received_at_us LIMIT {} FORMAT TabSeparated",
-            k.dedup_max_ids
+        let list = parts
+            .iter()
+            .map(i32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let stored = self.ch.query(&format!(
+            "SELECT broker_partition, max(broker_offset) FROM {t} \
+             WHERE broker_partition IN ({list}) GROUP BY broker_partition FORMAT TabSeparated"
         ))?;
-        for line in recent.lines() {
-            let mut c = line.split('\t');
-            let (Some(tn), Some(ev), Some(at)) = (c.next(), c.next(), c.next()) else {
-                continue;
-            };
-            if let (Ok(tn), Ok(ev), Ok(at)) =
-                (Uuid::parse_str(tn), Uuid::parse_str(ev), at.parse::<i64>())
-            {
-                self.dedup.insert((tn.into_bytes(), ev.into_bytes()), at);
+        let mut state: HashMap<i32, PartitionState> = parts
+            .iter()
+            .map(|&p| (p, PartitionState { stored: -1 }))
+            .collect();
+        for line in stored.lines() {
+            if let Some((p, max)) = line.split_once('\t') {
+                if let (Ok(p), Ok(max)) = (p.parse::<i32>(), max.parse::<i64>()) {
+                    state.insert(p, PartitionState { stored: max });
+                }
             }
         }
+        // The newest ids of the window, oldest first, as 40-byte binary rows.
+        let k = &self.cfg.sink;
+        let since = (now_us() / 1_000_000).saturating_sub(k.dedup_window_secs as i64);
+        let recent = self.ch.query_binary(
+            &format!(
+                "SELECT tenant_id, event_id, received_at_us FROM \
+                 (SELECT tenant_id, event_id, received_at_us FROM {t} \
+                  WHERE broker_partition IN ({list}) AND received_at >= toDateTime({since}) \
+                  ORDER BY received_at_us DESC LIMIT {max}) \
+                 ORDER BY received_at_us FORMAT RowBinary",
+                max = k.dedup_max_ids
+            ),
+            (k.dedup_max_ids as u64 + 1) * RECENT_ROW_BYTES as u64,
+        )?;
+        for row in recent.chunks_exact(RECENT_ROW_BYTES) {
+            let (tenant, rest) = row.split_at(16);
+            let (event, at) = rest.split_at(16);
+            let (Ok(tenant), Ok(event), Ok(at)) = (
+                <&[u8; 16]>::try_from(tenant),
+                <&[u8; 16]>::try_from(event),
+                <[u8; 8]>::try_from(at),
+            ) else {
+                continue;
+            };
+            self.dedup
+                .insert((get_uuid(tenant), get_uuid(event)), i64::from_le_bytes(at));
+        }
         info!(
-            partition = p,
-            stored_offset = stored,
+            partitions = %list,
             dedup_ids = self.dedup.len(),
-            "partition resumed from ClickHouse"
+            "partitions resumed from ClickHouse"
         );
-        Ok(PartitionState { stored })
+        self.partitions.extend(state);
+        Ok(())
     }
 
     /// Drops the batch being built and all partition state: partitions moved,
@@ -394,13 +419,19 @@ impl Sink<'_> {
     ) -> bool {
         let (p, off) = (m.partition(), m.offset());
         if !self.partitions.contains_key(&p) {
+            // Every assigned partition not loaded yet, at once.
+            let mut parts: Vec<i32> = self.assigned.iter().copied().chain([p]).collect();
+            parts.retain(|q| !self.partitions.contains_key(q));
+            parts.sort_unstable();
+            parts.dedup();
             let backoff_max = self.backoff_max;
-            let Some(state) = with_backoff("resume from ClickHouse", backoff_max, stop, |_| {
-                self.load_partition(p)
-            }) else {
+            if with_backoff("resume from ClickHouse", backoff_max, stop, |_| {
+                self.load_partitions(&parts)
+            })
+            .is_none()
+            {
                 return false;
-            };
-            self.partitions.insert(p, state);
+            }
         }
         self.oldest.get_or_insert_with(Instant::now);
         let prev = self.offsets.entry(p).or_insert(off);
@@ -632,6 +663,7 @@ fn run(cfg: &Config, stop: &AtomicBool, metrics: Arc<Metrics>) -> Result<(), Err
         tenants,
         partitions: HashMap::new(),
         batch: Batch::new(),
+        assigned: Vec::new(),
         dedup: DedupWindow::new(k.dedup_window_secs, k.dedup_max_ids),
         offsets: BTreeMap::new(),
         oldest: None,
@@ -694,6 +726,15 @@ fn consume(
             // Partitions moved: what is not handed off will be consumed again
             // by whoever owns them now; drop it here and reload state.
             sink.discard();
+            sink.assigned = consumer
+                .assignment()
+                .map(|tpl| {
+                    tpl.elements_for_topic(&sink.cfg.redpanda.topic)
+                        .iter()
+                        .map(|e| e.partition())
+                        .collect()
+                })
+                .unwrap_or_default();
         }
         match msg {
             Some(Ok(m)) if !sink.handle(&m, dlq, stop) => return false,

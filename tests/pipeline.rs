@@ -184,8 +184,9 @@ fn accepted_events_reach_clickhouse_once_and_views_agree() {
 fn a_retry_after_a_sink_restart_is_dropped_by_the_window_reloaded_from_clickhouse() {
     let ch = ClickHouse::start();
     let broker = Broker::start();
-    let edge = start(&broker, &sink_env(&ch, "ingest"));
+    // The sink first: it must not wait for an edge to create the topic.
     let sink = start(&broker, &sink_env(&ch, "sink"));
+    let edge = start(&broker, &sink_env(&ch, "ingest"));
     let (body, ids) = send_batch(edge.port, 30, true);
     let expected: HashSet<String> = ids.into_iter().collect();
     wait_rows(&ch, expected.len());

@@ -11,8 +11,14 @@
 //!
 //! Client retries: see [`dedup`]. Records that cannot be decoded go to the
 //! dead-letter topic with the reason ([`dlq`]), never silently dropped.
-//! ClickHouse down: the worker holds its one bounded batch, stops consuming,
-//! retries with backoff, and catches up when it returns.
+//! Two threads per sink: the consumer decodes records, drops duplicates and
+//! fills a block; the inserter encodes and inserts the previous block, then
+//! commits its offsets. They meet at a rendezvous channel, so one batch is in
+//! flight while the next fills (two batches in memory at most), and a
+//! rebalance waits for the batch in flight before partitions move.
+//!
+//! ClickHouse down: the inserter retries with backoff; the consumer fills one
+//! more batch, then blocks; both catch up when it returns.
 //!
 //! Start with [`start`].
 

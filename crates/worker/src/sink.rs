@@ -618,16 +618,20 @@ fn run(cfg: &Config, stop: &AtomicBool, metrics: Arc<Metrics>) -> Result<(), Err
     if reached.is_none() {
         return Ok(());
     }
-    if with_backoff("dead-letter topic", backoff_max, stop, |_| {
-        Ok(redpanda::admin::ensure_topic(
-            &cfg.redpanda,
-            &k.dlq_topic,
-            Duration::from_secs(10),
-        )?)
-    })
-    .is_none()
-    {
-        return Ok(());
+    // The events topic too: a sink started before any edge would otherwise
+    // subscribe to nothing until librdkafka's next metadata refresh.
+    for topic in [&cfg.redpanda.topic, &k.dlq_topic] {
+        if with_backoff("topic creation", backoff_max, stop, |_| {
+            Ok(redpanda::admin::ensure_topic(
+                &cfg.redpanda,
+                topic,
+                Duration::from_secs(10),
+            )?)
+        })
+        .is_none()
+        {
+            return Ok(());
+        }
     }
     let inflight = Arc::new(Inflight::default());
     let consumer: BaseConsumer<Context> = redpanda::base_config(&cfg.redpanda)

@@ -1,5 +1,5 @@
 //! Just enough of ClickHouse's native TCP protocol to time an insert of a
-//! `Native` block, for the transport comparison in `insert_format.rs`. Not a
+//! `Native` block, for the transport comparison in `main.rs`. Not a
 //! client: no compression, no settings, one insert per connection.
 //!
 //! Client revision 54213 is spoken (the newest fields 18.16 and later servers
@@ -50,6 +50,7 @@ fn put_block_info(o: &mut Vec<u8>) {
 }
 
 /// A native-protocol connection that has said hello.
+#[derive(Debug)]
 pub struct NativeConn {
     w: TcpStream,
     r: BufReader<TcpStream>,

@@ -69,7 +69,7 @@ fn serve(mut conn: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
         );
     }
     let sink = &metrics.sink;
-    let up = sink.clickhouse_up.load(Ordering::Relaxed);
+    let up = sink.clickhouse_up.load(Ordering::Acquire);
     let (status, kind, body) = match path {
         b"/health/live" => (200, "application/json", r#"{"live":true}"#.to_string()),
         b"/health/ready" if up => (200, "application/json", r#"{"ready":true}"#.to_string()),

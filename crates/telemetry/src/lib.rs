@@ -138,8 +138,8 @@ pub struct SinkCounters {
     pub rows_inserted: AtomicU64,
     pub batches_inserted: AtomicU64,
     pub bytes_inserted: AtomicU64,
-    /// Insert attempts that failed and were retried.
-    pub insert_retries: AtomicU64,
+    /// Insert attempts (and landed-checks) that failed; each is retried.
+    pub insert_failures: AtomicU64,
     /// Events dropped by the dedup window (client retries).
     pub duplicates_skipped: AtomicU64,
     /// Records skipped because ClickHouse already held their offset.
@@ -230,7 +230,7 @@ impl Metrics {
         format!(
             "{{\"running\":{},\"clickhouse_up\":{},\"assigned_partitions\":{},\"consumer_lag\":{},\"rows_inserted\":{},\"event_lag_p99_ms\":{:.1}}}",
             s.running.load(Ordering::Relaxed),
-            s.clickhouse_up.load(Ordering::Relaxed),
+            s.clickhouse_up.load(Ordering::Acquire),
             s.assigned_partitions.load(Ordering::Relaxed),
             s.consumer_lag.load(Ordering::Relaxed),
             s.rows_inserted.load(Ordering::Relaxed),
@@ -319,10 +319,10 @@ impl Metrics {
                 load(&s.bytes_inserted),
             ),
             (
-                "sink_insert_retries_total",
-                "Insert attempts that failed and were retried.",
+                "sink_insert_failures_total",
+                "Insert attempts that failed (each is retried).",
                 "counter",
-                load(&s.insert_retries),
+                load(&s.insert_failures),
             ),
             (
                 "sink_duplicates_skipped_total",
@@ -364,7 +364,7 @@ impl Metrics {
                 "sink_clickhouse_up",
                 "1 while the last ClickHouse call succeeded.",
                 "gauge",
-                i64::from(s.clickhouse_up.load(Ordering::Relaxed)),
+                i64::from(s.clickhouse_up.load(Ordering::Acquire)),
             ),
             (
                 "sink_consumer_lag",

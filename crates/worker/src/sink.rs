@@ -513,22 +513,29 @@ impl Inserter<'_> {
         batch.block.encode(&mut bytes);
         let started = Instant::now();
         let (ch, table) = (&self.ch, &self.table);
+        // Failures are counted before `clickhouse_up` drops, so a reader that
+        // sees it down also sees the failure.
+        let seen = |ok: bool| {
+            if !ok {
+                sink.insert_failures.fetch_add(1, Ordering::Relaxed);
+            }
+            sink.clickhouse_up.store(ok, Ordering::Release);
+        };
         let done = with_backoff("insert into ClickHouse", self.backoff_max, stop, |attempt| {
             if attempt > 0 {
-                sink.insert_retries.fetch_add(1, Ordering::Relaxed);
                 // The previous attempt may have landed (e.g. timed out after the write).
                 if let Some((p, o)) = batch.last_row {
                     let n = ch.query(&format!(
                         "SELECT count() FROM {table} WHERE broker_partition = {p} AND broker_offset = {o} FORMAT TabSeparated"
                     ));
-                    sink.clickhouse_up.store(n.is_ok(), Ordering::Relaxed);
+                    seen(n.is_ok());
                     if n?.trim() != "0" {
                         return Ok(());
                     }
                 }
             }
             let r = ch.insert_native(table, &bytes);
-            sink.clickhouse_up.store(r.is_ok(), Ordering::Relaxed);
+            seen(r.is_ok());
             Ok(r?)
         })
         .is_some();
@@ -612,7 +619,7 @@ fn run(cfg: &Config, stop: &AtomicBool, metrics: Arc<Metrics>) -> Result<(), Err
             ch.version().map(drop)
         };
         let sink = &metrics.sink;
-        sink.clickhouse_up.store(r.is_ok(), Ordering::Relaxed);
+        sink.clickhouse_up.store(r.is_ok(), Ordering::Release);
         Ok(r?)
     });
     if reached.is_none() {

@@ -379,9 +379,9 @@ impl Sink<'_> {
     }
 
     /// Closes the batch and hands it to the inserter; blocks while the
-    /// previous one is still being inserted. Its ids enter the dedup window
-    /// and its offsets count as stored now: the inserter retries until they
-    /// land or the process stops, and a rebalance waits for it.
+    /// previous one is still being inserted. Its ids are in the dedup window
+    /// already and its offsets count as stored from now: the inserter retries
+    /// until they land or the process stops, and a rebalance waits for it.
     fn hand_off(
         &mut self,
         to_inserter: &SyncSender<Batch>,

@@ -43,24 +43,28 @@ fn serve(mut conn: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
     conn.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        if head.len() > MAX_HEAD_BYTES {
-            return respond(&mut conn, 431, "application/json", error("head_too_large"));
-        }
+    let (get, path) = loop {
         let n = conn.read(&mut buf)?;
         if n == 0 {
             return Ok(());
         }
         head.extend_from_slice(&buf[..n]);
-    }
-    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
-    let mut parts = line.split(|&b| b == b' ');
-    let (method, path) = (
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or_default(),
-    );
-    let path = path.split(|&b| b == b'?').next().unwrap_or_default();
-    if method != b"GET" && path != b"/ingest" {
+        let mut fields = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut fields);
+        match req.parse(&head) {
+            Ok(httparse::Status::Complete(_)) => {
+                let path = req.path.unwrap_or_default();
+                let path = path.split('?').next().unwrap_or_default().to_string();
+                break (req.method == Some("GET"), path);
+            }
+            Ok(httparse::Status::Partial) if head.len() <= MAX_HEAD_BYTES => {}
+            Ok(httparse::Status::Partial) => {
+                return respond(&mut conn, 431, "application/json", error("head_too_large"));
+            }
+            Err(_) => return respond(&mut conn, 400, "application/json", error("bad_request")),
+        }
+    };
+    if !get && path != "/ingest" {
         return respond(
             &mut conn,
             405,
@@ -70,15 +74,15 @@ fn serve(mut conn: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
     }
     let sink = &metrics.sink;
     let up = sink.clickhouse_up.load(Ordering::Acquire);
-    let (status, kind, body) = match path {
-        b"/health/live" => (200, "application/json", r#"{"live":true}"#.to_string()),
-        b"/health/ready" if up => (200, "application/json", r#"{"ready":true}"#.to_string()),
-        b"/health/ready" => (
+    let (status, kind, body) = match path.as_str() {
+        "/health/live" => (200, "application/json", r#"{"live":true}"#.to_string()),
+        "/health/ready" if up => (200, "application/json", r#"{"ready":true}"#.to_string()),
+        "/health/ready" => (
             503,
             "application/json",
             r#"{"ready":false,"reason":"clickhouse_unreachable"}"#.to_string(),
         ),
-        b"/health" => (
+        "/health" => (
             200,
             "application/json",
             format!(
@@ -88,17 +92,17 @@ fn serve(mut conn: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
                 metrics.sink_health_json()
             ),
         ),
-        b"/metrics" => (
+        "/metrics" => (
             200,
             "text/plain; version=0.0.4",
             metrics.render_prometheus(),
         ),
-        b"/debug/latency" => (
+        "/debug/latency" => (
             200,
             "text/plain; charset=utf-8",
             metrics.render_latency_table(),
         ),
-        b"/ingest" => (
+        "/ingest" => (
             404,
             "application/json",
             error_with(
@@ -122,6 +126,7 @@ fn error_with(code: &str, message: &str) -> String {
 fn respond(conn: &mut TcpStream, status: u16, kind: &str, body: String) -> std::io::Result<()> {
     let reason = match status {
         200 => "OK",
+        400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
         431 => "Request Header Fields Too Large",

@@ -293,20 +293,19 @@ fn a_poison_record_goes_to_the_dead_letter_topic_and_the_sink_keeps_going() {
         .set("bootstrap.servers", broker.addr())
         .create()
         .unwrap();
-    producer
-        .send(
-            BaseRecord::<[u8], [u8]>::to("events")
-                .key(&[1u8; 32][..])
-                .payload(&b"\x01not an archive"[..]),
-        )
-        .unwrap();
-    producer
-        .send(
-            BaseRecord::<[u8], [u8]>::to("events")
-                .key(&[2u8; 32][..])
-                .payload(&b"\x09future format"[..]),
-        )
-        .unwrap();
+    let poison: [(&[u8], &[u8]); 2] = [
+        (&[1u8; 32], b"\x01not an archive"),
+        (&[2u8; 32], b"\x09future format"),
+    ];
+    for (key, payload) in poison {
+        producer
+            .send(
+                BaseRecord::<[u8], [u8]>::to("events")
+                    .key(key)
+                    .payload(payload),
+            )
+            .unwrap();
+    }
     producer.flush(Duration::from_secs(10)).unwrap();
 
     let (_, second) = send_batch(engine.port, 10, false);

@@ -385,10 +385,7 @@ impl Metrics {
                 1,
             ),
         ];
-        for (name, help, kind, v) in values {
-            header(o, name, help, kind);
-            let _ = writeln!(o, "{name} {v}");
-        }
+        unlabelled(o, &values);
         for stage in SinkStage::ALL {
             let name = format!("sink_{}_seconds", stage.name());
             summary(o, &name, &self.sink_histogram(stage));
@@ -460,10 +457,7 @@ impl Metrics {
                     .sum(),
             ),
         ];
-        for (name, help, kind, v) in simple {
-            counter(o, name, help, kind);
-            let _ = writeln!(o, "{name} {v}");
-        }
+        unlabelled(o, &simple);
         counter(
             o,
             "ingest_ring_depth",
@@ -522,10 +516,7 @@ impl Metrics {
                 p.inflight_records.load(Ordering::Relaxed),
             ),
         ];
-        for (name, help, kind, v) in producer {
-            counter(o, name, help, kind);
-            let _ = writeln!(o, "{name} {v}");
-        }
+        unlabelled(o, &producer);
         for stage in Stage::ALL {
             let name = format!("ingest_{}_latency_seconds", stage.name());
             summary(o, &name, &self.merged(stage));
@@ -558,6 +549,14 @@ impl Metrics {
 /// `# HELP` and `# TYPE` lines of one metric.
 fn header(o: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Metrics without labels, each as `(name, help, type, value)`.
+fn unlabelled<V: std::fmt::Display>(o: &mut String, rows: &[(&str, &str, &str, V)]) {
+    for (name, help, kind, v) in rows {
+        header(o, name, help, kind);
+        let _ = writeln!(o, "{name} {v}");
+    }
 }
 
 /// A Prometheus summary (quantiles in seconds) of a µs histogram.

@@ -337,17 +337,11 @@ impl Sink<'_> {
             (k.dedup_max_ids as u64 + 1) * RECENT_ROW_BYTES as u64,
         )?;
         for row in recent.chunks_exact(RECENT_ROW_BYTES) {
-            let (tenant, rest) = row.split_at(16);
-            let (event, at) = rest.split_at(16);
-            let (Ok(tenant), Ok(event), Ok(at)) = (
-                <&[u8; 16]>::try_from(tenant),
-                <&[u8; 16]>::try_from(event),
-                <[u8; 8]>::try_from(at),
-            ) else {
-                continue;
-            };
+            // chunks_exact: every row is RECENT_ROW_BYTES long.
+            let field = |at: usize| -> [u8; 16] { row[at..at + 16].try_into().unwrap_or_default() };
+            let at = i64::from_le_bytes(row[32..40].try_into().unwrap_or_default());
             self.dedup
-                .insert((get_uuid(tenant), get_uuid(event)), i64::from_le_bytes(at));
+                .insert((get_uuid(&field(0)), get_uuid(&field(16))), at);
         }
         info!(
             partitions = %list,

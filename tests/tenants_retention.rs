@@ -75,6 +75,21 @@ fn tenant_lifecycle_through_the_cli() {
     );
     assert!(!listing.contains(&key), "the key must never be listed");
 
+    // Names hold any character: they come back exactly as written.
+    let odd = "back\\slash \\n\\t tab\t quote' \"é\"";
+    let odd_id = field(
+        &cli(
+            &engine,
+            &broker,
+            &ch,
+            &["tenant", "create", "--name", odd, "--tier", "free"],
+        ),
+        "tenant_id",
+    );
+    let rows = clickhouse_client::tenants::list(&ch.client(), "overwatch").unwrap();
+    let row = rows.iter().find(|r| r.id.to_string() == odd_id).unwrap();
+    assert_eq!(row.name, odd);
+
     cli(&engine, &broker, &ch, &["tenant", "disable", &id]);
     wait_for("disabled tenant gets 403", Duration::from_secs(30), || {
         send(&auth) == 403

@@ -3,13 +3,15 @@
 //! - [`transport::Client`]: HTTP transport (queries, `INSERT … FORMAT Native`),
 //!   server exceptions surfaced with the server's own message.
 //! - [`version::ServerVersion`]: what the server is and can do (TTL or not).
-//! - [`native`]: the columnar `Native` block encoder for the `events` table.
+//! - [`native`]: the columnar `Native` block encoder for the `events` table;
+//!   [`rowbinary`] reads `RowBinary` answers.
 //! - [`schema`]: database `overwatch`, its tables and materialized views, and
 //!   the idempotent, versioned migrations that create and upgrade them.
 //!
 //! Start with [`schema::migrate`] and [`native::EventsBlock`].
 
 pub mod native;
+pub mod rowbinary;
 pub mod schema;
 pub mod tenants;
 pub mod transport;

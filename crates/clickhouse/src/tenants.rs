@@ -9,6 +9,7 @@ use engine_core::tenant::hash_key_hex;
 use engine_core::{Tenant, Tier};
 use uuid::Uuid;
 
+use crate::rowbinary::Rows;
 use crate::transport::Client;
 use crate::Error;
 
@@ -48,33 +49,38 @@ fn revision() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// All tenants, latest revision of each.
+/// Most bytes read from the tenant registry (about 200 B per tenant).
+const MAX_REGISTRY_BYTES: u64 = 256 << 20;
+
+/// All tenants, latest revision of each. Read as `RowBinary`, so a name holds
+/// any character without escaping rules to undo.
 pub fn list(client: &Client, db: &str) -> Result<Vec<TenantRow>, Error> {
-    let text = client.query(&format!(
-        "SELECT toString(id), name, tier, retention_days, api_key_sha256, rate_limit_eps, disabled \
-         FROM {db}.tenants FINAL ORDER BY name FORMAT TabSeparated"
-    ))?;
-    text.lines()
-        .map(|line| {
-            let c: Vec<&str> = line.split('\t').collect();
-            let bad = || Error::Protocol(format!("tenant row {line:?}"));
-            if c.len() != 7 {
-                return Err(bad());
-            }
-            Ok(TenantRow {
-                id: Uuid::parse_str(c[0]).map_err(|_| bad())?,
-                name: c[1]
-                    .replace("\\t", "\t")
-                    .replace("\\n", "\n")
-                    .replace("\\\\", "\\"),
-                tier: parse_tier(c[2]).ok_or_else(bad)?,
-                retention_days: c[3].parse().map_err(|_| bad())?,
-                api_key_sha256: c[4].to_string(),
-                rate_limit_eps: c[5].parse().map_err(|_| bad())?,
-                disabled: c[6] == "1",
-            })
-        })
-        .collect()
+    let bytes = client.query_binary(
+        &format!(
+            "SELECT id, name, toString(tier), retention_days, api_key_sha256, rate_limit_eps, disabled \
+             FROM {db}.tenants FINAL ORDER BY name FORMAT RowBinary"
+        ),
+        MAX_REGISTRY_BYTES,
+    )?;
+    let mut rows = Rows::new(&bytes);
+    let mut out = Vec::new();
+    while !rows.is_empty() {
+        let id = Uuid::from_bytes(rows.uuid()?);
+        let name = rows.string()?.to_string();
+        let tier = rows.string()?;
+        let tier = parse_tier(tier)
+            .ok_or_else(|| Error::Protocol(format!("tenant {id}: unknown tier {tier:?}")))?;
+        out.push(TenantRow {
+            id,
+            name,
+            tier,
+            retention_days: u32::from(rows.u16()?),
+            api_key_sha256: rows.string()?.to_string(),
+            rate_limit_eps: rows.u32()?,
+            disabled: rows.u8()? != 0,
+        });
+    }
+    Ok(out)
 }
 
 /// One tenant by id.

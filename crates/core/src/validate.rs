@@ -178,10 +178,16 @@ impl<'l> BatchContext<'l> {
     }
 }
 
+/// An empty or whitespace-only string is no value: a required field holding
+/// one is missing.
+fn is_blank(s: &str) -> bool {
+    s.trim().is_empty()
+}
+
 fn required<'b>(v: &'b Option<Text<'_>>, field: &'static str) -> Result<&'b str, Rejection> {
     match v.as_deref() {
-        Some(s) => Ok(s),
-        None => reject(Reason::MissingField, field),
+        Some(s) if !is_blank(s) => Ok(s),
+        _ => reject(Reason::MissingField, field),
     }
 }
 
@@ -331,11 +337,13 @@ pub fn validate_event<'a>(
     match event_type {
         EventType::Pageview => match rec.path {
             None => return reject(Reason::MissingField, "path"),
+            Some(p) if is_blank(p) => return reject(Reason::MissingField, "path"),
             Some(p) if !p.starts_with('/') => return reject(Reason::InvalidPath, "path"),
             Some(_) => {}
         },
         EventType::Click => {
-            if rec.selector.is_none() && rec.element.is_none() {
+            let given = |v: Option<&str>| v.is_some_and(|s| !is_blank(s));
+            if !given(rec.selector) && !given(rec.element) {
                 return reject(Reason::MissingField, "selector");
             }
         }
@@ -353,7 +361,7 @@ pub fn validate_event<'a>(
             }
         }
         EventType::Custom => {
-            if rec.name.is_none() {
+            if rec.name.is_none_or(is_blank) {
                 return reject(Reason::MissingField, "name");
             }
         }
@@ -509,6 +517,36 @@ mod tests {
         assert_eq!(
             check(&base("", "custom")),
             rej(Reason::MissingField, "name")
+        );
+        assert_eq!(
+            check(&base(r#","name":"","properties":{}"#, "custom")),
+            rej(Reason::MissingField, "name")
+        );
+        assert_eq!(
+            check(&base(r#","name":" \t\n""#, "custom")),
+            rej(Reason::MissingField, "name")
+        );
+        assert_eq!(
+            check(&base(r#","path":"""#, "pageview")),
+            rej(Reason::MissingField, "path")
+        );
+        assert_eq!(
+            check(&base(r#","path":"  ""#, "pageview")),
+            rej(Reason::MissingField, "path")
+        );
+        assert_eq!(
+            check(&base(r#","selector":"","element":" ""#, "click")),
+            rej(Reason::MissingField, "selector")
+        );
+        assert_eq!(
+            check(&base(r#","selector":"","element":"a""#, "click")),
+            Ok(1)
+        );
+        assert_eq!(
+            check(
+                &base(r#","path":"/""#, "pageview").replace(r#""type":"pageview""#, r#""type":"""#)
+            ),
+            rej(Reason::MissingField, "type")
         );
         assert_eq!(
             check(&base(r#","name":"n","properties":[1]"#, "custom")),

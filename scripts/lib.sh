@@ -23,9 +23,64 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
-# Build dependencies: rdkafka builds librdkafka with cmake.
+# What the build needs from the system, as "probe|Debian package|what": a
+# probe is a command that must be on PATH or a header that must exist.
+# librdkafka (rdkafka's cmake-build) needs cmake, a C/C++ compiler, zlib and
+# the curl headers: its CMake build defines WITH_OAUTHBEARER_OIDC (to 0) even
+# without curl, and rdkafka_conf.c tests it with #ifdef, so it includes
+# <curl/curl.h> whatever the features say.
+BUILD_DEPS=(
+  "cmd:cmake|cmake|cmake (builds librdkafka)"
+  "cmd:cc|build-essential|a C compiler"
+  "cmd:c++|build-essential|a C++ compiler"
+  "cmd:make|build-essential|make"
+  "cmd:pkg-config|pkg-config|pkg-config"
+  "header:zlib.h|zlib1g-dev|the zlib headers"
+  "header:curl/curl.h|libcurl4-openssl-dev|the curl headers (librdkafka includes <curl/curl.h>)"
+)
+
+# has_header NAME: the C compiler finds #include <NAME>.
+has_header() {
+  local d
+  for d in /usr/include /usr/local/include "/usr/include/$(gcc -dumpmachine 2>/dev/null)"; do
+    [ -f "$d/$1" ] && return 0
+  done
+  return 1
+}
+
+# missing_build_deps: prints "package|what" for every dependency not present.
+missing_build_deps() {
+  local dep probe pkg what
+  for dep in "${BUILD_DEPS[@]}"; do
+    IFS='|' read -r probe pkg what <<<"$dep"
+    case "$probe" in
+      cmd:*) command -v "${probe#cmd:}" >/dev/null 2>&1 && continue ;;
+      header:*) has_header "${probe#header:}" && continue ;;
+    esac
+    echo "$pkg|$what"
+  done
+}
+
+# Installs what the build needs (apt), then checks that it is all there, so a
+# missing package is named here rather than by a C compiler error deep in the
+# build log.
 ensure_build_deps() {
-  apt_install cmake pkg-config build-essential zlib1g-dev
+  local missing pkgs
+  missing="$(missing_build_deps)"
+  if [ -n "$missing" ]; then
+    pkgs="$(cut -d'|' -f1 <<<"$missing" | sort -u | tr '\n' ' ')"
+    # shellcheck disable=SC2086
+    apt_install $pkgs || true
+  fi
+  missing="$(missing_build_deps)"
+  if [ -n "$missing" ]; then
+    echo "error: the build needs packages that are not installed and could not be installed:" >&2
+    while IFS='|' read -r pkg what; do
+      echo "  - $what: Debian package $pkg" >&2
+    done <<<"$missing"
+    echo "install them (apt-get install $(cut -d'|' -f1 <<<"$missing" | sort -u | tr '\n' ' ')) and run again" >&2
+    exit 1
+  fi
 }
 
 # The development/CI broker (tansu, Kafka API), built once with cargo install.

@@ -83,13 +83,62 @@ ensure_build_deps() {
   fi
 }
 
-# The development/CI broker (tansu, Kafka API), built once with cargo install.
+# The development/CI broker (tansu, Kafka API), built once with cargo install
+# (release, about 400 crates: ~15 minutes of both cores on a 2-core machine).
+# Features: libsql is the SQLite storage the scripts and tests use; dynostore
+# adds memory:// for the benchmarks at almost no cost (object_store is in
+# tansu's tree either way).
+TANSU_FEATURES="dynostore,libsql"
+TANSU_BUILD_DIR="$ROOT/target/tansu-build"
+
+have_tansu() {
+  tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"
+}
+
 ensure_tansu() {
-  if tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
-    return 0
+  have_tansu && return 0
+  log "installing tansu $TANSU_VERSION (cargo install, ~15 minutes on 2 cores, once)"
+  # A build folder of our own: an interrupted install resumes where it was.
+  cargo install tansu --locked --version "$TANSU_VERSION" --features "$TANSU_FEATURES" \
+    --target-dir "$TANSU_BUILD_DIR"
+}
+
+# start_tansu_install: builds tansu in the background, at low CPU priority, so
+# the workspace build in the foreground is not slowed and tansu takes the
+# cores the workspace build leaves idle. wait_tansu_install waits for it.
+TANSU_INSTALL_PID=""
+start_tansu_install() {
+  have_tansu && return 0
+  mkdir -p "$ROOT/target"
+  log "building tansu $TANSU_VERSION in the background (log: target/tansu-install.log)"
+  (
+    renice -n 19 -p "$BASHPID" >/dev/null 2>&1 || true
+    ensure_tansu >"$ROOT/target/tansu-install.log" 2>&1
+  ) &
+  TANSU_INSTALL_PID=$!
+}
+# stop_tansu_install: ends a background build (on an early exit).
+stop_tansu_install() {
+  [ -n "$TANSU_INSTALL_PID" ] || return 0
+  kill_tree "$TANSU_INSTALL_PID"
+  TANSU_INSTALL_PID=""
+}
+wait_tansu_install() {
+  [ -n "$TANSU_INSTALL_PID" ] || { ensure_tansu; return; }
+  log "waiting for the tansu build"
+  if ! wait "$TANSU_INSTALL_PID"; then
+    tail -30 "$ROOT/target/tansu-install.log" >&2
+    echo "error: building tansu failed (log: target/tansu-install.log)" >&2
+    exit 1
   fi
-  log "installing tansu $TANSU_VERSION (cargo install, several minutes, once)"
-  cargo install tansu --locked --version "$TANSU_VERSION" --features dynostore,libsql
+  TANSU_INSTALL_PID=""
+}
+
+# kill_tree PID: PID and every process below it.
+kill_tree() {
+  local child
+  for child in $(pgrep -P "$1" || true); do kill_tree "$child"; done
+  kill "$1" 2>/dev/null || true
 }
 
 # port_open PORT: something answers on 127.0.0.1:PORT.

@@ -216,9 +216,29 @@ fn load_config(path: Option<&Path>) -> Result<Config> {
     Ok(config)
 }
 
+/// Failure policy: a panic anywhere ends the process. A shard thread that
+/// died alone would leave a live process that accepts connections it never
+/// serves; exiting lets the supervisor (systemd `Restart=on-failure`, the
+/// operator's) restart a whole, healthy engine, and the broker holds what was
+/// acknowledged. The release profile also sets `panic = "abort"`; this hook
+/// makes debug builds behave the same and logs the panic first.
+fn abort_on_panic() {
+    let print = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        print(info);
+        let thread = std::thread::current();
+        tracing::error!(
+            thread = thread.name().unwrap_or("unnamed"),
+            "{info}; aborting so that the supervisor restarts the engine"
+        );
+        std::process::abort();
+    }));
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     telemetry::init_tracing();
+    abort_on_panic();
     match cli.command.unwrap_or(Command::Serve { role: Vec::new() }) {
         Command::Serve { role } => {
             let mut config = load_config(cli.config.as_deref())?;

@@ -638,3 +638,80 @@ fn the_legacy_driver_can_be_forced() {
     assert_eq!(raw.response().status, 200);
     assert_eq!(raw.response().status, 200);
 }
+
+/// Requests that once panicked a shard: each is refused with a JSON error,
+/// sent more times than there are shards, and the edge still serves after.
+#[test]
+fn hostile_framing_cannot_take_a_shard_down() {
+    let broker = Broker::start();
+    let engine = Engine::start(&broker);
+    let chunked_ingest = format!(
+        "POST /ingest HTTP/1.1\r\nHost: x\r\nAuthorization: {DEV_AUTH}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nabc"
+    );
+    let attacks: [(&str, u16); 5] = [
+        (
+            "GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551615\r\n\r\nabcdef",
+            413,
+        ),
+        (
+            "POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551615\r\n\r\nabcdef",
+            413,
+        ),
+        (&chunked_ingest, 413),
+        (
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nabc",
+            413,
+        ),
+        (
+            "GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\nabcdef",
+            413,
+        ),
+    ];
+    for round in 0..4 {
+        for (request, status) in attacks {
+            let mut raw = Raw::connect(engine.port);
+            raw.send(request.as_bytes());
+            let r = raw.response();
+            assert_eq!(r.status, status, "round {round}: {request:?}: {}", r.body);
+            assert_eq!(s(&r.json(), "status"), "error", "{}", r.body);
+            assert_eq!(s(&r.json(), "error"), "body_too_large", "{}", r.body);
+        }
+    }
+    // A small body on a bodiless route is drained and the connection kept.
+    let mut raw = Raw::connect(engine.port);
+    raw.send(b"GET /health/live HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
+    assert_eq!(raw.response().status, 200);
+    raw.send(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(raw.response().status, 200);
+    // Every shard still serves.
+    for i in 0..8 {
+        assert_eq!(get(engine.port, "/health").unwrap().status, 200);
+        let body = batch(&[event(i, DEV_TENANT, SESSION)]);
+        let r = post(engine.port, Some(DEV_AUTH), &[], &body);
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+}
+
+/// Failure policy: a panic in a shard ends the process (for its supervisor
+/// to restart) instead of leaving it alive with a dead shard.
+#[test]
+fn a_panicking_shard_ends_the_process() {
+    use std::os::unix::process::ExitStatusExt;
+    let broker = Broker::start();
+    let mut engine = Engine::start_with(
+        &broker,
+        TEST_CONFIG,
+        &[("ENGINE_FAULT_PANIC_PATH", "/debug/fault")],
+    );
+    assert_eq!(get(engine.port, "/health/live").unwrap().status, 200);
+    let _ = get(engine.port, "/debug/fault");
+    let status = engine.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "{status:?}");
+    let log = engine.log();
+    assert!(log.contains("fault injected"), "{log}");
+    assert!(log.contains("aborting"), "{log}");
+    assert!(
+        get(engine.port, "/health/live").is_err(),
+        "nothing may serve"
+    );
+}

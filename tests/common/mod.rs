@@ -372,6 +372,18 @@ impl Engine {
 }
 
 impl Engine {
+    /// Waits for the process to exit by itself; panics after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let until = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(std::time::Instant::now() < until, "engine still running");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// SIGTERM, then waits for the graceful stop (the sink leaves its group).
     pub fn terminate(mut self) {
         // SAFETY: kill(2) on our own child's pid; no memory is shared.

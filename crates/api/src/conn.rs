@@ -1,9 +1,11 @@
 //! One connection: keep-alive, pipelining, bounded reads under deadlines.
 //!
-//! The connection owns one read buffer. A request's head and (length-framed)
-//! body are parsed in place in it; pipelined requests that arrived with it stay
-//! in the buffer and are served next, in order. Bounds: the head may not exceed
-//! `http.max_header_bytes` (431), the body `http.max_body_bytes` (413). Time:
+//! The connection owns one read buffer and the socket; what the bytes mean is
+//! decided by [`crate::reader`], which has no I/O. A request's head and
+//! (length-framed) body are parsed in place in the buffer; pipelined requests
+//! that arrived with it stay in the buffer and are served next, in order.
+//! Bounds: the head may not exceed `http.max_header_bytes` (431), the body
+//! `http.max_body_bytes` on `/ingest` and a small drain elsewhere (413). Time:
 //! between requests a connection may idle `http.idle_timeout_ms`; once a
 //! request's first byte arrived, the whole request must arrive within
 //! `http.read_timeout_ms` (else 408), so a slow client cannot hold a shard.
@@ -16,18 +18,15 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
-use crate::http::{
-    decode_chunked, parse_head, ChunkError, Framing, Method, RequestHead, Response, Route,
-};
+use crate::http::{Framing, Method, RequestHead, Response, Route};
 use crate::ingest::{ingest, precheck, Shard};
+use crate::reader::{read_body, read_head, Body, BodyStep, Bounds, HeadStep, Reject};
 use crate::state::Authed;
 
 /// Read buffer kept by an idle connection; larger buffers shrink back to it.
 const IDLE_BUFFER_BYTES: usize = 16 * 1024;
 /// Bytes asked of the socket per read, at least.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
-/// Chunked framing overhead allowed on top of `max_body_bytes`.
-const CHUNK_OVERHEAD_BYTES: usize = 64 * 1024;
 
 enum ReadError {
     Closed,
@@ -96,36 +95,27 @@ async fn serve_requests(conn: &mut Conn, shard: &Shard) {
     let http = &shard.state.config.http;
     let idle = Duration::from_millis(http.idle_timeout_ms);
     let read_timeout = Duration::from_millis(http.read_timeout_ms);
+    let bounds = Bounds {
+        max_header_bytes: http.max_header_bytes,
+        max_body_bytes: http.max_body_bytes,
+    };
     loop {
         // Head.
         let mut started = (!conn.buf.is_empty()).then(Instant::now);
         let head = loop {
             if !conn.buf.is_empty() {
-                match parse_head(&conn.buf) {
-                    Ok(Some(h)) => break h,
-                    Ok(None) => {}
-                    Err(e) => {
-                        let resp = Response::error(e.status, "bad_request", e.message).closing();
-                        finish(conn, shard, &resp, false, false).await;
-                        return;
-                    }
-                }
-                if conn.buf.len() >= http.max_header_bytes {
-                    let resp =
-                        Response::error(431, "header_too_large", "request head exceeds the limit")
-                            .closing();
-                    finish(conn, shard, &resp, false, false).await;
-                    return;
+                match read_head(&conn.buf, &bounds) {
+                    HeadStep::Head(h) => break h,
+                    HeadStep::Reject(r) => return refuse(conn, shard, r).await,
+                    HeadStep::NeedMore { .. } => {}
                 }
             }
             let deadline = match started {
                 Some(s) => s + read_timeout,
                 None => Instant::now() + idle,
             };
-            match conn
-                .fill(http.max_header_bytes - conn.buf.len(), deadline)
-                .await
-            {
+            let want = bounds.max_header_bytes.saturating_sub(conn.buf.len());
+            match conn.fill(want, deadline).await {
                 Ok(()) => {
                     started.get_or_insert_with(Instant::now);
                 }
@@ -141,16 +131,11 @@ async fn serve_requests(conn: &mut Conn, shard: &Shard) {
         };
         let started = started.unwrap_or_else(Instant::now);
         let deadline = started + read_timeout;
-        if head.len > http.max_header_bytes {
-            let resp = Response::error(431, "header_too_large", "request head exceeds the limit")
-                .closing();
-            finish(conn, shard, &resp, false, false).await;
-            return;
-        }
+        #[cfg(debug_assertions)]
+        fault::maybe_panic(&conn.buf[head.path.clone()]);
         let head_only = head.method == Method::Head;
         // Route and early checks, before the body.
-        let early = route_check(&head, shard, &conn.buf);
-        let tenant = match early {
+        let tenant = match route_check(&head, shard, &conn.buf) {
             Ok(t) => t,
             Err(resp) => {
                 // The body was not read: the connection cannot be reused.
@@ -173,65 +158,80 @@ async fn serve_requests(conn: &mut Conn, shard: &Shard) {
             }
         }
         // Body.
-        let mut chunked_body: Option<Vec<u8>> = None;
-        let consumed = match head.framing {
-            Framing::None => head.len,
-            Framing::Length(n) => {
-                let end = head.len + n;
-                while conn.buf.len() < end {
-                    if let Err(e) = conn.fill(end - conn.buf.len(), deadline).await {
+        let mut chunks = match head.framing {
+            Framing::Chunked => Some(shard.take_buffer()),
+            _ => None,
+        };
+        let mut scratch = Vec::new();
+        let step = loop {
+            let out = chunks.as_mut().unwrap_or(&mut scratch);
+            match read_body(&conn.buf, &head, &bounds, out) {
+                BodyStep::NeedMore { at_least } => {
+                    if let Err(e) = conn.fill(at_least, deadline).await {
+                        if let Some(b) = chunks {
+                            shard.give_buffer(b);
+                        }
                         timeout_reply(conn, shard, e).await;
                         return;
                     }
                 }
-                end
-            }
-            Framing::Chunked => {
-                let mut body = shard.take_buffer();
-                let limit = http.max_body_bytes;
-                let n = loop {
-                    let failure = match decode_chunked(&conn.buf[head.len..], &mut body, limit) {
-                        Ok(Some(n)) => break n,
-                        Ok(None) if conn.buf.len() - head.len > limit + CHUNK_OVERHEAD_BYTES => {
-                            (413, "chunked body exceeds the limit")
-                        }
-                        Ok(None) => match conn.fill(READ_CHUNK_BYTES, deadline).await {
-                            Ok(()) => continue,
-                            Err(e) => {
-                                shard.give_buffer(body);
-                                timeout_reply(conn, shard, e).await;
-                                return;
-                            }
-                        },
-                        Err(ChunkError::TooLarge) => (413, "chunked body exceeds the limit"),
-                        Err(ChunkError::Malformed) => (400, "malformed chunked body"),
-                    };
-                    shard.give_buffer(body);
-                    let resp = Response::error(failure.0, "bad_body", failure.1).closing();
-                    finish(conn, shard, &resp, false, false).await;
-                    return;
-                };
-                chunked_body = Some(body);
-                head.len + n
+                done => break done,
             }
         };
+        let (end, body) = match step {
+            BodyStep::Complete { end, body } => (end, body),
+            BodyStep::Reject(r) => {
+                if let Some(b) = chunks {
+                    shard.give_buffer(b);
+                }
+                return refuse(conn, shard, r).await;
+            }
+            BodyStep::NeedMore { .. } => unreachable!("the loop above reads until done"),
+        };
         let resp = {
-            let body: &[u8] = match &chunked_body {
-                Some(b) => b,
-                None => &conn.buf[head.len..consumed],
+            let body: &[u8] = match (body, &chunks) {
+                (Body::InBuffer { start, end }, _) => &conn.buf[start..end],
+                (Body::Decoded, Some(b)) => b,
+                (Body::Decoded, None) => &[],
             };
             dispatch(shard, &head, tenant.as_ref(), body, started).await
         };
-        if let Some(b) = chunked_body {
+        if let Some(b) = chunks {
             shard.give_buffer(b);
         }
-        conn.buf.drain(..consumed);
+        conn.buf.drain(..end);
         let keep = head.keep_alive && !shard.state.shutting_down.load(Ordering::Relaxed);
         if !finish(conn, shard, &resp, keep, head_only).await || !keep || resp.close {
             return;
         }
         if conn.buf.is_empty() && conn.buf.capacity() > 4 * IDLE_BUFFER_BYTES {
             conn.buf = Vec::with_capacity(IDLE_BUFFER_BYTES);
+        }
+    }
+}
+
+/// Answers a refused request and closes the connection.
+async fn refuse(conn: &mut Conn, shard: &Shard, r: Reject) {
+    let resp = Response::error(r.status, r.code, r.message).closing();
+    finish(conn, shard, &resp, false, false).await;
+}
+
+/// Fault injection for the failure-policy test (debug builds only): a request
+/// to the path in `ENGINE_FAULT_PANIC_PATH` panics its shard.
+#[cfg(debug_assertions)]
+mod fault {
+    use std::sync::OnceLock;
+
+    pub fn maybe_panic(path: &[u8]) {
+        static PATH: OnceLock<Option<Vec<u8>>> = OnceLock::new();
+        let armed = PATH.get_or_init(|| {
+            std::env::var_os("ENGINE_FAULT_PANIC_PATH").map(|p| p.into_encoded_bytes())
+        });
+        if armed.as_deref() == Some(path) {
+            panic!(
+                "fault injected: request to {}",
+                String::from_utf8_lossy(path)
+            );
         }
     }
 }

@@ -1,5 +1,6 @@
 //! HTTP/1.1 framing: request heads (httparse), chunked bodies, responses.
-//! No I/O here, so every rule is unit-tested.
+//! No I/O here, so every rule is unit-tested; [`crate::reader`] puts them
+//! together into the decisions about one request.
 
 use std::fmt::Write as _;
 use std::ops::Range;
@@ -90,6 +91,8 @@ pub struct RequestHead {
     /// `Content-Type` is JSON, `text/plain` (sendBeacon) or absent.
     pub content_type_ok: bool,
     pub authorization: Option<Range<usize>>,
+    /// The request target (path and query).
+    pub path: Range<usize>,
     pub keep_alive: bool,
     /// Bytes of the head, up to and including the blank line.
     pub len: usize,
@@ -204,9 +207,11 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
         (false, Some(n)) => Framing::Length(n),
     };
     let keep_alive = if http10 { conn_keep_alive } else { !conn_close };
+    let target = req.path.unwrap_or("/");
     Ok(Some(RequestHead {
+        path: req.path.map_or(0..0, |p| range_of(buf, p.as_bytes())),
         method,
-        route: Route::from_path(req.path.unwrap_or("/")),
+        route: Route::from_path(target),
         http10,
         framing,
         expect_continue,
@@ -256,18 +261,22 @@ pub fn decode_chunked(
                 }
             }
         }
-        if out.len() + size > max {
+        // Sizes come from the client: checked, never wrapped.
+        if out.len().checked_add(size).is_none_or(|total| total > max) {
             return Err(ChunkError::TooLarge);
         }
-        if buf.len() < pos + size + 2 {
+        let data_end = pos.checked_add(size).ok_or(ChunkError::TooLarge)?;
+        let Some(crlf) = buf.get(data_end..data_end.saturating_add(2)) else {
+            return Ok(None);
+        };
+        if crlf.len() < 2 {
             return Ok(None);
         }
-        out.extend_from_slice(&buf[pos..pos + size]);
-        pos += size;
-        if &buf[pos..pos + 2] != b"\r\n" {
+        if crlf != b"\r\n" {
             return Err(ChunkError::Malformed);
         }
-        pos += 2;
+        out.extend_from_slice(&buf[pos..data_end]);
+        pos = data_end + 2;
     }
 }
 

@@ -130,19 +130,9 @@ pub fn precheck(shard: &Shard, head: &RequestHead, buf: &[u8]) -> Result<Authed,
             ))
         }
     };
-    match head.framing {
-        Framing::None => return Err(Response::error(400, "empty_body", "request body is empty")),
-        Framing::Length(n) if n > state.config.http.max_body_bytes => {
-            return Err(Response::error(
-                413,
-                "body_too_large",
-                &format!(
-                    "body of {n} bytes exceeds the limit of {} bytes",
-                    state.config.http.max_body_bytes
-                ),
-            ))
-        }
-        _ => {}
+    // A declared body over the bound was refused with the head (reader).
+    if head.framing == Framing::None {
+        return Err(Response::error(400, "empty_body", "request body is empty"));
     }
     if !state.broker_up() {
         return Err(Response::error(

@@ -2,9 +2,10 @@
 //! with its own `SO_REUSEPORT` listener, io_uring where the kernel allows it.
 //!
 //! Life of a request (see `README.md` beside this crate for the long form):
-//! [`conn`] reads the head ([`http::parse_head`]), checks route, method, auth
-//! and sizes before touching the body, reads the body (length or chunked,
-//! bounded, under a read deadline), then [`ingest`] decodes gzip/zstd
+//! [`conn`] reads bytes under deadlines and asks [`reader`] (no I/O) what they
+//! are: a head ([`http::parse_head`]) whose declared body fits its route, then
+//! the body (length or chunked, bounded on every route); between the two it
+//! checks route, method, auth and sizes before touching the body. Then [`ingest`] decodes gzip/zstd
 //! ([`body`]), parses and validates every event in place (`engine-core`),
 //! encodes records, pushes them into this shard's ring to the producer thread,
 //! and awaits the broker's acknowledgements before it answers.
@@ -16,6 +17,7 @@ pub mod conn;
 pub mod http;
 pub mod ingest;
 pub mod ratelimit;
+pub mod reader;
 pub mod shard;
 pub mod state;
 

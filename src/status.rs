@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use api::http::probe;
 use engine_core::config::Config;
 use telemetry::Metrics;
 use tracing::debug;
@@ -75,12 +76,12 @@ fn serve(mut conn: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
     let sink = &metrics.sink;
     let up = sink.clickhouse_up.load(Ordering::Acquire);
     let (status, kind, body) = match path.as_str() {
-        "/health/live" => (200, "application/json", r#"{"live":true}"#.to_string()),
-        "/health/ready" if up => (200, "application/json", r#"{"ready":true}"#.to_string()),
+        "/health/live" => (200, "application/json", probe::LIVE.to_string()),
+        "/health/ready" if up => (200, "application/json", probe::READY.to_string()),
         "/health/ready" => (
             503,
             "application/json",
-            r#"{"ready":false,"reason":"clickhouse_unreachable"}"#.to_string(),
+            probe::not_ready("clickhouse_unreachable"),
         ),
         "/health" => (
             200,

@@ -214,6 +214,17 @@ fn retention_drops_expired_partitions_by_tier_with_an_injected_clock() {
             ("INGESTION_SINK_RETENTION_INTERVAL_SECS", "1"),
         ],
     );
+    // Probes answer as on an edge node.
+    let live = get(sink.port, "/health/live").unwrap();
+    assert_eq!(
+        (live.status, live.body.as_str()),
+        (200, r#"{"status":"live"}"#)
+    );
+    let ready = get(sink.port, "/health/ready").unwrap();
+    assert_eq!(
+        (ready.status, ready.body.as_str()),
+        (200, r#"{"ready":true}"#)
+    );
     wait_for(
         "the retention job drops the old partition",
         Duration::from_secs(30),

@@ -18,7 +18,7 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
-use crate::http::{Framing, Method, RequestHead, Response, Route};
+use crate::http::{probe, Framing, Method, RequestHead, Response, Route};
 use crate::ingest::{ingest, precheck, Shard};
 use crate::reader::{read_body, read_head, Body, BodyStep, Bounds, HeadStep, Reject};
 use crate::state::Authed;
@@ -329,10 +329,10 @@ async fn dispatch(
             );
             resp
         }
-        (Route::Live, _) => Response::json(200, br#"{"status":"live"}"#.to_vec()),
+        (Route::Live, _) => Response::json(200, probe::LIVE.into()),
         (Route::Ready, _) => {
             if state.ready() {
-                Response::json(200, br#"{"ready":true}"#.to_vec())
+                Response::json(200, probe::READY.into())
             } else {
                 let reason = if state.shutting_down.load(Ordering::Relaxed) {
                     "shutting_down"
@@ -341,11 +341,8 @@ async fn dispatch(
                 } else {
                     "rings_saturated"
                 };
-                Response::json(
-                    503,
-                    format!(r#"{{"ready":false,"reason":"{reason}"}}"#).into_bytes(),
-                )
-                .retry_after(state.config.http.retry_after_secs)
+                Response::json(503, probe::not_ready(reason).into_bytes())
+                    .retry_after(state.config.http.retry_after_secs)
             }
         }
         (Route::Health, _) => crate::shard::health(state),

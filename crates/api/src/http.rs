@@ -280,6 +280,20 @@ pub fn decode_chunked(
     }
 }
 
+/// Bodies of the probe routes, the same on an edge node and on a sink-only
+/// node (whose status server answers them too).
+pub mod probe {
+    /// `GET /health/live`: the process serves.
+    pub const LIVE: &str = r#"{"status":"live"}"#;
+    /// `GET /health/ready` while ready.
+    pub const READY: &str = r#"{"ready":true}"#;
+
+    /// `GET /health/ready` while not ready, with a machine-readable reason.
+    pub fn not_ready(reason: &str) -> String {
+        format!(r#"{{"ready":false,"reason":"{reason}"}}"#)
+    }
+}
+
 /// Reason phrase of a status.
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {

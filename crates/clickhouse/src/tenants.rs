@@ -9,6 +9,7 @@ use engine_core::tenant::hash_key_hex;
 use engine_core::{Tenant, Tier};
 use uuid::Uuid;
 
+use crate::native::{put_str, put_uuid, tier_code};
 use crate::rowbinary::Rows;
 use crate::transport::Client;
 use crate::Error;
@@ -26,10 +27,6 @@ pub struct TenantRow {
     pub disabled: bool,
 }
 
-fn tier_name(t: Tier) -> &'static str {
-    t.as_str()
-}
-
 fn parse_tier(s: &str) -> Option<Tier> {
     match s {
         "free" => Some(Tier::Free),
@@ -37,10 +34,6 @@ fn parse_tier(s: &str) -> Option<Tier> {
         "enterprise" => Some(Tier::Enterprise),
         _ => None,
     }
-}
-
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 fn revision() -> u64 {
@@ -88,20 +81,37 @@ pub fn get(client: &Client, db: &str, id: Uuid) -> Result<Option<TenantRow>, Err
     Ok(list(client, db)?.into_iter().find(|t| t.id == id))
 }
 
-/// Writes a new revision of a tenant.
+/// Writes a new revision of a tenant, as `RowBinary`: no quoting rules
+/// between a name and what is stored.
 pub fn put(client: &Client, db: &str, t: &TenantRow) -> Result<(), Error> {
-    client.execute(&format!(
-        "INSERT INTO {db}.tenants (id, name, tier, retention_days, api_key_sha256, rate_limit_eps, disabled, updated_at, revision) \
-         VALUES (toUUID('{}'), {}, '{}', {}, {}, {}, {}, now(), {})",
-        t.id,
-        quote(&t.name),
-        tier_name(t.tier),
-        t.retention_days,
-        quote(&t.api_key_sha256),
-        t.rate_limit_eps,
-        u8::from(t.disabled),
-        revision()
-    ))
+    let mut row = Vec::with_capacity(128 + t.name.len());
+    put_uuid(&mut row, t.id.as_bytes());
+    put_str(&mut row, &t.name);
+    row.push(tier_code(t.tier) as u8);
+    row.extend_from_slice(
+        &u16::try_from(t.retention_days)
+            .unwrap_or(u16::MAX)
+            .to_le_bytes(),
+    );
+    put_str(&mut row, &t.api_key_sha256);
+    row.extend_from_slice(&t.rate_limit_eps.to_le_bytes());
+    row.push(u8::from(t.disabled));
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    row.extend_from_slice(
+        &u32::try_from(now.as_secs())
+            .unwrap_or(u32::MAX)
+            .to_le_bytes(),
+    );
+    row.extend_from_slice(&revision().to_le_bytes());
+    client.query_with_body(
+        &format!(
+            "INSERT INTO {db}.tenants (id, name, tier, retention_days, api_key_sha256, rate_limit_eps, disabled, updated_at, revision) FORMAT RowBinary"
+        ),
+        &row,
+    )?;
+    Ok(())
 }
 
 /// A new random API key (256 bits, hex).
@@ -188,6 +198,5 @@ mod tests {
         let t = to_tenant(&row, |_| 77).unwrap();
         assert!(t.verify_key("secret"));
         assert_eq!(t.rate_limit_eps, 77);
-        assert_eq!(quote("it's"), "'it\\'s'");
     }
 }

@@ -216,9 +216,38 @@ fn load_config(path: Option<&Path>) -> Result<Config> {
     Ok(config)
 }
 
+/// Failure policy (README, "Failure policy"): a panic in any thread ends the
+/// process. A monoio shard does not survive a panicking task; without this
+/// the process would live on, holding its port, with a dead shard answering
+/// nothing. Release builds abort on panic anyway (`panic = "abort"`); the hook
+/// makes every build do the same, after logging which thread panicked where.
+fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(not a string)");
+        tracing::error!(
+            thread = thread.name().unwrap_or("unnamed"),
+            location = %info.location().map_or_else(String::new, ToString::to_string),
+            message,
+            "panic: aborting the process"
+        );
+        // The standard report on stderr (and a backtrace under RUST_BACKTRACE),
+        // whatever RUST_LOG filters.
+        default(info);
+        std::process::abort();
+    }));
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     telemetry::init_tracing();
+    install_panic_hook();
     match cli.command.unwrap_or(Command::Serve { role: Vec::new() }) {
         Command::Serve { role } => {
             let mut config = load_config(cli.config.as_deref())?;

@@ -372,6 +372,21 @@ impl Engine {
 }
 
 impl Engine {
+    /// Waits up to `timeout` for the engine to exit on its own: its exit
+    /// status, or `None` while it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// SIGTERM, then waits for the graceful stop (the sink leaves its group).
     pub fn terminate(mut self) {
         // SAFETY: kill(2) on our own child's pid; no memory is shared.

@@ -2,9 +2,11 @@
 //! with its own `SO_REUSEPORT` listener, io_uring where the kernel allows it.
 //!
 //! Life of a request (see `README.md` beside this crate for the long form):
-//! [`conn`] reads the head ([`http::parse_head`]), checks route, method, auth
-//! and sizes before touching the body, reads the body (length or chunked,
-//! bounded, under a read deadline), then [`ingest`] decodes gzip/zstd
+//! [`conn`] drives the request reader ([`http::reader`], no I/O) over the
+//! connection's buffer: the head, then route, method and auth checks before
+//! touching the body, then the body (length or chunked, bounded for every
+//! route, under a read deadline). [`health`] answers the routes every node
+//! answers (the sink-only status endpoint uses it too); [`ingest`] decodes gzip/zstd
 //! ([`body`]), parses and validates every event in place (`engine-core`),
 //! encodes records, pushes them into this shard's ring to the producer thread,
 //! and awaits the broker's acknowledgements before it answers.
@@ -13,6 +15,7 @@
 
 pub mod body;
 pub mod conn;
+pub mod health;
 pub mod http;
 pub mod ingest;
 pub mod ratelimit;

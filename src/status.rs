@@ -1,37 +1,85 @@
-//! The status endpoint of a sink-only node: `GET /health`, `/health/live`,
-//! `/health/ready`, `/metrics` and `/debug/latency` on `host:port`.
+//! The status endpoint of a sink-only node: the routes every node answers
+//! (`GET /health`, `/health/live`, `/health/ready`, `/metrics`,
+//! `/debug/latency`) on `host:port`.
 //!
 //! A node running the ingest role serves these from its HTTP shards; a sink
-//! has no shards, so this small blocking server answers instead. One request
-//! per connection, served in turn: scrapes and probes are rare and cheap.
+//! has no shards, so this small blocking server answers instead, with the
+//! shards' route table, bodies (`api::health`) and request reader
+//! (`api::http::reader`), so the same request gets the same answer and the
+//! same bounds on both node kinds. One request per connection, served in
+//! turn: scrapes and probes are rare and cheap.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use api::http::probe;
-use engine_core::config::Config;
+use api::health::{self, Node};
+use api::http::{BodyStep, Bounds, HeadStep, Method, Need, Reject, Response, Route};
+use engine_core::config::{Config, Role};
 use telemetry::Metrics;
 use tracing::debug;
 
 /// Largest request head read; anything longer gets 431.
 const MAX_HEAD_BYTES: usize = 8 * 1024;
-/// How long a client may take to send its head or read the answer.
+/// How long a client may take to send its request or read the answer.
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bytes asked of the socket per read, at most.
+const READ_BYTES: usize = 4 * 1024;
+/// After the answer, unread bytes are discarded for at most this long and
+/// this many, so closing does not reset the connection before the client
+/// has read the answer.
+const LINGER_TIME: Duration = Duration::from_millis(500);
+const LINGER_BYTES: usize = 64 * 1024;
+
+/// A sink-only node, as the shared health routes see it.
+struct SinkNode {
+    metrics: Arc<Metrics>,
+    roles: Vec<Role>,
+    retry_after_secs: u32,
+}
+
+impl Node for SinkNode {
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn roles(&self) -> &[Role] {
+        &self.roles
+    }
+
+    fn readiness(&self) -> Result<(), &'static str> {
+        if self.metrics.sink.clickhouse_up.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err("clickhouse_unreachable")
+        }
+    }
+
+    fn retry_after_secs(&self) -> u32 {
+        self.retry_after_secs
+    }
+
+    fn health_members(&self, _: &mut Vec<u8>) {}
+}
 
 /// Binds `host:port` and serves on a thread; returns the bound address.
 pub fn start(config: &Config, metrics: Arc<Metrics>) -> Result<SocketAddr> {
     let listener = TcpListener::bind((config.host.as_str(), config.port))
         .with_context(|| format!("binding {}:{}", config.host, config.port))?;
     let addr = listener.local_addr()?;
+    let node = SinkNode {
+        metrics,
+        roles: config.roles.clone(),
+        retry_after_secs: config.http.retry_after_secs,
+    };
     std::thread::Builder::new()
         .name("status".into())
         .spawn(move || {
             for conn in listener.incoming().flatten() {
-                if let Err(e) = serve(conn, &metrics) {
+                if let Err(e) = serve(conn, &node) {
                     debug!(%e, "status request failed");
                 }
             }
@@ -39,105 +87,108 @@ pub fn start(config: &Config, metrics: Arc<Metrics>) -> Result<SocketAddr> {
     Ok(addr)
 }
 
-fn serve(mut conn: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+fn serve(mut conn: TcpStream, node: &SinkNode) -> std::io::Result<()> {
     conn.set_read_timeout(Some(IO_TIMEOUT))?;
     conn.set_write_timeout(Some(IO_TIMEOUT))?;
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    let (get, path) = loop {
-        let n = conn.read(&mut buf)?;
-        if n == 0 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
-        let mut fields = [httparse::EMPTY_HEADER; 32];
-        let mut req = httparse::Request::new(&mut fields);
-        match req.parse(&head) {
-            Ok(httparse::Status::Complete(_)) => {
-                let path = req.path.unwrap_or_default();
-                let path = path.split('?').next().unwrap_or_default().to_string();
-                break (req.method == Some("GET"), path);
-            }
-            Ok(httparse::Status::Partial) if head.len() <= MAX_HEAD_BYTES => {}
-            Ok(httparse::Status::Partial) => {
-                return respond(&mut conn, 431, "application/json", error("head_too_large"));
-            }
-            Err(_) => return respond(&mut conn, 400, "application/json", error("bad_request")),
+    let mut buf = Vec::with_capacity(1024);
+    let Some((resp, head_only)) = answer(&mut conn, &mut buf, node)? else {
+        return Ok(());
+    };
+    let mut out = Vec::with_capacity(256 + resp.body.len());
+    resp.write_to(&mut out, false, head_only);
+    conn.write_all(&out)?;
+    conn.flush()?;
+    linger(&mut conn)
+}
+
+/// Reads one request and builds its answer; `None` when the client left
+/// before a whole head arrived.
+fn answer(
+    conn: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    node: &SinkNode,
+) -> std::io::Result<Option<(Response, bool)>> {
+    // No route takes a body here: each gets the bodiless drain at most.
+    let bounds = Bounds::new(MAX_HEAD_BYTES, 0);
+    let head = loop {
+        match bounds.read_head(buf) {
+            HeadStep::Head(h) => break h,
+            HeadStep::Reject(r) => return Ok(Some((r.response(), false))),
+            HeadStep::NeedMore(need) => match read(conn, buf, need) {
+                Ok(true) => {}
+                Ok(false) => return Ok(None),
+                Err(e) => return timed_out(e, !buf.is_empty()),
+            },
         }
     };
-    if !get && path != "/ingest" {
-        return respond(
-            &mut conn,
-            405,
-            "application/json",
-            error("method_not_allowed"),
-        );
-    }
-    let sink = &metrics.sink;
-    let up = sink.clickhouse_up.load(Ordering::Acquire);
-    let (status, kind, body) = match path.as_str() {
-        "/health/live" => (200, "application/json", probe::LIVE.to_string()),
-        "/health/ready" if up => (200, "application/json", probe::READY.to_string()),
-        "/health/ready" => (
-            503,
-            "application/json",
-            probe::not_ready("clickhouse_unreachable"),
-        ),
-        "/health" => (
-            200,
-            "application/json",
-            format!(
-                r#"{{"status":"{}","version":"{}","roles":["sink"],"ready":{up},"sink":{}}}"#,
-                if up { "ok" } else { "degraded" },
-                env!("CARGO_PKG_VERSION"),
-                metrics.sink_health_json()
-            ),
-        ),
-        "/metrics" => (
-            200,
-            "text/plain; version=0.0.4",
-            metrics.render_prometheus(),
-        ),
-        "/debug/latency" => (
-            200,
-            "text/plain; charset=utf-8",
-            metrics.render_latency_table(),
-        ),
-        "/ingest" => (
+    let head_only = head.method == Method::Head;
+    if head.route == Route::Ingest {
+        let r = Response::error(
             404,
-            "application/json",
-            error_with(
-                "not_found",
-                "this node runs only the sink role; send events to an ingest node",
-            ),
-        ),
-        _ => (404, "application/json", error("not_found")),
+            "not_found",
+            "this node runs only the sink role; send events to an ingest node",
+        );
+        return Ok(Some((r, false)));
+    }
+    if let Some(refused) = head.route.refuse(head.method) {
+        return Ok(Some((refused, head_only)));
+    }
+    let mut body = match bounds.body(&head) {
+        Ok(b) => b,
+        Err(r) => return Ok(Some((r.response(), false))),
     };
-    respond(&mut conn, status, kind, body)
+    loop {
+        match body.advance(buf) {
+            BodyStep::Done { .. } => break,
+            BodyStep::Data(_) => {}
+            BodyStep::NeedMore(need) => match read(conn, buf, need) {
+                Ok(true) => {}
+                Ok(false) => return Ok(None),
+                Err(e) => return timed_out(e, true),
+            },
+            BodyStep::Reject(r) => return Ok(Some((r.response(), false))),
+        }
+    }
+    let resp = health::answer(head.route, node)
+        .unwrap_or_else(|| Response::error(404, "not_found", "no such endpoint"));
+    Ok(Some((resp, head_only)))
 }
 
-fn error(code: &str) -> String {
-    error_with(code, "see /health and /metrics")
+/// 408 for a request that started but did not arrive in time; other
+/// errors end the connection.
+fn timed_out(e: std::io::Error, started: bool) -> std::io::Result<Option<(Response, bool)>> {
+    if started && matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
+        let r = Reject::new(408, "request_timeout", "request not received in time");
+        return Ok(Some((r.response(), false)));
+    }
+    Err(e)
 }
 
-fn error_with(code: &str, message: &str) -> String {
-    format!(r#"{{"status":"error","error":"{code}","message":"{message}"}}"#)
+/// One read of at least one and at most `need.max` bytes; `false` at EOF.
+fn read(conn: &mut TcpStream, buf: &mut Vec<u8>, need: Need) -> std::io::Result<bool> {
+    let len = buf.len();
+    buf.resize(len + need.max.min(READ_BYTES), 0);
+    let got = conn.read(&mut buf[len..]);
+    buf.truncate(len + *got.as_ref().unwrap_or(&0));
+    got.map(|n| n > 0)
 }
 
-fn respond(conn: &mut TcpStream, status: u16, kind: &str, body: String) -> std::io::Result<()> {
-    let reason = match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        431 => "Request Header Fields Too Large",
-        _ => "Service Unavailable",
-    };
-    let head = format!(
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    conn.write_all(head.as_bytes())?;
-    conn.write_all(body.as_bytes())?;
-    conn.flush()
+/// Half-closes, then discards what the client still sends (bounded).
+fn linger(conn: &mut TcpStream) -> std::io::Result<()> {
+    conn.shutdown(Shutdown::Write)?;
+    let deadline = Instant::now() + LINGER_TIME;
+    let mut scratch = [0u8; 4096];
+    let mut discarded = 0;
+    while discarded < LINGER_BYTES {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        conn.set_read_timeout(Some(left))?;
+        match conn.read(&mut scratch) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => discarded += n,
+        }
+    }
+    Ok(())
 }

@@ -639,79 +639,194 @@ fn the_legacy_driver_can_be_forced() {
     assert_eq!(raw.response().status, 200);
 }
 
-/// Requests that once panicked a shard: each is refused with a JSON error,
-/// sent more times than there are shards, and the edge still serves after.
-#[test]
-fn hostile_framing_cannot_take_a_shard_down() {
-    let broker = Broker::start();
-    let engine = Engine::start(&broker);
-    let chunked_ingest = format!(
-        "POST /ingest HTTP/1.1\r\nHost: x\r\nAuthorization: {DEV_AUTH}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nabc"
-    );
-    let attacks: [(&str, u16); 5] = [
+/// Requests that killed a shard (or read an unbounded body), each with the
+/// status it must get instead.
+fn framing_attacks() -> Vec<(&'static str, Vec<u8>, u16)> {
+    let chunked_ingest = |auth: &str| {
+        format!("POST /ingest HTTP/1.1\r\nHost: t\r\n{auth}Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nabc")
+    };
+    let drain_chunk = format!("800\r\n{}\r\n", "a".repeat(0x800));
+    vec![
         (
-            "GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551615\r\n\r\nabcdef",
+            "Content-Length: u64::MAX on GET /health",
+            b"GET /health HTTP/1.1\r\nHost: t\r\nContent-Length: 18446744073709551615\r\n\r\nabcdefgh"
+                .to_vec(),
             413,
         ),
         (
-            "POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551615\r\n\r\nabcdef",
-            413,
-        ),
-        (&chunked_ingest, 413),
-        (
-            "GET /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nabc",
+            "Content-Length past u64 on GET /health",
+            b"GET /health HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999999999999999\r\n\r\nabc"
+                .to_vec(),
             413,
         ),
         (
-            "GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\nabcdef",
+            "chunk size ffffffffffffffff on POST /ingest",
+            chunked_ingest(&format!("Authorization: {DEV_AUTH}\r\n")).into_bytes(),
             413,
         ),
-    ];
-    for round in 0..4 {
-        for (request, status) in attacks {
-            let mut raw = Raw::connect(engine.port);
-            raw.send(request.as_bytes());
-            let r = raw.response();
-            assert_eq!(r.status, status, "round {round}: {request:?}: {}", r.body);
-            assert_eq!(s(&r.json(), "status"), "error", "{}", r.body);
-            assert_eq!(s(&r.json(), "error"), "body_too_large", "{}", r.body);
-        }
-    }
-    // A small body on a bodiless route is drained and the connection kept.
-    let mut raw = Raw::connect(engine.port);
-    raw.send(b"GET /health/live HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
-    assert_eq!(raw.response().status, 200);
-    raw.send(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert_eq!(raw.response().status, 200);
-    // Every shard still serves.
-    for i in 0..8 {
-        assert_eq!(get(engine.port, "/health").unwrap().status, 200);
-        let body = batch(&[event(i, DEV_TENANT, SESSION)]);
-        let r = post(engine.port, Some(DEV_AUTH), &[], &body);
-        assert_eq!(r.status, 200, "{}", r.body);
-    }
+        (
+            "chunk size ffffffffffffffff on POST /ingest, unauthenticated",
+            chunked_ingest("").into_bytes(),
+            401,
+        ),
+        (
+            "chunk size ffffffffffffffff on GET /health",
+            b"GET /health HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nabc"
+                .to_vec(),
+            413,
+        ),
+        (
+            "Content-Length body past the drain bound on GET /metrics",
+            b"GET /metrics HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\naaaa".to_vec(),
+            413,
+        ),
+        (
+            "chunked body past the drain bound on GET /health/live",
+            format!(
+                "GET /health/live HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n{}",
+                drain_chunk.repeat(3)
+            )
+            .into_bytes(),
+            413,
+        ),
+        (
+            "conflicting Content-Length",
+            format!("POST /ingest HTTP/1.1\r\nHost: t\r\nAuthorization: {DEV_AUTH}\r\nContent-Type: application/json\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd").into_bytes(),
+            400,
+        ),
+        (
+            "Transfer-Encoding with Content-Length",
+            format!("POST /ingest HTTP/1.1\r\nHost: t\r\nAuthorization: {DEV_AUTH}\r\nContent-Type: application/json\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").into_bytes(),
+            400,
+        ),
+    ]
 }
 
-/// Failure policy: a panic in a shard ends the process (for its supervisor
-/// to restart) instead of leaving it alive with a dead shard.
+/// Sends `raw` on a new connection; asserts `status` with a JSON error body
+/// and that the connection closes after it.
+fn assert_refused(port: u16, what: &str, raw: &[u8], status: u16) {
+    let mut conn = Raw::connect(port);
+    conn.send(raw);
+    let r = conn.response();
+    assert_eq!(r.status, status, "{what}: {}", r.body);
+    let j = r.json();
+    assert_eq!(s(&j, "status"), "error", "{what}");
+    assert!(!s(&j, "error").is_empty() && !s(&j, "message").is_empty());
+    assert_eq!(r.header("connection"), Some("close"), "{what}");
+    assert!(conn.closed(), "{what}: connection left open");
+}
+
 #[test]
-fn a_panicking_shard_ends_the_process() {
+fn framing_attacks_get_4xx_and_every_shard_keeps_serving() {
+    let broker = Broker::start();
+    let engine = Engine::start(&broker);
+    let port = engine.port;
+    // More rounds than shards (2), on new connections, so the kernel hands
+    // the attacks to every shard.
+    for round in 0..4 {
+        for (what, raw, status) in framing_attacks() {
+            assert_refused(port, &format!("{what} (round {round})"), &raw, status);
+        }
+    }
+    // Every shard still answers: one connection per request again.
+    for i in 0..8 {
+        assert_eq!(get(port, "/health").unwrap().status, 200, "health {i}");
+        let r = post(
+            port,
+            Some(DEV_AUTH),
+            &[],
+            &batch(&[event(i, DEV_TENANT, SESSION)]),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    // A small body on a bodiless route is read and discarded; the
+    // connection stays usable.
+    let mut raw = Raw::connect(port);
+    raw.send(b"GET /health/live HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhelloGET /health/live HTTP/1.1\r\nHost: t\r\n\r\n");
+    for _ in 0..2 {
+        let r = raw.response();
+        assert_eq!((r.status, r.body.as_str()), (200, r#"{"status":"live"}"#));
+    }
+    let metrics = get(port, "/metrics").unwrap().body;
+    assert!(
+        metrics.contains("ingest_http_responses_total{status=\"413\"} 24"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_sink_only_node_answers_the_same_routes_with_the_same_bodies_and_bounds() {
+    let broker = Broker::start();
+    let edge = Engine::start(&broker);
+    // ClickHouse unreachable: the sink is up but not ready.
+    let sink = Engine::start_with(
+        &broker,
+        TEST_CONFIG,
+        &[
+            ("INGESTION_ROLES", "sink"),
+            ("INGESTION_CLICKHOUSE_URL", "http://127.0.0.1:1"),
+        ],
+    );
+    for (port, role) in [(edge.port, "ingest"), (sink.port, "sink")] {
+        let live = get(port, "/health/live").unwrap();
+        assert_eq!(live.status, 200);
+        assert_eq!(live.body, r#"{"status":"live"}"#, "{role}");
+        let health = get(port, "/health").unwrap();
+        assert_eq!(health.status, 200);
+        let h = health.json();
+        assert_eq!(s(&h, "version"), env!("CARGO_PKG_VERSION"));
+        let roles = h.get("roles").unwrap().as_array().unwrap();
+        assert_eq!(roles.len(), 1);
+        assert_eq!(roles[0].as_str(), Some(role));
+        let nope = get(port, "/nope").unwrap();
+        assert_eq!(nope.status, 404, "{role}");
+        assert_eq!(s(&nope.json(), "error"), "not_found");
+        let mut raw = Raw::connect(port);
+        raw.send(b"POST /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+        let r = raw.response();
+        assert_eq!(
+            (r.status, r.header("allow")),
+            (405, Some("GET, HEAD")),
+            "{role}"
+        );
+        // The same bounds: the reader is shared.
+        let (what, raw, status) = &framing_attacks()[0];
+        assert_refused(port, &format!("{what} on {role}"), raw, *status);
+        let (what, raw, status) = &framing_attacks()[6];
+        assert_refused(port, &format!("{what} on {role}"), raw, *status);
+    }
+    let ready = get(sink.port, "/health/ready").unwrap();
+    assert_eq!(ready.status, 503);
+    assert_eq!(s(&ready.json(), "reason"), "clickhouse_unreachable");
+    assert!(ready.header("retry-after").is_some());
+    let r = post(sink.port, Some(DEV_AUTH), &[], b"{}");
+    assert_eq!(r.status, 404);
+    assert!(r.body.contains("sink role"), "{}", r.body);
+}
+
+#[cfg(debug_assertions)]
+#[test]
+fn a_shard_panic_ends_the_process_instead_of_leaving_it_half_dead() {
     use std::os::unix::process::ExitStatusExt;
     let broker = Broker::start();
     let mut engine = Engine::start_with(
         &broker,
         TEST_CONFIG,
-        &[("ENGINE_FAULT_PANIC_PATH", "/debug/fault")],
+        &[("ENGINE_FAULT_PANIC_PATH", "/debug/fault/panic")],
     );
     assert_eq!(get(engine.port, "/health/live").unwrap().status, 200);
-    let _ = get(engine.port, "/debug/fault");
-    let status = engine.wait_exit(Duration::from_secs(10));
+    // The connection dies with the process: no answer to check.
+    let _ = get(engine.port, "/debug/fault/panic");
+    let status = engine
+        .wait_exit(Duration::from_secs(10))
+        .expect("the engine outlived its panicking shard");
     assert_eq!(status.signal(), Some(libc::SIGABRT), "{status:?}");
     let log = engine.log();
-    assert!(log.contains("fault injected"), "{log}");
-    assert!(log.contains("aborting"), "{log}");
+    assert!(log.contains("panic: aborting the process"), "{log}");
+    assert!(log.contains("thread 'shard-"), "{log}");
+    assert!(log.contains("fault injection"), "{log}");
     assert!(
         get(engine.port, "/health/live").is_err(),
-        "nothing may serve"
+        "port still answers"
     );
 }

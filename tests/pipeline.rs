@@ -246,6 +246,11 @@ fn a_killed_sink_and_a_stopped_clickhouse_lose_nothing_and_double_nothing() {
     let r = post(sink.port, Some(DEV_AUTH), &[], b"{}");
     assert_eq!(r.status, 404, "{}", r.body);
     assert!(r.body.contains("sink role"), "{}", r.body);
+    let live = get(sink.port, "/health/live").unwrap();
+    assert_eq!(
+        live.body, r#"{"status":"live"}"#,
+        "the same body as on an edge node"
+    );
     assert_eq!(metric(sink.port, "sink_running"), Some(1.0));
     // ClickHouse down for a while under load, then back.
     // The new sink joins once the killed members' sessions expire.

@@ -1,15 +1,24 @@
-//! One connection: keep-alive, pipelining, bounded reads under deadlines.
+//! One connection: a thin I/O loop around the request reader.
 //!
-//! The connection owns one read buffer and the socket; what the bytes mean is
-//! decided by [`crate::reader`], which has no I/O. A request's head and
-//! (length-framed) body are parsed in place in the buffer; pipelined requests
-//! that arrived with it stay in the buffer and are served next, in order.
-//! Bounds: the head may not exceed `http.max_header_bytes` (431), the body
-//! `http.max_body_bytes` on `/ingest` and a small drain elsewhere (413). Time:
-//! between requests a connection may idle `http.idle_timeout_ms`; once a
-//! request's first byte arrived, the whole request must arrive within
-//! `http.read_timeout_ms` (else 408), so a slow client cannot hold a shard.
+//! [`crate::http::reader`] decides everything about framing and bounds from
+//! the bytes alone; this module reads, writes and keeps time:
+//!
+//! - The connection owns one read buffer, holding the current request from
+//!   its first byte (and pipelined requests after it, served next, in order).
+//!   Each read takes at most the reader's [`Need::max`], so the buffer never
+//!   outgrows the reader's bounds: `http.max_header_bytes` for a head, the
+//!   head plus the route's body limit plus chunk overhead for a body.
+//! - Route, method and the ingest precheck run on the head alone; a refusal
+//!   with a body pending closes the connection (its body is never read). The
+//!   declared size is checked before `100 Continue` is sent.
+//! - Time: between requests a connection may idle `http.idle_timeout_ms`;
+//!   once a request's first byte arrived, the whole request must arrive within
+//!   `http.read_timeout_ms` (else 408), so a slow client cannot hold a shard.
+//! - Every response that closes the connection is followed by a lingering
+//!   close. A panic here is not caught: it aborts the process (README,
+//!   "Failure policy").
 
+use std::ops::Range;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -18,14 +27,17 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
-use crate::http::{probe, Framing, Method, RequestHead, Response, Route};
+use crate::health;
+use crate::http::{
+    BodyReader, BodyStep, Bounds, Framing, HeadStep, Method, Need, Reject, RequestHead, Response,
+    Route,
+};
 use crate::ingest::{ingest, precheck, Shard};
-use crate::reader::{read_body, read_head, Body, BodyStep, Bounds, HeadStep, Reject};
 use crate::state::Authed;
 
 /// Read buffer kept by an idle connection; larger buffers shrink back to it.
 const IDLE_BUFFER_BYTES: usize = 16 * 1024;
-/// Bytes asked of the socket per read, at least.
+/// Bytes asked of the socket per read, at least (where the reader allows).
 const READ_CHUNK_BYTES: usize = 16 * 1024;
 
 enum ReadError {
@@ -40,19 +52,19 @@ struct Conn {
 }
 
 impl Conn {
-    /// Reads more bytes, at most `want` more are needed; fails on EOF/timeout.
-    async fn fill(&mut self, want: usize, deadline: Instant) -> Result<(), ReadError> {
+    /// One read of at least one and at most `need.max` bytes; fails on EOF,
+    /// error or `deadline`.
+    async fn fill(&mut self, need: Need, deadline: Instant) -> Result<(), ReadError> {
         let now = Instant::now();
         if now >= deadline {
             return Err(ReadError::TimedOut);
         }
-        let spare = self.buf.capacity() - self.buf.len();
-        if spare < READ_CHUNK_BYTES.min(want.max(1)) || spare == 0 {
-            self.buf.reserve(want.clamp(READ_CHUNK_BYTES, 1 << 20));
-        }
+        self.buf
+            .reserve(need.min.max(READ_CHUNK_BYTES).min(need.max));
         let len = self.buf.len();
+        let end = self.buf.capacity().min(len.saturating_add(need.max));
         let buf = std::mem::take(&mut self.buf);
-        let read = self.stream.read(buf.slice_mut(len..));
+        let read = self.stream.read(buf.slice_mut(len..end));
         match monoio::time::timeout(deadline - now, read).await {
             Ok((Ok(n), slice)) => {
                 self.buf = slice.into_inner();
@@ -91,56 +103,31 @@ pub async fn serve(stream: TcpStream, shard: Rc<Shard>) {
     counters.connections_open.fetch_sub(1, Ordering::Relaxed);
 }
 
+/// Why a request ended the connection: `Some` is answered, `None` (the
+/// client left) is not.
+type Stop = Option<Reject>;
+
 async fn serve_requests(conn: &mut Conn, shard: &Shard) {
     let http = &shard.state.config.http;
-    let idle = Duration::from_millis(http.idle_timeout_ms);
+    let bounds = Bounds::new(http.max_header_bytes, http.max_body_bytes);
     let read_timeout = Duration::from_millis(http.read_timeout_ms);
-    let bounds = Bounds {
-        max_header_bytes: http.max_header_bytes,
-        max_body_bytes: http.max_body_bytes,
-    };
+    let idle = Duration::from_millis(http.idle_timeout_ms);
     loop {
-        // Head.
-        let mut started = (!conn.buf.is_empty()).then(Instant::now);
-        let head = loop {
-            if !conn.buf.is_empty() {
-                match read_head(&conn.buf, &bounds) {
-                    HeadStep::Head(h) => break h,
-                    HeadStep::Reject(r) => return refuse(conn, shard, r).await,
-                    HeadStep::NeedMore { .. } => {}
-                }
-            }
-            let deadline = match started {
-                Some(s) => s + read_timeout,
-                None => Instant::now() + idle,
-            };
-            let want = bounds.max_header_bytes.saturating_sub(conn.buf.len());
-            match conn.fill(want, deadline).await {
-                Ok(()) => {
-                    started.get_or_insert_with(Instant::now);
-                }
-                Err(ReadError::TimedOut) if started.is_some() => {
-                    let resp =
-                        Response::error(408, "request_timeout", "request not received in time")
-                            .closing();
-                    finish(conn, shard, &resp, false, false).await;
-                    return;
-                }
-                Err(_) => return,
-            }
+        let (head, started) = match read_head(conn, &bounds, idle, read_timeout).await {
+            Ok(h) => h,
+            Err(stop) => return refuse(conn, shard, stop).await,
         };
-        let started = started.unwrap_or_else(Instant::now);
-        let deadline = started + read_timeout;
         #[cfg(debug_assertions)]
-        fault::maybe_panic(&conn.buf[head.path.clone()]);
+        if shard.fault_panic_path.as_deref() == Some(&conn.buf[head.path.clone()]) {
+            panic!("fault injection: a request for the shard panic path");
+        }
         let head_only = head.method == Method::Head;
         // Route and early checks, before the body.
         let tenant = match route_check(&head, shard, &conn.buf) {
             Ok(t) => t,
             Err(resp) => {
                 // The body was not read: the connection cannot be reused.
-                let body_pending = head.framing != Framing::None;
-                let keep = head.keep_alive && !body_pending;
+                let keep = head.keep_alive && head.framing == Framing::None;
                 if !finish(conn, shard, &resp, keep, head_only).await || !keep {
                     return;
                 }
@@ -148,58 +135,40 @@ async fn serve_requests(conn: &mut Conn, shard: &Shard) {
                 continue;
             }
         };
-        if head.expect_continue && conn.buf.len() == head.len {
-            let (res, _) = conn
-                .stream
-                .write_all(&b"HTTP/1.1 100 Continue\r\n\r\n"[..])
-                .await;
-            if res.is_err() {
-                return;
-            }
-        }
-        // Body.
-        let mut chunks = match head.framing {
-            Framing::Chunked => Some(shard.take_buffer()),
-            _ => None,
+        let reader = match bounds.body(&head) {
+            Ok(r) => r,
+            Err(r) => return refuse(conn, shard, Some(r)).await,
         };
-        let mut scratch = Vec::new();
-        let step = loop {
-            let out = chunks.as_mut().unwrap_or(&mut scratch);
-            match read_body(&conn.buf, &head, &bounds, out) {
-                BodyStep::NeedMore { at_least } => {
-                    if let Err(e) = conn.fill(at_least, deadline).await {
-                        if let Some(b) = chunks {
-                            shard.give_buffer(b);
-                        }
-                        timeout_reply(conn, shard, e).await;
-                        return;
-                    }
-                }
-                done => break done,
-            }
-        };
-        let (end, body) = match step {
-            BodyStep::Complete { end, body } => (end, body),
-            BodyStep::Reject(r) => {
-                if let Some(b) = chunks {
+        let mut pieces = None;
+        let body = read_body(
+            conn,
+            shard,
+            &head,
+            reader,
+            &mut pieces,
+            started + read_timeout,
+        )
+        .await;
+        let (in_place, consumed) = match body {
+            Ok(framed) => framed,
+            Err(stop) => {
+                if let Some(b) = pieces {
                     shard.give_buffer(b);
                 }
-                return refuse(conn, shard, r).await;
+                return refuse(conn, shard, stop).await;
             }
-            BodyStep::NeedMore { .. } => unreachable!("the loop above reads until done"),
         };
         let resp = {
-            let body: &[u8] = match (body, &chunks) {
-                (Body::InBuffer { start, end }, _) => &conn.buf[start..end],
-                (Body::Decoded, Some(b)) => b,
-                (Body::Decoded, None) => &[],
+            let body: &[u8] = match &pieces {
+                Some(b) => b,
+                None => &conn.buf[in_place],
             };
             dispatch(shard, &head, tenant.as_ref(), body, started).await
         };
-        if let Some(b) = chunks {
+        if let Some(b) = pieces {
             shard.give_buffer(b);
         }
-        conn.buf.drain(..end);
+        conn.buf.drain(..consumed);
         let keep = head.keep_alive && !shard.state.shutting_down.load(Ordering::Relaxed);
         if !finish(conn, shard, &resp, keep, head_only).await || !keep || resp.close {
             return;
@@ -210,29 +179,92 @@ async fn serve_requests(conn: &mut Conn, shard: &Shard) {
     }
 }
 
-/// Answers a refused request and closes the connection.
-async fn refuse(conn: &mut Conn, shard: &Shard, r: Reject) {
-    let resp = Response::error(r.status, r.code, r.message).closing();
-    finish(conn, shard, &resp, false, false).await;
+/// Reads the next head and when its first byte arrived. Before that byte a
+/// connection may idle `idle`; after it the head must arrive in `read_timeout`.
+async fn read_head(
+    conn: &mut Conn,
+    bounds: &Bounds,
+    idle: Duration,
+    read_timeout: Duration,
+) -> Result<(RequestHead, Instant), Stop> {
+    // Pipelined bytes already buffered: this request has begun.
+    let mut started = (!conn.buf.is_empty()).then(Instant::now);
+    loop {
+        let need = match bounds.read_head(&conn.buf) {
+            HeadStep::Head(h) => return Ok((h, started.unwrap_or_else(Instant::now))),
+            HeadStep::NeedMore(need) => need,
+            HeadStep::Reject(r) => return Err(Some(r)),
+        };
+        let deadline = match started {
+            Some(s) => s + read_timeout,
+            None => Instant::now() + idle,
+        };
+        match conn.fill(need, deadline).await {
+            Ok(()) => {
+                started.get_or_insert_with(Instant::now);
+            }
+            Err(ReadError::TimedOut) if started.is_some() => {
+                let r = Reject::new(408, "request_timeout", "request not received in time");
+                return Err(Some(r));
+            }
+            Err(_) => return Err(None),
+        }
+    }
 }
 
-/// Fault injection for the failure-policy test (debug builds only): a request
-/// to the path in `ENGINE_FAULT_PANIC_PATH` panics its shard.
-#[cfg(debug_assertions)]
-mod fault {
-    use std::sync::OnceLock;
-
-    pub fn maybe_panic(path: &[u8]) {
-        static PATH: OnceLock<Option<Vec<u8>>> = OnceLock::new();
-        let armed = PATH.get_or_init(|| {
-            std::env::var_os("ENGINE_FAULT_PANIC_PATH").map(|p| p.into_encoded_bytes())
-        });
-        if armed.as_deref() == Some(path) {
-            panic!(
-                "fault injected: request to {}",
-                String::from_utf8_lossy(path)
-            );
+/// Reads `head`'s body by `deadline`: where it lies in the buffer and how
+/// many buffer bytes the request used. Chunked data of a route that reads its
+/// body goes into `pieces` (a pooled buffer); other routes discard it.
+async fn read_body(
+    conn: &mut Conn,
+    shard: &Shard,
+    head: &RequestHead,
+    mut reader: BodyReader,
+    pieces: &mut Option<Vec<u8>>,
+    deadline: Instant,
+) -> Result<(Range<usize>, usize), Stop> {
+    let mut continue_sent = !head.expect_continue;
+    loop {
+        let need = match reader.advance(&conn.buf) {
+            BodyStep::Done { body, end } => return Ok((body, end)),
+            BodyStep::Data(r) => {
+                if head.route.takes_body() {
+                    pieces
+                        .get_or_insert_with(|| shard.take_buffer())
+                        .extend_from_slice(&conn.buf[r]);
+                }
+                continue;
+            }
+            BodyStep::NeedMore(need) => need,
+            BodyStep::Reject(r) => return Err(Some(r)),
+        };
+        // The reader refused an oversized declared body already, so a client
+        // told to continue will be read.
+        if !continue_sent {
+            continue_sent = true;
+            if conn.buf.len() == head.len {
+                let (res, _) = conn
+                    .stream
+                    .write_all(&b"HTTP/1.1 100 Continue\r\n\r\n"[..])
+                    .await;
+                res.map_err(|_| None)?;
+            }
         }
+        match conn.fill(need, deadline).await {
+            Ok(()) => {}
+            Err(ReadError::TimedOut) => {
+                let r = Reject::new(408, "request_timeout", "request body not received in time");
+                return Err(Some(r));
+            }
+            Err(ReadError::Closed) => return Err(None),
+        }
+    }
+}
+
+/// Answers a request that cannot be served (if anyone listens), then closes.
+async fn refuse(conn: &mut Conn, shard: &Shard, stop: Stop) {
+    if let Some(r) = stop {
+        finish(conn, shard, &r.response(), false, false).await;
     }
 }
 
@@ -273,38 +305,21 @@ async fn linger(conn: &mut Conn) {
     conn.buf.shrink_to(IDLE_BUFFER_BYTES);
     while discarded < LINGER_BYTES {
         conn.buf.clear();
-        if conn.fill(READ_CHUNK_BYTES, deadline).await.is_err() {
+        let need = Need {
+            min: 1,
+            max: READ_CHUNK_BYTES,
+        };
+        if conn.fill(need, deadline).await.is_err() {
             return;
         }
         discarded += conn.buf.len();
     }
 }
 
-async fn timeout_reply(conn: &mut Conn, shard: &Shard, e: ReadError) {
-    if let ReadError::TimedOut = e {
-        let resp =
-            Response::error(408, "request_timeout", "request body not received in time").closing();
-        finish(conn, shard, &resp, false, false).await;
-    }
-}
-
 /// Route and method checks, and the ingest precheck, on the head alone.
 fn route_check(head: &RequestHead, shard: &Shard, buf: &[u8]) -> Result<Option<Authed>, Response> {
-    if head.route == Route::NotFound {
-        return Err(Response::error(
-            404,
-            "not_found",
-            "no such endpoint; see /health, /ingest, /metrics",
-        ));
-    }
-    if !head.route.allows(head.method) {
-        let mut r = Response::error(
-            405,
-            "method_not_allowed",
-            &format!("use {}", head.route.allow()),
-        );
-        r.allow = Some(head.route.allow());
-        return Err(r);
+    if let Some(refused) = head.route.refuse(head.method) {
+        return Err(refused);
     }
     if head.route == Route::Ingest {
         return precheck(shard, head, buf).map(Some);
@@ -319,43 +334,14 @@ async fn dispatch(
     body: &[u8],
     started: Instant,
 ) -> Response {
-    let state = &*shard.state;
-    match (head.route, tenant) {
-        (Route::Ingest, Some(tenant)) => {
-            let resp = ingest(shard, tenant, head.encoding, body, started).await;
-            shard.histograms.borrow_mut().record(
-                telemetry::Stage::Request,
-                started.elapsed().as_micros() as u64,
-            );
-            resp
-        }
-        (Route::Live, _) => Response::json(200, probe::LIVE.into()),
-        (Route::Ready, _) => {
-            if state.ready() {
-                Response::json(200, probe::READY.into())
-            } else {
-                let reason = if state.shutting_down.load(Ordering::Relaxed) {
-                    "shutting_down"
-                } else if !state.broker_up() {
-                    "broker_unreachable"
-                } else {
-                    "rings_saturated"
-                };
-                Response::json(503, probe::not_ready(reason).into_bytes())
-                    .retry_after(state.config.http.retry_after_secs)
-            }
-        }
-        (Route::Health, _) => crate::shard::health(state),
-        (Route::Metrics, _) => Response::text(
-            200,
-            "text/plain; version=0.0.4",
-            state.metrics.render_prometheus().into_bytes(),
-        ),
-        (Route::DebugLatency, _) => Response::text(
-            200,
-            "text/plain; charset=utf-8",
-            state.metrics.render_latency_table().into_bytes(),
-        ),
-        _ => Response::error(404, "not_found", "no such endpoint"),
+    if let (Route::Ingest, Some(tenant)) = (head.route, tenant) {
+        let resp = ingest(shard, tenant, head.encoding, body, started).await;
+        shard.histograms.borrow_mut().record(
+            telemetry::Stage::Request,
+            started.elapsed().as_micros() as u64,
+        );
+        return resp;
     }
+    health::answer(head.route, &*shard.state)
+        .unwrap_or_else(|| Response::error(404, "not_found", "no such endpoint"))
 }

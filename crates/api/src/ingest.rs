@@ -1,7 +1,8 @@
 //! `POST /ingest`: from a framed body to the broker's acknowledgement.
 //!
 //! 1. [`precheck`] runs on the head alone (before any body byte is read):
-//!    readiness, content type and encoding, credentials, declared size.
+//!    readiness, content type and encoding, credentials, a body at all (its
+//!    size is bounded by the request reader, [`crate::http::reader`]).
 //! 2. [`prepare`] is synchronous and allocation-light: decode the body if
 //!    compressed, parse the envelope in place, parse and validate each event,
 //!    group accepted events by session and encode one record per group.
@@ -43,7 +44,16 @@ pub struct Shard {
     pub histograms: RefCell<LocalHistograms>,
     pool: RefCell<Vec<Vec<u8>>>,
     pub connections: Cell<usize>,
+    /// Debug builds only: a request for this path panics in the shard task,
+    /// so tests can check the failure policy (README: "Failure policy").
+    #[cfg(debug_assertions)]
+    pub fault_panic_path: Option<Vec<u8>>,
 }
+
+/// Debug builds only: names the path that makes a shard panic. Not an
+/// `INGESTION_*` name: those are configuration keys, unknown ones fail startup.
+#[cfg(debug_assertions)]
+pub const FAULT_PANIC_PATH_ENV: &str = "ENGINE_FAULT_PANIC_PATH";
 
 impl Shard {
     /// A shard with an empty buffer pool.
@@ -54,6 +64,9 @@ impl Shard {
             histograms: RefCell::new(LocalHistograms::new(index)),
             pool: RefCell::new(Vec::new()),
             connections: Cell::new(0),
+            #[cfg(debug_assertions)]
+            fault_panic_path: std::env::var_os(FAULT_PANIC_PATH_ENV)
+                .map(std::ffi::OsString::into_encoded_bytes),
         }
     }
 
@@ -130,7 +143,7 @@ pub fn precheck(shard: &Shard, head: &RequestHead, buf: &[u8]) -> Result<Authed,
             ))
         }
     };
-    // A declared body over the bound was refused with the head (reader).
+    // The declared size is the request reader's to bound (`http::reader`).
     if head.framing == Framing::None {
         return Err(Response::error(400, "empty_body", "request body is empty"));
     }

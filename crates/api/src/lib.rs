@@ -2,10 +2,11 @@
 //! with its own `SO_REUSEPORT` listener, io_uring where the kernel allows it.
 //!
 //! Life of a request (see `README.md` beside this crate for the long form):
-//! [`conn`] reads bytes under deadlines and asks [`reader`] (no I/O) what they
-//! are: a head ([`http::parse_head`]) whose declared body fits its route, then
-//! the body (length or chunked, bounded on every route); between the two it
-//! checks route, method, auth and sizes before touching the body. Then [`ingest`] decodes gzip/zstd
+//! [`conn`] drives the request reader ([`http::reader`], no I/O) over the
+//! connection's buffer: the head, then route, method and auth checks before
+//! touching the body, then the body (length or chunked, bounded for every
+//! route, under a read deadline). [`health`] answers the routes every node
+//! answers (the sink-only status endpoint uses it too); [`ingest`] decodes gzip/zstd
 //! ([`body`]), parses and validates every event in place (`engine-core`),
 //! encodes records, pushes them into this shard's ring to the producer thread,
 //! and awaits the broker's acknowledgements before it answers.
@@ -14,10 +15,10 @@
 
 pub mod body;
 pub mod conn;
+pub mod health;
 pub mod http;
 pub mod ingest;
 pub mod ratelimit;
-pub mod reader;
 pub mod shard;
 pub mod state;
 

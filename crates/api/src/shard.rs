@@ -16,7 +16,6 @@ use monoio::{FusionDriver, IoUringDriver, LegacyDriver, RuntimeBuilder};
 use tracing::{info, warn};
 
 use crate::conn;
-use crate::http::{push_json_str, Response};
 use crate::ingest::Shard;
 use crate::state::AppState;
 
@@ -196,50 +195,4 @@ async fn shard_main(
             }
         }
     }
-}
-
-/// `GET /health`: broker connectivity, queue depths, version.
-pub fn health(state: &AppState) -> Response {
-    use std::io::Write;
-    let cfg = &state.config;
-    let m = &state.metrics;
-    let ready = state.ready();
-    let mut b = Vec::with_capacity(512);
-    let _ = write!(
-        b,
-        "{{\"status\":\"{}\",\"version\":\"{}\",\"ready\":{ready},\"io_driver\":\"{}\",\"shards\":{},\"broker\":{{\"up\":{},\"brokers\":",
-        if ready { "ok" } else { "degraded" },
-        env!("CARGO_PKG_VERSION"),
-        state.io_driver.get().copied().unwrap_or("starting"),
-        m.shard_count(),
-        state.broker_up(),
-    );
-    push_json_str(&mut b, &cfg.redpanda.brokers);
-    b.extend_from_slice(b",\"topic\":");
-    push_json_str(&mut b, &cfg.redpanda.topic);
-    let _ = write!(
-        b,
-        ",\"inflight_records\":{}}},\"clickhouse\":{{\"url\":",
-        m.producer.inflight_records.load(Ordering::Relaxed)
-    );
-    push_json_str(&mut b, &cfg.clickhouse.url);
-    let sink = m.sink.running.load(Ordering::Relaxed);
-    let _ = write!(b, ",\"used_by_this_node\":{sink}}}");
-    if sink {
-        let _ = write!(b, ",\"sink\":{}", m.sink_health_json());
-    }
-    b.extend_from_slice(b",\"rings\":[");
-    for i in 0..m.shard_count() {
-        if i > 0 {
-            b.push(b',');
-        }
-        let _ = write!(
-            b,
-            "{{\"shard\":{i},\"depth\":{},\"capacity\":{}}}",
-            state.rings.depth(i),
-            state.rings.capacity()
-        );
-    }
-    b.extend_from_slice(b"]}");
-    Response::json(200, b)
 }

@@ -1,0 +1,233 @@
+//! The routes every node answers, edge or sink-only: `/health`,
+//! `/health/live`, `/health/ready`, `/metrics` and `/debug/latency`.
+//!
+//! One set of bodies for both node kinds: a node tells what it knows through
+//! [`Node`] and [`answer`] builds the response. The shards answer for an edge
+//! node ([`AppState`]); the binary's sink-only status endpoint answers for a
+//! sink with its own `Node`, over the same request reader
+//! ([`crate::http::reader`]), so both get the same routes, bodies and bounds.
+//!
+//! Bodies (`<…>` from the node):
+//! - `/health/live`: `{"status":"live"}`, 200 while the process serves.
+//! - `/health/ready`: `{"ready":true}`, or 503 `{"ready":false,"reason":<code>}`
+//!   with `Retry-After`.
+//! - `/health`: `{"status":"ok"|"degraded","version","roles":[…],"ready",<node
+//!   members>,"sink":{…}}`; `sink` only while this node runs the sink.
+
+use std::io::Write as _;
+use std::sync::atomic::Ordering;
+
+use engine_core::config::Role;
+use telemetry::Metrics;
+
+use crate::http::{push_json_str, Response, Route};
+use crate::state::AppState;
+
+/// What a node knows about itself, for the routes every node answers.
+pub trait Node {
+    fn metrics(&self) -> &Metrics;
+    /// The roles this node runs.
+    fn roles(&self) -> &[Role];
+    /// `Ok` when ready for its work, else why not (a snake_case code).
+    fn readiness(&self) -> Result<(), &'static str>;
+    /// `Retry-After` of a 503, in seconds.
+    fn retry_after_secs(&self) -> u32;
+    /// Appends this node's own members of the `/health` object, each one
+    /// starting with a comma.
+    fn health_members(&self, out: &mut Vec<u8>);
+}
+
+/// The answer to `route` (method already checked); `None` for routes that
+/// are not the same on every node (`/ingest`, unknown paths).
+pub fn answer(route: Route, node: &impl Node) -> Option<Response> {
+    Some(match route {
+        Route::Live => Response::json(200, br#"{"status":"live"}"#.to_vec()),
+        Route::Ready => match node.readiness() {
+            Ok(()) => Response::json(200, br#"{"ready":true}"#.to_vec()),
+            Err(reason) => {
+                let mut b = br#"{"ready":false,"reason":"#.to_vec();
+                push_json_str(&mut b, reason);
+                b.push(b'}');
+                Response::json(503, b).retry_after(node.retry_after_secs())
+            }
+        },
+        Route::Health => health(node),
+        Route::Metrics => Response::text(
+            200,
+            "text/plain; version=0.0.4",
+            node.metrics().render_prometheus().into_bytes(),
+        ),
+        Route::DebugLatency => Response::text(
+            200,
+            "text/plain; charset=utf-8",
+            node.metrics().render_latency_table().into_bytes(),
+        ),
+        Route::Ingest | Route::NotFound => return None,
+    })
+}
+
+fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::Ingest => "ingest",
+        Role::Sink => "sink",
+    }
+}
+
+fn health(node: &impl Node) -> Response {
+    let ready = node.readiness().is_ok();
+    let mut b = Vec::with_capacity(512);
+    let _ = write!(
+        b,
+        "{{\"status\":\"{}\",\"version\":\"{}\",\"roles\":[",
+        if ready { "ok" } else { "degraded" },
+        env!("CARGO_PKG_VERSION"),
+    );
+    for (i, r) in node.roles().iter().enumerate() {
+        if i > 0 {
+            b.push(b',');
+        }
+        push_json_str(&mut b, role_name(*r));
+    }
+    let _ = write!(b, "],\"ready\":{ready}");
+    node.health_members(&mut b);
+    let m = node.metrics();
+    if m.sink.running.load(Ordering::Relaxed) {
+        let _ = write!(b, ",\"sink\":{}", m.sink_health_json());
+    }
+    b.push(b'}');
+    Response::json(200, b)
+}
+
+/// An edge node: broker connectivity, io driver, ring depths.
+impl Node for AppState {
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn roles(&self) -> &[Role] {
+        &self.config.roles
+    }
+
+    fn readiness(&self) -> Result<(), &'static str> {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            Err("shutting_down")
+        } else if !self.broker_up() {
+            Err("broker_unreachable")
+        } else if self.rings.saturated() {
+            Err("rings_saturated")
+        } else {
+            Ok(())
+        }
+    }
+
+    fn retry_after_secs(&self) -> u32 {
+        self.config.http.retry_after_secs
+    }
+
+    fn health_members(&self, b: &mut Vec<u8>) {
+        let cfg = &self.config;
+        let m = &self.metrics;
+        let _ = write!(
+            b,
+            ",\"io_driver\":\"{}\",\"shards\":{},\"broker\":{{\"up\":{},\"brokers\":",
+            self.io_driver.get().copied().unwrap_or("starting"),
+            m.shard_count(),
+            self.broker_up(),
+        );
+        push_json_str(b, &cfg.redpanda.brokers);
+        b.extend_from_slice(b",\"topic\":");
+        push_json_str(b, &cfg.redpanda.topic);
+        let _ = write!(
+            b,
+            ",\"inflight_records\":{}}},\"clickhouse\":{{\"url\":",
+            m.producer.inflight_records.load(Ordering::Relaxed)
+        );
+        push_json_str(b, &cfg.clickhouse.url);
+        let _ = write!(
+            b,
+            ",\"used_by_this_node\":{}}},\"rings\":[",
+            m.sink.running.load(Ordering::Relaxed)
+        );
+        for i in 0..m.shard_count() {
+            if i > 0 {
+                b.push(b',');
+            }
+            let _ = write!(
+                b,
+                "{{\"shard\":{i},\"depth\":{},\"capacity\":{}}}",
+                self.rings.depth(i),
+                self.rings.capacity()
+            );
+        }
+        b.push(b']');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Probe {
+        metrics: Metrics,
+        ready: Result<(), &'static str>,
+    }
+
+    impl Node for Probe {
+        fn metrics(&self) -> &Metrics {
+            &self.metrics
+        }
+        fn roles(&self) -> &[Role] {
+            &[Role::Sink]
+        }
+        fn readiness(&self) -> Result<(), &'static str> {
+            self.ready
+        }
+        fn retry_after_secs(&self) -> u32 {
+            3
+        }
+        fn health_members(&self, out: &mut Vec<u8>) {
+            out.extend_from_slice(br#","extra":1"#);
+        }
+    }
+
+    fn body(r: &Response) -> sonic_rs::Value {
+        sonic_rs::from_slice(&r.body).unwrap()
+    }
+
+    #[test]
+    fn bodies_are_json_and_shared() {
+        use sonic_rs::JsonValueTrait;
+        let mut node = Probe {
+            metrics: Metrics::new(0, &["x"]),
+            ready: Ok(()),
+        };
+        let live = answer(Route::Live, &node).unwrap();
+        assert_eq!(
+            (live.status, &live.body[..]),
+            (200, &br#"{"status":"live"}"#[..])
+        );
+        let h = answer(Route::Health, &node).unwrap();
+        let j = body(&h);
+        assert_eq!(j["status"].as_str(), Some("ok"));
+        assert_eq!(j["roles"][0].as_str(), Some("sink"));
+        assert_eq!(j["extra"].as_u64(), Some(1));
+        assert!(j.get("sink").is_none());
+        node.metrics.sink.running.store(true, Ordering::Relaxed);
+        assert!(
+            body(&answer(Route::Health, &node).unwrap())["sink"]["running"]
+                .as_bool()
+                .unwrap()
+        );
+        node.ready = Err("clickhouse_unreachable");
+        let r = answer(Route::Ready, &node).unwrap();
+        assert_eq!(r.status, 503);
+        assert_eq!(r.retry_after_secs, Some(3));
+        assert_eq!(body(&r)["reason"].as_str(), Some("clickhouse_unreachable"));
+        assert_eq!(
+            body(&answer(Route::Health, &node).unwrap())["status"].as_str(),
+            Some("degraded")
+        );
+        assert!(answer(Route::Ingest, &node).is_none());
+        assert!(answer(Route::NotFound, &node).is_none());
+    }
+}

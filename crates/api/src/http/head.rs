@@ -1,0 +1,309 @@
+//! Request heads: `httparse` checks the syntax; this module decides how the
+//! body is framed (RFC 9112 §6) and keeps what the server needs.
+//!
+//! Invariants:
+//! - Every range in a [`RequestHead`] lies in `buf[..len]` of the buffer the
+//!   head was parsed from.
+//! - A head is framed one way or refused, never guessed: `Content-Length` with
+//!   `Transfer-Encoding`, two different lengths, `Transfer-Encoding` in an
+//!   HTTP/1.0 request, or `chunked` not the final coding (or twice) is 400; a
+//!   transfer coding other than `chunked` is 501.
+//! - A declared length is digits only, read with checked arithmetic: one that
+//!   does not fit a `u64` saturates to `u64::MAX` (then refused as too large
+//!   by the body reader, like any length over its limit).
+
+use std::ops::Range;
+
+use super::{Encoding, Framing, Method, Reject, Route};
+
+/// Most headers in one request (431 beyond).
+pub const MAX_HEADERS: usize = 64;
+
+/// What the server needs from a request head; header values are ranges into
+/// the buffer the head was parsed from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    pub method: Method,
+    pub route: Route,
+    /// The request target's path, without the query.
+    pub path: Range<usize>,
+    pub http10: bool,
+    pub framing: Framing,
+    pub expect_continue: bool,
+    pub encoding: Encoding,
+    /// `Content-Type` is JSON, `text/plain` (sendBeacon) or absent.
+    pub content_type_ok: bool,
+    pub authorization: Option<Range<usize>>,
+    pub keep_alive: bool,
+    /// Bytes of the head, up to and including the blank line.
+    pub len: usize,
+}
+
+fn range_of(buf: &[u8], part: &[u8]) -> Range<usize> {
+    // httparse hands out subslices of `buf`, so the offset is in bounds.
+    let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+    start..start + part.len()
+}
+
+fn bad(message: &'static str) -> Reject {
+    Reject::new(400, "bad_request", message)
+}
+
+/// `1*DIGIT`, saturating at `u64::MAX`; `None` when not digits only.
+fn parse_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(v.iter().fold(0u64, |n, d| {
+        n.checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(d - b'0')))
+            .unwrap_or(u64::MAX)
+    }))
+}
+
+/// Transfer codings seen across every `Transfer-Encoding` field, in order.
+#[derive(Default)]
+struct Codings {
+    present: bool,
+    chunked: usize,
+    chunked_last: bool,
+    other: bool,
+}
+
+impl Codings {
+    fn add(&mut self, value: &[u8]) {
+        self.present = true;
+        for part in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            if part.is_empty() {
+                continue;
+            }
+            let chunked = part.eq_ignore_ascii_case(b"chunked");
+            self.chunked += usize::from(chunked);
+            self.other |= !chunked;
+            self.chunked_last = chunked;
+        }
+    }
+}
+
+/// Parses a request head from the start of `buf`; `Ok(None)`: incomplete.
+pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, Reject> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Reject::new(431, "header_too_large", "too many headers"))
+        }
+        Err(_) => return Err(bad("malformed HTTP request")),
+    };
+    let method = match req.method {
+        Some("GET") => Method::Get,
+        Some("HEAD") => Method::Head,
+        Some("POST") => Method::Post,
+        _ => Method::Other,
+    };
+    let http10 = req.version == Some(0);
+    let target = req.path.unwrap_or("/");
+    let path = target.split('?').next().unwrap_or(target);
+    let mut content_length: Option<u64> = None;
+    let mut codings = Codings::default();
+    let mut expect_continue = false;
+    let mut encoding = Encoding::Identity;
+    let mut content_type_ok = true;
+    let mut authorization = None;
+    let mut conn_close = false;
+    let mut conn_keep_alive = false;
+    for h in req.headers.iter() {
+        let v = h.value.trim_ascii();
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            match (parse_length(v), content_length) {
+                (None, _) => return Err(bad("invalid Content-Length")),
+                (Some(n), Some(prev)) if n != prev => {
+                    return Err(bad("conflicting Content-Length headers"))
+                }
+                (Some(n), _) => content_length = Some(n),
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            codings.add(v);
+        } else if name.eq_ignore_ascii_case("expect") {
+            if !v.eq_ignore_ascii_case(b"100-continue") {
+                return Err(Reject::new(
+                    417,
+                    "expectation_failed",
+                    "only `Expect: 100-continue` is supported",
+                ));
+            }
+            // RFC 9110 §10.1.1: an HTTP/1.0 client does not wait for 100.
+            expect_continue = !http10;
+        } else if name.eq_ignore_ascii_case("content-encoding") {
+            encoding = if v.eq_ignore_ascii_case(b"gzip") || v.eq_ignore_ascii_case(b"x-gzip") {
+                Encoding::Gzip
+            } else if v.eq_ignore_ascii_case(b"zstd") {
+                Encoding::Zstd
+            } else if v.eq_ignore_ascii_case(b"identity") || v.is_empty() {
+                Encoding::Identity
+            } else {
+                Encoding::Unsupported
+            };
+        } else if name.eq_ignore_ascii_case("content-type") {
+            let mime = v.split(|&b| b == b';').next().unwrap_or(v).trim_ascii();
+            content_type_ok = mime.eq_ignore_ascii_case(b"application/json")
+                || mime.eq_ignore_ascii_case(b"text/plain");
+        } else if name.eq_ignore_ascii_case("authorization") {
+            authorization = Some(range_of(buf, v));
+        } else if name.eq_ignore_ascii_case("connection") {
+            for part in v.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                conn_close |= part.eq_ignore_ascii_case(b"close");
+                conn_keep_alive |= part.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+    }
+    let framing = if codings.present {
+        // RFC 9112 §6.1 and §6.3: refuse every ambiguous framing.
+        if http10 {
+            return Err(bad("Transfer-Encoding in an HTTP/1.0 request"));
+        }
+        if content_length.is_some() {
+            return Err(bad("both Content-Length and Transfer-Encoding sent"));
+        }
+        if !codings.chunked_last || codings.chunked > 1 {
+            return Err(bad("chunked must be the final transfer coding, once"));
+        }
+        if codings.other {
+            return Err(Reject::new(
+                501,
+                "not_implemented",
+                "only chunked Transfer-Encoding is supported",
+            ));
+        }
+        Framing::Chunked
+    } else {
+        match content_length {
+            None | Some(0) => Framing::None,
+            Some(n) => Framing::Length(n),
+        }
+    };
+    let keep_alive = if http10 { conn_keep_alive } else { !conn_close };
+    Ok(Some(RequestHead {
+        method,
+        route: Route::from_path(path),
+        path: range_of(buf, path.as_bytes()),
+        http10,
+        framing,
+        expect_continue,
+        encoding,
+        content_type_ok,
+        authorization,
+        keep_alive,
+        len,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(s: &str) -> RequestHead {
+        parse_head(s.as_bytes()).unwrap().unwrap()
+    }
+
+    fn status(s: &str) -> u16 {
+        parse_head(s.as_bytes()).unwrap_err().status
+    }
+
+    #[test]
+    fn parses_an_ingest_head() {
+        let raw = "POST /ingest?x=1 HTTP/1.1\r\nHost: a\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: 12\r\nAuthorization: Bearer t:k\r\nContent-Encoding: gzip\r\n\r\n{}";
+        let h = head(raw);
+        assert_eq!(h.method, Method::Post);
+        assert_eq!(h.route, Route::Ingest);
+        assert_eq!(&raw.as_bytes()[h.path.clone()], b"/ingest");
+        assert_eq!(h.framing, Framing::Length(12));
+        assert_eq!(h.encoding, Encoding::Gzip);
+        assert!(h.content_type_ok && h.keep_alive && !h.http10);
+        assert_eq!(&raw.as_bytes()[h.authorization.unwrap()], b"Bearer t:k");
+        assert_eq!(h.len, raw.len() - 2);
+    }
+
+    #[test]
+    fn partial_and_malformed_heads() {
+        assert_eq!(parse_head(b"POST /ingest HTTP/1.1\r\nHost"), Ok(None));
+        assert_eq!(status("\x01garbage\r\n\r\n"), 400);
+        let many: String = (0..70).map(|i| format!("X-{i}: v\r\n")).collect();
+        assert_eq!(status(&format!("GET / HTTP/1.1\r\n{many}\r\n")), 431);
+        assert_eq!(status("POST / HTTP/1.1\r\nExpect: 200-ok\r\n\r\n"), 417);
+    }
+
+    #[test]
+    fn content_length_must_be_digits_and_agree() {
+        for bad in ["+5", "-1", "5, 5", "0x10", "", "1 2", "5\t5"] {
+            let raw = format!("POST / HTTP/1.1\r\nContent-Length: {bad}\r\n\r\n");
+            assert_eq!(status(&raw), 400, "Content-Length: {bad:?}");
+        }
+        let two = "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n";
+        assert_eq!(status(two), 400);
+        let same = "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n";
+        assert_eq!(head(same).framing, Framing::Length(3));
+        let zero = "POST / HTTP/1.1\r\nContent-Length: 000\r\n\r\n";
+        assert_eq!(head(zero).framing, Framing::None);
+    }
+
+    #[test]
+    fn lengths_past_u64_saturate_instead_of_wrapping() {
+        let max = "GET /health HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\n";
+        assert_eq!(head(max).framing, Framing::Length(u64::MAX));
+        for n in [
+            "18446744073709551616",
+            "99999999999999999999",
+            &"9".repeat(400),
+        ] {
+            let raw = format!("GET /health HTTP/1.1\r\nContent-Length: {n}\r\n\r\n");
+            assert_eq!(head(&raw).framing, Framing::Length(u64::MAX), "{n}");
+        }
+    }
+
+    #[test]
+    fn transfer_encoding_is_chunked_alone_or_refused() {
+        let chunked = "POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n";
+        assert_eq!(head(chunked).framing, Framing::Chunked);
+        let both = "POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(status(both), 400);
+        let both = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n";
+        assert_eq!(status(both), 400);
+        let http10 = "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(status(http10), 400);
+        for te in ["chunked, gzip", "chunked, chunked", "", "gzip"] {
+            let raw = format!("POST / HTTP/1.1\r\nTransfer-Encoding: {te}\r\n\r\n");
+            assert_eq!(status(&raw), 400, "Transfer-Encoding: {te:?}");
+        }
+        let split =
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(status(split), 400);
+        let gz = "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n";
+        assert_eq!(status(gz), 501);
+    }
+
+    #[test]
+    fn connection_semantics() {
+        assert!(!head("GET /health HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive);
+        assert!(!head("GET /health HTTP/1.0\r\n\r\n").keep_alive);
+        assert!(head("GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").keep_alive);
+        assert!(
+            head("POST /ingest HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+                .expect_continue
+        );
+        assert!(
+            !head("POST /ingest HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+                .expect_continue
+        );
+        assert!(!head("POST /ingest HTTP/1.1\r\nContent-Type: text/html\r\n\r\n").content_type_ok);
+        assert!(
+            head("POST /ingest HTTP/1.1\r\nContent-Type: text/plain;charset=UTF-8\r\n\r\n")
+                .content_type_ok
+        );
+        assert_eq!(head("PUT /ingest HTTP/1.1\r\n\r\n").method, Method::Other);
+        assert_eq!(head("GET /nope HTTP/1.1\r\n\r\n").route, Route::NotFound);
+    }
+}

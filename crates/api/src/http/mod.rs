@@ -1,0 +1,310 @@
+//! HTTP/1.1 without I/O: the route table, request heads ([`head`]), the
+//! request reader that frames bodies ([`reader`]), and responses.
+//!
+//! Nothing here reads or writes a socket, so every rule is unit- and
+//! property-tested; `conn` (the shards) and the sink-only status endpoint
+//! drive the same reader, so both get the same bounds.
+
+pub mod head;
+pub mod reader;
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+pub use head::{parse_head, RequestHead, MAX_HEADERS};
+pub use reader::{BodyReader, BodyStep, Bounds, HeadStep, Need};
+
+/// Request method, as far as routing cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Other,
+}
+
+/// The route table: every path any node answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Ingest,
+    Health,
+    Live,
+    Ready,
+    Metrics,
+    DebugLatency,
+    NotFound,
+}
+
+impl Route {
+    /// The route of a path (without its query).
+    pub fn from_path(path: &str) -> Self {
+        match path {
+            "/ingest" => Route::Ingest,
+            "/health" => Route::Health,
+            "/health/live" => Route::Live,
+            "/health/ready" => Route::Ready,
+            "/metrics" => Route::Metrics,
+            "/debug/latency" => Route::DebugLatency,
+            _ => Route::NotFound,
+        }
+    }
+
+    /// The methods a route takes (for `Allow` on 405).
+    pub fn allow(self) -> &'static str {
+        match self {
+            Route::Ingest => "POST",
+            _ => "GET, HEAD",
+        }
+    }
+
+    /// Whether `m` is allowed on this route.
+    pub fn allows(self, m: Method) -> bool {
+        match self {
+            Route::Ingest => m == Method::Post,
+            Route::NotFound => true,
+            _ => matches!(m, Method::Get | Method::Head),
+        }
+    }
+
+    /// Whether the route reads a request body. Every other route discards at
+    /// most [`reader::BODILESS_DRAIN_BYTES`] of one (413 beyond).
+    pub fn takes_body(self) -> bool {
+        self == Route::Ingest
+    }
+
+    /// 404 for an unknown path, 405 (with `Allow`) for a wrong method.
+    pub fn refuse(self, m: Method) -> Option<Response> {
+        if self == Route::NotFound {
+            return Some(Response::error(
+                404,
+                "not_found",
+                "no such endpoint; see /health, /ingest, /metrics",
+            ));
+        }
+        if self.allows(m) {
+            return None;
+        }
+        let mut r = Response::error(405, "method_not_allowed", &format!("use {}", self.allow()));
+        r.allow = Some(self.allow());
+        Some(r)
+    }
+}
+
+/// `Content-Encoding` of a request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Identity,
+    Gzip,
+    Zstd,
+    Unsupported,
+}
+
+/// How the body is framed, as the head declared it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    None,
+    /// `Content-Length`; `u64::MAX` stands for any length past it.
+    Length(u64),
+    Chunked,
+}
+
+/// A request that cannot be served: answered with `status`, then the
+/// connection closes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    pub status: u16,
+    /// Machine-readable `error` of the JSON body.
+    pub code: &'static str,
+    pub message: Cow<'static, str>,
+}
+
+impl Reject {
+    pub fn new(status: u16, code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The JSON error response, marked to close the connection.
+    pub fn response(&self) -> Response {
+        Response::error(self.status, self.code, &self.message).closing()
+    }
+}
+
+/// Reason phrase of a status.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Payload Too Large",
+        415 => "Unsupported Media Type",
+        417 => "Expectation Failed",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        _ => "Internal Server Error",
+    }
+}
+
+/// A response about to be written.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+    pub retry_after_secs: Option<u32>,
+    pub allow: Option<&'static str>,
+    pub www_authenticate: bool,
+    /// Close the connection after this response.
+    pub close: bool,
+}
+
+impl Response {
+    /// A JSON response.
+    pub fn json(status: u16, body: Vec<u8>) -> Self {
+        Self {
+            status,
+            content_type: "application/json",
+            body,
+            retry_after_secs: None,
+            allow: None,
+            www_authenticate: status == 401,
+            close: false,
+        }
+    }
+
+    /// A plain-text response.
+    pub fn text(status: u16, content_type: &'static str, body: Vec<u8>) -> Self {
+        Self {
+            content_type,
+            ..Self::json(status, body)
+        }
+    }
+
+    /// `{"status":"error","error":<code>,"message":<message>}`.
+    pub fn error(status: u16, code: &str, message: &str) -> Self {
+        let mut body = Vec::with_capacity(96 + message.len());
+        body.extend_from_slice(b"{\"status\":\"error\",\"error\":");
+        push_json_str(&mut body, code);
+        body.extend_from_slice(b",\"message\":");
+        push_json_str(&mut body, message);
+        body.push(b'}');
+        Self::json(status, body)
+    }
+
+    /// Adds `Retry-After`.
+    pub fn retry_after(mut self, secs: u32) -> Self {
+        self.retry_after_secs = Some(secs.max(1));
+        self
+    }
+
+    /// Marks the connection for closing.
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
+    }
+
+    /// Serialises into `out` (appending). `head_only` omits the body (HEAD).
+    pub fn write_to(&self, out: &mut Vec<u8>, keep_alive: bool, head_only: bool) {
+        let mut h = String::with_capacity(192);
+        let _ = write!(
+            h,
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
+            self.status,
+            reason_phrase(self.status),
+            self.content_type,
+            self.body.len()
+        );
+        if let Some(s) = self.retry_after_secs {
+            let _ = write!(h, "Retry-After: {s}\r\n");
+        }
+        if let Some(a) = self.allow {
+            let _ = write!(h, "Allow: {a}\r\n");
+        }
+        if self.www_authenticate {
+            h.push_str("WWW-Authenticate: Bearer realm=\"ingest\"\r\n");
+        }
+        h.push_str(if keep_alive && !self.close {
+            "Connection: keep-alive\r\n\r\n"
+        } else {
+            "Connection: close\r\n\r\n"
+        });
+        out.extend_from_slice(h.as_bytes());
+        if !head_only {
+            out.extend_from_slice(&self.body);
+        }
+    }
+}
+
+/// Appends `s` as a JSON string literal.
+pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    for c in s.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = std::io::Write::write_fmt(out, format_args!("\\u{:04x}", c as u32));
+            }
+            c => {
+                let mut b = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_table() {
+        assert_eq!(Route::from_path("/health/live"), Route::Live);
+        assert_eq!(Route::from_path("/ingest"), Route::Ingest);
+        assert_eq!(Route::from_path("/ingest/"), Route::NotFound);
+        assert!(Route::Ingest.takes_body() && !Route::Health.takes_body());
+        assert!(!Route::NotFound.takes_body());
+        assert_eq!(Route::NotFound.refuse(Method::Get).unwrap().status, 404);
+        let r = Route::Ingest.refuse(Method::Get).unwrap();
+        assert_eq!((r.status, r.allow), (405, Some("POST")));
+        assert!(Route::Metrics.refuse(Method::Head).is_none());
+        assert_eq!(Route::Metrics.refuse(Method::Post).unwrap().status, 405);
+    }
+
+    #[test]
+    fn responses() {
+        let mut out = Vec::new();
+        Response::error(503, "unavailable", "broker \"down\"")
+            .retry_after(2)
+            .write_to(&mut out, true, false);
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+        assert!(s.contains("Retry-After: 2\r\n"));
+        assert!(s.contains("Connection: keep-alive\r\n"));
+        assert!(
+            s.ends_with(r#"{"status":"error","error":"unavailable","message":"broker \"down\""}"#)
+        );
+        let mut out = Vec::new();
+        Reject::new(413, "body_too_large", "too big")
+            .response()
+            .write_to(&mut out, true, false);
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.starts_with("HTTP/1.1 413 Payload Too Large\r\n"));
+        assert!(s.contains("Connection: close\r\n"), "{s}");
+    }
+}

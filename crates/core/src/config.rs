@@ -206,6 +206,10 @@ pub struct SinkConfig {
     pub migrate_on_start: bool,
     /// How often expired partitions are dropped, in s (`0` disables the job).
     pub retention_interval_secs: u64,
+    /// Longest time the broker may hold a fetch waiting for data, in ms
+    /// (librdkafka's `fetch.wait.max.ms`). Short, because some brokers
+    /// (tansu) wait it out even when data is there.
+    pub fetch_wait_max_ms: u64,
 }
 
 /// Default per-tier rate limits, in events per second (`0` = unlimited).
@@ -331,6 +335,7 @@ impl Default for SinkConfig {
             clickhouse_timeout_ms: 30_000,
             migrate_on_start: true,
             retention_interval_secs: 3600,
+            fetch_wait_max_ms: 50,
         }
     }
 }

@@ -74,10 +74,36 @@ pub fn percentile_table(h: &Histogram<u64>, o: &mut String) {
         h.max() as f64 / 1000.0,
         h.len()
     );
+    // distinct_values(): how many values the counts array tells apart.
     let _ = writeln!(
         o,
-        "#[Buckets = {:>12}, SubBuckets     = {:>12}]",
+        "#[Buckets = {:>12}, DistinctValues = {:>12}]",
         h.buckets(),
         h.distinct_values()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_footer_names_what_it_prints() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+        h.record(1_500).unwrap();
+        let mut o = String::new();
+        percentile_table(&h, &mut o);
+        let footer = o.lines().last().unwrap();
+        assert_eq!(
+            footer,
+            format!(
+                "#[Buckets = {:>12}, DistinctValues = {:>12}]",
+                h.buckets(),
+                h.distinct_values()
+            )
+        );
+        assert!(!o.contains("SubBuckets"), "{o}");
+        // The histogram's counts array, not its sub-bucket count (2048 here).
+        assert_ne!(h.distinct_values(), 2048);
+    }
 }

@@ -32,10 +32,29 @@ impl Stage {
     }
 }
 
-/// HTTP statuses the engine answers with, each with its own counter slot.
-pub const STATUSES: [u16; 15] = [
-    100, 200, 400, 401, 403, 404, 405, 408, 411, 413, 415, 429, 431, 500, 503,
+/// HTTP statuses the engine answers with: always exposed, zero or not. Any
+/// other status is counted too and exposed once seen.
+pub const STATUSES: [u16; 17] = [
+    100, 200, 400, 401, 403, 404, 405, 408, 411, 413, 415, 417, 429, 431, 500, 501, 503,
 ];
+
+/// Lowest valid HTTP status; `requests` holds one slot per status from here.
+const FIRST_STATUS: u16 = 100;
+/// Slots: one per status 100..=599, then one for anything outside that range.
+pub(crate) const STATUS_SLOTS: usize = 501;
+
+/// The slot of `status` in `requests`: its own for 100..=599, else the last.
+fn status_slot(status: u16) -> usize {
+    match status {
+        100..=599 => usize::from(status - FIRST_STATUS),
+        _ => STATUS_SLOTS - 1,
+    }
+}
+
+/// The status of slot `i` (`None`: the slot of invalid statuses).
+pub(crate) fn slot_status(i: usize) -> Option<u16> {
+    (i < STATUS_SLOTS - 1).then(|| FIRST_STATUS + i as u16)
+}
 
 /// Highest latency a histogram tracks: 60 s in µs (larger values are clamped).
 const MAX_LATENCY_US: u64 = 60_000_000;
@@ -47,7 +66,9 @@ fn new_histogram() -> Histogram<u64> {
 /// Counters of one shard, padded so shards never share a cache line.
 #[derive(Debug)]
 pub struct ShardCounters {
-    pub requests: [AtomicU64; STATUSES.len()],
+    /// Responses by status, one slot per status (see `status_slot`): a
+    /// relaxed add on a fixed index, no search and no lock.
+    pub requests: [AtomicU64; STATUS_SLOTS],
     pub events_accepted: AtomicU64,
     pub events_rejected: Vec<AtomicU64>,
     pub bytes_received: AtomicU64,
@@ -73,11 +94,7 @@ impl ShardCounters {
 
     /// Counts one response with `status`.
     pub fn count_status(&self, status: u16) {
-        let slot = STATUSES
-            .iter()
-            .position(|&s| s == status)
-            .unwrap_or(STATUSES.len() - 2);
-        self.requests[slot].fetch_add(1, Ordering::Relaxed);
+        self.requests[status_slot(status)].fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -242,10 +259,8 @@ impl Metrics {
 
     /// Total responses with `status`.
     pub fn responses(&self, status: u16) -> u64 {
-        match STATUSES.iter().position(|&s| s == status) {
-            Some(slot) => self.sum(|s| s.requests[slot].load(Ordering::Relaxed)),
-            None => 0,
-        }
+        let slot = status_slot(status);
+        self.sum(|s| s.requests[slot].load(Ordering::Relaxed))
     }
 
     /// Merged histogram of a stage over all shards.

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use hdrhistogram::Histogram;
 
+use crate::metrics::{slot_status, STATUS_SLOTS};
 use crate::{Metrics, SinkStage, Stage, STATUSES};
 
 impl Metrics {
@@ -126,9 +127,21 @@ impl Metrics {
             "HTTP responses by status code.",
             "counter",
         );
-        for (slot, status) in STATUSES.iter().enumerate() {
+        for slot in 0..STATUS_SLOTS {
             let n = self.sum(|s| s.requests[slot].load(Ordering::Relaxed));
-            let _ = writeln!(o, "ingest_http_responses_total{{status=\"{status}\"}} {n}");
+            let status = slot_status(slot);
+            // The usual statuses always; any other once it was answered.
+            if n == 0 && !status.is_some_and(|s| STATUSES.contains(&s)) {
+                continue;
+            }
+            match status {
+                Some(status) => {
+                    let _ = writeln!(o, "ingest_http_responses_total{{status=\"{status}\"}} {n}");
+                }
+                None => {
+                    let _ = writeln!(o, "ingest_http_responses_total{{status=\"other\"}} {n}");
+                }
+            }
         }
         counter(
             o,
@@ -271,4 +284,47 @@ fn summary(o: &mut String, name: &str, h: &Histogram<u64>) {
     }
     let sum = h.mean() * h.len() as f64 / 1e6;
     let _ = writeln!(o, "{name}_sum {sum}\n{name}_count {}", h.len());
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Metrics;
+
+    fn responses_line(text: &str, status: &str) -> Option<String> {
+        let prefix = format!("ingest_http_responses_total{{status=\"{status}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+    }
+
+    #[test]
+    fn every_status_is_counted_under_its_own_label() {
+        let m = Metrics::new(2, &["bad"]);
+        for s in [417, 417, 501, 505, 500] {
+            m.shard(0).count_status(s);
+        }
+        m.shard(1).count_status(417);
+        m.shard(1).count_status(999);
+        m.shard(1).count_status(42);
+        assert_eq!(m.responses(417), 3);
+        assert_eq!(m.responses(501), 1);
+        assert_eq!(m.responses(500), 1);
+        let text = m.render_prometheus();
+        assert_eq!(responses_line(&text, "417").as_deref(), Some("3"), "{text}");
+        assert_eq!(responses_line(&text, "501").as_deref(), Some("1"), "{text}");
+        assert_eq!(responses_line(&text, "505").as_deref(), Some("1"), "{text}");
+        assert_eq!(responses_line(&text, "500").as_deref(), Some("1"), "{text}");
+        assert_eq!(
+            responses_line(&text, "other").as_deref(),
+            Some("2"),
+            "{text}"
+        );
+        // The usual statuses are always there; unusual ones only once seen.
+        assert_eq!(responses_line(&text, "429").as_deref(), Some("0"), "{text}");
+        assert_eq!(responses_line(&text, "502"), None, "{text}");
+        let lines = text
+            .lines()
+            .filter(|l| l.starts_with("ingest_http_responses_total{"))
+            .count();
+        assert_eq!(lines, crate::STATUSES.len() + 2, "{text}");
+    }
 }

@@ -14,6 +14,7 @@ mod latency_table;
 mod metrics;
 mod prometheus;
 
+pub use health::SinkProblem;
 pub use latency_table::percentile_table;
 pub use metrics::{
     LocalHistograms, Metrics, ProducerCounters, ShardCounters, SinkCounters, SinkStage, Stage,

@@ -158,9 +158,22 @@ pub struct SinkCounters {
     pub retention_partitions_dropped: AtomicU64,
     /// 1 while the last ClickHouse call succeeded.
     pub clickhouse_up: AtomicBool,
-    /// Records in the topic not yet consumed, over assigned partitions (-1: unknown).
+    /// Records not yet committed by the group over the partitions this sink
+    /// owns (-1: unknown).
     pub consumer_lag: AtomicI64,
+    /// Records not yet committed by the group over every partition of the
+    /// topic, owned or not (-1: unknown).
+    pub group_lag: AtomicI64,
+    /// Partitions with records waiting and no commit for the sink's stall
+    /// time: nobody is making progress on them.
+    pub stalled_partitions: AtomicI64,
     pub assigned_partitions: AtomicI64,
+    /// 1 while this sink's partitions are paused: a batch waits for the
+    /// inserter, or a record for ClickHouse or the broker.
+    pub paused: AtomicBool,
+    /// Times the sink left and rejoined its group because it owned no
+    /// partition while partitions stalled.
+    pub rejoins: AtomicU64,
 }
 
 /// Every metric of the process.
@@ -197,6 +210,7 @@ impl Metrics {
             ring_capacity: AtomicU64::new(0),
             sink: SinkCounters {
                 consumer_lag: AtomicI64::new(-1),
+                group_lag: AtomicI64::new(-1),
                 ..SinkCounters::default()
             },
             sink_histograms: Mutex::new(std::array::from_fn(|_| new_histogram())),

@@ -25,7 +25,7 @@ impl Metrics {
     fn render_sink(&self, o: &mut String) {
         let s = &self.sink;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as i64;
-        let values: [(&str, &str, &str, i64); 14] = [
+        let values: [(&str, &str, &str, i64); 18] = [
             (
                 "sink_rows_inserted_total",
                 "Rows ClickHouse confirmed.",
@@ -94,15 +94,39 @@ impl Metrics {
             ),
             (
                 "sink_consumer_lag",
-                "Records in the topic not yet consumed by this sink (-1: unknown).",
+                "Records not yet committed by the group on the partitions this sink owns (-1: unknown).",
                 "gauge",
                 s.consumer_lag.load(Ordering::Relaxed),
+            ),
+            (
+                "sink_group_lag",
+                "Records not yet committed by the group on every partition of the topic (-1: unknown).",
+                "gauge",
+                s.group_lag.load(Ordering::Relaxed),
+            ),
+            (
+                "sink_stalled_partitions",
+                "Partitions with records waiting and no commit for the stall time.",
+                "gauge",
+                s.stalled_partitions.load(Ordering::Relaxed),
             ),
             (
                 "sink_assigned_partitions",
                 "Topic partitions assigned to this sink.",
                 "gauge",
                 s.assigned_partitions.load(Ordering::Relaxed),
+            ),
+            (
+                "sink_paused",
+                "1 while this sink's partitions are paused (a batch waits for the inserter, or a record for ClickHouse).",
+                "gauge",
+                i64::from(s.paused.load(Ordering::Relaxed)),
+            ),
+            (
+                "sink_rejoins_total",
+                "Times the sink rejoined its group because it owned nothing while partitions stalled.",
+                "counter",
+                load(&s.rejoins),
             ),
             (
                 "sink_running",

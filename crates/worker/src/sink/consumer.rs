@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,20 +13,29 @@ use engine_core::config::Config;
 use engine_core::record::decode_record;
 use engine_core::Tier;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{DefaultProducerContext, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
 use telemetry::Metrics;
 use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::batch::Batch;
-use super::rebalance::{Context, Inflight};
-use super::{now_us, with_backoff};
+use super::lag::Stalls;
+use super::now_us;
+use super::rebalance::{Context, Inflight, Watchdog};
 use crate::dedup::DedupWindow;
 use crate::{dlq, Error};
 
 /// Longest single poll, so stop requests and batch age are noticed.
 const POLL_MAX: Duration = Duration::from_millis(100);
+/// First wait before a held record is tried again; doubles up to
+/// `sink.retry_backoff_max_ms`.
+const HELD_RETRY_START: Duration = Duration::from_millis(200);
+/// Between leaving the group and joining it again (watchdog).
+const REJOIN_PAUSE: Duration = Duration::from_millis(500);
+/// Timeout of a seek back to a record fetched while paused.
+const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes of one row of the dedup reload: tenant id, event id, receive time.
 const RECENT_ROW_BYTES: usize = 16 + 16 + 8;
 
@@ -182,19 +191,12 @@ impl<'c> Sink<'c> {
                 .is_some_and(|t| t.elapsed() >= Duration::from_millis(k.batch_max_age_ms))
     }
 
-    /// Closes the batch and hands it to the inserter; blocks while the
-    /// previous one is still being inserted. Its ids are in the dedup window
-    /// already and its offsets count as stored from now: the inserter retries
-    /// until they land or the process stops, and a rebalance waits for it.
-    pub(super) fn hand_off(
-        &mut self,
-        to_inserter: &SyncSender<Batch>,
-        spare: &Receiver<Batch>,
-        inflight: &Inflight,
-    ) -> bool {
-        if self.oldest.is_none() {
-            return true;
-        }
+    /// Closes the batch being filled, for the inserter. Its ids are in the
+    /// dedup window already and its offsets count as stored from now: the
+    /// inserter retries until they land, and a rebalance waits for it (or
+    /// drops it with the rest of the partition state).
+    fn close(&mut self, spare: &Receiver<Batch>) -> Option<Batch> {
+        self.oldest?;
         self.dedup.expire(now_us());
         let mut next = spare.try_recv().unwrap_or_else(|_| Batch::new());
         next.clear();
@@ -207,20 +209,24 @@ impl<'c> Sink<'c> {
         }
         batch.opened = self.oldest.take().unwrap_or_else(Instant::now);
         self.offsets.clear();
-        inflight.begin();
-        if to_inserter.send(batch).is_err() {
-            inflight.end();
-            return false;
-        }
-        true
+        Some(batch)
     }
 
+    /// Counts record `off` of `p` as handled: the batch commits past it.
+    fn handled(&mut self, p: i32, off: i64) {
+        self.oldest.get_or_insert_with(Instant::now);
+        let prev = self.offsets.entry(p).or_insert(off);
+        *prev = (*prev).max(off);
+    }
+
+    /// Handles one record. An error means it could not be handled now
+    /// (ClickHouse or the broker unreachable) and nothing of it was kept:
+    /// the caller holds it and tries again later.
     fn handle(
         &mut self,
-        m: &BorrowedMessage<'_>,
+        m: &impl Message,
         dlq: &ThreadedProducer<DefaultProducerContext>,
-        stop: &AtomicBool,
-    ) -> bool {
+    ) -> Result<(), Error> {
         let (p, off) = (m.partition(), m.offset());
         if !self.partitions.contains_key(&p) {
             // Every assigned partition not loaded yet, at once.
@@ -228,41 +234,28 @@ impl<'c> Sink<'c> {
             parts.retain(|q| !self.partitions.contains_key(q));
             parts.sort_unstable();
             parts.dedup();
-            let backoff_max = self.backoff_max;
-            if with_backoff("resume from ClickHouse", backoff_max, stop, |_| {
-                self.load_partitions(&parts)
-            })
-            .is_none()
-            {
-                return false;
-            }
+            self.load_partitions(&parts)?;
         }
-        self.oldest.get_or_insert_with(Instant::now);
-        let prev = self.offsets.entry(p).or_insert(off);
-        *prev = (*prev).max(off);
         if off <= self.partitions[&p].stored {
             let sink = &self.metrics.sink;
             sink.records_already_stored.fetch_add(1, Ordering::Relaxed);
-            return true;
+            self.handled(p, off);
+            return Ok(());
         }
         let payload = m.payload().unwrap_or_default();
         let batch = match decode_record(payload) {
             Ok(b) => b,
             Err(e) => {
                 let reason = e.to_string();
-                warn!(partition = p, offset = off, %reason, "undecodable record sent to the dead-letter topic");
                 let topic = &self.cfg.sink.dlq_topic;
-                let sent = with_backoff("dead-letter produce", self.backoff_max, stop, |_| {
-                    dlq::send(dlq, topic, m.key(), payload, &reason, p, off)
-                })
-                .is_some();
-                if sent {
-                    self.metrics
-                        .sink
-                        .dead_letters
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-                return sent;
+                dlq::send(dlq, topic, m.key(), payload, &reason, p, off)?;
+                warn!(partition = p, offset = off, %reason, "undecodable record sent to the dead-letter topic");
+                self.metrics
+                    .sink
+                    .dead_letters
+                    .fetch_add(1, Ordering::Relaxed);
+                self.handled(p, off);
+                return Ok(());
             }
         };
         let (tier, retention_days) = self.tenant_class(&batch.tenant_id);
@@ -290,45 +283,217 @@ impl<'c> Sink<'c> {
             let sink = &self.metrics.sink;
             sink.duplicates_skipped.fetch_add(dups, Ordering::Relaxed);
         }
-        true
+        self.handled(p, off);
+        Ok(())
     }
 }
 
-/// The consumer loop; false when stopped mid-way (nothing more to hand off).
+/// The consumer loop's state besides the batch: what waits, what is paused.
+///
+/// The loop never blocks on ClickHouse: a closed batch the inserter cannot
+/// take yet, or a record that cannot be handled yet, pauses this sink's
+/// partitions, and the loop goes on polling (so the group sees a live member
+/// within `max.poll.interval.ms`) until it can resume them.
+struct Flow {
+    /// A closed batch waiting for the inserter.
+    ready: Option<Batch>,
+    /// A record that could not be handled yet, and when to try it again.
+    held: Option<(OwnedMessage, Instant)>,
+    held_wait: Duration,
+    /// Whether this sink's partitions are paused.
+    paused: bool,
+    watchdog: Watchdog,
+    /// When to subscribe again after the watchdog left the group.
+    resubscribe_at: Option<Instant>,
+}
+
+/// This sink's partitions of `topic`, as a list for pause and resume.
+fn assignment(consumer: &BaseConsumer<Context>) -> TopicPartitionList {
+    consumer.assignment().unwrap_or_default()
+}
+
+impl Flow {
+    /// Pauses or resumes every assigned partition to match `want`.
+    fn set_paused(&mut self, want: bool, consumer: &BaseConsumer<Context>, metrics: &Metrics) {
+        if want == self.paused {
+            return;
+        }
+        let tpl = assignment(consumer);
+        let r = if want {
+            consumer.pause(&tpl)
+        } else {
+            consumer.resume(&tpl)
+        };
+        if let Err(e) = r {
+            warn!(%e, paused = want, "cannot pause or resume the partitions");
+        }
+        self.paused = want;
+        metrics.sink.paused.store(want, Ordering::Relaxed);
+    }
+
+    /// Holds `m` (it could not be handled) until its retry time. Pausing its
+    /// partition (below) keeps what follows it from being consumed first,
+    /// and resuming fetches from just after it.
+    fn hold(&mut self, m: OwnedMessage, backoff_max: Duration) {
+        self.held_wait = (self.held_wait * 2).clamp(HELD_RETRY_START, backoff_max);
+        self.held = Some((m, Instant::now() + self.held_wait));
+    }
+}
+
+/// The way to the inserter: the rendezvous, the buffers coming back, and the
+/// count of batches it holds.
+pub(super) struct ToInserter<'a> {
+    pub(super) batches: &'a SyncSender<Batch>,
+    pub(super) spare: &'a Receiver<Batch>,
+    pub(super) inflight: &'a Inflight,
+}
+
+/// The consumer loop. Returns once `stop` is set, after handing the last
+/// batches to the inserter.
 pub(super) fn consume(
     sink: &mut Sink<'_>,
     consumer: &BaseConsumer<Context>,
     dlq: &ThreadedProducer<DefaultProducerContext>,
-    to_inserter: &SyncSender<Batch>,
-    spare: &Receiver<Batch>,
-    inflight: &Inflight,
+    inserter: ToInserter<'_>,
+    stall_after: Duration,
+    stalls: &Stalls,
     stop: &AtomicBool,
-) -> bool {
+) {
+    let ToInserter {
+        batches: to_inserter,
+        spare,
+        inflight,
+    } = inserter;
+    let topic = sink.cfg.redpanda.topic.clone();
+    let metrics = sink.metrics.clone();
+    let backoff_max = sink.backoff_max;
+    let mut flow = Flow {
+        ready: None,
+        held: None,
+        held_wait: Duration::ZERO,
+        paused: false,
+        watchdog: Watchdog::new(stall_after, Instant::now()),
+        resubscribe_at: None,
+    };
     while !stop.load(Ordering::SeqCst) {
         let msg = consumer.poll(POLL_MAX);
+        let now = Instant::now();
         if consumer.context().rebalanced.swap(false, Ordering::SeqCst) {
-            // Partitions moved: what is not handed off will be consumed again
-            // by whoever owns them now; drop it here and reload state.
+            // Partitions moved: what is not with the inserter will be
+            // consumed again by whoever owns them now; drop it here and
+            // reload state.
             sink.discard();
-            sink.assigned = consumer
-                .assignment()
-                .map(|tpl| {
-                    tpl.elements_for_topic(&sink.cfg.redpanda.topic)
-                        .iter()
-                        .map(|e| e.partition())
-                        .collect()
-                })
-                .unwrap_or_default();
+            flow.ready = None;
+            flow.held = None;
+            flow.held_wait = Duration::ZERO;
+            sink.assigned = assignment(consumer)
+                .elements_for_topic(&topic)
+                .iter()
+                .map(|e| e.partition())
+                .collect();
+            // A new assignment starts unpaused (resume is a no-op on
+            // partitions that are not paused).
+            flow.paused = true;
+            flow.set_paused(false, consumer, &metrics);
+            flow.watchdog.group_changed(now);
         }
         match msg {
-            Some(Ok(m)) if !sink.handle(&m, dlq, stop) => return false,
-            Some(Ok(_)) => {}
+            Some(Ok(m)) if flow.held.is_some() => {
+                // Fetched before the pause took hold: read again after the
+                // held record.
+                let (p, off) = (m.partition(), m.offset());
+                if let Err(e) = consumer.seek(&topic, p, Offset::Offset(off), SEEK_TIMEOUT) {
+                    warn!(%e, partition = p, offset = off, "cannot rewind a paused partition");
+                }
+            }
+            Some(Ok(m)) => {
+                if let Err(e) = sink.handle(&m, dlq) {
+                    warn!(%e, partition = m.partition(), offset = m.offset(), "record held; retrying");
+                    flow.hold(m.detach(), backoff_max);
+                }
+            }
             Some(Err(e)) => warn!(%e, "consumer error"),
             None => {}
         }
-        if sink.due() && !sink.hand_off(to_inserter, spare, inflight) {
-            return false;
+        if let Some((m, at)) = flow.held.take() {
+            if now < at {
+                flow.held = Some((m, at));
+            } else if let Err(e) = sink.handle(&m, dlq) {
+                if flow.held_wait >= backoff_max {
+                    warn!(%e, partition = m.partition(), offset = m.offset(), "held record still fails");
+                }
+                flow.hold(m, backoff_max);
+            } else {
+                flow.held_wait = Duration::ZERO;
+            }
+        }
+        if flow.ready.is_none() && sink.due() {
+            flow.ready = sink.close(spare);
+        }
+        if let Some(batch) = flow.ready.take() {
+            // Counted first: the inserter may finish it before send returns.
+            inflight.begin();
+            match to_inserter.try_send(batch) {
+                Ok(()) => {}
+                Err(TrySendError::Full(batch)) => {
+                    inflight.end();
+                    flow.ready = Some(batch);
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    inflight.end();
+                    return;
+                }
+            }
+        }
+        let wait = flow.ready.is_some() || flow.held.is_some();
+        flow.set_paused(wait, consumer, &metrics);
+        rejoin_if_stalled(sink, consumer, &mut flow, stalls, &topic, now);
+    }
+    // Stopping: the last batches go to the inserter, which makes one more
+    // attempt each.
+    for batch in flow.ready.take().into_iter().chain(sink.close(spare)) {
+        inflight.begin();
+        if to_inserter.send(batch).is_err() {
+            inflight.end();
         }
     }
-    true
+}
+
+/// Leaves and rejoins the group when the watchdog says so (see [`Watchdog`]).
+fn rejoin_if_stalled(
+    sink: &mut Sink<'_>,
+    consumer: &BaseConsumer<Context>,
+    flow: &mut Flow,
+    stalls: &Stalls,
+    topic: &str,
+    now: Instant,
+) {
+    if let Some(at) = flow.resubscribe_at {
+        if now >= at {
+            flow.resubscribe_at = None;
+            if let Err(e) = consumer.subscribe(&[topic]) {
+                warn!(%e, "cannot subscribe again; retrying");
+                flow.resubscribe_at = Some(now + REJOIN_PAUSE);
+            }
+            flow.watchdog.group_changed(now);
+        }
+        return;
+    }
+    let elsewhere = stalls.elsewhere.load(Ordering::Relaxed);
+    let here = stalls.here.load(Ordering::Relaxed);
+    if !flow.watchdog.due(now, elsewhere, here) {
+        return;
+    }
+    flow.watchdog.backed_off(now);
+    // Rebalancing is of no use while nobody can insert.
+    if !sink.ch.ping() {
+        return;
+    }
+    warn!(
+        stalled = elsewhere,
+        "partitions this sink does not own make no progress; rejoining the group"
+    );
+    sink.metrics.sink.rejoins.fetch_add(1, Ordering::Relaxed);
+    consumer.unsubscribe();
+    flow.resubscribe_at = Some(now + REJOIN_PAUSE);
 }

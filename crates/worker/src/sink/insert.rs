@@ -1,5 +1,5 @@
 //! The insert side: one atomic `INSERT … FORMAT Native` per batch, retried
-//! until it lands, then the offsets commit.
+//! until it lands (or a rebalance gives it up), then the offsets commit.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
@@ -45,8 +45,8 @@ impl<'c> Inserter<'c> {
         }
     }
 
-    /// Inserts `batch`; false if stopped before it landed.
-    fn insert(&mut self, batch: &Batch, stop: &AtomicBool) -> bool {
+    /// Inserts `batch`; false if `give_up()` said so before it landed.
+    fn insert(&mut self, batch: &Batch, give_up: impl Fn() -> bool) -> bool {
         if batch.block.rows() == 0 {
             return true;
         }
@@ -64,7 +64,7 @@ impl<'c> Inserter<'c> {
             }
             sink.clickhouse_up.store(ok, Ordering::Release);
         };
-        let done = with_backoff("insert into ClickHouse", self.backoff_max, stop, |attempt| {
+        let done = with_backoff("insert into ClickHouse", self.backoff_max, give_up, |attempt| {
             if attempt > 0 {
                 // The previous attempt may have landed (e.g. timed out after the write).
                 if let Some((p, o)) = batch.last_row {
@@ -134,8 +134,16 @@ impl<'c> Inserter<'c> {
         stop: &AtomicBool,
     ) {
         for batch in batches {
-            if self.insert(&batch, stop) {
+            let give_up = || stop.load(Ordering::SeqCst) || inflight.abandoned();
+            if self.insert(&batch, give_up) {
                 self.commit(&batch, consumer);
+            } else if inflight.abandoned() {
+                // A rebalance moved its partitions on: their next owner
+                // consumes these records again from the committed offsets.
+                warn!(
+                    rows = batch.block.rows(),
+                    "batch dropped unlanded: its partitions were rebalanced"
+                );
             }
             inflight.end();
             // The consumer may already hold a spare; then this one is freed.

@@ -22,17 +22,68 @@ use crate::{dlq, Error};
 mod batch;
 mod consumer;
 mod insert;
+mod lag;
 mod rebalance;
 
 use batch::Batch;
-use consumer::{consume, Sink};
+use consumer::{consume, Sink, ToInserter};
 use insert::Inserter;
 use rebalance::{Context, Inflight};
 
 /// First wait between retries; doubles up to `sink.retry_backoff_max_ms`.
 const BACKOFF_START: Duration = Duration::from_millis(100);
-/// How often librdkafka reports consumer statistics (consumer lag).
-const STATS_INTERVAL_MS: &str = "1000";
+/// How often a backoff wait looks whether to give up.
+const STOP_CHECK: Duration = Duration::from_millis(50);
+/// The group's session timeout unless `redpanda.librdkafka` sets one: how
+/// long the coordinator keeps a dead member (`kill -9`) and its partitions.
+/// librdkafka heartbeats from its own thread, so a busy sink never misses it.
+const SESSION_TIMEOUT_MS: u64 = 10_000;
+/// The least `max.poll.interval.ms` (librdkafka's default, and the rebalance
+/// timeout the sink sends in JoinGroup) unless `redpanda.librdkafka` sets it.
+const MAX_POLL_INTERVAL_MS: u64 = 300_000;
+/// Kept free below `max.poll.interval.ms` when a rebalance waits for the batch
+/// in flight: for its last attempt to end and the member to rejoin.
+const REBALANCE_MARGIN: Duration = Duration::from_secs(10);
+/// Least time without a commit before a partition with lag counts as stalled.
+const STALL_AFTER_MIN: Duration = Duration::from_secs(10);
+
+/// Timeouts of the sink's group membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct GroupTimes {
+    session_timeout: Duration,
+    max_poll_interval: Duration,
+    /// How long a rebalance waits for the batch in flight before dropping it.
+    rebalance_wait: Duration,
+    /// No commit for this long, with records waiting: the partition stalled.
+    stall_after: Duration,
+}
+
+impl GroupTimes {
+    fn new(cfg: &Config) -> Self {
+        let k = &cfg.sink;
+        let ms = |key: &str, default: u64| {
+            let v = cfg
+                .redpanda
+                .librdkafka
+                .get(key)
+                .and_then(|v| v.parse().ok());
+            Duration::from_millis(v.unwrap_or(default))
+        };
+        let ch_timeout = Duration::from_millis(k.clickhouse_timeout_ms);
+        // A healthy partition commits once per batch: its age plus one insert.
+        let batch = Duration::from_millis(k.batch_max_age_ms) + ch_timeout;
+        let max_poll_interval = ms(
+            "max.poll.interval.ms",
+            MAX_POLL_INTERVAL_MS.max((2 * ch_timeout + REBALANCE_MARGIN).as_millis() as u64),
+        );
+        Self {
+            session_timeout: ms("session.timeout.ms", SESSION_TIMEOUT_MS),
+            max_poll_interval,
+            rebalance_wait: max_poll_interval.saturating_sub(ch_timeout + REBALANCE_MARGIN),
+            stall_after: (2 * batch).max(STALL_AFTER_MIN),
+        }
+    }
+}
 
 /// A running sink.
 #[derive(Debug)]
@@ -118,11 +169,12 @@ pub(super) fn now_us() -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
-/// Retries `f` with exponential backoff until it succeeds or `stop` is set.
+/// Retries `f` with exponential backoff until it succeeds or `stop()` says
+/// to give up (checked between attempts and while waiting).
 pub(super) fn with_backoff<T>(
     what: &str,
     max: Duration,
-    stop: &AtomicBool,
+    stop: impl Fn() -> bool,
     mut f: impl FnMut(u32) -> Result<T, Error>,
 ) -> Option<T> {
     let mut wait = BACKOFF_START;
@@ -136,10 +188,17 @@ pub(super) fn with_backoff<T>(
                 }
             }
         }
-        if stop.load(Ordering::SeqCst) {
-            return None;
+        let until = Instant::now() + wait;
+        loop {
+            if stop() {
+                return None;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            thread::sleep(left.min(STOP_CHECK));
         }
-        thread::sleep(wait);
         wait = (wait * 2).min(max);
         attempt += 1;
     }
@@ -156,47 +215,66 @@ fn run(cfg: &Config, stop: &AtomicBool, metrics: Arc<Metrics>) -> Result<(), Err
     } else {
         "ClickHouse connection"
     };
-    let reached = with_backoff(what, backoff_max, stop, |_| {
-        let r = if k.migrate_on_start {
-            migrate(&ch, db).map(drop)
-        } else {
-            ch.version().map(drop)
-        };
-        let sink = &metrics.sink;
-        sink.clickhouse_up.store(r.is_ok(), Ordering::Release);
-        Ok(r?)
-    });
+    let reached = with_backoff(
+        what,
+        backoff_max,
+        || stop.load(Ordering::SeqCst),
+        |_| {
+            let r = if k.migrate_on_start {
+                migrate(&ch, db).map(drop)
+            } else {
+                ch.version().map(drop)
+            };
+            let sink = &metrics.sink;
+            sink.clickhouse_up.store(r.is_ok(), Ordering::Release);
+            Ok(r?)
+        },
+    );
     if reached.is_none() {
         return Ok(());
     }
     // The events topic too: a sink started before any edge would otherwise
     // subscribe to nothing until librdkafka's next metadata refresh.
     for topic in [&cfg.redpanda.topic, &k.dlq_topic] {
-        if with_backoff("topic creation", backoff_max, stop, |_| {
-            Ok(redpanda::admin::ensure_topic(
-                &cfg.redpanda,
-                topic,
-                Duration::from_secs(10),
-            )?)
-        })
+        if with_backoff(
+            "topic creation",
+            backoff_max,
+            || stop.load(Ordering::SeqCst),
+            |_| {
+                Ok(redpanda::admin::ensure_topic(
+                    &cfg.redpanda,
+                    topic,
+                    Duration::from_secs(10),
+                )?)
+            },
+        )
         .is_none()
         {
             return Ok(());
         }
     }
     let inflight = Arc::new(Inflight::default());
+    let times = GroupTimes::new(cfg);
     let consumer: BaseConsumer<Context> = redpanda::base_config(&cfg.redpanda)
         .set("group.id", &k.consumer_group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
-        .set("statistics.interval.ms", STATS_INTERVAL_MS)
-        // While ClickHouse is down the sink stops polling; stay in the group.
-        .set("max.poll.interval.ms", "86400000")
+        .set(
+            "session.timeout.ms",
+            times.session_timeout.as_millis().to_string(),
+        )
+        // The sink polls on while ClickHouse is down (partitions paused), so
+        // the group's rebalance timeout stays sane.
+        .set(
+            "max.poll.interval.ms",
+            times.max_poll_interval.as_millis().to_string(),
+        )
         .create_with_context(Context {
             rebalanced: AtomicBool::new(false),
             inflight: inflight.clone(),
             metrics: metrics.clone(),
+            rebalance_wait: times.rebalance_wait,
         })?;
     consumer.subscribe(&[&cfg.redpanda.topic])?;
     let dlq = dlq::producer(cfg)?;
@@ -225,13 +303,21 @@ fn run(cfg: &Config, stop: &AtomicBool, metrics: Arc<Metrics>) -> Result<(), Err
         table,
         &cfg.redpanda.topic,
         backoff_max,
-        metrics,
+        metrics.clone(),
     );
-    // Rendezvous: one batch is inserted while the next one fills; the
-    // consumer blocks at hand-off until the inserter is free.
+    // Rendezvous: one batch is inserted while the next one fills; while the
+    // inserter is busy, a closed batch waits with the partitions paused.
     let (to_inserter, batches) = sync_channel::<Batch>(0);
     let (spare_tx, spare) = sync_channel::<Batch>(1);
-    info!(topic = %cfg.redpanda.topic, group = %k.consumer_group, "sink consuming");
+    let stalls = lag::Stalls::default();
+    // The lag monitor ends with the consumer loop, whatever ends it.
+    let consuming = AtomicBool::new(true);
+    info!(
+        topic = %cfg.redpanda.topic,
+        group = %k.consumer_group,
+        ?times,
+        "sink consuming"
+    );
     thread::scope(|scope| {
         let consumer = &consumer;
         let inflight_ref = &*inflight;
@@ -241,20 +327,73 @@ fn run(cfg: &Config, stop: &AtomicBool, metrics: Arc<Metrics>) -> Result<(), Err
                 inserter.run(batches, spare_tx, consumer, inflight_ref, stop)
             })
             .map_err(Error::Thread)?;
-        let result = consume(
+        let consuming = &consuming;
+        let (topic, lag_metrics, stalls) = (&cfg.redpanda.topic, &*metrics, &stalls);
+        thread::Builder::new()
+            .name("sink-lag".into())
+            .spawn_scoped(scope, move || {
+                let done = || stop.load(Ordering::SeqCst) || !consuming.load(Ordering::SeqCst);
+                lag::monitor(
+                    consumer,
+                    topic,
+                    times.stall_after,
+                    stalls,
+                    lag_metrics,
+                    done,
+                )
+            })
+            .map_err(Error::Thread)?;
+        let to = ToInserter {
+            batches: &to_inserter,
+            spare: &spare,
+            inflight: &inflight,
+        };
+        consume(
             &mut sink,
             consumer,
             &dlq,
-            &to_inserter,
-            &spare,
-            &inflight,
+            to,
+            times.stall_after,
+            stalls,
             stop,
         );
-        if result {
-            sink.hand_off(&to_inserter, &spare, &inflight);
-        }
+        consuming.store(false, Ordering::SeqCst);
         // Closing the channel ends the inserter once it has drained.
         drop(to_inserter);
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_times_follow_the_config_and_keep_the_rebalance_wait_inside_the_poll_interval() {
+        let mut cfg = Config::default();
+        let t = GroupTimes::new(&cfg);
+        assert_eq!(t.session_timeout, Duration::from_secs(10));
+        assert_eq!(t.max_poll_interval, Duration::from_secs(300));
+        // 300 s − 30 s (one ClickHouse attempt) − 10 s margin.
+        assert_eq!(t.rebalance_wait, Duration::from_secs(260));
+        // 2 × (1 s batch age + 30 s insert).
+        assert_eq!(t.stall_after, Duration::from_secs(62));
+        cfg.sink.clickhouse_timeout_ms = 200_000;
+        cfg.sink.batch_max_age_ms = 200;
+        let t = GroupTimes::new(&cfg);
+        assert_eq!(t.max_poll_interval, Duration::from_secs(410));
+        assert_eq!(t.rebalance_wait, Duration::from_secs(200));
+        cfg.sink.clickhouse_timeout_ms = 1_000;
+        cfg.redpanda
+            .librdkafka
+            .insert("session.timeout.ms".into(), "45000".into());
+        cfg.redpanda
+            .librdkafka
+            .insert("max.poll.interval.ms".into(), "60000".into());
+        let t = GroupTimes::new(&cfg);
+        assert_eq!(t.session_timeout, Duration::from_secs(45));
+        assert_eq!(t.max_poll_interval, Duration::from_secs(60));
+        assert_eq!(t.rebalance_wait, Duration::from_secs(49));
+        assert_eq!(t.stall_after, STALL_AFTER_MIN);
+    }
 }

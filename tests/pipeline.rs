@@ -253,7 +253,8 @@ fn a_killed_sink_and_a_stopped_clickhouse_lose_nothing_and_double_nothing() {
     );
     assert_eq!(metric(sink.port, "sink_running"), Some(1.0));
     // ClickHouse down for a while under load, then back.
-    // The new sink joins once the killed members' sessions expire.
+    // The new sink gets partitions once the killed members' sessions expire
+    // (or its watchdog rejoins a group tansu left without an assignment).
     wait_for(
         "rows from the restarted sink before ClickHouse stops",
         Duration::from_secs(120),
@@ -273,6 +274,19 @@ fn a_killed_sink_and_a_stopped_clickhouse_lose_nothing_and_double_nothing() {
     );
     assert_eq!(metric(sink.port, "sink_clickhouse_up"), Some(0.0));
     assert!(metric(sink.port, "sink_insert_failures_total").unwrap() >= 1.0);
+    // The sink polls on with its partitions paused: it stays in the group.
+    wait_for(
+        "partitions paused while ClickHouse is down",
+        Duration::from_secs(30),
+        || metric(sink.port, "sink_paused") == Some(1.0),
+    );
+    assert!(metric(sink.port, "sink_assigned_partitions").unwrap() > 0.0);
+    let health = get(sink.port, "/health").unwrap().json();
+    assert_eq!(
+        health["sink"]["state"].as_str(),
+        Some("clickhouse_unreachable"),
+        "{health:?}"
+    );
     ch.restart();
     stop.store(true, Ordering::SeqCst);
     sender.join().unwrap();
@@ -281,6 +295,10 @@ fn a_killed_sink_and_a_stopped_clickhouse_lose_nothing_and_double_nothing() {
     assert_exactly(&ch, &expected);
     wait_for("sink ready again", Duration::from_secs(30), || {
         get(sink.port, "/health/ready").is_ok_and(|r| r.status == 200)
+    });
+    wait_for("partitions resumed", Duration::from_secs(30), || {
+        metric(sink.port, "sink_paused") == Some(0.0)
+            && metric(sink.port, "sink_group_lag") == Some(0.0)
     });
     drop(sink);
 }

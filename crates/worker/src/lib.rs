@@ -11,14 +11,21 @@
 //!
 //! Client retries: see [`dedup`]. Records that cannot be decoded go to the
 //! dead-letter topic with the reason ([`dlq`]), never silently dropped.
-//! Two threads per sink: the consumer decodes records, drops duplicates and
+//! Three threads per sink: the consumer decodes records, drops duplicates and
 //! fills a block; the inserter encodes and inserts the previous block, then
-//! commits its offsets. They meet at a rendezvous channel, so one batch is in
-//! flight while the next fills (two batches in memory at most), and a
-//! rebalance waits for the batch in flight before partitions move.
+//! commits its offsets; a monitor reads the group's lag. Consumer and inserter
+//! meet at a rendezvous channel, so one batch is in flight while the next
+//! fills (two batches in memory at most), and a rebalance waits for the batch
+//! in flight before partitions move (or, if it cannot land within the group's
+//! rebalance timeout, drops it: its records are consumed again).
 //!
 //! ClickHouse down: the inserter retries with backoff; the consumer fills one
-//! more batch, then blocks; both catch up when it returns.
+//! more batch, then pauses its partitions and keeps polling, so the group
+//! sees a live member; both catch up when it returns.
+//!
+//! The group's lag is read from the broker (committed offsets against high
+//! watermarks, every partition, owned or not); partitions that stall while
+//! this sink's own do not make it leave and rejoin the group.
 //!
 //! Start with [`start`].
 

@@ -1,0 +1,499 @@
+//! The consumer side: resume partitions from ClickHouse, decode, dedup, fill
+//! the block, hand it off.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clickhouse_client::native::{get_uuid, RowSource};
+use clickhouse_client::Client;
+use engine_core::config::Config;
+use engine_core::record::decode_record;
+use engine_core::Tier;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::{DefaultProducerContext, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use telemetry::Metrics;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::batch::Batch;
+use super::lag::Stalls;
+use super::now_us;
+use super::rebalance::{Context, Inflight, Watchdog};
+use crate::dedup::DedupWindow;
+use crate::{dlq, Error};
+
+/// Longest single poll, so stop requests and batch age are noticed.
+const POLL_MAX: Duration = Duration::from_millis(100);
+/// First wait before a held record is tried again; doubles up to
+/// `sink.retry_backoff_max_ms`.
+const HELD_RETRY_START: Duration = Duration::from_millis(200);
+/// Between leaving the group and joining it again (watchdog).
+const REJOIN_PAUSE: Duration = Duration::from_millis(500);
+/// Timeout of a seek back to a record fetched while paused.
+const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bytes of one row of the dedup reload: tenant id, event id, receive time.
+const RECENT_ROW_BYTES: usize = 16 + 16 + 8;
+
+/// Per-partition state, loaded from ClickHouse when the partition is first seen.
+struct PartitionState {
+    /// Highest offset ClickHouse holds, or will hold once the batch in flight
+    /// lands, for this partition (-1: none).
+    stored: i64,
+}
+
+/// The consumer side: decode, dedup, fill the block.
+pub(super) struct Sink<'c> {
+    cfg: &'c Config,
+    ch: Client,
+    table: String,
+    tenants: HashMap<Uuid, (Tier, u16)>,
+    partitions: HashMap<i32, PartitionState>,
+    batch: Batch,
+    /// Partitions of the topic assigned to this sink (after the last rebalance).
+    assigned: Vec<i32>,
+    /// Ids handed to ClickHouse recently, over all assigned partitions
+    /// (those in `batch` included).
+    dedup: DedupWindow,
+    /// Highest offset handled per partition since the last hand-off.
+    offsets: BTreeMap<i32, i64>,
+    /// Set when the first record of the current batch arrived.
+    oldest: Option<Instant>,
+    backoff_max: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl<'c> Sink<'c> {
+    pub(super) fn new(
+        cfg: &'c Config,
+        ch: Client,
+        table: String,
+        tenants: HashMap<Uuid, (Tier, u16)>,
+        backoff_max: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let k = &cfg.sink;
+        Self {
+            cfg,
+            ch,
+            table,
+            tenants,
+            partitions: HashMap::new(),
+            batch: Batch::new(),
+            assigned: Vec::new(),
+            dedup: DedupWindow::new(k.dedup_window_secs, k.dedup_max_ids),
+            offsets: BTreeMap::new(),
+            oldest: None,
+            backoff_max,
+            metrics,
+        }
+    }
+
+    fn tenant_class(&mut self, tenant: &[u8; 16]) -> (Tier, u16) {
+        let id = Uuid::from_bytes(*tenant);
+        if let Some(c) = self.tenants.get(&id) {
+            return *c;
+        }
+        // A tenant created since the last look: read the registry again.
+        match clickhouse_client::tenants::list(&self.ch, &self.cfg.clickhouse.database) {
+            Ok(rows) => {
+                for r in rows {
+                    let days = u16::try_from(r.retention_days).unwrap_or(u16::MAX);
+                    self.tenants.insert(r.id, (r.tier, days));
+                }
+                if let Some(c) = self.tenants.get(&id) {
+                    return *c;
+                }
+            }
+            Err(e) => warn!(%e, "cannot read the tenant registry"),
+        }
+        warn!(tenant = %id, "unknown tenant; stored with paid-tier retention");
+        let class = (Tier::Paid, Tier::Paid.default_retention_days() as u16);
+        self.tenants.insert(id, class);
+        class
+    }
+
+    /// Reads where partitions `parts` stand in ClickHouse (two queries for
+    /// all of them); their recent ids join the dedup window.
+    fn load_partitions(&mut self, parts: &[i32]) -> Result<(), Error> {
+        let t = &self.table;
+        let list = parts
+            .iter()
+            .map(i32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let stored = self.ch.query(&format!(
+            "SELECT broker_partition, max(broker_offset) FROM {t} \
+             WHERE broker_partition IN ({list}) GROUP BY broker_partition FORMAT TabSeparated"
+        ))?;
+        let mut state: HashMap<i32, PartitionState> = parts
+            .iter()
+            .map(|&p| (p, PartitionState { stored: -1 }))
+            .collect();
+        for line in stored.lines() {
+            if let Some((p, max)) = line.split_once('\t') {
+                if let (Ok(p), Ok(max)) = (p.parse::<i32>(), max.parse::<i64>()) {
+                    state.insert(p, PartitionState { stored: max });
+                }
+            }
+        }
+        // The newest ids of the window, oldest first, as 40-byte binary rows.
+        let k = &self.cfg.sink;
+        let since = (now_us() / 1_000_000).saturating_sub(k.dedup_window_secs as i64);
+        let recent = self.ch.query_binary(
+            &format!(
+                "SELECT tenant_id, event_id, received_at_us FROM \
+                 (SELECT tenant_id, event_id, received_at_us FROM {t} \
+                  WHERE broker_partition IN ({list}) AND received_at >= toDateTime({since}) \
+                  ORDER BY received_at_us DESC LIMIT {max}) \
+                 ORDER BY received_at_us FORMAT RowBinary",
+                max = k.dedup_max_ids
+            ),
+            (k.dedup_max_ids as u64 + 1) * RECENT_ROW_BYTES as u64,
+        )?;
+        for row in recent.chunks_exact(RECENT_ROW_BYTES) {
+            // chunks_exact: every row is RECENT_ROW_BYTES long.
+            let field = |at: usize| -> [u8; 16] { row[at..at + 16].try_into().unwrap_or_default() };
+            let at = i64::from_le_bytes(row[32..40].try_into().unwrap_or_default());
+            self.dedup
+                .insert((get_uuid(&field(0)), get_uuid(&field(16))), at);
+        }
+        info!(
+            partitions = %list,
+            dedup_ids = self.dedup.len(),
+            "partitions resumed from ClickHouse"
+        );
+        self.partitions.extend(state);
+        Ok(())
+    }
+
+    /// Drops the batch being built and all partition state: partitions moved,
+    /// and each is reloaded from ClickHouse when its records come again.
+    fn discard(&mut self) {
+        self.batch.clear();
+        self.partitions.clear();
+        self.dedup.clear();
+        self.offsets.clear();
+        self.oldest = None;
+    }
+
+    fn due(&self) -> bool {
+        let k = &self.cfg.sink;
+        let block = &self.batch.block;
+        block.rows() >= k.batch_max_rows
+            || block.bytes() >= k.batch_max_bytes
+            || self
+                .oldest
+                .is_some_and(|t| t.elapsed() >= Duration::from_millis(k.batch_max_age_ms))
+    }
+
+    /// Closes the batch being filled, for the inserter. Its ids are in the
+    /// dedup window already and its offsets count as stored from now: the
+    /// inserter retries until they land, and a rebalance waits for it (or
+    /// drops it with the rest of the partition state).
+    fn close(&mut self, spare: &Receiver<Batch>) -> Option<Batch> {
+        self.oldest?;
+        self.dedup.expire(now_us());
+        let mut next = spare.try_recv().unwrap_or_else(|_| Batch::new());
+        next.clear();
+        let mut batch = std::mem::replace(&mut self.batch, next);
+        for (&p, &o) in &self.offsets {
+            if let Some(s) = self.partitions.get_mut(&p) {
+                s.stored = s.stored.max(o);
+            }
+            batch.commit.push((p, o + 1));
+        }
+        batch.opened = self.oldest.take().unwrap_or_else(Instant::now);
+        self.offsets.clear();
+        Some(batch)
+    }
+
+    /// Counts record `off` of `p` as handled: the batch commits past it.
+    fn handled(&mut self, p: i32, off: i64) {
+        self.oldest.get_or_insert_with(Instant::now);
+        let prev = self.offsets.entry(p).or_insert(off);
+        *prev = (*prev).max(off);
+    }
+
+    /// Handles one record. An error means it could not be handled now
+    /// (ClickHouse or the broker unreachable) and nothing of it was kept:
+    /// the caller holds it and tries again later.
+    fn handle(
+        &mut self,
+        m: &impl Message,
+        dlq: &ThreadedProducer<DefaultProducerContext>,
+    ) -> Result<(), Error> {
+        let (p, off) = (m.partition(), m.offset());
+        if !self.partitions.contains_key(&p) {
+            // Every assigned partition not loaded yet, at once.
+            let mut parts: Vec<i32> = self.assigned.iter().copied().chain([p]).collect();
+            parts.retain(|q| !self.partitions.contains_key(q));
+            parts.sort_unstable();
+            parts.dedup();
+            self.load_partitions(&parts)?;
+        }
+        if off <= self.partitions[&p].stored {
+            let sink = &self.metrics.sink;
+            sink.records_already_stored.fetch_add(1, Ordering::Relaxed);
+            self.handled(p, off);
+            return Ok(());
+        }
+        let payload = m.payload().unwrap_or_default();
+        let batch = match decode_record(payload) {
+            Ok(b) => b,
+            Err(e) => {
+                let reason = e.to_string();
+                let topic = &self.cfg.sink.dlq_topic;
+                dlq::send(dlq, topic, m.key(), payload, &reason, p, off)?;
+                warn!(partition = p, offset = off, %reason, "undecodable record sent to the dead-letter topic");
+                self.metrics
+                    .sink
+                    .dead_letters
+                    .fetch_add(1, Ordering::Relaxed);
+                self.handled(p, off);
+                return Ok(());
+            }
+        };
+        let (tier, retention_days) = self.tenant_class(&batch.tenant_id);
+        let received = batch.received_at_us.to_native();
+        let src = RowSource {
+            partition: p,
+            offset: off,
+            tier,
+            retention_days,
+        };
+        let (mut rows, mut dups) = (0, 0);
+        for e in batch.events.iter() {
+            if !self.dedup.insert((batch.tenant_id, e.id), received) {
+                dups += 1;
+                continue;
+            }
+            self.batch.block.push(batch, e, src);
+            rows += 1;
+        }
+        if rows > 0 {
+            self.batch.received.push((received, rows));
+            self.batch.last_row = Some((p, off));
+        }
+        if dups > 0 {
+            let sink = &self.metrics.sink;
+            sink.duplicates_skipped.fetch_add(dups, Ordering::Relaxed);
+        }
+        self.handled(p, off);
+        Ok(())
+    }
+}
+
+/// The consumer loop's state besides the batch: what waits, what is paused.
+///
+/// The loop never blocks on ClickHouse: a closed batch the inserter cannot
+/// take yet, or a record that cannot be handled yet, pauses this sink's
+/// partitions, and the loop goes on polling (so the group sees a live member
+/// within `max.poll.interval.ms`) until it can resume them.
+struct Flow {
+    /// A closed batch waiting for the inserter.
+    ready: Option<Batch>,
+    /// A record that could not be handled yet, and when to try it again.
+    held: Option<(OwnedMessage, Instant)>,
+    held_wait: Duration,
+    /// Whether this sink's partitions are paused.
+    paused: bool,
+    watchdog: Watchdog,
+    /// When to subscribe again after the watchdog left the group.
+    resubscribe_at: Option<Instant>,
+}
+
+/// This sink's partitions of `topic`, as a list for pause and resume.
+fn assignment(consumer: &BaseConsumer<Context>) -> TopicPartitionList {
+    consumer.assignment().unwrap_or_default()
+}
+
+impl Flow {
+    /// Pauses or resumes every assigned partition to match `want`.
+    fn set_paused(&mut self, want: bool, consumer: &BaseConsumer<Context>, metrics: &Metrics) {
+        if want == self.paused {
+            return;
+        }
+        let tpl = assignment(consumer);
+        let r = if want {
+            consumer.pause(&tpl)
+        } else {
+            consumer.resume(&tpl)
+        };
+        if let Err(e) = r {
+            warn!(%e, paused = want, "cannot pause or resume the partitions");
+        }
+        self.paused = want;
+        metrics.sink.paused.store(want, Ordering::Relaxed);
+    }
+
+    /// Holds `m` (it could not be handled) until its retry time. Pausing its
+    /// partition (below) keeps what follows it from being consumed first,
+    /// and resuming fetches from just after it.
+    fn hold(&mut self, m: OwnedMessage, backoff_max: Duration) {
+        self.held_wait = (self.held_wait * 2).clamp(HELD_RETRY_START, backoff_max);
+        self.held = Some((m, Instant::now() + self.held_wait));
+    }
+}
+
+/// The way to the inserter: the rendezvous, the buffers coming back, and the
+/// count of batches it holds.
+pub(super) struct ToInserter<'a> {
+    pub(super) batches: &'a SyncSender<Batch>,
+    pub(super) spare: &'a Receiver<Batch>,
+    pub(super) inflight: &'a Inflight,
+}
+
+/// The consumer loop. Returns once `stop` is set, after handing the last
+/// batches to the inserter.
+pub(super) fn consume(
+    sink: &mut Sink<'_>,
+    consumer: &BaseConsumer<Context>,
+    dlq: &ThreadedProducer<DefaultProducerContext>,
+    inserter: ToInserter<'_>,
+    stall_after: Duration,
+    stalls: &Stalls,
+    stop: &AtomicBool,
+) {
+    let ToInserter {
+        batches: to_inserter,
+        spare,
+        inflight,
+    } = inserter;
+    let topic = sink.cfg.redpanda.topic.clone();
+    let metrics = sink.metrics.clone();
+    let backoff_max = sink.backoff_max;
+    let mut flow = Flow {
+        ready: None,
+        held: None,
+        held_wait: Duration::ZERO,
+        paused: false,
+        watchdog: Watchdog::new(stall_after, Instant::now()),
+        resubscribe_at: None,
+    };
+    while !stop.load(Ordering::SeqCst) {
+        let msg = consumer.poll(POLL_MAX);
+        let now = Instant::now();
+        if consumer.context().rebalanced.swap(false, Ordering::SeqCst) {
+            // Partitions moved: what is not with the inserter will be
+            // consumed again by whoever owns them now; drop it here and
+            // reload state.
+            sink.discard();
+            flow.ready = None;
+            flow.held = None;
+            flow.held_wait = Duration::ZERO;
+            sink.assigned = assignment(consumer)
+                .elements_for_topic(&topic)
+                .iter()
+                .map(|e| e.partition())
+                .collect();
+            // A new assignment starts unpaused (resume is a no-op on
+            // partitions that are not paused).
+            flow.paused = true;
+            flow.set_paused(false, consumer, &metrics);
+            flow.watchdog.group_changed(now);
+        }
+        match msg {
+            Some(Ok(m)) if flow.held.is_some() => {
+                // Fetched before the pause took hold: read again after the
+                // held record.
+                let (p, off) = (m.partition(), m.offset());
+                if let Err(e) = consumer.seek(&topic, p, Offset::Offset(off), SEEK_TIMEOUT) {
+                    warn!(%e, partition = p, offset = off, "cannot rewind a paused partition");
+                }
+            }
+            Some(Ok(m)) => {
+                if let Err(e) = sink.handle(&m, dlq) {
+                    warn!(%e, partition = m.partition(), offset = m.offset(), "record held; retrying");
+                    flow.hold(m.detach(), backoff_max);
+                }
+            }
+            Some(Err(e)) => warn!(%e, "consumer error"),
+            None => {}
+        }
+        if let Some((m, at)) = flow.held.take() {
+            if now < at {
+                flow.held = Some((m, at));
+            } else if let Err(e) = sink.handle(&m, dlq) {
+                if flow.held_wait >= backoff_max {
+                    warn!(%e, partition = m.partition(), offset = m.offset(), "held record still fails");
+                }
+                flow.hold(m, backoff_max);
+            } else {
+                flow.held_wait = Duration::ZERO;
+            }
+        }
+        if flow.ready.is_none() && sink.due() {
+            flow.ready = sink.close(spare);
+        }
+        if let Some(batch) = flow.ready.take() {
+            // Counted first: the inserter may finish it before send returns.
+            inflight.begin();
+            match to_inserter.try_send(batch) {
+                Ok(()) => {}
+                Err(TrySendError::Full(batch)) => {
+                    inflight.end();
+                    flow.ready = Some(batch);
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    inflight.end();
+                    return;
+                }
+            }
+        }
+        let wait = flow.ready.is_some() || flow.held.is_some();
+        flow.set_paused(wait, consumer, &metrics);
+        rejoin_if_stalled(sink, consumer, &mut flow, stalls, &topic, now);
+    }
+    // Stopping: the last batches go to the inserter, which makes one more
+    // attempt each.
+    for batch in flow.ready.take().into_iter().chain(sink.close(spare)) {
+        inflight.begin();
+        if to_inserter.send(batch).is_err() {
+            inflight.end();
+        }
+    }
+}
+
+/// Leaves and rejoins the group when the watchdog says so (see [`Watchdog`]).
+fn rejoin_if_stalled(
+    sink: &mut Sink<'_>,
+    consumer: &BaseConsumer<Context>,
+    flow: &mut Flow,
+    stalls: &Stalls,
+    topic: &str,
+    now: Instant,
+) {
+    if let Some(at) = flow.resubscribe_at {
+        if now >= at {
+            flow.resubscribe_at = None;
+            if let Err(e) = consumer.subscribe(&[topic]) {
+                warn!(%e, "cannot subscribe again; retrying");
+                flow.resubscribe_at = Some(now + REJOIN_PAUSE);
+            }
+            flow.watchdog.group_changed(now);
+        }
+        return;
+    }
+    let elsewhere = stalls.elsewhere.load(Ordering::Relaxed);
+    let here = stalls.here.load(Ordering::Relaxed);
+    if !flow.watchdog.due(now, elsewhere, here) {
+        return;
+    }
+    flow.watchdog.backed_off(now);
+    // Rebalancing is of no use while nobody can insert.
+    if !sink.ch.ping() {
+        return;
+    }
+    warn!(
+        stalled = elsewhere,
+        "partitions this sink does not own make no progress; rejoining the group"
+    );
+    sink.metrics.sink.rejoins.fetch_add(1, Ordering::Relaxed);
+    consumer.unsubscribe();
+    flow.resubscribe_at = Some(now + REJOIN_PAUSE);
+}

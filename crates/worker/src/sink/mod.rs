@@ -1,0 +1,399 @@
+//! The sink: consume, batch, insert, commit.
+//!
+//! `consumer` resumes partitions from ClickHouse, decodes, dedups and fills a
+//! [`batch::Batch`]; `insert` lands it and commits its offsets; `rebalance`
+//! holds the group callbacks. This module wires them on their threads.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::sync_channel;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clickhouse_client::schema::migrate;
+use clickhouse_client::Client;
+use engine_core::config::Config;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use telemetry::Metrics;
+use tracing::{info, warn};
+
+use crate::{dlq, Error};
+
+mod batch;
+mod consumer;
+mod insert;
+mod lag;
+mod rebalance;
+
+use batch::Batch;
+use consumer::{consume, Sink, ToInserter};
+use insert::Inserter;
+use rebalance::{Context, Inflight};
+
+/// First wait between retries; doubles up to `sink.retry_backoff_max_ms`.
+const BACKOFF_START: Duration = Duration::from_millis(100);
+/// How often a backoff wait looks whether to give up.
+const STOP_CHECK: Duration = Duration::from_millis(50);
+/// The group's session timeout unless `redpanda.librdkafka` sets one: how
+/// long the coordinator keeps a dead member (`kill -9`) and its partitions.
+/// librdkafka heartbeats from its own thread, so a busy sink never misses it.
+const SESSION_TIMEOUT_MS: u64 = 10_000;
+/// The least `max.poll.interval.ms` (librdkafka's default, and the rebalance
+/// timeout the sink sends in JoinGroup) unless `redpanda.librdkafka` sets it.
+const MAX_POLL_INTERVAL_MS: u64 = 300_000;
+/// Kept free below `max.poll.interval.ms` when a rebalance waits for the batch
+/// in flight: for its last attempt to end and the member to rejoin.
+const REBALANCE_MARGIN: Duration = Duration::from_secs(10);
+/// Least time without a commit before a partition with lag counts as stalled.
+const STALL_AFTER_MIN: Duration = Duration::from_secs(10);
+
+/// Timeouts of the sink's group membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct GroupTimes {
+    session_timeout: Duration,
+    max_poll_interval: Duration,
+    /// How long a rebalance waits for the batch in flight before dropping it.
+    rebalance_wait: Duration,
+    /// No commit for this long, with records waiting: the partition stalled.
+    stall_after: Duration,
+}
+
+impl GroupTimes {
+    fn new(cfg: &Config) -> Self {
+        let k = &cfg.sink;
+        let ms = |key: &str, default: u64| {
+            let v = cfg
+                .redpanda
+                .librdkafka
+                .get(key)
+                .and_then(|v| v.parse().ok());
+            Duration::from_millis(v.unwrap_or(default))
+        };
+        let ch_timeout = Duration::from_millis(k.clickhouse_timeout_ms);
+        // A healthy partition commits once per batch: its age plus one insert.
+        let batch = Duration::from_millis(k.batch_max_age_ms) + ch_timeout;
+        let max_poll_interval = ms(
+            "max.poll.interval.ms",
+            MAX_POLL_INTERVAL_MS.max((2 * ch_timeout + REBALANCE_MARGIN).as_millis() as u64),
+        );
+        Self {
+            session_timeout: ms("session.timeout.ms", SESSION_TIMEOUT_MS),
+            max_poll_interval,
+            rebalance_wait: max_poll_interval.saturating_sub(ch_timeout + REBALANCE_MARGIN),
+            stall_after: (2 * batch).max(STALL_AFTER_MIN),
+        }
+    }
+}
+
+/// A running sink.
+#[derive(Debug)]
+pub struct SinkHandle {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl SinkHandle {
+    /// Flushes the current batch and stops.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+/// Runs the retention job every `sink.retention_interval_secs`.
+fn retention_loop(cfg: &Config, stop: &AtomicBool, metrics: &Metrics) {
+    let every = Duration::from_secs(cfg.sink.retention_interval_secs);
+    let ch = Client::new(
+        &cfg.clickhouse.url,
+        Duration::from_millis(cfg.sink.clickhouse_timeout_ms),
+    );
+    let m = &metrics.sink;
+    loop {
+        let deadline = Instant::now() + every;
+        while Instant::now() < deadline {
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            thread::park_timeout(deadline - Instant::now());
+        }
+        let today = time::OffsetDateTime::now_utc().date();
+        m.retention_runs.fetch_add(1, Ordering::Relaxed);
+        match crate::retention::run_once(&ch, &cfg.clickhouse.database, today) {
+            Ok(r) => {
+                m.retention_partitions_dropped
+                    .fetch_add(r.dropped.len() as u64, Ordering::Relaxed);
+            }
+            Err(e) => {
+                m.retention_failures.fetch_add(1, Ordering::Relaxed);
+                warn!(%e, "retention run failed; next run retries");
+            }
+        }
+    }
+}
+
+/// Starts the sink (and its retention job) on their own threads; it reports
+/// into `metrics.sink`.
+pub fn start(config: Config, metrics: Arc<Metrics>) -> Result<SinkHandle, Error> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    metrics.sink.running.store(true, Ordering::Relaxed);
+    if config.sink.retention_interval_secs > 0 {
+        let (stop, config, metrics) = (stop.clone(), config.clone(), metrics.clone());
+        threads.push(
+            thread::Builder::new()
+                .name("retention".into())
+                .spawn(move || retention_loop(&config, &stop, &metrics))
+                .map_err(Error::Thread)?,
+        );
+    }
+    let stop_sink = stop.clone();
+    threads.push(
+        thread::Builder::new()
+            .name("sink".into())
+            .spawn(move || {
+                if let Err(e) = run(&config, &stop_sink, metrics) {
+                    warn!(%e, "sink stopped with an error");
+                }
+            })
+            .map_err(Error::Thread)?,
+    );
+    Ok(SinkHandle { stop, threads })
+}
+
+pub(super) fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// Retries `f` with exponential backoff until it succeeds or `stop()` says
+/// to give up (checked between attempts and while waiting).
+pub(super) fn with_backoff<T>(
+    what: &str,
+    max: Duration,
+    stop: impl Fn() -> bool,
+    mut f: impl FnMut(u32) -> Result<T, Error>,
+) -> Option<T> {
+    let mut wait = BACKOFF_START;
+    let mut attempt = 0;
+    loop {
+        match f(attempt) {
+            Ok(v) => return Some(v),
+            Err(e) => {
+                if attempt == 0 || attempt % 10 == 0 {
+                    warn!(%e, attempt, "{what} failed; retrying");
+                }
+            }
+        }
+        let until = Instant::now() + wait;
+        loop {
+            if stop() {
+                return None;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            thread::sleep(left.min(STOP_CHECK));
+        }
+        wait = (wait * 2).min(max);
+        attempt += 1;
+    }
+}
+
+fn run(cfg: &Config, stop: &AtomicBool, metrics: Arc<Metrics>) -> Result<(), Error> {
+    let k = &cfg.sink;
+    let backoff_max = Duration::from_millis(k.retry_backoff_max_ms.max(100));
+    let timeout = Duration::from_millis(k.clickhouse_timeout_ms);
+    let ch = Client::new(&cfg.clickhouse.url, timeout);
+    let db = &cfg.clickhouse.database;
+    let what = if k.migrate_on_start {
+        "ClickHouse migration"
+    } else {
+        "ClickHouse connection"
+    };
+    let reached = with_backoff(
+        what,
+        backoff_max,
+        || stop.load(Ordering::SeqCst),
+        |_| {
+            let r = if k.migrate_on_start {
+                migrate(&ch, db).map(drop)
+            } else {
+                ch.version().map(drop)
+            };
+            let sink = &metrics.sink;
+            sink.clickhouse_up.store(r.is_ok(), Ordering::Release);
+            Ok(r?)
+        },
+    );
+    if reached.is_none() {
+        return Ok(());
+    }
+    // The events topic too: a sink started before any edge would otherwise
+    // subscribe to nothing until librdkafka's next metadata refresh.
+    for topic in [&cfg.redpanda.topic, &k.dlq_topic] {
+        if with_backoff(
+            "topic creation",
+            backoff_max,
+            || stop.load(Ordering::SeqCst),
+            |_| {
+                Ok(redpanda::admin::ensure_topic(
+                    &cfg.redpanda,
+                    topic,
+                    Duration::from_secs(10),
+                )?)
+            },
+        )
+        .is_none()
+        {
+            return Ok(());
+        }
+    }
+    let inflight = Arc::new(Inflight::default());
+    let times = GroupTimes::new(cfg);
+    let consumer: BaseConsumer<Context> = redpanda::base_config(&cfg.redpanda)
+        .set("group.id", &k.consumer_group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set(
+            "session.timeout.ms",
+            times.session_timeout.as_millis().to_string(),
+        )
+        // The sink polls on while ClickHouse is down (partitions paused), so
+        // the group's rebalance timeout stays sane.
+        .set(
+            "max.poll.interval.ms",
+            times.max_poll_interval.as_millis().to_string(),
+        )
+        .create_with_context(Context {
+            rebalanced: AtomicBool::new(false),
+            inflight: inflight.clone(),
+            metrics: metrics.clone(),
+            rebalance_wait: times.rebalance_wait,
+        })?;
+    consumer.subscribe(&[&cfg.redpanda.topic])?;
+    let dlq = dlq::producer(cfg)?;
+    let tenants = cfg
+        .tenants()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| {
+            (
+                t.id,
+                (t.tier, u16::try_from(t.retention_days).unwrap_or(u16::MAX)),
+            )
+        })
+        .collect();
+    let table = format!("{db}.events");
+    let mut sink = Sink::new(
+        cfg,
+        ch,
+        table.clone(),
+        tenants,
+        backoff_max,
+        metrics.clone(),
+    );
+    let mut inserter = Inserter::new(
+        Client::new(&cfg.clickhouse.url, timeout),
+        table,
+        &cfg.redpanda.topic,
+        backoff_max,
+        metrics.clone(),
+    );
+    // Rendezvous: one batch is inserted while the next one fills; while the
+    // inserter is busy, a closed batch waits with the partitions paused.
+    let (to_inserter, batches) = sync_channel::<Batch>(0);
+    let (spare_tx, spare) = sync_channel::<Batch>(1);
+    let stalls = lag::Stalls::default();
+    // The lag monitor ends with the consumer loop, whatever ends it.
+    let consuming = AtomicBool::new(true);
+    info!(
+        topic = %cfg.redpanda.topic,
+        group = %k.consumer_group,
+        ?times,
+        "sink consuming"
+    );
+    thread::scope(|scope| {
+        let consumer = &consumer;
+        let inflight_ref = &*inflight;
+        thread::Builder::new()
+            .name("sink-insert".into())
+            .spawn_scoped(scope, move || {
+                inserter.run(batches, spare_tx, consumer, inflight_ref, stop)
+            })
+            .map_err(Error::Thread)?;
+        let consuming = &consuming;
+        let (topic, lag_metrics, stalls) = (&cfg.redpanda.topic, &*metrics, &stalls);
+        thread::Builder::new()
+            .name("sink-lag".into())
+            .spawn_scoped(scope, move || {
+                let done = || stop.load(Ordering::SeqCst) || !consuming.load(Ordering::SeqCst);
+                lag::monitor(
+                    consumer,
+                    topic,
+                    times.stall_after,
+                    stalls,
+                    lag_metrics,
+                    done,
+                )
+            })
+            .map_err(Error::Thread)?;
+        let to = ToInserter {
+            batches: &to_inserter,
+            spare: &spare,
+            inflight: &inflight,
+        };
+        consume(
+            &mut sink,
+            consumer,
+            &dlq,
+            to,
+            times.stall_after,
+            stalls,
+            stop,
+        );
+        consuming.store(false, Ordering::SeqCst);
+        // Closing the channel ends the inserter once it has drained.
+        drop(to_inserter);
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_times_follow_the_config_and_keep_the_rebalance_wait_inside_the_poll_interval() {
+        let mut cfg = Config::default();
+        let t = GroupTimes::new(&cfg);
+        assert_eq!(t.session_timeout, Duration::from_secs(10));
+        assert_eq!(t.max_poll_interval, Duration::from_secs(300));
+        // 300 s − 30 s (one ClickHouse attempt) − 10 s margin.
+        assert_eq!(t.rebalance_wait, Duration::from_secs(260));
+        // 2 × (1 s batch age + 30 s insert).
+        assert_eq!(t.stall_after, Duration::from_secs(62));
+        cfg.sink.clickhouse_timeout_ms = 200_000;
+        cfg.sink.batch_max_age_ms = 200;
+        let t = GroupTimes::new(&cfg);
+        assert_eq!(t.max_poll_interval, Duration::from_secs(410));
+        assert_eq!(t.rebalance_wait, Duration::from_secs(200));
+        cfg.sink.clickhouse_timeout_ms = 1_000;
+        cfg.redpanda
+            .librdkafka
+            .insert("session.timeout.ms".into(), "45000".into());
+        cfg.redpanda
+            .librdkafka
+            .insert("max.poll.interval.ms".into(), "60000".into());
+        let t = GroupTimes::new(&cfg);
+        assert_eq!(t.session_timeout, Duration::from_secs(45));
+        assert_eq!(t.max_poll_interval, Duration::from_secs(60));
+        assert_eq!(t.rebalance_wait, Duration::from_secs(49));
+        assert_eq!(t.stall_after, STALL_AFTER_MIN);
+    }
+}

@@ -1,0 +1,219 @@
+//! Group membership: rebalance callbacks, the batch in flight a rebalance
+//! waits for, and the watchdog that rejoins the group when partitions stall
+//! elsewhere.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::ClientContext;
+use telemetry::Metrics;
+use tracing::warn;
+
+/// Batches handed to the inserter and not yet committed (0 or 1).
+#[derive(Debug, Default)]
+pub(super) struct Inflight {
+    count: Mutex<usize>,
+    idle: Condvar,
+    /// Set when a rebalance gave up waiting: the inserter drops the batch.
+    abandon: AtomicBool,
+}
+
+impl Inflight {
+    pub(super) fn begin(&self) {
+        *self.count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.abandon.store(false, Ordering::SeqCst);
+    }
+
+    pub(super) fn end(&self) {
+        let mut n = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        *n = n.saturating_sub(1);
+        self.idle.notify_all();
+    }
+
+    /// Whether the batch in flight is to be dropped instead of retried.
+    pub(super) fn abandoned(&self) -> bool {
+        self.abandon.load(Ordering::SeqCst)
+    }
+
+    /// Waits until nothing is in flight; false if `limit` passed first.
+    fn wait_idle(&self, limit: Option<Duration>) -> bool {
+        let deadline = limit.map(|l| Instant::now() + l);
+        let mut n = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        while *n > 0 {
+            n = match deadline {
+                None => self.idle.wait(n).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    self.idle
+                        .wait_timeout(n, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+        }
+        true
+    }
+}
+
+pub(super) struct Context {
+    pub(super) rebalanced: AtomicBool,
+    pub(super) inflight: Arc<Inflight>,
+    pub(super) metrics: Arc<Metrics>,
+    /// Longest wait for the batch in flight before a rebalance drops it; it
+    /// stays under `max.poll.interval.ms`, the group's rebalance timeout.
+    pub(super) rebalance_wait: Duration,
+}
+
+impl ClientContext for Context {}
+
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, _: &Rebalance<'_>) {
+        self.rebalanced.store(true, Ordering::SeqCst);
+        // The batch in flight must land and commit before these partitions
+        // move: their next owner resumes from what ClickHouse holds. If it
+        // cannot land in time (ClickHouse down), it is dropped instead, so
+        // that it cannot land after the next owner read ClickHouse; its
+        // records are consumed again from the committed offsets.
+        if !self.inflight.wait_idle(Some(self.rebalance_wait)) {
+            warn!(
+                waited_s = self.rebalance_wait.as_secs(),
+                "the batch in flight did not land before the rebalance; dropping it"
+            );
+            self.inflight.abandon.store(true, Ordering::SeqCst);
+            self.inflight.wait_idle(None);
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, r: &Rebalance<'_>) {
+        let n = match r {
+            Rebalance::Assign(tpl) => tpl.count() as i64,
+            _ => 0,
+        };
+        self.metrics
+            .sink
+            .assigned_partitions
+            .store(n, Ordering::Relaxed);
+    }
+}
+
+/// Decides when the sink leaves and rejoins its group to get stalled
+/// partitions moving again.
+///
+/// A group can settle with partitions nobody consumes. tansu 0.6 does it after
+/// a `kill -9`: when the dead leader expires during a follower's SyncGroup, it
+/// forms a generation with no assignment at all; when a dead member expires
+/// while the group is formed, its partitions stay assigned to it. The live
+/// members then heartbeat happily forever. Whatever the broker, the cure is a
+/// rebalance: if partitions stall while none of this sink's own do (so the
+/// fault is not here, e.g. ClickHouse), it leaves and rejoins, at most every
+/// `backoff` (from the stall time, doubling up to [`REJOIN_BACKOFF_MAX`]).
+#[derive(Debug)]
+pub(super) struct Watchdog {
+    /// How long partitions stall, and the group stays unchanged, first.
+    stall_after: Duration,
+    /// Last time this sink's assignment changed (or it subscribed).
+    settled_since: Instant,
+    not_before: Instant,
+    backoff: Duration,
+}
+
+/// Longest wait between two rejoins while partitions stay stalled.
+pub(super) const REJOIN_BACKOFF_MAX: Duration = Duration::from_secs(600);
+
+impl Watchdog {
+    pub(super) fn new(stall_after: Duration, now: Instant) -> Self {
+        Self {
+            stall_after,
+            settled_since: now,
+            not_before: now,
+            backoff: stall_after,
+        }
+    }
+
+    /// The assignment changed: the group is moving.
+    pub(super) fn group_changed(&mut self, now: Instant) {
+        self.settled_since = now;
+    }
+
+    /// Whether to rejoin now, given the stalled partitions others own (or
+    /// nobody does) and those this sink owns.
+    pub(super) fn due(&mut self, now: Instant, stalled_elsewhere: i64, stalled_here: i64) -> bool {
+        if stalled_elsewhere == 0 {
+            self.backoff = self.stall_after;
+            return false;
+        }
+        stalled_here == 0
+            && now >= self.not_before
+            && now.saturating_duration_since(self.settled_since) >= self.stall_after
+    }
+
+    /// A rejoin happened (or was skipped because ClickHouse is down): wait
+    /// longer before the next one.
+    pub(super) fn backed_off(&mut self, now: Instant) {
+        self.not_before = now + self.backoff;
+        self.backoff = (self.backoff * 2).min(REJOIN_BACKOFF_MAX);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejoins_only_for_stalls_elsewhere_once_settled_then_backs_off() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(10);
+        let mut w = Watchdog::new(s, t0);
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        // Not before the group had `stall_after` to settle.
+        assert!(!w.due(at(5), 3, 0));
+        assert!(w.due(at(10), 3, 0));
+        // Never when nothing stalls elsewhere, or this sink stalls itself.
+        assert!(!w.due(at(10), 0, 0));
+        assert!(!w.due(at(10), 3, 1));
+        w.backed_off(at(10));
+        assert!(!w.due(at(19), 3, 0));
+        assert!(w.due(at(20), 3, 0));
+        w.backed_off(at(20));
+        // Doubled: 20 s now.
+        assert!(!w.due(at(39), 3, 0));
+        assert!(w.due(at(40), 3, 0));
+        // A new assignment restarts the settle time.
+        w.group_changed(at(41));
+        assert!(!w.due(at(45), 3, 0));
+        assert!(w.due(at(51), 3, 0));
+        w.backed_off(at(51));
+        // Once the stall clears, the backoff starts over.
+        assert!(!w.due(at(52), 0, 0));
+        w.backed_off(at(52));
+        assert!(w.due(at(62), 3, 0));
+        let mut w = Watchdog::new(s, t0);
+        for i in 0..20 {
+            w.backed_off(at(i));
+        }
+        assert_eq!(w.backoff, REJOIN_BACKOFF_MAX);
+    }
+
+    #[test]
+    fn a_bounded_wait_reports_whether_the_batch_landed() {
+        let f = Arc::new(Inflight::default());
+        assert!(f.wait_idle(Some(Duration::from_millis(1))));
+        f.begin();
+        assert!(!f.wait_idle(Some(Duration::from_millis(20))));
+        let g = f.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            g.end();
+        });
+        assert!(f.wait_idle(Some(Duration::from_secs(10))));
+        t.join().unwrap();
+        f.abandon.store(true, Ordering::SeqCst);
+        f.begin();
+        assert!(!f.abandoned(), "a new batch starts with a clean flag");
+    }
+}

@@ -260,6 +260,7 @@ fn run(cfg: &Config, stop: &AtomicBool, metrics: Arc<Metrics>) -> Result<(), Err
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", k.fetch_wait_max_ms.to_string())
         .set(
             "session.timeout.ms",
             times.session_timeout.as_millis().to_string(),

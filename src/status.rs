@@ -11,7 +11,6 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,12 +49,12 @@ impl Node for SinkNode {
         &self.roles
     }
 
+    /// A sink-only node has no other job: not ready while its sink cannot
+    /// make progress (ClickHouse unreachable, or partitions stalled).
     fn readiness(&self) -> Result<(), &'static str> {
-        if self.metrics.sink.clickhouse_up.load(Ordering::Acquire) {
-            Ok(())
-        } else {
-            Err("clickhouse_unreachable")
-        }
+        self.metrics
+            .sink_problem()
+            .map_or(Ok(()), |p| Err(p.reason()))
     }
 
     fn retry_after_secs(&self) -> u32 {

@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -64,19 +64,15 @@ impl Node {
 
     fn spawn(&mut self) {
         self.starts += 1;
-        let log =
-            std::fs::File::create(self.dir.join(format!("engine-{}.log", self.starts))).unwrap();
-        let mut cmd = engine_command(&self.config, &self.broker, self.port);
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
-        let child = cmd
-            .arg("serve")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
+        let log = self.dir.join(format!("engine-{}.log", self.starts));
+        let env = self.env.iter().map(|(k, v)| (*k, v.as_str()));
+        self.child = Some(spawn_serve(
+            &self.config,
+            &self.broker,
+            self.port,
+            env,
+            &log,
+        ));
         let port = self.port;
         wait_for("engine ready", Duration::from_secs(60), || {
             get(port, "/health/ready").is_ok_and(|r| r.status == 200)

@@ -168,6 +168,25 @@ pub struct Engine {
     dir: PathBuf,
 }
 
+/// `ingestion-engine serve` with `env` on top of [`engine_command`], its
+/// stderr in `log`.
+pub fn spawn_serve<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
+    config: &Path,
+    broker: &str,
+    port: u16,
+    env: impl IntoIterator<Item = (K, V)>,
+    log: &Path,
+) -> Child {
+    let log = std::fs::File::create(log).unwrap();
+    engine_command(config, broker, port)
+        .envs(env)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
 pub fn engine_command(config: &Path, broker: &str, port: u16) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ingestion-engine"));
     cmd.env_clear()
@@ -290,17 +309,13 @@ impl Engine {
         let config_path = dir.join("config.toml");
         std::fs::write(&config_path, config).unwrap();
         let port = free_port();
-        let log = std::fs::File::create(dir.join("engine.log")).unwrap();
-        let mut cmd = engine_command(&config_path, &broker.addr(), port);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd
-            .arg("serve")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let child = spawn_serve(
+            &config_path,
+            &broker.addr(),
+            port,
+            env.iter().copied(),
+            &dir.join("engine.log"),
+        );
         let engine = Engine {
             child,
             port,

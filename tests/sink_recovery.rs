@@ -35,7 +35,10 @@ struct Node {
 
 impl Node {
     fn start(broker: &Broker, ch: &ClickHouse) -> Node {
-        let dir = std::env::temp_dir().join(format!(
+        let base = std::env::var_os("INGESTION_TEST_TMP")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        let dir = base.join(format!(
             "sink-recovery-{}-{}",
             std::process::id(),
             free_port()
@@ -348,7 +351,20 @@ fn partitions_held_by_a_member_that_never_commits_show_as_stalled_until_it_leave
         Duration::from_secs(60),
         || node.metric("sink_rejoins_total").is_some_and(|n| n >= 1.0),
     );
-    // The idle member leaves: the sink takes everything and catches up.
+    // Once that rebalance is over (tansu 0.6 loses its group leader for good
+    // when the leader leaves while the group is still forming), the idle
+    // member leaves: the sink takes everything and catches up.
+    wait_for("the sink left the group", Duration::from_secs(30), || {
+        node.metric("sink_assigned_partitions") == Some(0.0)
+    });
+    wait_for(
+        "the sink is back in the group",
+        Duration::from_secs(60),
+        || {
+            node.metric("sink_assigned_partitions")
+                .is_some_and(|n| n > 0.0)
+        },
+    );
     idle_stop.store(true, Ordering::SeqCst);
     idle_thread.join().unwrap();
     load.finish();

@@ -484,7 +484,7 @@ fn rejoin_if_stalled(
     if !flow.watchdog.due(now, elsewhere, here) {
         return;
     }
-    flow.watchdog.backed_off(now);
+    flow.watchdog.backed_off(now, elsewhere);
     // Rebalancing is of no use while nobody can insert.
     if !sink.ch.ping() {
         return;

@@ -120,6 +120,9 @@ pub(super) struct Watchdog {
     settled_since: Instant,
     not_before: Instant,
     backoff: Duration,
+    /// Stalled partitions elsewhere at the last rejoin: more than that is a
+    /// new situation, worth a rejoin without waiting out the backoff.
+    tried_with: i64,
 }
 
 /// Longest wait between two rejoins while partitions stay stalled.
@@ -132,6 +135,7 @@ impl Watchdog {
             settled_since: now,
             not_before: now,
             backoff: stall_after,
+            tried_with: 0,
         }
     }
 
@@ -143,20 +147,24 @@ impl Watchdog {
     /// Whether to rejoin now, given the stalled partitions others own (or
     /// nobody does) and those this sink owns.
     pub(super) fn due(&mut self, now: Instant, stalled_elsewhere: i64, stalled_here: i64) -> bool {
-        if stalled_elsewhere == 0 {
+        if stalled_elsewhere == 0 || stalled_elsewhere > self.tried_with {
+            // Cleared, or worse than at the last try: start over.
             self.backoff = self.stall_after;
-            return false;
+            self.not_before = self.not_before.min(now);
+            self.tried_with = 0;
         }
-        stalled_here == 0
+        stalled_elsewhere > 0
+            && stalled_here == 0
             && now >= self.not_before
             && now.saturating_duration_since(self.settled_since) >= self.stall_after
     }
 
-    /// A rejoin happened (or was skipped because ClickHouse is down): wait
-    /// longer before the next one.
-    pub(super) fn backed_off(&mut self, now: Instant) {
+    /// A rejoin happened (or was skipped because ClickHouse is down) with
+    /// `stalled_elsewhere` partitions stalled: wait longer before the next.
+    pub(super) fn backed_off(&mut self, now: Instant, stalled_elsewhere: i64) {
         self.not_before = now + self.backoff;
         self.backoff = (self.backoff * 2).min(REJOIN_BACKOFF_MAX);
+        self.tried_with = stalled_elsewhere;
     }
 }
 
@@ -176,10 +184,10 @@ mod tests {
         // Never when nothing stalls elsewhere, or this sink stalls itself.
         assert!(!w.due(at(10), 0, 0));
         assert!(!w.due(at(10), 3, 1));
-        w.backed_off(at(10));
+        w.backed_off(at(10), 3);
         assert!(!w.due(at(19), 3, 0));
         assert!(w.due(at(20), 3, 0));
-        w.backed_off(at(20));
+        w.backed_off(at(20), 3);
         // Doubled: 20 s now.
         assert!(!w.due(at(39), 3, 0));
         assert!(w.due(at(40), 3, 0));
@@ -187,16 +195,24 @@ mod tests {
         w.group_changed(at(41));
         assert!(!w.due(at(45), 3, 0));
         assert!(w.due(at(51), 3, 0));
-        w.backed_off(at(51));
+        w.backed_off(at(51), 3);
         // Once the stall clears, the backoff starts over.
         assert!(!w.due(at(52), 0, 0));
-        w.backed_off(at(52));
+        w.backed_off(at(52), 3);
+        assert!(!w.due(at(61), 3, 0));
         assert!(w.due(at(62), 3, 0));
+        w.backed_off(at(62), 3);
+        // More partitions stalled than at the last try: no waiting out the
+        // backoff, only the settle time.
+        w.group_changed(at(63));
+        assert!(!w.due(at(70), 6, 0));
+        assert!(w.due(at(73), 6, 0));
         let mut w = Watchdog::new(s, t0);
         for i in 0..20 {
-            w.backed_off(at(i));
+            w.backed_off(at(i), 3);
         }
         assert_eq!(w.backoff, REJOIN_BACKOFF_MAX);
+        assert!(!w.due(at(30), 3, 0));
     }
 
     #[test]

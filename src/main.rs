@@ -7,6 +7,7 @@
 
 mod dump;
 mod status;
+mod tenants;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use engine_core::config::{Config, Role};
-use engine_core::{Reason, Tier};
+use engine_core::Reason;
 use tracing::{info, warn};
 
 #[global_allocator]
@@ -75,7 +76,7 @@ fn start_edge(
         metrics.clone(),
         producer.rings.clone(),
     ));
-    spawn_tenant_refresh(state.clone(), tenants)?;
+    tenants::spawn_refresh(state.clone(), tenants)?;
     let handle = api::start(state.clone()).context("starting the HTTP shards")?;
     info!(addr = %handle.addr, "edge ready to accept connections");
     Ok(Edge {
@@ -124,7 +125,7 @@ enum Command {
     /// `clickhouse.tenants_refresh_ms`).
     Tenant {
         #[command(subcommand)]
-        action: TenantAction,
+        action: tenants::TenantAction,
     },
     /// Dead letters: records the sink could not decode.
     Dlq {
@@ -146,32 +147,6 @@ enum Command {
         #[arg(long)]
         follow: bool,
     },
-}
-
-#[derive(Subcommand)]
-enum TenantAction {
-    /// Create a tenant; prints its id and a new API key, once.
-    Create {
-        #[arg(long)]
-        name: String,
-        /// free, paid or enterprise.
-        #[arg(long)]
-        tier: String,
-        /// Default by tier: free 1, paid 90, enterprise 365.
-        #[arg(long)]
-        retention_days: Option<u32>,
-        /// Events per second; default by tier.
-        #[arg(long)]
-        rate_limit_eps: Option<u32>,
-    },
-    /// List tenants (never keys).
-    List,
-    /// Disable a tenant: its requests get 403.
-    Disable { id: String },
-    /// Enable a disabled tenant again.
-    Enable { id: String },
-    /// Replace a tenant's API key; prints the new key, once. The old key stops working.
-    RotateKey { id: String },
 }
 
 #[derive(Subcommand)]
@@ -319,7 +294,9 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Command::Tenant { action } => tenant_command(&load_config(cli.config.as_deref())?, action),
+        Command::Tenant { action } => {
+            tenants::command(&load_config(cli.config.as_deref())?, action)
+        }
         Command::Dlq { action } => {
             let config = load_config(cli.config.as_deref())?;
             match action {
@@ -340,123 +317,6 @@ fn main() -> Result<()> {
         }
         Command::Dump { follow } => dump::run(&load_config(cli.config.as_deref())?, follow),
     }
-}
-
-fn tenant_command(config: &Config, action: TenantAction) -> Result<()> {
-    use clickhouse_client::tenants;
-    let ch = clickhouse_client::Client::new(&config.clickhouse.url, Duration::from_secs(30));
-    let db = &config.clickhouse.database;
-    clickhouse_client::schema::migrate(&ch, db).context("preparing the tenants table")?;
-    let find = |id: &str| -> Result<tenants::TenantRow> {
-        let id = uuid::Uuid::parse_str(id).context("tenant id must be a UUID")?;
-        tenants::get(&ch, db, id)?.with_context(|| format!("no tenant {id}"))
-    };
-    match action {
-        TenantAction::Create {
-            name,
-            tier,
-            retention_days,
-            rate_limit_eps,
-        } => {
-            let tier = match tier.as_str() {
-                "free" => Tier::Free,
-                "paid" => Tier::Paid,
-                "enterprise" => Tier::Enterprise,
-                other => anyhow::bail!("--tier must be free, paid or enterprise, not {other:?}"),
-            };
-            let (row, key) = tenants::create(&ch, db, &name, tier, retention_days, rate_limit_eps)?;
-            println!("tenant_id: {}\napi_key: {key}\n(the key is shown only now; only its hash is stored)", row.id);
-        }
-        TenantAction::List => {
-            println!(
-                "{:<36}  {:<10}  {:>9}  {:>10}  {:<8}  name",
-                "id", "tier", "retention", "rate_eps", "state"
-            );
-            for t in tenants::list(&ch, db)? {
-                let rate = if t.rate_limit_eps > 0 {
-                    t.rate_limit_eps
-                } else {
-                    config.tier_rate_limit(t.tier)
-                };
-                let state = if t.disabled { "disabled" } else { "active" };
-                println!(
-                    "{:<36}  {:<10}  {:>8}d  {:>10}  {:<8}  {}",
-                    t.id,
-                    t.tier.as_str(),
-                    t.retention_days,
-                    rate,
-                    state,
-                    t.name
-                );
-            }
-        }
-        TenantAction::Disable { id } => {
-            let mut t = find(&id)?;
-            t.disabled = true;
-            tenants::put(&ch, db, &t)?;
-            println!("tenant {} disabled", t.id);
-        }
-        TenantAction::Enable { id } => {
-            let mut t = find(&id)?;
-            t.disabled = false;
-            tenants::put(&ch, db, &t)?;
-            println!("tenant {} enabled", t.id);
-        }
-        TenantAction::RotateKey { id } => {
-            let mut t = find(&id)?;
-            let key = tenants::new_api_key();
-            t.api_key_sha256 = engine_core::tenant::hash_key_hex(&key);
-            tenants::put(&ch, db, &t)?;
-            println!(
-                "tenant_id: {}\napi_key: {key}\n(the old key no longer works)",
-                t.id
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Reloads tenants from ClickHouse every `clickhouse.tenants_refresh_ms`;
-/// tenants from the config file stay, ClickHouse rows win on the same id.
-fn spawn_tenant_refresh(
-    state: Arc<api::AppState>,
-    file_tenants: Vec<engine_core::Tenant>,
-) -> Result<()> {
-    let cfg = state.config.clone();
-    let interval = Duration::from_millis(cfg.clickhouse.tenants_refresh_ms.max(100));
-    std::thread::Builder::new().name("tenant-refresh".into()).spawn(move || {
-        let ch = clickhouse_client::Client::new(&cfg.clickhouse.url, Duration::from_secs(10));
-        let mut failing = false;
-        loop {
-            match clickhouse_client::tenants::list(&ch, &cfg.clickhouse.database) {
-                Ok(rows) => {
-                    let mut all: std::collections::HashMap<uuid::Uuid, engine_core::Tenant> =
-                        file_tenants.iter().map(|t| (t.id, t.clone())).collect();
-                    for row in &rows {
-                        match clickhouse_client::tenants::to_tenant(row, |t| cfg.tier_rate_limit(t)) {
-                            Some(t) => {
-                                all.insert(t.id, t);
-                            }
-                            None => warn!(tenant = %row.id, "tenant row with a malformed key hash ignored"),
-                        }
-                    }
-                    state.set_tenants(all.into_values().collect());
-                    if failing {
-                        info!(tenants = rows.len(), "tenant registry reachable again");
-                    }
-                    failing = false;
-                }
-                Err(e) => {
-                    if !failing {
-                        warn!(%e, "cannot load tenants from ClickHouse; keeping the ones known");
-                    }
-                    failing = true;
-                }
-            }
-            std::thread::sleep(interval);
-        }
-    })?;
-    Ok(())
 }
 
 fn serve(config: Config) -> Result<()> {

@@ -218,3 +218,66 @@ fn the_same_ddl_and_encoder_bytes_work_on_a_modern_engine() {
         "{stdout}"
     );
 }
+
+/// Applies migrations up to `last` by hand and records them, as an older
+/// engine would have left the database.
+fn migrate_up_to(ch: &Client, db: &str, last: u32) {
+    let server = ch.version().unwrap();
+    ch.execute(&format!("CREATE DATABASE IF NOT EXISTS {db}"))
+        .unwrap();
+    ch.execute(&format!(
+        "CREATE TABLE IF NOT EXISTS {db}.schema_migrations (version UInt32, name String, applied_at DateTime) ENGINE = TinyLog"
+    ))
+    .unwrap();
+    for m in MIGRATIONS.iter().filter(|m| m.version <= last) {
+        for stmt in (m.statements)(db, server) {
+            ch.execute(&stmt).unwrap();
+        }
+        ch.execute(&format!(
+            "INSERT INTO {db}.schema_migrations VALUES ({}, '{}', now())",
+            m.version, m.name
+        ))
+        .unwrap();
+    }
+}
+
+#[test]
+fn tenants_from_before_key_kinds_keep_their_key_and_a_half_done_migration_finishes() {
+    use clickhouse_client::tenants;
+    use engine_core::KeyKind;
+    let server = ClickHouse::start();
+    let ch = server.client();
+
+    // A tenant written before key kinds: its one key is in api_key_sha256.
+    migrate_up_to(&ch, "old", 3);
+    let hash = engine_core::tenant::hash_key_hex("ik_legacy");
+    ch.execute(&format!(
+        "INSERT INTO old.tenants (id, name, tier, retention_days, api_key_sha256, rate_limit_eps, disabled, updated_at, revision) \
+         VALUES (toUUID('11111111-2222-3333-4444-555555555555'), 'legacy', 'paid', 90, '{hash}', 0, 0, now(), 1)"
+    ))
+    .unwrap();
+    assert_eq!(migrate(&ch, "old").unwrap().applied, [4]);
+    let rows = tenants::list(&ch, "old").unwrap();
+    let t = tenants::to_tenant(&rows[0], |_| 0).unwrap();
+    assert_eq!(t.verify_key("ik_legacy"), Some(KeyKind::Secret));
+    assert!(t.allowed_origins.is_any());
+
+    // New keys and origins round-trip through a new revision.
+    let mut row = rows[0].clone();
+    let pk = row.add_key(KeyKind::Write);
+    row.allowed_origins = vec!["https://*.shop.example".into()];
+    tenants::put(&ch, "old", &row).unwrap();
+    let back = tenants::list(&ch, "old").unwrap();
+    assert_eq!(back, [row]);
+    let t = tenants::to_tenant(&back[0], |_| 0).unwrap();
+    assert_eq!(t.verify_key(&pk), Some(KeyKind::Write));
+    assert_eq!(t.verify_key("ik_legacy"), Some(KeyKind::Secret));
+
+    // A crash after the first ADD COLUMN of migration 4: running it again
+    // finishes it (18.16 has no ADD COLUMN IF NOT EXISTS).
+    migrate_up_to(&ch, "crashed", 3);
+    ch.execute("ALTER TABLE crashed.tenants ADD COLUMN key_label Array(String)")
+        .unwrap();
+    assert_eq!(migrate(&ch, "crashed").unwrap().applied, [4]);
+    assert!(tenants::list(&ch, "crashed").unwrap().is_empty());
+}

@@ -52,7 +52,12 @@ fn tenant_lifecycle_through_the_cli() {
         &["tenant", "create", "--name", "acme", "--tier", "paid"],
     );
     let id = field(&created, "tenant_id");
-    let key = field(&created, "api_key");
+    let key = field(&created, "secret_key");
+    let write_key = field(&created, "write_key");
+    assert!(
+        key.starts_with("sk_") && write_key.starts_with("pk_"),
+        "{key} {write_key}"
+    );
     let auth = format!("Bearer {id}:{key}");
     let send = |auth: &str| {
         post(
@@ -73,7 +78,10 @@ fn tenant_lifecycle_through_the_cli() {
         listing.contains(&id) && listing.contains("acme") && listing.contains("paid"),
         "{listing}"
     );
-    assert!(!listing.contains(&key), "the key must never be listed");
+    assert!(
+        !listing.contains(&key) && !listing.contains(&write_key),
+        "keys must never be listed"
+    );
 
     // Names hold any character: they come back exactly as written.
     let odd = "back\\slash \\n\\t tab\t quote' \"é\"";
@@ -99,12 +107,101 @@ fn tenant_lifecycle_through_the_cli() {
         send(&auth) == 200
     });
 
+    // Both kinds ingest; the write key also from the query string.
+    let write_auth = format!("Bearer {id}:{write_key}");
+    assert_eq!(send(&write_auth), 200);
+    let beacon = |key: &str, origin: Option<&str>| {
+        let mut headers = vec![("Content-Type", "text/plain")];
+        headers.extend(origin.map(|o| ("Origin", o)));
+        let body = batch(&[event(0, &id, &uuid::Uuid::new_v4().to_string())]);
+        call(
+            "POST",
+            engine.port,
+            &format!("/ingest?key={id}:{key}"),
+            &headers,
+            Some(&body),
+        )
+        .status
+    };
+    assert_eq!(beacon(&write_key, None), 200);
+    assert_eq!(beacon(&key, None), 401, "a secret key in a URL is refused");
+
+    // Keys: listed by label and kind, never in full.
+    let keys =
+        String::from_utf8_lossy(&cli(&engine, &broker, &ch, &["tenant", "keys", &id]).stdout)
+            .into_owned();
+    assert!(
+        keys.contains(&write_key[..11]) && keys.contains(&key[..11]),
+        "{keys}"
+    );
+    assert!(
+        keys.contains(" write ") && keys.contains(" secret "),
+        "{keys}"
+    );
+    assert!(!keys.contains(&write_key) && !keys.contains(&key), "{keys}");
+    assert!(keys.contains("allowed origins: any"), "{keys}");
+
+    // A second write key; revoking the first by its label.
+    let added = cli(
+        &engine,
+        &broker,
+        &ch,
+        &["tenant", "add-key", &id, "--kind", "write"],
+    );
+    let write2 = field(&added, "write_key");
+    cli(
+        &engine,
+        &broker,
+        &ch,
+        &["tenant", "revoke-key", &id, &write_key[..11]],
+    );
+    wait_for("revoked write key refused", Duration::from_secs(30), || {
+        send(&write_auth) == 401
+    });
+    assert_eq!(send(&format!("Bearer {id}:{write2}")), 200);
+    assert_eq!(send(&auth), 200, "the secret key is untouched");
+
+    // Origins, reloaded live: set, checked, cleared.
+    let bad = engine_command(engine.config_path(), &broker.addr(), engine.port)
+        .env("INGESTION_CLICKHOUSE_URL", ch.url())
+        .args(["tenant", "set-origins", &id, "shop.example/path"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not an origin rule"));
+    cli(
+        &engine,
+        &broker,
+        &ch,
+        &[
+            "tenant",
+            "set-origins",
+            &id,
+            "https://shop.example",
+            "https://*.shop.example",
+        ],
+    );
+    wait_for("origin allow-list applied", Duration::from_secs(30), || {
+        beacon(&write2, Some("https://evil.example")) == 403
+    });
+    assert_eq!(beacon(&write2, Some("https://www.shop.example")), 200);
+    assert_eq!(beacon(&write2, None), 200, "no Origin: not a browser");
+    cli(&engine, &broker, &ch, &["tenant", "set-origins", &id]);
+    wait_for("any origin again", Duration::from_secs(30), || {
+        beacon(&write2, Some("https://evil.example")) == 200
+    });
+
     let rotated = cli(&engine, &broker, &ch, &["tenant", "rotate-key", &id]);
-    let new_auth = format!("Bearer {id}:{}", field(&rotated, "api_key"));
+    let new_auth = format!("Bearer {id}:{}", field(&rotated, "secret_key"));
     wait_for("old key refused", Duration::from_secs(30), || {
         send(&auth) == 401
     });
     assert_eq!(send(&new_auth), 200);
+    assert_eq!(
+        send(&format!("Bearer {id}:{write2}")),
+        200,
+        "rotating secrets keeps write keys"
+    );
     // Config-file tenants keep working beside the registry.
     assert_eq!(
         post(

@@ -13,8 +13,16 @@ pub const DEV_AUTH: &str = "Bearer 00000000-0000-0000-0000-000000000000:secret";
 pub const DISABLED_TENANT: &str = "33333333-3333-3333-3333-333333333333";
 pub const LIMITED_TENANT: &str = "44444444-4444-4444-4444-444444444444";
 
-/// Tenants of the test config: the dev tenant, a disabled one, and a free-tier
-/// one limited to 50 events/s.
+pub const SHOP_TENANT: &str = "55555555-5555-5555-5555-555555555555";
+/// The dev tenant's write key (config/default.toml).
+pub const DEV_WRITE_KEY: &str = "pk_development";
+/// The shop tenant's write key; its secret key is `secret`.
+pub const SHOP_WRITE_KEY: &str = "pk_shop";
+
+/// Tenants of the test config: the dev tenant (secret key `secret` in the
+/// legacy field, write key `pk_development`, any origin), a disabled one, a
+/// free-tier one limited to 50 events/s, and a shop whose pages live on
+/// `https://shop.example` and its subdomains.
 pub const TEST_CONFIG: &str = r#"
 [[tenants]]
 id = "00000000-0000-0000-0000-000000000000"
@@ -22,6 +30,15 @@ name = "development"
 tier = "enterprise"
 retention_days = 3650
 api_key_sha256 = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"
+write_key_sha256 = "5ae9195d0e56112ce85c1fb32f7cd9cf1779774f6f6fe45d7999175f546e5744"
+
+[[tenants]]
+id = "55555555-5555-5555-5555-555555555555"
+name = "shop"
+tier = "paid"
+secret_key_sha256 = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"
+write_key_sha256 = "8fa8b76e8ac353050802d5e567a3c306d3278c33cf370767e274ded76b976cc4"
+allowed_origins = ["https://shop.example", "https://*.shop.example"]
 
 [[tenants]]
 id = "33333333-3333-3333-3333-333333333333"
@@ -423,6 +440,8 @@ pub struct Resp {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// The body's bytes (for binary bodies, e.g. gzip).
+    pub raw: Vec<u8>,
 }
 
 impl Resp {
@@ -470,6 +489,7 @@ pub fn read_response(r: &mut impl BufRead) -> std::io::Result<Resp> {
         status,
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),
+        raw: body,
     })
 }
 
@@ -530,18 +550,34 @@ pub fn metric(port: u16, name: &str) -> Option<f64> {
     })
 }
 
-/// POSTs with ureq (a real HTTP client); any status is returned, not raised.
+/// POSTs to `/ingest` with ureq (a real HTTP client); any status is
+/// returned, not raised.
 pub fn post(port: u16, auth: Option<&str>, headers: &[(&str, &str)], body: &[u8]) -> Resp {
-    let mut req = ureq::post(&format!("http://127.0.0.1:{port}/ingest"))
-        .timeout(Duration::from_secs(30))
-        .set("Content-Type", "application/json");
-    if let Some(a) = auth {
-        req = req.set("Authorization", a);
-    }
+    let mut all = vec![("Content-Type", "application/json")];
+    all.extend(auth.map(|a| ("Authorization", a)));
+    all.extend_from_slice(headers);
+    call("POST", port, "/ingest", &all, Some(body))
+}
+
+/// Any request with ureq (a real HTTP client); any status is returned, not
+/// raised. `target` is the path with its query.
+pub fn call(
+    method: &str,
+    port: u16,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Resp {
+    let mut req = ureq::request(method, &format!("http://127.0.0.1:{port}{target}"))
+        .timeout(Duration::from_secs(30));
     for (k, v) in headers {
         req = req.set(k, v);
     }
-    let resp = match req.send_bytes(body) {
+    let sent = match body {
+        Some(b) => req.send_bytes(b),
+        None => req.call(),
+    };
+    let resp = match sent {
         Ok(r) => r,
         Err(ureq::Error::Status(_, r)) => r,
         Err(e) => panic!("request failed: {e}"),
@@ -555,11 +591,13 @@ pub fn post(port: u16, auth: Option<&str>, headers: &[(&str, &str)], body: &[u8]
             (k, v)
         })
         .collect();
-    let body = resp.into_string().unwrap();
+    let mut raw = Vec::new();
+    resp.into_reader().read_to_end(&mut raw).unwrap();
     Resp {
         status,
         headers,
-        body,
+        body: String::from_utf8_lossy(&raw).into_owned(),
+        raw,
     }
 }
 

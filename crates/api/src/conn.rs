@@ -27,13 +27,13 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
-use crate::health;
 use crate::http::{
     BodyReader, BodyStep, Bounds, Framing, HeadStep, Method, Need, Reject, RequestHead, Response,
     Route,
 };
 use crate::ingest::{ingest, precheck, Shard};
 use crate::state::Authed;
+use crate::{cors, health, sdk};
 
 /// Read buffer kept by an idle connection; larger buffers shrink back to it.
 const IDLE_BUFFER_BYTES: usize = 16 * 1024;
@@ -126,6 +126,7 @@ async fn serve_requests(conn: &mut Conn, shard: &Shard) {
         let tenant = match route_check(&head, shard, &conn.buf) {
             Ok(t) => t,
             Err(resp) => {
+                let resp = with_cors(resp, &head, &conn.buf);
                 // The body was not read: the connection cannot be reused.
                 let keep = head.keep_alive && head.framing == Framing::None;
                 if !finish(conn, shard, &resp, keep, head_only).await || !keep {
@@ -137,7 +138,11 @@ async fn serve_requests(conn: &mut Conn, shard: &Shard) {
         };
         let reader = match bounds.body(&head) {
             Ok(r) => r,
-            Err(r) => return refuse(conn, shard, Some(r)).await,
+            Err(r) => {
+                let resp = with_cors(r.response(), &head, &conn.buf);
+                finish(conn, shard, &resp, false, false).await;
+                return;
+            }
         };
         let mut pieces = None;
         let body = read_body(
@@ -155,7 +160,11 @@ async fn serve_requests(conn: &mut Conn, shard: &Shard) {
                 if let Some(b) = pieces {
                     shard.give_buffer(b);
                 }
-                return refuse(conn, shard, stop).await;
+                if let Some(r) = stop {
+                    let resp = with_cors(r.response(), &head, &conn.buf);
+                    finish(conn, shard, &resp, false, false).await;
+                }
+                return;
             }
         };
         let resp = {
@@ -163,7 +172,8 @@ async fn serve_requests(conn: &mut Conn, shard: &Shard) {
                 Some(b) => b,
                 None => &conn.buf[in_place],
             };
-            dispatch(shard, &head, tenant.as_ref(), body, started).await
+            let resp = dispatch(shard, &head, tenant.as_ref(), body, started).await;
+            with_cors(resp, &head, &conn.buf)
         };
         if let Some(b) = pieces {
             shard.give_buffer(b);
@@ -317,14 +327,27 @@ async fn linger(conn: &mut Conn) {
 }
 
 /// Route and method checks, and the ingest precheck, on the head alone.
+/// `Err` is the answer, given without reading a body: a refusal, a
+/// preflight, or the SDK file.
 fn route_check(head: &RequestHead, shard: &Shard, buf: &[u8]) -> Result<Option<Authed>, Response> {
     if let Some(refused) = head.route.refuse(head.method) {
         return Err(refused);
     }
-    if head.route == Route::Ingest {
-        return precheck(shard, head, buf).map(Some);
+    match (head.route, head.method) {
+        (Route::Ingest, Method::Options) => Err(cors::preflight(&shard.state, head, buf)),
+        (Route::Ingest, _) => precheck(shard, head, buf).map(Some),
+        (Route::Sdk, _) => Err(sdk::answer(head, buf)),
+        _ => Ok(None),
     }
-    Ok(None)
+}
+
+/// Lets a browser read an `/ingest` answer (a preflight has its own headers).
+fn with_cors(resp: Response, head: &RequestHead, buf: &[u8]) -> Response {
+    if head.route == Route::Ingest && head.method != Method::Options {
+        cors::allow(resp, cors::origin(head, buf))
+    } else {
+        resp
+    }
 }
 
 async fn dispatch(

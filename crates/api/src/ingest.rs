@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use engine_core::config::AckMode;
 use engine_core::event::{parse_envelope, parse_event, EnvelopeError, RawEvent};
 use engine_core::record::{encode_record, record_key, EventRecord, RecordBatch};
-use engine_core::tenant::AuthError;
+use engine_core::tenant::{AuthError, Credentials};
 use engine_core::timestamp::parse_rfc3339_us;
 use engine_core::validate::{check_event_size, validate_event, BatchContext, Reason, Rejection};
 use engine_core::Tenant;
@@ -117,22 +117,34 @@ pub fn precheck(shard: &Shard, head: &RequestHead, buf: &[u8]) -> Result<Authed,
             "Content-Encoding must be gzip, zstd or identity",
         ));
     }
-    let auth = head.authorization.clone().map(|r| &buf[r]);
+    let query_key = crate::cors::query_param(head, buf, "key");
+    let creds = Credentials {
+        header: head.authorization.clone().map(|r| &buf[r]),
+        query_key: query_key.as_deref(),
+    };
     let tenants = state.tenants.load();
-    let tenant = match tenants.registry.authenticate(auth) {
-        Ok(t) => t,
+    let tenant = match tenants.registry.authenticate(creds) {
+        Ok(a) => a.tenant,
         Err(AuthError::Malformed) => {
             return Err(Response::error(
                 401,
                 "unauthorized",
-                "expected `Authorization: Bearer <tenant_id>:<api_key>`",
+                "expected `Authorization: Bearer <tenant_id>:<key>` (or `?key=<tenant_id>:<write_key>`)",
             ))
         }
         Err(AuthError::BadCredentials) => {
             return Err(Response::error(
                 401,
                 "unauthorized",
-                "unknown tenant or wrong API key",
+                "unknown tenant or wrong key",
+            ))
+        }
+        Err(AuthError::SecretInQuery) => {
+            return Err(Response::error(
+                401,
+                "secret_key_in_url",
+                "a secret key (sk_) must never travel in a URL, where logs keep it: send it in the \
+                 Authorization header, or use a write key (pk_) in `?key=`; consider rotating this key",
             ))
         }
         Err(AuthError::Disabled) => {
@@ -143,6 +155,12 @@ pub fn precheck(shard: &Shard, head: &RequestHead, buf: &[u8]) -> Result<Authed,
             ))
         }
     };
+    if let Some(origin) = head.origin.clone().map(|r| &buf[r]) {
+        if !tenant.allowed_origins.allows(origin) {
+            let shown = String::from_utf8_lossy(origin);
+            return Err(crate::cors::origin_refused(&shown));
+        }
+    }
     // The declared size is the request reader's to bound (`http::reader`).
     if head.framing == Framing::None {
         return Err(Response::error(400, "empty_body", "request body is empty"));

@@ -9,16 +9,19 @@
 //! answers (the sink-only status endpoint uses it too); [`ingest`] decodes gzip/zstd
 //! ([`body`]), parses and validates every event in place (`engine-core`),
 //! encodes records, pushes them into this shard's ring to the producer thread,
-//! and awaits the broker's acknowledgements before it answers.
+//! and awaits the broker's acknowledgements before it answers. Browsers get
+//! CORS from [`cors`] and the SDK file from [`sdk`].
 //!
 //! Start with [`shard::start`].
 
 pub mod body;
 pub mod conn;
+pub mod cors;
 pub mod health;
 pub mod http;
 pub mod ingest;
 pub mod ratelimit;
+pub mod sdk;
 pub mod shard;
 pub mod state;
 

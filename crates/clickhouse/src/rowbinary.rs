@@ -70,6 +70,23 @@ impl<'a> Rows<'a> {
             .map_err(|_| Error::Protocol("RowBinary string is not UTF-8".into()))
     }
 
+    /// An `Array(T)` column: its length, then each element read by `item`.
+    /// The length is checked against the bytes left (every element takes at
+    /// least one), so a corrupt length cannot make this allocate.
+    pub fn array_of<T>(
+        &mut self,
+        mut item: impl FnMut(&mut Self) -> Result<T, Error>,
+    ) -> Result<Vec<T>, Error> {
+        let len = self.varuint()?;
+        if len > self.bytes.len() as u64 {
+            return Err(Error::Protocol(format!(
+                "RowBinary array of {len} elements in {} bytes",
+                self.bytes.len()
+            )));
+        }
+        (0..len).map(|_| item(self)).collect()
+    }
+
     /// LEB128, as ClickHouse writes lengths.
     fn varuint(&mut self) -> Result<u64, Error> {
         let mut v = 0u64;
@@ -111,6 +128,22 @@ mod tests {
         assert_eq!(r.u8().unwrap(), 1);
         assert!(r.is_empty());
         assert!(r.u8().is_err());
+    }
+
+    #[test]
+    fn arrays() {
+        let mut b = Vec::new();
+        crate::native::put_varuint(&mut b, 2);
+        put_str(&mut b, "a");
+        put_str(&mut b, "bc");
+        crate::native::put_varuint(&mut b, 0);
+        let mut r = Rows::new(&b);
+        assert_eq!(r.array_of(|r| r.string()).unwrap(), ["a", "bc"]);
+        assert!(r.array_of(Rows::u32).unwrap().is_empty());
+        assert!(r.is_empty());
+        let mut huge = Vec::new();
+        crate::native::put_varuint(&mut huge, u64::MAX >> 1);
+        assert!(Rows::new(&huge).array_of(Rows::u8).is_err());
     }
 
     #[test]

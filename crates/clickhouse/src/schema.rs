@@ -163,6 +163,28 @@ fn views_ddl(db: &str, _: ServerVersion) -> Vec<String> {
     ]
 }
 
+/// Keys with kinds and allowed origins, as parallel arrays in the tenant
+/// row, so that a tenant's whole state is one row of one revision.
+/// `api_key_sha256` stays: a non-empty one is a tenant's secret key from
+/// before key kinds.
+fn tenant_keys_ddl(db: &str, _: ServerVersion) -> Vec<String> {
+    [
+        "key_label Array(String)",
+        "key_kind Array(String)",
+        "key_sha256 Array(String)",
+        "key_created_at Array(DateTime)",
+        "allowed_origins Array(String)",
+    ]
+    .iter()
+    .map(|c| format!("ALTER TABLE {db}.tenants ADD COLUMN {c}"))
+    .collect()
+}
+
+/// ClickHouse's code for "column with this name already exists": an
+/// `ADD COLUMN` that ran before a crash ended its migration (18.16 has no
+/// `ADD COLUMN IF NOT EXISTS`).
+const DUPLICATE_COLUMN: u32 = 44;
+
 /// Every migration, in order.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -179,6 +201,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 3,
         name: "dashboard_views",
         statements: views_ddl,
+    },
+    Migration {
+        version: 4,
+        name: "tenant_keys_and_origins",
+        statements: tenant_keys_ddl,
     },
 ];
 
@@ -224,7 +251,13 @@ pub fn migrate(client: &Client, db: &str) -> Result<MigrateReport, Error> {
             continue;
         }
         for stmt in (m.statements)(db, server) {
-            client.execute(&stmt)?;
+            match client.execute(&stmt) {
+                Err(Error::Server {
+                    code: Some(DUPLICATE_COLUMN),
+                    ..
+                }) if stmt.contains(" ADD COLUMN ") => {}
+                other => other?,
+            }
         }
         client.execute(&format!(
             "INSERT INTO {db}.schema_migrations (version, name, applied_at) VALUES ({}, '{}', now())",

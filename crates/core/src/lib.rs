@@ -9,7 +9,8 @@
 //!   [`event::RawEvent`] into a [`record::EventRecord`] or a [`validate::Rejection`]
 //!   (reason + field), allocating nothing on the success path.
 //! - [`record`]: the versioned rkyv record the broker carries, encoder and decoder.
-//! - [`tenant`]: tenants, tiers and API-key verification.
+//! - [`tenant`]: tenants, tiers, write and secret keys, request authentication.
+//! - [`origin`]: browser origins and a tenant's allow-list of them.
 //! - [`config`]: the typed configuration and its file/environment layering.
 //!
 //! Start with [`validate::validate_event`]; the HTTP shards in the `api` crate call
@@ -17,6 +18,7 @@
 
 pub mod config;
 pub mod event;
+pub mod origin;
 pub mod record;
 pub mod sample;
 pub mod tenant;
@@ -25,5 +27,5 @@ pub mod validate;
 
 pub use event::{parse_envelope, parse_event, Envelope, EventType, RawEvent};
 pub use record::{decode_record, encode_record, EventRecord, RecordBatch, RECORD_VERSION};
-pub use tenant::{Tenant, TenantRegistry, Tier};
+pub use tenant::{KeyKind, Tenant, TenantRegistry, Tier};
 pub use validate::{validate_event, BatchContext, Limits, Reason, Rejection};

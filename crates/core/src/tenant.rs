@@ -1,7 +1,11 @@
-//! Tenants, tiers and API-key verification.
+//! Tenants, tiers, keys with roles, and request authentication.
 //!
-//! A tenant's API key is never stored: only its SHA-256 (hex). Verification
-//! hashes the presented key and compares in constant time.
+//! A tenant holds one or more keys of two kinds: **write keys** (`pk_…`,
+//! public, ingest only, embedded in web pages) and **secret keys** (`sk_…`,
+//! server side: ingest and the read API). A key is never stored: only its
+//! SHA-256. Verification hashes the presented key once and compares it with
+//! every key of the tenant in constant time, so timing tells neither which
+//! key matched nor how much of it.
 
 use std::collections::HashMap;
 
@@ -9,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
+
+use crate::origin::AllowedOrigins;
 
 /// Billing tier, which sets default retention and rate limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
@@ -40,6 +46,50 @@ impl Tier {
     }
 }
 
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyKind {
+    /// Public (`pk_`): ingest only; may travel in a URL.
+    Write,
+    /// Server side (`sk_`): ingest and reads; never in a URL.
+    Secret,
+}
+
+impl KeyKind {
+    /// Lowercase name, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::Write => "write",
+            KeyKind::Secret => "secret",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "write" => Some(KeyKind::Write),
+            "secret" => Some(KeyKind::Secret),
+            _ => None,
+        }
+    }
+
+    /// The prefix of generated keys of this kind.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            KeyKind::Write => "pk_",
+            KeyKind::Secret => "sk_",
+        }
+    }
+}
+
+/// One key of a tenant, as the edge checks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub kind: KeyKind,
+    pub sha256: [u8; 32],
+}
+
 /// A tenant as the edge needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tenant {
@@ -47,8 +97,10 @@ pub struct Tenant {
     pub name: String,
     pub tier: Tier,
     pub retention_days: u32,
-    /// SHA-256 of the API key.
-    pub key_sha256: [u8; 32],
+    /// Every valid key; a revoked key is simply absent.
+    pub keys: Vec<ApiKey>,
+    /// Origins whose pages may send events; empty allows any.
+    pub allowed_origins: AllowedOrigins,
     pub disabled: bool,
     /// Events per second allowed; `0` means no limit.
     pub rate_limit_eps: u32,
@@ -59,11 +111,44 @@ pub fn hash_key_hex(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
+/// Characters of a key kept to name it (`tenant keys`, `revoke-key`): the
+/// kind's prefix and 8 hex digits, never enough to use it.
+pub const KEY_LABEL_CHARS: usize = 11;
+
+/// A new random key of `kind`: its prefix and 64 hex digits (244 random bits).
+pub fn new_key(kind: KeyKind) -> String {
+    format!(
+        "{}{}{}",
+        kind.prefix(),
+        Uuid::new_v4().simple(),
+        Uuid::new_v4().simple()
+    )
+}
+
+/// The part of a key that names it.
+pub fn key_label(key: &str) -> &str {
+    key.get(..KEY_LABEL_CHARS).unwrap_or(key)
+}
+
+/// SHA-256 hex (64 characters) into bytes; `None` when malformed.
+pub fn parse_key_hash(hex_str: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(hex_str.trim(), &mut out).ok()?;
+    Some(out)
+}
+
 impl Tenant {
-    /// Whether `key` is this tenant's API key (constant-time compare of hashes).
-    pub fn verify_key(&self, key: &str) -> bool {
+    /// The kind of `key` when it is one of this tenant's keys. Every key is
+    /// compared (constant time each), whichever matches.
+    pub fn verify_key(&self, key: &str) -> Option<KeyKind> {
         let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-        digest.ct_eq(&self.key_sha256).into()
+        let mut found = None;
+        for k in &self.keys {
+            if bool::from(digest.ct_eq(&k.sha256)) {
+                found = Some(k.kind);
+            }
+        }
+        found
     }
 }
 
@@ -73,15 +158,51 @@ pub struct TenantRegistry {
     by_id: HashMap<Uuid, Tenant>,
 }
 
-/// The outcome of authenticating a request.
+/// Why a request is not authenticated.
 #[derive(Debug, PartialEq, Eq)]
 pub enum AuthError {
-    /// No `Authorization` header, or not `Bearer <tenant_id>:<api_key>`.
+    /// No credentials, or not `Bearer <tenant_id>:<key>` / `key=<tenant_id>:<key>`.
     Malformed,
     /// Unknown tenant or wrong key (deliberately not told apart).
     BadCredentials,
+    /// A secret key in the query string: refused even though it is valid,
+    /// so that callers learn before the key spreads through access logs.
+    SecretInQuery,
     /// The tenant exists and the key matches, but the tenant is disabled.
     Disabled,
+}
+
+/// The credentials a request presents.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Credentials<'a> {
+    /// The `Authorization` header value.
+    pub header: Option<&'a [u8]>,
+    /// The query string's `key` parameter, percent-decoded.
+    pub query_key: Option<&'a str>,
+}
+
+/// An authenticated request: its tenant and the kind of key it showed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Authenticated<'r> {
+    pub tenant: &'r Tenant,
+    pub kind: KeyKind,
+}
+
+/// `<tenant_id>:<key>`, split.
+fn split_credential(cred: &str) -> Result<(Uuid, &str), AuthError> {
+    let (id, key) = cred.trim().split_once(':').ok_or(AuthError::Malformed)?;
+    let id = Uuid::try_parse(id).map_err(|_| AuthError::Malformed)?;
+    Ok((id, key))
+}
+
+/// The credential of a `Bearer <tenant_id>:<key>` header.
+fn bearer(header: &[u8]) -> Result<&str, AuthError> {
+    let header = std::str::from_utf8(header).map_err(|_| AuthError::Malformed)?;
+    let (scheme, cred) = header.trim().split_once(' ').ok_or(AuthError::Malformed)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthError::Malformed);
+    }
+    Ok(cred)
 }
 
 impl TenantRegistry {
@@ -107,24 +228,34 @@ impl TenantRegistry {
         self.by_id.get(id)
     }
 
-    /// Authenticates an `Authorization` header value.
-    pub fn authenticate(&self, header: Option<&[u8]>) -> Result<&Tenant, AuthError> {
-        let header = header.ok_or(AuthError::Malformed)?;
-        let header = std::str::from_utf8(header).map_err(|_| AuthError::Malformed)?;
-        let (scheme, cred) = header.trim().split_once(' ').ok_or(AuthError::Malformed)?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(AuthError::Malformed);
-        }
-        let (id, key) = cred.trim().split_once(':').ok_or(AuthError::Malformed)?;
-        let id = Uuid::try_parse(id).map_err(|_| AuthError::Malformed)?;
+    /// The tenant and kind of a `<tenant_id>:<key>` credential.
+    fn verify(&self, cred: &str) -> Result<Authenticated<'_>, AuthError> {
+        let (id, key) = split_credential(cred)?;
         let tenant = self.by_id.get(&id).ok_or(AuthError::BadCredentials)?;
-        if !tenant.verify_key(key) {
-            return Err(AuthError::BadCredentials);
+        let kind = tenant.verify_key(key).ok_or(AuthError::BadCredentials)?;
+        Ok(Authenticated { tenant, kind })
+    }
+
+    /// Authenticates a request. A `key` in the query string is checked
+    /// whenever present, so a secret key there is always refused; otherwise
+    /// the `Authorization` header wins, and the query's write key serves
+    /// requests that cannot set headers (`navigator.sendBeacon`).
+    pub fn authenticate(&self, creds: Credentials<'_>) -> Result<Authenticated<'_>, AuthError> {
+        let from_query = creds.query_key.map(|q| self.verify(q));
+        if let Some(Ok(a)) = &from_query {
+            if a.kind == KeyKind::Secret {
+                return Err(AuthError::SecretInQuery);
+            }
         }
-        if tenant.disabled {
+        let authed = match (creds.header, from_query) {
+            (Some(h), _) => self.verify(bearer(h)?)?,
+            (None, Some(q)) => q?,
+            (None, None) => return Err(AuthError::Malformed),
+        };
+        if authed.tenant.disabled {
             return Err(AuthError::Disabled);
         }
-        Ok(tenant)
+        Ok(authed)
     }
 }
 
@@ -132,18 +263,52 @@ impl TenantRegistry {
 mod tests {
     use super::*;
 
+    const NIL: &str = "00000000-0000-0000-0000-000000000000";
+
     fn tenant(disabled: bool) -> Tenant {
-        let mut key_sha256 = [0u8; 32];
-        hex::decode_to_slice(hash_key_hex("secret"), &mut key_sha256).unwrap();
+        let key = |kind, k: &str| ApiKey {
+            kind,
+            sha256: parse_key_hash(&hash_key_hex(k)).unwrap(),
+        };
         Tenant {
             id: Uuid::nil(),
             name: "dev".into(),
             tier: Tier::Enterprise,
             retention_days: 3650,
-            key_sha256,
+            keys: vec![
+                key(KeyKind::Secret, "secret"),
+                key(KeyKind::Write, "pk_dev"),
+                key(KeyKind::Secret, "sk_two"),
+            ],
+            allowed_origins: AllowedOrigins::default(),
             disabled,
             rate_limit_eps: 0,
         }
+    }
+
+    fn header(reg: &TenantRegistry, h: &str) -> Result<KeyKind, AuthError> {
+        reg.authenticate(Credentials {
+            header: Some(h.as_bytes()),
+            query_key: None,
+        })
+        .map(|a| a.kind)
+    }
+
+    fn query(reg: &TenantRegistry, q: &str, h: Option<&str>) -> Result<KeyKind, AuthError> {
+        reg.authenticate(Credentials {
+            header: h.map(str::as_bytes),
+            query_key: Some(q),
+        })
+        .map(|a| a.kind)
+    }
+
+    #[test]
+    fn new_keys() {
+        let k = new_key(KeyKind::Write);
+        assert!(k.starts_with("pk_") && k.len() == 67, "{k}");
+        assert_ne!(k, new_key(KeyKind::Write));
+        assert!(new_key(KeyKind::Secret).starts_with("sk_"));
+        assert_eq!(key_label(&k), &k[..11]);
     }
 
     #[test]
@@ -152,41 +317,74 @@ mod tests {
             hash_key_hex("secret"),
             "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"
         );
+        assert!(parse_key_hash("zz").is_none());
     }
 
     #[test]
-    fn authenticates() {
+    fn header_takes_either_kind() {
         let reg = TenantRegistry::new([tenant(false)]);
-        let nil = "00000000-0000-0000-0000-000000000000";
-        let ok = format!("Bearer {nil}:secret");
-        assert_eq!(reg.authenticate(Some(ok.as_bytes())).unwrap().name, "dev");
-        let wrong = format!("Bearer {nil}:nope");
         assert_eq!(
-            reg.authenticate(Some(wrong.as_bytes())),
+            header(&reg, &format!("Bearer {NIL}:secret")),
+            Ok(KeyKind::Secret)
+        );
+        assert_eq!(
+            header(&reg, &format!("bearer {NIL}:sk_two")),
+            Ok(KeyKind::Secret)
+        );
+        assert_eq!(
+            header(&reg, &format!("Bearer {NIL}:pk_dev")),
+            Ok(KeyKind::Write)
+        );
+        assert_eq!(
+            header(&reg, &format!("Bearer {NIL}:nope")),
             Err(AuthError::BadCredentials)
         );
         let other = "Bearer 11111111-1111-1111-1111-111111111111:secret";
+        assert_eq!(header(&reg, other), Err(AuthError::BadCredentials));
         assert_eq!(
-            reg.authenticate(Some(other.as_bytes())),
-            Err(AuthError::BadCredentials)
-        );
-        assert_eq!(reg.authenticate(None), Err(AuthError::Malformed));
-        assert_eq!(
-            reg.authenticate(Some(b"Basic abc")),
+            reg.authenticate(Credentials::default()),
             Err(AuthError::Malformed)
         );
-        assert_eq!(
-            reg.authenticate(Some(b"Bearer nocolon")),
-            Err(AuthError::Malformed)
-        );
-        assert_eq!(
-            reg.authenticate(Some(b"Bearer x:y")),
-            Err(AuthError::Malformed)
-        );
+        for bad in ["Basic abc", "Bearer nocolon", "Bearer x:y"] {
+            assert_eq!(header(&reg, bad), Err(AuthError::Malformed), "{bad}");
+        }
         let reg = TenantRegistry::new([tenant(true)]);
         assert_eq!(
-            reg.authenticate(Some(ok.as_bytes())),
+            header(&reg, &format!("Bearer {NIL}:secret")),
             Err(AuthError::Disabled)
         );
+    }
+
+    #[test]
+    fn query_takes_write_keys_only() {
+        let reg = TenantRegistry::new([tenant(false)]);
+        assert_eq!(
+            query(&reg, &format!("{NIL}:pk_dev"), None),
+            Ok(KeyKind::Write)
+        );
+        assert_eq!(
+            query(&reg, &format!("{NIL}:secret"), None),
+            Err(AuthError::SecretInQuery)
+        );
+        // Refused even beside a valid header.
+        let h = format!("Bearer {NIL}:pk_dev");
+        assert_eq!(
+            query(&reg, &format!("{NIL}:sk_two"), Some(&h)),
+            Err(AuthError::SecretInQuery)
+        );
+        assert_eq!(
+            query(&reg, &format!("{NIL}:wrong"), None),
+            Err(AuthError::BadCredentials)
+        );
+        // The header decides when both are given and the query key is no secret.
+        assert_eq!(
+            query(
+                &reg,
+                &format!("{NIL}:wrong"),
+                Some(&format!("Bearer {NIL}:secret"))
+            ),
+            Ok(KeyKind::Secret)
+        );
+        assert_eq!(query(&reg, "garbage", None), Err(AuthError::Malformed));
     }
 }

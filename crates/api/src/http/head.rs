@@ -27,6 +27,8 @@ pub struct RequestHead {
     pub route: Route,
     /// The request target's path, without the query.
     pub path: Range<usize>,
+    /// The query, without its `?`; `None` when there is none.
+    pub query: Option<Range<usize>>,
     pub http10: bool,
     pub framing: Framing,
     pub expect_continue: bool,
@@ -34,6 +36,12 @@ pub struct RequestHead {
     /// `Content-Type` is JSON, `text/plain` (sendBeacon) or absent.
     pub content_type_ok: bool,
     pub authorization: Option<Range<usize>>,
+    /// The `Origin` header (browsers send it on cross-origin requests).
+    pub origin: Option<Range<usize>>,
+    /// The `If-None-Match` header.
+    pub if_none_match: Option<Range<usize>>,
+    /// `Accept-Encoding` lists gzip.
+    pub accepts_gzip: bool,
     pub keep_alive: bool,
     /// Bytes of the head, up to and including the blank line.
     pub len: usize,
@@ -101,17 +109,24 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, Reject> {
         Some("GET") => Method::Get,
         Some("HEAD") => Method::Head,
         Some("POST") => Method::Post,
+        Some("OPTIONS") => Method::Options,
         _ => Method::Other,
     };
     let http10 = req.version == Some(0);
     let target = req.path.unwrap_or("/");
-    let path = target.split('?').next().unwrap_or(target);
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
     let mut content_length: Option<u64> = None;
     let mut codings = Codings::default();
     let mut expect_continue = false;
     let mut encoding = Encoding::Identity;
     let mut content_type_ok = true;
     let mut authorization = None;
+    let mut origin = None;
+    let mut if_none_match = None;
+    let mut accepts_gzip = false;
     let mut conn_close = false;
     let mut conn_keep_alive = false;
     for h in req.headers.iter() {
@@ -153,6 +168,23 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, Reject> {
                 || mime.eq_ignore_ascii_case(b"text/plain");
         } else if name.eq_ignore_ascii_case("authorization") {
             authorization = Some(range_of(buf, v));
+        } else if name.eq_ignore_ascii_case("origin") {
+            origin = Some(range_of(buf, v));
+        } else if name.eq_ignore_ascii_case("if-none-match") {
+            if_none_match = Some(range_of(buf, v));
+        } else if name.eq_ignore_ascii_case("accept-encoding") {
+            accepts_gzip |= v.split(|&b| b == b',').any(|part| {
+                let mut it = part.split(|&b| b == b';');
+                let coding = it.next().unwrap_or_default().trim_ascii();
+                // `gzip;q=0` refuses it.
+                let refused = it.any(|p| {
+                    let p = p.trim_ascii();
+                    p.eq_ignore_ascii_case(b"q=0")
+                        || p.starts_with(b"q=0.0")
+                            && !p[5..].iter().any(|d| (b'1'..=b'9').contains(d))
+                });
+                coding.eq_ignore_ascii_case(b"gzip") && !refused
+            });
         } else if name.eq_ignore_ascii_case("connection") {
             for part in v.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 conn_close |= part.eq_ignore_ascii_case(b"close");
@@ -190,12 +222,16 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, Reject> {
         method,
         route: Route::from_path(path),
         path: range_of(buf, path.as_bytes()),
+        query: query.map(|q| range_of(buf, q.as_bytes())),
         http10,
         framing,
         expect_continue,
         encoding,
         content_type_ok,
         authorization,
+        origin,
+        if_none_match,
+        accepts_gzip,
         keep_alive,
         len,
     }))
@@ -224,7 +260,25 @@ mod tests {
         assert_eq!(h.encoding, Encoding::Gzip);
         assert!(h.content_type_ok && h.keep_alive && !h.http10);
         assert_eq!(&raw.as_bytes()[h.authorization.unwrap()], b"Bearer t:k");
+        assert_eq!(&raw.as_bytes()[h.query.unwrap()], b"x=1");
+        assert_eq!((h.origin, h.accepts_gzip), (None, false));
         assert_eq!(h.len, raw.len() - 2);
+    }
+
+    #[test]
+    fn browser_headers() {
+        let raw = "OPTIONS /ingest HTTP/1.1\r\nOrigin: https://shop.example\r\nIf-None-Match: \"abc\"\r\nAccept-Encoding: br, gzip;q=0.8\r\n\r\n";
+        let h = head(raw);
+        assert_eq!(h.method, Method::Options);
+        assert_eq!(h.query, None);
+        assert_eq!(&raw.as_bytes()[h.origin.unwrap()], b"https://shop.example");
+        assert_eq!(&raw.as_bytes()[h.if_none_match.unwrap()], b"\"abc\"");
+        assert!(h.accepts_gzip);
+        for refused in ["gzip;q=0", "gzip; q=0.000", "br", "x-gzip-not"] {
+            let raw = format!("GET /sdk.js HTTP/1.1\r\nAccept-Encoding: {refused}\r\n\r\n");
+            assert!(!head(&raw).accepts_gzip, "{refused}");
+        }
+        assert!(head("GET /sdk.js HTTP/1.1\r\nAccept-Encoding: GZIP;q=0.5\r\n\r\n").accepts_gzip);
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub enum Method {
     Get,
     Head,
     Post,
+    Options,
     Other,
 }
 
@@ -32,6 +33,8 @@ pub enum Route {
     Ready,
     Metrics,
     DebugLatency,
+    /// The browser SDK (`/sdk.js`, and `/sdk/v1.js` for a pinned major version).
+    Sdk,
     NotFound,
 }
 
@@ -45,6 +48,7 @@ impl Route {
             "/health/ready" => Route::Ready,
             "/metrics" => Route::Metrics,
             "/debug/latency" => Route::DebugLatency,
+            "/sdk.js" | "/sdk/v1.js" => Route::Sdk,
             _ => Route::NotFound,
         }
     }
@@ -52,7 +56,7 @@ impl Route {
     /// The methods a route takes (for `Allow` on 405).
     pub fn allow(self) -> &'static str {
         match self {
-            Route::Ingest => "POST",
+            Route::Ingest => "POST, OPTIONS",
             _ => "GET, HEAD",
         }
     }
@@ -60,7 +64,7 @@ impl Route {
     /// Whether `m` is allowed on this route.
     pub fn allows(self, m: Method) -> bool {
         match self {
-            Route::Ingest => m == Method::Post,
+            Route::Ingest => matches!(m, Method::Post | Method::Options),
             Route::NotFound => true,
             _ => matches!(m, Method::Get | Method::Head),
         }
@@ -138,6 +142,8 @@ pub fn reason_phrase(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         200 => "OK",
+        204 => "No Content",
+        304 => "Not Modified",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -165,6 +171,8 @@ pub struct Response {
     pub retry_after_secs: Option<u32>,
     pub allow: Option<&'static str>,
     pub www_authenticate: bool,
+    /// Further header lines (CORS, caching, encoding), written as given.
+    pub headers: Vec<(&'static str, Cow<'static, str>)>,
     /// Close the connection after this response.
     pub close: bool,
 }
@@ -179,6 +187,7 @@ impl Response {
             retry_after_secs: None,
             allow: None,
             www_authenticate: status == 401,
+            headers: Vec::new(),
             close: false,
         }
     }
@@ -208,6 +217,17 @@ impl Response {
         self
     }
 
+    /// An empty response (`204`, `304`).
+    pub fn empty(status: u16) -> Self {
+        Self::text(status, "text/plain", Vec::new())
+    }
+
+    /// Adds a header line.
+    pub fn header(mut self, name: &'static str, value: impl Into<Cow<'static, str>>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
     /// Marks the connection for closing.
     pub fn closing(mut self) -> Self {
         self.close = true;
@@ -219,12 +239,23 @@ impl Response {
         let mut h = String::with_capacity(192);
         let _ = write!(
             h,
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
+            "HTTP/1.1 {} {}\r\n",
             self.status,
-            reason_phrase(self.status),
-            self.content_type,
-            self.body.len()
+            reason_phrase(self.status)
         );
+        // RFC 9110 §8.6: no Content-Length on 204; a 304 has no body.
+        let bodiless = matches!(self.status, 204 | 304);
+        if !bodiless {
+            let _ = write!(
+                h,
+                "Content-Type: {}\r\nContent-Length: {}\r\n",
+                self.content_type,
+                self.body.len()
+            );
+        }
+        for (name, value) in &self.headers {
+            let _ = write!(h, "{name}: {value}\r\n");
+        }
         if let Some(s) = self.retry_after_secs {
             let _ = write!(h, "Retry-After: {s}\r\n");
         }
@@ -240,7 +271,7 @@ impl Response {
             "Connection: close\r\n\r\n"
         });
         out.extend_from_slice(h.as_bytes());
-        if !head_only {
+        if !head_only && !bodiless {
             out.extend_from_slice(&self.body);
         }
     }
@@ -281,7 +312,10 @@ mod tests {
         assert!(!Route::NotFound.takes_body());
         assert_eq!(Route::NotFound.refuse(Method::Get).unwrap().status, 404);
         let r = Route::Ingest.refuse(Method::Get).unwrap();
-        assert_eq!((r.status, r.allow), (405, Some("POST")));
+        assert_eq!((r.status, r.allow), (405, Some("POST, OPTIONS")));
+        assert!(Route::Ingest.refuse(Method::Options).is_none());
+        assert_eq!(Route::Health.refuse(Method::Options).unwrap().status, 405);
+        assert_eq!(Route::from_path("/sdk/v1.js"), Route::Sdk);
         assert!(Route::Metrics.refuse(Method::Head).is_none());
         assert_eq!(Route::Metrics.refuse(Method::Post).unwrap().status, 405);
     }
@@ -306,5 +340,14 @@ mod tests {
         let s = String::from_utf8(out).unwrap();
         assert!(s.starts_with("HTTP/1.1 413 Payload Too Large\r\n"));
         assert!(s.contains("Connection: close\r\n"), "{s}");
+        let mut out = Vec::new();
+        Response::empty(204)
+            .header("Vary", "Origin")
+            .write_to(&mut out, true, false);
+        let s = String::from_utf8(out).unwrap();
+        assert_eq!(
+            s,
+            "HTTP/1.1 204 No Content\r\nVary: Origin\r\nConnection: keep-alive\r\n\r\n"
+        );
     }
 }

@@ -11,9 +11,12 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
-use crate::tenant::{Tenant, Tier};
+mod tenants;
+
+pub use tenants::TenantConfig;
+
+use crate::tenant::Tier;
 use crate::validate::Limits;
 
 /// Sections that environment names may address with a single `_`.
@@ -221,25 +224,6 @@ pub struct RateLimitsConfig {
     pub enterprise_eps: u32,
     /// Burst allowance, in seconds of the rate.
     pub burst_secs: u32,
-}
-
-/// A tenant defined in the config file.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TenantConfig {
-    pub id: String,
-    pub name: String,
-    pub tier: Tier,
-    /// Defaults to the tier's retention.
-    #[serde(default)]
-    pub retention_days: Option<u32>,
-    /// SHA-256 of the API key, hex (`ingestion-engine hash-key KEY` prints it).
-    pub api_key_sha256: String,
-    #[serde(default)]
-    pub disabled: bool,
-    /// Overrides the tier's rate limit, in events per second (`0` = unlimited).
-    #[serde(default)]
-    pub rate_limit_eps: Option<u32>,
 }
 
 impl Default for Config {
@@ -550,47 +534,11 @@ impl Config {
         }
     }
 
-    /// The tenants of the file, checked.
-    pub fn tenants(&self) -> Result<Vec<Tenant>, ConfigError> {
-        self.tenants
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let id = Uuid::try_parse(&t.id)
-                    .map_err(|_| invalid(&format!("tenants[{i}].id"), "must be a UUID"))?;
-                let mut key_sha256 = [0u8; 32];
-                hex::decode_to_slice(t.api_key_sha256.trim(), &mut key_sha256).map_err(|_| {
-                    invalid(
-                        &format!("tenants[{i}].api_key_sha256"),
-                        "must be 64 hex characters (see `ingestion-engine hash-key`)",
-                    )
-                })?;
-                let retention_days = t.retention_days.unwrap_or(t.tier.default_retention_days());
-                if retention_days == 0 {
-                    return Err(invalid(
-                        &format!("tenants[{i}].retention_days"),
-                        "must be at least 1",
-                    ));
-                }
-                Ok(Tenant {
-                    id,
-                    name: t.name.clone(),
-                    tier: t.tier,
-                    retention_days,
-                    key_sha256,
-                    disabled: t.disabled,
-                    rate_limit_eps: t.rate_limit_eps.unwrap_or(self.tier_rate_limit(t.tier)),
-                })
-            })
-            .collect()
-    }
-
     /// The effective configuration as TOML, with secrets masked.
     pub fn to_masked_toml(&self) -> String {
         let mut shown = self.clone();
         for t in &mut shown.tenants {
-            let head: String = t.api_key_sha256.chars().take(8).collect();
-            t.api_key_sha256 = format!("{head}… (masked)");
+            t.mask();
         }
         for (k, v) in shown.redpanda.librdkafka.iter_mut() {
             if ["password", "secret", "key"].iter().any(|s| k.contains(s)) {
@@ -703,33 +651,5 @@ mod tests {
         assert!(err.to_string().contains("redpanda.batch_size"), "{err}");
         let err = Config::load(Some("port = [1"), []).unwrap_err();
         assert!(matches!(err, ConfigError::File(_)));
-    }
-
-    #[test]
-    fn tenants_are_checked_and_masked() {
-        let file = r#"
-[[tenants]]
-id = "00000000-0000-0000-0000-000000000000"
-name = "dev"
-tier = "enterprise"
-retention_days = 3650
-api_key_sha256 = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"
-"#;
-        let c = Config::load(Some(file), []).unwrap();
-        let t = &c.tenants().unwrap()[0];
-        assert!(t.verify_key("secret"));
-        assert_eq!(t.retention_days, 3650);
-        assert_eq!(t.rate_limit_eps, c.rate_limits.enterprise_eps);
-        let shown = c.to_masked_toml();
-        assert!(
-            !shown.contains("2bb80d537b1da3e38bd30361aa855686"),
-            "{shown}"
-        );
-        let bad = file.replace("2bb80d", "zz");
-        let err = Config::load(Some(&bad), []).unwrap_err();
-        assert!(
-            err.to_string().contains("tenants[0].api_key_sha256"),
-            "{err}"
-        );
     }
 }

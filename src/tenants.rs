@@ -1,0 +1,281 @@
+//! Tenants stored in ClickHouse: the `tenant` commands, and the edge's
+//! refresh thread that reloads them live.
+//!
+//! Every command writes a whole new revision of the tenant's row (keys and
+//! origins included); the edge picks it up within
+//! `clickhouse.tenants_refresh_ms`. Keys are printed once, when made, as
+//! `write_key: pk_…` / `secret_key: sk_…` lines that scripts can parse.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Subcommand, ValueEnum};
+use clickhouse_client::tenants::{self, TenantRow};
+use engine_core::config::Config;
+use engine_core::origin::AllowedOrigins;
+use engine_core::{KeyKind, Tier};
+use tracing::{info, warn};
+
+#[derive(Subcommand)]
+pub enum TenantAction {
+    /// Create a tenant; prints its id, a write key and a secret key, once.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// free, paid or enterprise.
+        #[arg(long)]
+        tier: String,
+        /// Default by tier: free 1, paid 90, enterprise 365.
+        #[arg(long)]
+        retention_days: Option<u32>,
+        /// Events per second; default by tier.
+        #[arg(long)]
+        rate_limit_eps: Option<u32>,
+    },
+    /// List tenants (never keys).
+    List,
+    /// Disable a tenant: its requests get 403.
+    Disable { id: String },
+    /// Enable a disabled tenant again.
+    Enable { id: String },
+    /// List a tenant's keys: label (prefix), kind and creation date, never the key.
+    Keys { id: String },
+    /// Add a key; prints it, once.
+    AddKey {
+        id: String,
+        #[arg(long, value_enum)]
+        kind: Kind,
+    },
+    /// Revoke the key whose label starts with PREFIX (see `tenant keys`).
+    RevokeKey { id: String, prefix: String },
+    /// Replace every key of a kind (default: secret) with one new key; prints it, once.
+    RotateKey {
+        id: String,
+        #[arg(long, value_enum, default_value = "secret")]
+        kind: Kind,
+    },
+    /// Set the origins whose pages may send events (`https://shop.example`,
+    /// `https://*.shop.example`); none allows any origin.
+    SetOrigins { id: String, origins: Vec<String> },
+}
+
+/// A key kind on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Kind {
+    /// Public `pk_` key: ingest only, for web pages and apps.
+    Write,
+    /// Server-side `sk_` key: ingest and the read API.
+    Secret,
+}
+
+impl From<Kind> for KeyKind {
+    fn from(k: Kind) -> Self {
+        match k {
+            Kind::Write => KeyKind::Write,
+            Kind::Secret => KeyKind::Secret,
+        }
+    }
+}
+
+fn key_line(kind: KeyKind, key: &str) -> String {
+    format!("{}_key: {key}", kind.as_str())
+}
+
+fn date(secs: u32) -> String {
+    time::OffsetDateTime::from_unix_timestamp(i64::from(secs)).map_or_else(
+        |_| "?".into(),
+        |t| {
+            t.format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute]:[second]Z"
+            ))
+            .unwrap_or_default()
+        },
+    )
+}
+
+/// Runs one `tenant` command against the registry in ClickHouse.
+pub fn command(config: &Config, action: TenantAction) -> Result<()> {
+    let ch = clickhouse_client::Client::new(&config.clickhouse.url, Duration::from_secs(30));
+    let db = &config.clickhouse.database;
+    clickhouse_client::schema::migrate(&ch, db).context("preparing the tenants table")?;
+    let find = |id: &str| -> Result<TenantRow> {
+        let id = uuid::Uuid::parse_str(id).context("tenant id must be a UUID")?;
+        tenants::get(&ch, db, id)?.with_context(|| format!("no tenant {id}"))
+    };
+    let save = |t: &TenantRow| -> Result<()> { Ok(tenants::put(&ch, db, t)?) };
+    match action {
+        TenantAction::Create {
+            name,
+            tier,
+            retention_days,
+            rate_limit_eps,
+        } => {
+            let tier = match tier.as_str() {
+                "free" => Tier::Free,
+                "paid" => Tier::Paid,
+                "enterprise" => Tier::Enterprise,
+                other => anyhow::bail!("--tier must be free, paid or enterprise, not {other:?}"),
+            };
+            let (row, write, secret) =
+                tenants::create(&ch, db, &name, tier, retention_days, rate_limit_eps)?;
+            println!(
+                "tenant_id: {}\n{}\n{}\n(the keys are shown only now; only their hashes are stored)",
+                row.id,
+                key_line(KeyKind::Write, &write),
+                key_line(KeyKind::Secret, &secret)
+            );
+        }
+        TenantAction::List => {
+            println!(
+                "{:<36}  {:<10}  {:>9}  {:>10}  {:<8}  {:>4}  {:<7}  name",
+                "id", "tier", "retention", "rate_eps", "state", "keys", "origins"
+            );
+            for t in tenants::list(&ch, db)? {
+                let rate = if t.rate_limit_eps > 0 {
+                    t.rate_limit_eps
+                } else {
+                    config.tier_rate_limit(t.tier)
+                };
+                let state = if t.disabled { "disabled" } else { "active" };
+                let origins = if t.allowed_origins.is_empty() {
+                    "any".to_string()
+                } else {
+                    t.allowed_origins.len().to_string()
+                };
+                println!(
+                    "{:<36}  {:<10}  {:>8}d  {:>10}  {:<8}  {:>4}  {:<7}  {}",
+                    t.id,
+                    t.tier.as_str(),
+                    t.retention_days,
+                    rate,
+                    state,
+                    t.all_keys().count(),
+                    origins,
+                    t.name
+                );
+            }
+        }
+        TenantAction::Disable { id } => {
+            let mut t = find(&id)?;
+            t.disabled = true;
+            save(&t)?;
+            println!("tenant {} disabled", t.id);
+        }
+        TenantAction::Enable { id } => {
+            let mut t = find(&id)?;
+            t.disabled = false;
+            save(&t)?;
+            println!("tenant {} enabled", t.id);
+        }
+        TenantAction::Keys { id } => {
+            let t = find(&id)?;
+            println!("{:<18}  {:<6}  created", "label", "kind");
+            for k in t.all_keys() {
+                let created = if k.created_at == 0 {
+                    "-".to_string()
+                } else {
+                    date(k.created_at)
+                };
+                println!("{:<18}  {:<6}  {created}", k.label, k.kind.as_str());
+            }
+            if t.allowed_origins.is_empty() {
+                println!("allowed origins: any");
+            } else {
+                println!("allowed origins: {}", t.allowed_origins.join(" "));
+            }
+        }
+        TenantAction::AddKey { id, kind } => {
+            let mut t = find(&id)?;
+            let key = t.add_key(kind.into());
+            save(&t)?;
+            println!("tenant_id: {}\n{}", t.id, key_line(kind.into(), &key));
+        }
+        TenantAction::RevokeKey { id, prefix } => {
+            let mut t = find(&id)?;
+            let gone = t.revoke_key(&prefix).map_err(anyhow::Error::msg)?;
+            save(&t)?;
+            println!(
+                "revoked {} key {} of tenant {}",
+                gone.kind.as_str(),
+                gone.label,
+                t.id
+            );
+            if t.all_keys().next().is_none() {
+                println!("warning: the tenant has no key left; add one with `tenant add-key`");
+            }
+        }
+        TenantAction::RotateKey { id, kind } => {
+            let mut t = find(&id)?;
+            let key = t.rotate_key(kind.into());
+            save(&t)?;
+            println!(
+                "tenant_id: {}\n{}\n(the tenant's other {} keys no longer work)",
+                t.id,
+                key_line(kind.into(), &key),
+                KeyKind::from(kind).as_str()
+            );
+        }
+        TenantAction::SetOrigins { id, origins } => {
+            let parsed = AllowedOrigins::parse(&origins)?;
+            let mut t = find(&id)?;
+            t.allowed_origins = parsed.rules().iter().map(ToString::to_string).collect();
+            save(&t)?;
+            if parsed.is_any() {
+                println!("tenant {}: any origin may send events", t.id);
+            } else {
+                println!(
+                    "tenant {}: allowed origins {}",
+                    t.id,
+                    t.allowed_origins.join(" ")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reloads tenants from ClickHouse every `clickhouse.tenants_refresh_ms`;
+/// tenants from the config file stay, ClickHouse rows win on the same id.
+pub fn spawn_refresh(
+    state: Arc<api::AppState>,
+    file_tenants: Vec<engine_core::Tenant>,
+) -> Result<()> {
+    let cfg = state.config.clone();
+    let interval = Duration::from_millis(cfg.clickhouse.tenants_refresh_ms.max(100));
+    std::thread::Builder::new()
+        .name("tenant-refresh".into())
+        .spawn(move || {
+            let ch = clickhouse_client::Client::new(&cfg.clickhouse.url, Duration::from_secs(10));
+            let mut failing = false;
+            loop {
+                match tenants::list(&ch, &cfg.clickhouse.database) {
+                    Ok(rows) => {
+                        let mut all: std::collections::HashMap<uuid::Uuid, engine_core::Tenant> =
+                            file_tenants.iter().map(|t| (t.id, t.clone())).collect();
+                        for row in &rows {
+                            match tenants::to_tenant(row, |t| cfg.tier_rate_limit(t)) {
+                                Ok(t) => {
+                                    all.insert(t.id, t);
+                                }
+                                Err(e) => warn!(tenant = %row.id, %e, "tenant row ignored"),
+                            }
+                        }
+                        state.set_tenants(all.into_values().collect());
+                        if failing {
+                            info!(tenants = rows.len(), "tenant registry reachable again");
+                        }
+                        failing = false;
+                    }
+                    Err(e) => {
+                        if !failing {
+                            warn!(%e, "cannot load tenants from ClickHouse; keeping the ones known");
+                        }
+                        failing = true;
+                    }
+                }
+                std::thread::sleep(interval);
+            }
+        })?;
+    Ok(())
+}

@@ -91,6 +91,29 @@ ensure_build_deps() {
 TANSU_FEATURES="dynostore,libsql"
 TANSU_BUILD_DIR="$ROOT/target/tansu-build"
 
+# The browser tests' tools: node (with npm) for the SDK's build, unit tests
+# and the Chromium driver, and Debian's chromium. The Rust build never needs
+# them (the built SDK is committed).
+ensure_browser_deps() {
+  command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm || true
+  apt_install chromium || true
+  local missing=()
+  command -v node >/dev/null || missing+=("node (Debian package nodejs)")
+  command -v npm >/dev/null || missing+=("npm (Debian package npm)")
+  command -v chromium >/dev/null || missing+=("chromium (Debian package chromium)")
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "error: the browser tests need: ${missing[*]}" >&2
+    exit 1
+  fi
+}
+
+# sdk/: installs its locked dependencies (npm ci), runs its unit tests, and
+# fails if the committed dist/sdk.js is not what its sources build, or is
+# over its size budget.
+check_sdk() {
+  (cd "$ROOT/sdk" && npm ci --no-audit --no-fund --loglevel=error && npm test && npm run check)
+}
+
 have_tansu() {
   tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"
 }

@@ -189,6 +189,22 @@ fn origins_are_checked_per_tenant_and_every_answer_is_readable() {
         (r.status, r.header("Access-Control-Allow-Origin")),
         (415, Some(SHOP))
     );
+    // A `file:` page (Origin: null) may send for a tenant without an
+    // allow-list, and read the answer; a tenant with one refuses it.
+    let (r, _) = send(
+        "null",
+        &format!("Bearer {DEV_TENANT}:{DEV_WRITE_KEY}"),
+        DEV_TENANT,
+    );
+    assert_eq!(
+        (r.status, r.header("Access-Control-Allow-Origin")),
+        (200, Some("null"))
+    );
+    let (r, _) = send("null", &shop_auth, SHOP_TENANT);
+    assert_eq!(
+        (r.status, r.header("Access-Control-Allow-Origin")),
+        (403, Some("null"))
+    );
     // A malformed Origin is never echoed.
     let (r, _) = send("https://shop.example/evil\"", &shop_auth, SHOP_TENANT);
     assert_eq!(r.status, 403);

@@ -64,19 +64,17 @@ export const createSender = ({ endpoint, tenant, key }, queue, stats, env) => {
     // Counted only if still queued: a beacon may have taken them meanwhile.
     const n = queue.remove(batch);
     const j = (await res.json().catch(() => 0)) || {};
+    const errs = j.errors || [];
+    // Per-event rejections (also what a 400 "every event rejected" carries).
+    const reasons = [...new Set(errs.map((e) => e.reason + (e.field ? ` (${e.field})` : '')))].join(', ');
     if (ok) {
-      const errs = j.errors || [];
       const bad = Math.min(n, errs.length);
       stats.sent += n - bad;
       stats.dropped += bad;
-      if (errs.length)
-        warn(
-          `[overwatch] ${errs.length} event(s) rejected: ` +
-            [...new Set(errs.map((e) => e.reason + (e.field ? ` (${e.field})` : '')))].join(', '),
-        );
+      if (errs.length) warn(`[overwatch] ${errs.length} event(s) rejected: ` + reasons);
     } else {
       stats.dropped += n;
-      warn(`[overwatch] batch dropped (${s}${j.error ? ' ' + j.error : ''}): ${j.message || ''}`);
+      warn(`[overwatch] batch dropped (${s}${j.error ? ' ' + j.error : ''}): ${j.message || reasons}`);
     }
     return true;
   };

@@ -112,6 +112,18 @@ for (const status of [400, 401, 403, 404, 405, 413, 415, 422]) {
   });
 }
 
+test('a 400 where every event was rejected names the reasons', async () => {
+  const errors = [
+    { index: 0, reason: 'invalid_path', field: 'path' },
+    { index: 1, reason: 'invalid_path', field: 'path' },
+  ];
+  const s = setup({ answers: [response(400, { status: 'error', events_accepted: 0, errors })] });
+  s.add(2);
+  await s.sender.flush();
+  assert.equal(s.stats.dropped, 2);
+  assert.deepEqual(s.warnings, ['[overwatch] batch dropped (400): invalid_path (path)']);
+});
+
 test('a refusal without a JSON body still warns once', async () => {
   const s = setup({ answers: [response(404, 'not json')] });
   s.add(1);

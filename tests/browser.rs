@@ -9,7 +9,7 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -19,30 +19,9 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn cli(engine: &Engine, broker: &Broker, ch: &ClickHouse, args: &[&str]) -> Output {
-    let out = engine_command(engine.config_path(), &broker.addr(), engine.port)
-        .env("INGESTION_CLICKHOUSE_URL", ch.url())
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn field(out: &Output, name: &str) -> String {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
-        .unwrap_or_else(|| panic!("no {name} in {}", String::from_utf8_lossy(&out.stdout)))
-}
-
 /// A tenant made through the CLI, live at the edge: `(id, write key, secret key)`.
 fn tenant(env: &Pipeline, name: &str, origins: &[&str]) -> (String, String, String) {
-    let created = cli(
+    let created = tenant_cli(
         &env.engine,
         &env.broker,
         &env.ch,
@@ -56,7 +35,7 @@ fn tenant(env: &Pipeline, name: &str, origins: &[&str]) -> (String, String, Stri
     if !origins.is_empty() {
         let mut args = vec!["tenant", "set-origins", id.as_str()];
         args.extend_from_slice(origins);
-        cli(&env.engine, &env.broker, &env.ch, &args);
+        tenant_cli(&env.engine, &env.broker, &env.ch, &args);
     }
     // Authenticated (400: empty batch) rather than 401, and the origins applied.
     let auth = format!("Bearer {id}:{pk}");
@@ -193,6 +172,21 @@ fn s<'v>(v: &'v Value, k: &str) -> &'v str {
 
 fn of_type<'r>(rows: &'r [Value], t: &str) -> Vec<&'r Value> {
     rows.iter().filter(|r| s(r, "type") == t).collect()
+}
+
+/// The `n` property of every custom event named `name`, sorted.
+fn numbered(rows: &[Value], name: &str) -> Vec<u64> {
+    let mut n: Vec<u64> = of_type(rows, "custom")
+        .iter()
+        .filter(|r| s(r, "name") == name)
+        .map(|r| {
+            sonic_rs::from_str::<Value>(s(r, "properties")).unwrap()["n"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    n.sort_unstable();
+    n
 }
 
 fn assert_unique(rows: &[Value]) {
@@ -340,19 +334,7 @@ fn hide(env: &Pipeline) {
     let rows = wait_rows(&env.ch, &id, 6);
     let all = pretty(&rows);
     assert_unique(&rows);
-    let words: Vec<u64> = {
-        let mut n: Vec<u64> = of_type(&rows, "custom")
-            .iter()
-            .filter(|r| s(r, "name") == "last_words")
-            .map(|r| {
-                sonic_rs::from_str::<Value>(s(r, "properties")).unwrap()["n"]
-                    .as_u64()
-                    .unwrap()
-            })
-            .collect();
-        n.sort_unstable();
-        n
-    };
+    let words = numbered(&rows, "last_words");
     assert_eq!(words, [0, 1, 2], "{all}");
     assert_eq!(of_type(&rows, "pageview").len(), 1, "{all}");
 }
@@ -392,15 +374,7 @@ fn outage(env: &mut Pipeline) {
     let rows = wait_rows(&env.ch, &id, 23);
     let all = pretty(&rows);
     assert_unique(&rows);
-    let mut n: Vec<u64> = of_type(&rows, "custom")
-        .iter()
-        .map(|r| {
-            sonic_rs::from_str::<Value>(s(r, "properties")).unwrap()["n"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
-    n.sort_unstable();
+    let n = numbered(&rows, "during_outage");
     assert_eq!(n, (0..20).collect::<Vec<u64>>(), "{all}");
     assert_eq!(rows.len(), 23, "{all}");
 }

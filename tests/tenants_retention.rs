@@ -3,34 +3,12 @@
 
 mod common;
 
-use std::process::Output;
 use std::time::Duration;
 
 use clickhouse_client::native::{EventsBlock, RowSource};
 use common::*;
 use engine_core::record::{decode_record, encode_record, EventRecord, RecordBatch};
 use engine_core::Tier;
-
-fn cli(engine: &Engine, broker: &Broker, ch: &ClickHouse, args: &[&str]) -> Output {
-    let out = engine_command(engine.config_path(), &broker.addr(), engine.port)
-        .env("INGESTION_CLICKHOUSE_URL", ch.url())
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn field(out: &Output, name: &str) -> String {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
-        .unwrap_or_else(|| panic!("no {name} in {}", String::from_utf8_lossy(&out.stdout)))
-}
 
 #[test]
 fn tenant_lifecycle_through_the_cli() {
@@ -45,7 +23,7 @@ fn tenant_lifecycle_through_the_cli() {
             ("INGESTION_CLICKHOUSE_TENANTS_REFRESH_MS", "200"),
         ],
     );
-    let created = cli(
+    let created = tenant_cli(
         &engine,
         &broker,
         &ch,
@@ -72,7 +50,7 @@ fn tenant_lifecycle_through_the_cli() {
     wait_for("new tenant can ingest", Duration::from_secs(30), || {
         send(&auth) == 200
     });
-    let list = cli(&engine, &broker, &ch, &["tenant", "list"]);
+    let list = tenant_cli(&engine, &broker, &ch, &["tenant", "list"]);
     let listing = String::from_utf8_lossy(&list.stdout);
     assert!(
         listing.contains(&id) && listing.contains("acme") && listing.contains("paid"),
@@ -86,7 +64,7 @@ fn tenant_lifecycle_through_the_cli() {
     // Names hold any character: they come back exactly as written.
     let odd = "back\\slash \\n\\t tab\t quote' \"é\"";
     let odd_id = field(
-        &cli(
+        &tenant_cli(
             &engine,
             &broker,
             &ch,
@@ -98,11 +76,11 @@ fn tenant_lifecycle_through_the_cli() {
     let row = rows.iter().find(|r| r.id.to_string() == odd_id).unwrap();
     assert_eq!(row.name, odd);
 
-    cli(&engine, &broker, &ch, &["tenant", "disable", &id]);
+    tenant_cli(&engine, &broker, &ch, &["tenant", "disable", &id]);
     wait_for("disabled tenant gets 403", Duration::from_secs(30), || {
         send(&auth) == 403
     });
-    cli(&engine, &broker, &ch, &["tenant", "enable", &id]);
+    tenant_cli(&engine, &broker, &ch, &["tenant", "enable", &id]);
     wait_for("enabled again", Duration::from_secs(30), || {
         send(&auth) == 200
     });
@@ -127,9 +105,10 @@ fn tenant_lifecycle_through_the_cli() {
     assert_eq!(beacon(&key, None), 401, "a secret key in a URL is refused");
 
     // Keys: listed by label and kind, never in full.
-    let keys =
-        String::from_utf8_lossy(&cli(&engine, &broker, &ch, &["tenant", "keys", &id]).stdout)
-            .into_owned();
+    let keys = String::from_utf8_lossy(
+        &tenant_cli(&engine, &broker, &ch, &["tenant", "keys", &id]).stdout,
+    )
+    .into_owned();
     assert!(
         keys.contains(&write_key[..11]) && keys.contains(&key[..11]),
         "{keys}"
@@ -142,14 +121,14 @@ fn tenant_lifecycle_through_the_cli() {
     assert!(keys.contains("allowed origins: any"), "{keys}");
 
     // A second write key; revoking the first by its label.
-    let added = cli(
+    let added = tenant_cli(
         &engine,
         &broker,
         &ch,
         &["tenant", "add-key", &id, "--kind", "write"],
     );
     let write2 = field(&added, "write_key");
-    cli(
+    tenant_cli(
         &engine,
         &broker,
         &ch,
@@ -169,7 +148,7 @@ fn tenant_lifecycle_through_the_cli() {
         .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not an origin rule"));
-    cli(
+    tenant_cli(
         &engine,
         &broker,
         &ch,
@@ -186,12 +165,12 @@ fn tenant_lifecycle_through_the_cli() {
     });
     assert_eq!(beacon(&write2, Some("https://www.shop.example")), 200);
     assert_eq!(beacon(&write2, None), 200, "no Origin: not a browser");
-    cli(&engine, &broker, &ch, &["tenant", "set-origins", &id]);
+    tenant_cli(&engine, &broker, &ch, &["tenant", "set-origins", &id]);
     wait_for("any origin again", Duration::from_secs(30), || {
         beacon(&write2, Some("https://evil.example")) == 200
     });
 
-    let rotated = cli(&engine, &broker, &ch, &["tenant", "rotate-key", &id]);
+    let rotated = tenant_cli(&engine, &broker, &ch, &["tenant", "rotate-key", &id]);
     let new_auth = format!("Bearer {id}:{}", field(&rotated, "secret_key"));
     wait_for("old key refused", Duration::from_secs(30), || {
         send(&auth) == 401
@@ -254,7 +233,7 @@ fn retention_drops_expired_partitions_by_tier_with_an_injected_clock() {
     let broker = Broker::start();
     let url = ch.url();
     let engine = Engine::start_with(&broker, TEST_CONFIG, &[("INGESTION_CLICKHOUSE_URL", &url)]);
-    let migrated = cli(&engine, &broker, &ch, &["migrate"]);
+    let migrated = tenant_cli(&engine, &broker, &ch, &["migrate"]);
     assert!(String::from_utf8_lossy(&migrated.stdout).contains("migration"));
     // "Today" is 2030-06-15 (noon); rows are placed relative to it.
     let today_us = 1_907_755_200_000_000; // 2030-06-15T12:00:00Z
@@ -273,7 +252,7 @@ fn retention_drops_expired_partitions_by_tier_with_an_injected_clock() {
     );
     let before = ch.query("SELECT retention_days, toString(toDate(event_time)) FROM overwatch.events ORDER BY retention_days, event_time");
     assert_eq!(before.lines().count(), 7, "{before}");
-    let out = cli(
+    let out = tenant_cli(
         &engine,
         &broker,
         &ch,
@@ -287,7 +266,7 @@ fn retention_drops_expired_partitions_by_tier_with_an_injected_clock() {
         "before:\n{before}"
     );
     // A second run finds nothing more to drop.
-    let again = cli(
+    let again = tenant_cli(
         &engine,
         &broker,
         &ch,

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub const DEV_TENANT: &str = "00000000-0000-0000-0000-000000000000";
@@ -642,4 +642,28 @@ pub fn event(i: usize, tenant: &str, session: &str) -> sonic_rs::Value {
 
 pub fn batch(events: &[sonic_rs::Value]) -> Vec<u8> {
     sonic_rs::to_vec(&sonic_rs::json!({ "events": events })).unwrap()
+}
+
+/// Runs the binary with `args` against this engine's config, broker and
+/// `ch`; panics unless it succeeds.
+pub fn tenant_cli(engine: &Engine, broker: &Broker, ch: &ClickHouse, args: &[&str]) -> Output {
+    let out = engine_command(engine.config_path(), &broker.addr(), engine.port)
+        .env("INGESTION_CLICKHOUSE_URL", ch.url())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The value of a `name: value` line of a command's output.
+pub fn field(out: &Output, name: &str) -> String {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
+        .unwrap_or_else(|| panic!("no {name} in {}", String::from_utf8_lossy(&out.stdout)))
 }

@@ -116,7 +116,7 @@ enum Command {
     },
     /// Print the effective configuration (secrets masked) and exit.
     CheckConfig,
-    /// Print the SHA-256 of an API key, for `tenants[].api_key_sha256`.
+    /// Print the SHA-256 of a key, for `tenants[].secret_key_sha256` or `write_key_sha256`.
     HashKey {
         /// The key; read from stdin when omitted.
         key: Option<String>,

@@ -178,6 +178,14 @@ try {
     await page.close({ runBeforeUnload: true });
     await sleep(BEACON_GRACE_MS);
   } else if (scenario === 'cost') {
+    // Long tasks (> 50 ms on the main thread) from the page's start.
+    await page.addInitScript(() => {
+      window.__longtasks = [];
+      new PerformanceObserver((l) => window.__longtasks.push(...l.getEntries().map((e) => e.duration))).observe({
+        type: 'longtask',
+        buffered: true,
+      });
+    });
     await open();
     await until('the first pageview delivered', 15000, () => posts().some((r) => r.status === 200));
     report.cost = await page.evaluate(async () => {
@@ -202,6 +210,7 @@ try {
       await o.flush();
       return { click, track };
     });
+    report.long_tasks_ms = await page.evaluate(() => window.__longtasks);
   } else {
     throw new Error(`unknown scenario ${scenario}`);
   }

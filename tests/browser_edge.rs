@@ -66,6 +66,10 @@ fn preflight_answers_with_the_cors_headers_and_no_body() {
         Some("authorization, content-type, content-encoding")
     );
     assert_eq!(pre.header("Access-Control-Max-Age"), Some("7200"));
+    assert_eq!(
+        pre.header("Access-Control-Allow-Private-Network"),
+        Some("true")
+    );
     assert_eq!(pre.header("Vary"), Some("Origin"));
     assert!(pre.header("Content-Length").is_none() && pre.raw.is_empty());
 

@@ -101,6 +101,9 @@ pub fn preflight(state: &AppState, head: &RequestHead, buf: &[u8]) -> Response {
         .header("Access-Control-Allow-Methods", "POST, OPTIONS")
         .header("Access-Control-Allow-Headers", ALLOWED_HEADERS)
         .header("Access-Control-Max-Age", PREFLIGHT_MAX_AGE_SECS.to_string())
+        // Chromium's Private Network Access: a public page may reach an
+        // engine on a private address (the ingest endpoint is for any page).
+        .header("Access-Control-Allow-Private-Network", "true")
 }
 
 #[cfg(test)]

@@ -266,7 +266,7 @@ fn every_error_status_comes_from_a_real_request() {
     );
     check(get(port, "/nope").unwrap(), 404, "not_found");
     let r = check(get(port, "/ingest").unwrap(), 405, "method_not_allowed");
-    assert_eq!(r.header("allow"), Some("POST"));
+    assert_eq!(r.header("allow"), Some("POST, OPTIONS"));
     let big = vec![b' '; 70_000];
     check(post(port, Some(DEV_AUTH), &[], &big), 413, "body_too_large");
     let many: Vec<Value> = (0..51).map(|i| event(i, DEV_TENANT, SESSION)).collect();

@@ -267,10 +267,16 @@ fn a_killed_sink_and_a_stopped_clickhouse_lose_nothing_and_double_nothing() {
         Duration::from_secs(60),
         || expected.lock().unwrap().len() >= during + 200,
     );
+    // Ready may be 503 for a stall first (partitions still moving to the
+    // restarted sink); wait for the reason this step is about.
     wait_for(
         "sink reports ClickHouse down",
         Duration::from_secs(30),
-        || get(sink.port, "/health/ready").is_ok_and(|r| r.status == 503),
+        || {
+            get(sink.port, "/health/ready").is_ok_and(|r| {
+                r.status == 503 && r.json()["reason"].as_str() == Some("clickhouse_unreachable")
+            })
+        },
     );
     assert_eq!(metric(sink.port, "sink_clickhouse_up"), Some(0.0));
     assert!(metric(sink.port, "sink_insert_failures_total").unwrap() >= 1.0);

@@ -138,11 +138,7 @@ async fn serve_requests(conn: &mut Conn, shard: &Shard) {
         };
         let reader = match bounds.body(&head) {
             Ok(r) => r,
-            Err(r) => {
-                let resp = with_cors(r.response(), &head, &conn.buf);
-                finish(conn, shard, &resp, false, false).await;
-                return;
-            }
+            Err(r) => return refuse_request(conn, shard, &head, Some(r)).await,
         };
         let mut pieces = None;
         let body = read_body(
@@ -160,11 +156,7 @@ async fn serve_requests(conn: &mut Conn, shard: &Shard) {
                 if let Some(b) = pieces {
                     shard.give_buffer(b);
                 }
-                if let Some(r) = stop {
-                    let resp = with_cors(r.response(), &head, &conn.buf);
-                    finish(conn, shard, &resp, false, false).await;
-                }
-                return;
+                return refuse_request(conn, shard, &head, stop).await;
             }
         };
         let resp = {
@@ -275,6 +267,14 @@ async fn read_body(
 async fn refuse(conn: &mut Conn, shard: &Shard, stop: Stop) {
     if let Some(r) = stop {
         finish(conn, shard, &r.response(), false, false).await;
+    }
+}
+
+/// [`refuse`] once the head is known: a browser may read the answer too.
+async fn refuse_request(conn: &mut Conn, shard: &Shard, head: &RequestHead, stop: Stop) {
+    if let Some(r) = stop {
+        let resp = with_cors(r.response(), head, &conn.buf);
+        finish(conn, shard, &resp, false, false).await;
     }
 }
 

@@ -1,0 +1,24 @@
+//! `query`: the tenant query API. A site owner's dashboard (and any client
+//! holding a tenant's secret key) asks for metrics by dimensions over a date
+//! range, in the shape of Plausible's Stats API v2; this crate turns that
+//! request into SQL over the tenant's rows and nothing else.
+//!
+//! - [`request`]: the wire model and its validation into a [`request::Query`]
+//!   (closed vocabularies, bounded values, ranges, limits).
+//! - [`sql`]: the query as ClickHouse SQL, the tenant taken from the key,
+//!   every value an escaped literal.
+//!
+//! No I/O here: both steps are pure functions, unit- and property-tested on
+//! hostile input. Start with [`request::parse`], then [`sql::build`].
+
+pub mod request;
+pub mod sql;
+
+pub use request::{parse, Query};
+
+/// Why a query is refused (400, with this message).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    #[error("{0}")]
+    Invalid(String),
+}

@@ -77,6 +77,10 @@ fn start_edge(
         producer.rings.clone(),
     ));
     tenants::spawn_refresh(state.clone(), tenants)?;
+    let ch = &state.config.clickhouse;
+    let queries = query::service::Service::start(&ch.url, &ch.database)
+        .context("starting the query workers")?;
+    let _ = state.query.set(queries);
     let handle = api::start(state.clone()).context("starting the HTTP shards")?;
     info!(addr = %handle.addr, "edge ready to accept connections");
     Ok(Edge {

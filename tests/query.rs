@@ -320,3 +320,140 @@ fn regex_escape(s: &str) -> String {
         })
         .collect()
 }
+
+#[test]
+fn the_query_api_over_http_takes_secret_keys_only_and_answers_in_the_order_asked() {
+    use common::*;
+    let ch = ClickHouse::start();
+    let broker = Broker::start();
+    let url = ch.url();
+    let engine = Engine::start_with(
+        &broker,
+        TEST_CONFIG,
+        &[
+            ("INGESTION_ROLES", "ingest,sink"),
+            ("INGESTION_CLICKHOUSE_URL", &url),
+            ("INGESTION_CLICKHOUSE_TENANTS_REFRESH_MS", "200"),
+            ("INGESTION_SINK_BATCH_MAX_AGE_MS", "200"),
+        ],
+    );
+    let created = tenant_cli(
+        &engine,
+        &broker,
+        &ch,
+        &["tenant", "create", "--name", "q", "--tier", "paid"],
+    );
+    let (id, pk, sk) = (
+        field(&created, "tenant_id"),
+        field(&created, "write_key"),
+        field(&created, "secret_key"),
+    );
+    let secret = format!("Bearer {id}:{sk}");
+    let session = Uuid::new_v4().to_string();
+    // Five events of each type by `event(i % 5)`: 2 pageviews of /products/42.
+    let events: Vec<Value> = (0..10).map(|i| event(i, &id, &session)).collect();
+    common::wait_for(
+        "the tenant at the edge",
+        std::time::Duration::from_secs(30),
+        || post(engine.port, Some(&secret), &[], &batch(&events)).status == 200,
+    );
+    common::wait_for(
+        "rows in ClickHouse",
+        std::time::Duration::from_secs(60),
+        || {
+            ch.query(&format!(
+                "SELECT count() FROM overwatch.events WHERE tenant_id = toUUID('{id}')"
+            )) == "10"
+        },
+    );
+    let ask = |auth: &str, body: &str| {
+        call(
+            "POST",
+            engine.port,
+            "/api/v1/query",
+            &[
+                ("Authorization", auth),
+                ("Content-Type", "application/json"),
+            ],
+            Some(body.as_bytes()),
+        )
+    };
+    let body = r#"{"metrics":["pageviews","events","visits"],"date_range":"day","dimensions":["event:type"],"order_by":[["events","desc"]]}"#;
+    let r = ask(&secret, body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(
+        v["meta"]["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["pageviews", "events", "visits"]
+    );
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 5, "{}", r.body);
+    let pv = results
+        .iter()
+        .find(|r| r["dimensions"][0].as_str() == Some("pageview"))
+        .unwrap();
+    assert_eq!(
+        pv["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_f64().unwrap())
+            .collect::<Vec<_>>(),
+        [2.0, 2.0, 1.0]
+    );
+
+    let r = ask(&format!("Bearer {id}:{pk}"), body);
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (403, Some("secret_key_required"))
+    );
+    let r = ask(DEV_AUTH, r#"{"metrics":["nope"],"date_range":"day"}"#);
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown metric"),
+        "{}",
+        r.body
+    );
+    let r = ask(
+        &secret,
+        &format!(r#"{{"metrics":["events"],"date_range":"day","tenant_id":"{DEV_TENANT}"}}"#),
+    );
+    assert_eq!(
+        r.status, 400,
+        "the tenant comes from the key, never the body"
+    );
+    // The dev tenant (another tenant) sees none of these rows.
+    let r = ask(DEV_AUTH, r#"{"metrics":["events"],"date_range":"day"}"#);
+    assert_eq!(
+        r.json()["results"][0]["metrics"][0].as_f64(),
+        Some(0.0),
+        "{}",
+        r.body
+    );
+    let r = ask(&secret, &"x".repeat(70_000));
+    assert_eq!(r.status, 413);
+
+    // The per-tenant rate: distinct queries (identical ones come from the cache).
+    let statuses: Vec<u16> = (1..=150)
+        .map(|n| {
+            ask(
+                &secret,
+                &format!(r#"{{"metrics":["events"],"date_range":"day","limit":{n}}}"#),
+            )
+            .status
+        })
+        .collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| [200, 429, 503].contains(s)),
+        "{statuses:?}"
+    );
+}

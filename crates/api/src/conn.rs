@@ -336,6 +336,7 @@ fn route_check(head: &RequestHead, shard: &Shard, buf: &[u8]) -> Result<Option<A
     match (head.route, head.method) {
         (Route::Ingest, Method::Options) => Err(cors::preflight(&shard.state, head, buf)),
         (Route::Ingest, _) => precheck(shard, head, buf).map(Some),
+        (Route::Query, _) => crate::query::precheck(shard, head, buf).map(Some),
         (Route::Sdk, _) => Err(sdk::answer(head, buf)),
         _ => Ok(None),
     }
@@ -357,6 +358,9 @@ async fn dispatch(
     body: &[u8],
     started: Instant,
 ) -> Response {
+    if let (Route::Query, Some(authed)) = (head.route, tenant) {
+        return crate::query::answer(shard, authed, body).await;
+    }
     if let (Route::Ingest, Some(tenant)) = (head.route, tenant) {
         let resp = ingest(shard, tenant, head.encoding, body, started).await;
         shard.histograms.borrow_mut().record(

@@ -20,6 +20,7 @@ pub mod cors;
 pub mod health;
 pub mod http;
 pub mod ingest;
+pub mod query;
 pub mod ratelimit;
 pub mod sdk;
 pub mod shard;

@@ -41,6 +41,9 @@ pub struct AppState {
     pub shutting_down: AtomicBool,
     /// The io driver the shards run on (`io_uring` or `epoll`), once started.
     pub io_driver: OnceLock<&'static str>,
+    /// The tenant query API's workers; unset where ClickHouse is not
+    /// reachable from this node's config (then 503).
+    pub query: OnceLock<Arc<query::service::Service>>,
 }
 
 impl AppState {
@@ -59,6 +62,7 @@ impl AppState {
             rings,
             shutting_down: AtomicBool::new(false),
             io_driver: OnceLock::new(),
+            query: OnceLock::new(),
         };
         state.set_tenants(tenants);
         state

@@ -101,6 +101,20 @@ impl Client {
         self.answer(self.request(None).send_string(sql))
     }
 
+    /// Runs a query with per-query settings (`max_execution_time`, …) as
+    /// URL parameters, returning the answer text.
+    pub fn query_with_settings(
+        &self,
+        sql: &str,
+        settings: &[(&str, &str)],
+    ) -> Result<String, Error> {
+        let mut req = self.request(None);
+        for (k, v) in settings {
+            req = req.query(k, v);
+        }
+        self.answer(req.send_string(sql))
+    }
+
     /// Runs a query whose answer is binary (`FORMAT RowBinary`), read up to
     /// `max_bytes` (a larger answer is an error, never cut short silently).
     pub fn query_binary(&self, sql: &str, max_bytes: u64) -> Result<Vec<u8>, Error> {

@@ -12,6 +12,7 @@
 //! hostile input. Start with [`request::parse`], then [`sql::build`].
 
 pub mod request;
+pub mod service;
 pub mod sql;
 
 pub use request::{parse, Query};

@@ -35,6 +35,8 @@ pub enum Route {
     DebugLatency,
     /// The browser SDK (`/sdk.js`, and `/sdk/v1.js` for a pinned major version).
     Sdk,
+    /// The tenant query API (`POST /api/v1/query`, secret keys only).
+    Query,
     NotFound,
 }
 
@@ -49,6 +51,7 @@ impl Route {
             "/metrics" => Route::Metrics,
             "/debug/latency" => Route::DebugLatency,
             "/sdk.js" | "/sdk/v1.js" => Route::Sdk,
+            "/api/v1/query" => Route::Query,
             _ => Route::NotFound,
         }
     }
@@ -57,6 +60,7 @@ impl Route {
     pub fn allow(self) -> &'static str {
         match self {
             Route::Ingest => "POST, OPTIONS",
+            Route::Query => "POST",
             _ => "GET, HEAD",
         }
     }
@@ -65,6 +69,7 @@ impl Route {
     pub fn allows(self, m: Method) -> bool {
         match self {
             Route::Ingest => matches!(m, Method::Post | Method::Options),
+            Route::Query => m == Method::Post,
             Route::NotFound => true,
             _ => matches!(m, Method::Get | Method::Head),
         }
@@ -73,7 +78,7 @@ impl Route {
     /// Whether the route reads a request body. Every other route discards at
     /// most [`reader::BODILESS_DRAIN_BYTES`] of one (413 beyond).
     pub fn takes_body(self) -> bool {
-        self == Route::Ingest
+        matches!(self, Route::Ingest | Route::Query)
     }
 
     /// 404 for an unknown path, 405 (with `Allow`) for a wrong method.

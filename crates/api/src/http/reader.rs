@@ -29,12 +29,15 @@
 
 use std::ops::Range;
 
-use super::{parse_head, Framing, Reject, RequestHead};
+use super::{parse_head, Framing, Reject, RequestHead, Route};
 
 /// Most body bytes a route without a body reads (and discards) before it
 /// answers; a longer body is 413. Enough for a client that sends a stray
 /// small body with a probe, too little to make a probe a way to park memory.
 pub const BODILESS_DRAIN_BYTES: usize = 4 * 1024;
+/// Largest body of a query request (a query is a few hundred bytes; its
+/// values are bounded by `query::request` anyway).
+pub const QUERY_BODY_BYTES: usize = 64 * 1024;
 /// Chunked framing (size lines, extensions, CRLFs, trailers) allowed on top
 /// of a body's limit; more is 413. 64 KiB is 1 KiB chunks of a 1 MiB body.
 pub const CHUNK_OVERHEAD_BYTES: usize = 64 * 1024;
@@ -129,10 +132,10 @@ impl Bounds {
 
     /// The body limit of `head`'s route.
     pub fn limit(&self, head: &RequestHead) -> usize {
-        if head.route.takes_body() {
-            self.max_body
-        } else {
-            self.bodiless_drain
+        match head.route {
+            Route::Query => self.max_body.min(QUERY_BODY_BYTES),
+            r if r.takes_body() => self.max_body,
+            _ => self.bodiless_drain,
         }
     }
 

@@ -65,18 +65,7 @@ struct Pipeline {
 fn pipeline() -> Pipeline {
     let ch = ClickHouse::start();
     let broker = Broker::start();
-    let url = ch.url();
-    let engine = Engine::start_with(
-        &broker,
-        TEST_CONFIG,
-        &[
-            ("INGESTION_ROLES", "ingest,sink"),
-            ("INGESTION_CLICKHOUSE_URL", &url),
-            ("INGESTION_CLICKHOUSE_TENANTS_REFRESH_MS", "200"),
-            ("INGESTION_SINK_BATCH_MAX_AGE_MS", "200"),
-            ("INGESTION_SINK_RETRY_BACKOFF_MAX_MS", "500"),
-        ],
-    );
+    let engine = Engine::start_on(&broker, &ch, "ingest,sink");
     Pipeline { ch, broker, engine }
 }
 

@@ -326,17 +326,7 @@ fn the_query_api_over_http_takes_secret_keys_only_and_answers_in_the_order_asked
     use common::*;
     let ch = ClickHouse::start();
     let broker = Broker::start();
-    let url = ch.url();
-    let engine = Engine::start_with(
-        &broker,
-        TEST_CONFIG,
-        &[
-            ("INGESTION_ROLES", "ingest,sink"),
-            ("INGESTION_CLICKHOUSE_URL", &url),
-            ("INGESTION_CLICKHOUSE_TENANTS_REFRESH_MS", "200"),
-            ("INGESTION_SINK_BATCH_MAX_AGE_MS", "200"),
-        ],
-    );
+    let engine = Engine::start_on(&broker, &ch, "ingest,sink");
     let created = tenant_cli(
         &engine,
         &broker,

@@ -14,15 +14,7 @@ use engine_core::Tier;
 fn tenant_lifecycle_through_the_cli() {
     let ch = ClickHouse::start();
     let broker = Broker::start();
-    let url = ch.url();
-    let engine = Engine::start_with(
-        &broker,
-        TEST_CONFIG,
-        &[
-            ("INGESTION_CLICKHOUSE_URL", &url),
-            ("INGESTION_CLICKHOUSE_TENANTS_REFRESH_MS", "200"),
-        ],
-    );
+    let engine = Engine::start_on(&broker, &ch, "ingest");
     let created = tenant_cli(
         &engine,
         &broker,

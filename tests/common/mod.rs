@@ -321,6 +321,24 @@ impl Engine {
         Self::start_with(broker, TEST_CONFIG, &[])
     }
 
+    /// An engine with `roles` (`ingest`, `sink` or `ingest,sink`) against
+    /// `ch`, on the test config, reloading tenants every 200 ms and inserting
+    /// batches at most 200 ms old.
+    pub fn start_on(broker: &Broker, ch: &ClickHouse, roles: &str) -> Engine {
+        let url = ch.url();
+        Engine::start_with(
+            broker,
+            TEST_CONFIG,
+            &[
+                ("INGESTION_ROLES", roles),
+                ("INGESTION_CLICKHOUSE_URL", &url),
+                ("INGESTION_CLICKHOUSE_TENANTS_REFRESH_MS", "200"),
+                ("INGESTION_SINK_BATCH_MAX_AGE_MS", "200"),
+                ("INGESTION_SINK_RETRY_BACKOFF_MAX_MS", "500"),
+            ],
+        )
+    }
+
     pub fn start_with(broker: &Broker, config: &str, env: &[(&str, &str)]) -> Engine {
         let dir = scratch_dir("engine");
         let config_path = dir.join("config.toml");

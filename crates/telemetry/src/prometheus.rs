@@ -138,7 +138,9 @@ impl Metrics {
         unlabelled(o, &values);
         for stage in SinkStage::ALL {
             let name = format!("sink_{}_seconds", stage.name());
-            summary(o, &name, &self.sink_histogram(stage));
+            let h = self.sink_histogram(stage);
+            summary(o, &name, &h);
+            histogram(o, &name, &h);
         }
     }
 
@@ -281,7 +283,9 @@ impl Metrics {
         unlabelled(o, &producer);
         for stage in Stage::ALL {
             let name = format!("ingest_{}_latency_seconds", stage.name());
-            summary(o, &name, &self.merged(stage));
+            let h = self.merged(stage);
+            summary(o, &name, &h);
+            histogram(o, &name, &h);
         }
     }
 }
@@ -310,9 +314,78 @@ fn summary(o: &mut String, name: &str, h: &Histogram<u64>) {
     let _ = writeln!(o, "{name}_sum {sum}\n{name}_count {}", h.len());
 }
 
+/// Upper bounds of the Prometheus histogram buckets, in µs: log-spaced
+/// (1, 2.5, 5 per decade) from 50 µs to 60 s.
+pub const BUCKET_BOUNDS_US: [u64; 19] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000, 30_000_000, 60_000_000,
+];
+
+/// The histogram's name beside a summary's: `…_seconds` becomes
+/// `…_hist_seconds` (a summary and a histogram cannot share `_sum` and
+/// `_count`).
+pub fn histogram_name(summary: &str) -> String {
+    match summary.strip_suffix("_seconds") {
+        Some(base) => format!("{base}_hist_seconds"),
+        None => format!("{summary}_hist"),
+    }
+}
+
+/// A Prometheus histogram (cumulative `_bucket{le}`, `_sum`, `_count`, in
+/// seconds) of a µs HdrHistogram: unlike quantiles, buckets sum across
+/// nodes, so `histogram_quantile` works over a fleet.
+fn histogram(o: &mut String, summary: &str, h: &Histogram<u64>) {
+    let name = histogram_name(summary);
+    header(
+        o,
+        &name,
+        "Latency histogram from the HdrHistogram (aggregatable across nodes).",
+        "histogram",
+    );
+    for le in BUCKET_BOUNDS_US {
+        let n = if h.is_empty() {
+            0
+        } else {
+            h.count_between(0, le)
+        };
+        let _ = writeln!(o, "{name}_bucket{{le=\"{}\"}} {n}", le as f64 / 1e6);
+    }
+    let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {}", h.len());
+    let sum = h.mean() * h.len() as f64 / 1e6;
+    let _ = writeln!(o, "{name}_sum {sum}\n{name}_count {}", h.len());
+}
+
 #[cfg(test)]
 mod tests {
     use crate::Metrics;
+
+    #[test]
+    fn histograms_are_cumulative_and_end_at_the_count() {
+        let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+        for v in [40, 90, 900, 1_200, 80_000, 70_000_000] {
+            h.record(v).unwrap();
+        }
+        let mut o = String::new();
+        super::histogram(&mut o, "x_latency_seconds", &h);
+        let buckets: Vec<(String, u64)> = o
+            .lines()
+            .filter_map(|l| l.strip_prefix("x_latency_hist_seconds_bucket{le=\""))
+            .map(|l| {
+                let (le, n) = l.split_once("\"} ").unwrap();
+                (le.to_string(), n.parse().unwrap())
+            })
+            .collect();
+        assert_eq!(buckets.len(), super::BUCKET_BOUNDS_US.len() + 1, "{o}");
+        assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "{o}");
+        let at = |le: &str| buckets.iter().find(|(l, _)| l == le).unwrap().1;
+        assert_eq!(at("0.00005"), 1);
+        assert_eq!(at("0.001"), 3);
+        assert_eq!(at("0.1"), 5);
+        assert_eq!(at("60"), 5, "70 s is past the last bound");
+        assert_eq!(at("+Inf"), 6);
+        assert!(o.contains("# TYPE x_latency_hist_seconds histogram"), "{o}");
+        assert!(o.contains("x_latency_hist_seconds_count 6"), "{o}");
+    }
 
     fn responses_line(text: &str, status: &str) -> Option<String> {
         let prefix = format!("ingest_http_responses_total{{status=\"{status}\"}} ");

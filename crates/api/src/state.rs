@@ -41,8 +41,8 @@ pub struct AppState {
     pub shutting_down: AtomicBool,
     /// The io driver the shards run on (`io_uring` or `epoll`), once started.
     pub io_driver: OnceLock<&'static str>,
-    /// The tenant query API's workers; unset where ClickHouse is not
-    /// reachable from this node's config (then 503).
+    /// The tenant query API's workers, set when the edge starts; while
+    /// unset, `/api/v1/query` answers 503.
     pub query: OnceLock<Arc<query::service::Service>>,
 }
 

@@ -8,7 +8,7 @@ mod common;
 use common::{free_port, ClickHouse};
 use std::time::Duration;
 
-use clickhouse_client::native::{EventsBlock, RowSource};
+use clickhouse_client::native::{AgentColumns, EventsBlock, RowSource};
 use clickhouse_client::schema::{full_ddl, migrate, MIGRATIONS};
 use clickhouse_client::{Client, Error, ServerVersion};
 use engine_core::record::{decode_record, encode_record, EventRecord, RecordBatch};
@@ -81,7 +81,12 @@ pub fn sample_block(now_us: i64) -> (EventsBlock, usize) {
                 tier: Tier::Paid,
                 retention_days: 90,
             };
-            block.push(archived, e, src);
+            let agent = AgentColumns {
+                browser: ["Chrome", "Firefox"][usize::from(t)],
+                os: "Windows",
+                device: "Desktop",
+            };
+            block.push(archived, e, src, agent);
             n += 1;
         }
     }
@@ -140,24 +145,28 @@ fn migrations_encoder_and_views_on_clickhouse_18() {
         assert_eq!(a, b, "\n{view}\nvs\n{direct}");
     };
     same(
-        "SELECT tenant_id, event_type, minute, sum(events) FROM overwatch.events_per_minute GROUP BY tenant_id, event_type, minute ORDER BY tenant_id, event_type, minute",
-        "SELECT tenant_id, event_type, toStartOfMinute(event_time) AS m, count() FROM overwatch.events GROUP BY tenant_id, event_type, m ORDER BY tenant_id, event_type, m",
+        "SELECT tenant_id, session_id, sum(events), sum(pageviews), maxMerge(visitor), minMerge(started), maxMerge(ended), \
+         argMinIfMerge(entry_page), argMaxIfMerge(exit_page), argMinMerge(referrer), argMinMerge(url), argMinMerge(browser), \
+         argMinMerge(os), argMinMerge(device) FROM overwatch.sessions GROUP BY tenant_id, session_id ORDER BY tenant_id, session_id",
+        "SELECT tenant_id, session_id, count(), countIf(event_type = 'pageview'), max(user_id), min(event_time), max(event_time), \
+         argMinIf(path, event_time, event_type = 'pageview'), argMaxIf(path, event_time, event_type = 'pageview'), \
+         argMin(referrer, event_time), argMin(url, event_time), argMin(browser, event_time), argMin(os, event_time), \
+         argMin(device, event_time) FROM overwatch.events GROUP BY tenant_id, session_id ORDER BY tenant_id, session_id",
     );
     same(
-        "SELECT tenant_id, day, path, countMerge(pageviews), uniqMerge(sessions) FROM overwatch.pageviews_daily GROUP BY tenant_id, day, path ORDER BY tenant_id, day, path",
-        "SELECT tenant_id, toDate(event_time) AS d, path, count(), uniq(session_id) FROM overwatch.events WHERE event_type = 'pageview' GROUP BY tenant_id, d, path ORDER BY tenant_id, d, path",
+        "SELECT tenant_id, hour, event_type, path, name, target, sum(events), sum(depths), round(sum(depth_sum), 3), \
+         uniqMerge(visitors), uniqMerge(visits) FROM overwatch.pages_hourly \
+         GROUP BY tenant_id, hour, event_type, path, name, target ORDER BY tenant_id, hour, event_type, path, name, target",
+        "SELECT tenant_id, toStartOfHour(event_time) AS h, event_type, path, name, if(selector != '', selector, element) AS t, \
+         count(), countIf(isNotNull(depth_pct)), round(sum(ifNull(depth_pct, 0)), 3), \
+         uniqExact(if(user_id != '', user_id, toString(session_id))), uniqExact(session_id) FROM overwatch.events \
+         GROUP BY tenant_id, h, event_type, path, name, t ORDER BY tenant_id, h, event_type, path, name, t",
     );
-    same(
-        "SELECT tenant_id, hour, quantilesMerge(0.5, 0.75, 0.95, 0.99)(quantiles), countMerge(samples) FROM overwatch.web_vitals_hourly WHERE metric = 'lcp' GROUP BY tenant_id, hour ORDER BY tenant_id, hour",
-        "SELECT tenant_id, toStartOfHour(event_time) AS h, quantiles(0.5, 0.75, 0.95, 0.99)(assumeNotNull(lcp)), count() FROM overwatch.events WHERE event_type = 'performance' AND isNotNull(lcp) GROUP BY tenant_id, h ORDER BY tenant_id, h",
-    );
-    same(
-        "SELECT tenant_id, day, path, target, sum(clicks) FROM overwatch.clicks_daily GROUP BY tenant_id, day, path, target ORDER BY tenant_id, day, path, target",
-        "SELECT tenant_id, toDate(event_time) AS d, path, if(selector != '', selector, element) AS t, count() FROM overwatch.events WHERE event_type = 'click' GROUP BY tenant_id, d, path, t ORDER BY tenant_id, d, path, t",
-    );
-    same(
-        "SELECT tenant_id, day, path, countMerge(scrolls), avgMerge(depth_avg) FROM overwatch.scroll_daily GROUP BY tenant_id, day, path ORDER BY tenant_id, day, path",
-        "SELECT tenant_id, toDate(event_time) AS d, path, count(), avg(assumeNotNull(depth_pct)) FROM overwatch.events WHERE event_type = 'scroll' GROUP BY tenant_id, d, path ORDER BY tenant_id, d, path",
+    // The sink's classification reached the columns.
+    assert_eq!(
+        ch.query("SELECT browser, os, device, count() FROM overwatch.events GROUP BY browser, os, device ORDER BY browser FORMAT TabSeparated")
+            .unwrap(),
+        "Chrome\tWindows\tDesktop\t25\nFirefox\tWindows\tDesktop\t25\n"
     );
 
     // Server exceptions carry the server's message.
@@ -198,7 +207,8 @@ fn the_same_ddl_and_encoder_bytes_work_on_a_modern_engine() {
         .arg("--native")
         .arg(format!("overwatch.events={}", native.display()))
         .args(["--query", "SELECT count() AS n FROM overwatch.events"])
-        .args(["--query", "SELECT sum(events) AS n FROM overwatch.events_per_minute"])
+        .args(["--query", "SELECT sum(events) AS n FROM overwatch.pages_hourly"])
+        .args(["--query", "SELECT sum(events) AS n FROM overwatch.sessions"])
         .args(["--query", "SELECT toString(event_id) AS id, path, lcp FROM overwatch.events WHERE event_id = toUUID('13000000-0000-0000-0000-000000000003')"])
         .output()
         .unwrap();
@@ -211,8 +221,9 @@ fn the_same_ddl_and_encoder_bytes_work_on_a_modern_engine() {
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines[0], format!("{{\"n\":{rows}}}"), "{stdout}");
     assert_eq!(lines[1], format!("{{\"n\":{rows}}}"), "{stdout}");
+    assert_eq!(lines[2], format!("{{\"n\":{rows}}}"), "{stdout}");
     assert!(
-        lines[2].contains(
+        lines[3].contains(
             "\"id\":\"13000000-0000-0000-0000-000000000003\",\"path\":\"\\/\",\"lcp\":1003"
         ),
         "{stdout}"
@@ -250,13 +261,30 @@ fn tenants_from_before_key_kinds_keep_their_key_and_a_half_done_migration_finish
 
     // A tenant written before key kinds: its one key is in api_key_sha256.
     migrate_up_to(&ch, "old", 3);
+    // Events from before the roll-ups: migration 6 fills them in.
+    ch.execute(
+        "INSERT INTO old.events (tenant_id, event_id, session_id, event_type, event_time, retention_days, path) \
+         SELECT toUUID('11111111-2222-3333-4444-555555555555'), generateUUIDv4(), toUUID('11111111-0000-0000-0000-000000000001'), \
+         if(number = 0, 'pageview', 'click'), now(), 90, '/a' FROM system.numbers LIMIT 2",
+    )
+    .unwrap();
     let hash = engine_core::tenant::hash_key_hex("ik_legacy");
     ch.execute(&format!(
         "INSERT INTO old.tenants (id, name, tier, retention_days, api_key_sha256, rate_limit_eps, disabled, updated_at, revision) \
          VALUES (toUUID('11111111-2222-3333-4444-555555555555'), 'legacy', 'paid', 90, '{hash}', 0, 0, now(), 1)"
     ))
     .unwrap();
-    assert_eq!(migrate(&ch, "old").unwrap().applied, [4]);
+    assert_eq!(migrate(&ch, "old").unwrap().applied, [4, 5, 6]);
+    assert_eq!(
+        ch.query("SELECT sum(events), sum(pageviews), argMinIfMerge(entry_page) FROM old.sessions FORMAT TabSeparated")
+            .unwrap(),
+        "2\t1\t/a\n"
+    );
+    assert_eq!(
+        ch.query("SELECT sum(events) FROM old.pages_hourly FORMAT TabSeparated")
+            .unwrap(),
+        "2\n"
+    );
     let rows = tenants::list(&ch, "old").unwrap();
     let t = tenants::to_tenant(&rows[0], |_| 0).unwrap();
     assert_eq!(t.verify_key("ik_legacy"), Some(KeyKind::Secret));
@@ -278,6 +306,45 @@ fn tenants_from_before_key_kinds_keep_their_key_and_a_half_done_migration_finish
     migrate_up_to(&ch, "crashed", 3);
     ch.execute("ALTER TABLE crashed.tenants ADD COLUMN key_label Array(String)")
         .unwrap();
-    assert_eq!(migrate(&ch, "crashed").unwrap().applied, [4]);
+    // And a crash inside migration 6, after its first roll-up was rebuilt:
+    // the rerun rebuilds it from scratch.
+    ch.execute("CREATE TABLE crashed.sessions (x UInt8) ENGINE = TinyLog")
+        .unwrap();
+    assert_eq!(migrate(&ch, "crashed").unwrap().applied, [4, 5, 6]);
     assert!(tenants::list(&ch, "crashed").unwrap().is_empty());
+}
+
+#[test]
+fn concurrent_migrators_build_each_roll_up_once() {
+    let server = ClickHouse::start();
+    let ch = server.client();
+    // A database at migration 5 with events in it: migration 6 backfills.
+    migrate_up_to(&ch, "race", 5);
+    let (block, rows) = sample_block(now_us());
+    let mut bytes = Vec::new();
+    block.encode(&mut bytes);
+    ch.insert_native("race.events", &bytes).unwrap();
+    let reports: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| migrate(&server.client(), "race").unwrap()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let applied: Vec<_> = reports.iter().filter(|r| !r.applied.is_empty()).collect();
+    assert_eq!(
+        applied.len(),
+        1,
+        "one migrator ran migration 6: {reports:?}"
+    );
+    assert_eq!(applied[0].applied, [6]);
+    for sql in [
+        "SELECT sum(events) FROM race.sessions FORMAT TabSeparated",
+        "SELECT sum(events) FROM race.pages_hourly FORMAT TabSeparated",
+    ] {
+        assert_eq!(ch.query(sql).unwrap().trim(), rows.to_string(), "{sql}");
+    }
+    let lock = ch
+        .query("SELECT count() FROM system.tables WHERE database = 'race' AND name = 'migration_lock' FORMAT TabSeparated")
+        .unwrap();
+    assert_eq!(lock.trim(), "0", "the lock is released");
 }

@@ -132,16 +132,16 @@ fn accepted_events_reach_clickhouse_once_and_views_agree() {
     // table first, so wait for the views to catch up, then require equality.
     let pairs = [
         (
-            "SELECT sum(events) FROM overwatch.events_per_minute",
+            "SELECT sum(events) FROM overwatch.pages_hourly",
             "SELECT count() FROM overwatch.events",
         ),
         (
-            "SELECT countMerge(pageviews), uniqMerge(sessions) FROM overwatch.pageviews_daily",
-            "SELECT count(), uniq(session_id) FROM overwatch.events WHERE event_type = 'pageview'",
+            "SELECT sumIf(events, event_type = 'pageview'), uniqMerge(visits) FROM overwatch.pages_hourly",
+            "SELECT countIf(event_type = 'pageview'), uniq(session_id) FROM overwatch.events",
         ),
         (
-            "SELECT sum(clicks) FROM overwatch.clicks_daily",
-            "SELECT count() FROM overwatch.events WHERE event_type = 'click'",
+            "SELECT sum(events), sum(pageviews) FROM overwatch.sessions",
+            "SELECT count(), countIf(event_type = 'pageview') FROM overwatch.events",
         ),
     ];
     for (view, direct) in pairs {

@@ -31,7 +31,17 @@ struct Ev {
     referrer: &'static str,
     url: String,
     lcp: Option<f64>,
+    depth: Option<f64>,
+    name: &'static str,
+    selector: &'static str,
+    agent: (&'static str, &'static str, &'static str),
 }
+
+const AGENTS: [(&str, &str, &str); 3] = [
+    ("Chrome", "Windows", "Desktop"),
+    ("Safari", "iOS", "Mobile"),
+    ("Firefox", "Linux", "Desktop"),
+];
 
 /// A deterministic dataset: `sessions` sessions of 1–4 pageviews (and a click
 /// after every second one) for `tenant`, within the last day.
@@ -53,6 +63,7 @@ fn dataset(tenant: Uuid, sessions: usize, seed: u64) -> Vec<Ev> {
         };
         let referrer = REFERRERS[next(3) as usize];
         let utm = if s % 4 == 0 { "?utm_source=mail" } else { "" };
+        let agent = AGENTS[next(3) as usize];
         let start = NOW - 3600 - next(80_000) as i64;
         for p in 0..=next(4) {
             let path = PATHS[next(4) as usize];
@@ -66,11 +77,32 @@ fn dataset(tenant: Uuid, sessions: usize, seed: u64) -> Vec<Ev> {
                 referrer,
                 url: format!("https://shop.example{path}{utm}"),
                 lcp: None,
+                depth: None,
+                name: "",
+                selector: "",
+                agent,
             };
             if p % 2 == 1 {
                 out.push(Ev {
                     ty: "click",
                     time: base.time + 5,
+                    selector: ["button#buy", "a.nav"][next(2) as usize],
+                    ..base.clone()
+                });
+            }
+            if next(3) > 0 {
+                out.push(Ev {
+                    ty: "scroll",
+                    time: base.time + 7,
+                    depth: Some(next(101) as f64),
+                    ..base.clone()
+                });
+            }
+            if p == 1 && s % 5 == 0 {
+                out.push(Ev {
+                    ty: "custom",
+                    time: base.time + 9,
+                    name: "signup",
                     ..base.clone()
                 });
             }
@@ -93,7 +125,7 @@ fn insert(ch: &ClickHouse, events: &[Ev]) {
         .iter()
         .map(|e| {
             format!(
-                "(toUUID('{}'), toUUID('{}'), toUUID('{}'), '{}', toDateTime({}), '{}', '{}', '{}', '{}', {}, 90)",
+                "(toUUID('{}'), toUUID('{}'), toUUID('{}'), '{}', toDateTime({}), '{}', '{}', '{}', '{}', {}, 90, {}, '{}', '{}', '{}', '{}', '{}')",
                 e.tenant,
                 Uuid::new_v4(),
                 e.session,
@@ -103,21 +135,37 @@ fn insert(ch: &ClickHouse, events: &[Ev]) {
                 e.user,
                 e.referrer,
                 e.url,
-                e.lcp.map_or("NULL".to_string(), |v| v.to_string())
+                e.lcp.map_or("NULL".to_string(), |v| v.to_string()),
+                e.depth.map_or("NULL".to_string(), |v| v.to_string()),
+                e.name,
+                e.selector,
+                e.agent.0,
+                e.agent.1,
+                e.agent.2,
             )
         })
         .collect();
     ch.client()
         .execute(&format!(
-            "INSERT INTO overwatch.events (tenant_id, event_id, session_id, event_type, event_time, path, user_id, referrer, url, lcp, retention_days) VALUES {}",
+            "INSERT INTO overwatch.events (tenant_id, event_id, session_id, event_type, event_time, path, user_id, referrer, url, lcp, \
+             retention_days, depth_pct, name, selector, browser, os, device) VALUES {}",
             rows.join(",")
         ))
         .unwrap();
 }
 
-/// Runs a request for `tenant`: rows of (dimensions, metrics).
-fn run(ch: &ClickHouse, tenant: Uuid, body: &str) -> Vec<(Vec<String>, Vec<f64>)> {
+/// Rows of an answer: (dimensions, metrics).
+type Rows = Vec<(Vec<String>, Vec<f64>)>;
+
+/// Runs a request for `tenant`.
+fn run(ch: &ClickHouse, tenant: Uuid, body: &str) -> Rows {
+    run_from(ch, tenant, body).1
+}
+
+/// Runs a request for `tenant`: the table that answered, and the rows.
+fn run_from(ch: &ClickHouse, tenant: Uuid, body: &str) -> (query::sql::Source, Rows) {
     let q = query::parse(body.as_bytes(), NOW).unwrap_or_else(|e| panic!("{body}: {e}"));
+    let source = query::sql::source(&q);
     let sql = query::sql::build(&q, "overwatch", tenant);
     let out = ch
         .client()
@@ -125,7 +173,7 @@ fn run(ch: &ClickHouse, tenant: Uuid, body: &str) -> Vec<(Vec<String>, Vec<f64>)
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
     let v: Value = sonic_rs::from_str(&out).unwrap();
     let dims = q.dimensions.len();
-    v["data"]
+    let rows = v["data"]
         .as_array()
         .unwrap()
         .iter()
@@ -147,7 +195,8 @@ fn run(ch: &ClickHouse, tenant: Uuid, body: &str) -> Vec<(Vec<String>, Vec<f64>)
                 .collect();
             (d, m)
         })
-        .collect()
+        .collect();
+    (source, rows)
 }
 
 fn by_first_dim(rows: &[(Vec<String>, Vec<f64>)]) -> BTreeMap<String, Vec<f64>> {
@@ -446,4 +495,269 @@ fn the_query_api_over_http_takes_secret_keys_only_and_answers_in_the_order_asked
         statuses.iter().all(|s| [200, 429, 503].contains(s)),
         "{statuses:?}"
     );
+}
+
+/// `round(x, places)` as the API rounds.
+fn round(x: f64, places: i32) -> f64 {
+    let f = 10f64.powi(places);
+    (x * f).round() / f
+}
+
+fn visitor(e: &Ev) -> String {
+    if e.user.is_empty() {
+        e.session.to_string()
+    } else {
+        e.user.clone()
+    }
+}
+
+fn day(t: i64) -> String {
+    let d = time::OffsetDateTime::from_unix_timestamp(t).unwrap().date();
+    format!("{d}")
+}
+
+fn host(referrer: &str) -> String {
+    let rest = referrer.split_once("://").map_or("", |(_, r)| r);
+    let host = rest.split(['/', '?']).next().unwrap_or("");
+    host.strip_prefix("www.").unwrap_or(host).to_string()
+}
+
+/// An event metric by an event dimension, computed here from the dataset.
+fn event_reference(evs: &[Ev], metric: &str, dim: Option<&str>) -> BTreeMap<String, f64> {
+    let mut groups: BTreeMap<String, Vec<&Ev>> = BTreeMap::new();
+    for e in evs {
+        let key = match dim {
+            None => String::new(),
+            Some("time:day") => day(e.time),
+            Some("event:page") => e.path.to_string(),
+            Some("event:type") => e.ty.to_string(),
+            Some("event:name") => e.name.to_string(),
+            Some("event:selector") => e.selector.to_string(),
+            Some(other) => panic!("{other}"),
+        };
+        groups.entry(key).or_default().push(e);
+    }
+    groups
+        .into_iter()
+        .map(|(k, g)| {
+            let count = |ty: &str| g.iter().filter(|e| e.ty == ty).count() as f64;
+            let v = match metric {
+                "visitors" => g.iter().map(|e| visitor(e)).collect::<HashSet<_>>().len() as f64,
+                "visits" => g.iter().map(|e| e.session).collect::<HashSet<_>>().len() as f64,
+                "pageviews" => count("pageview"),
+                "events" => g.len() as f64,
+                "clicks" => count("click"),
+                "scroll_depth" => {
+                    let d: Vec<f64> = g.iter().filter_map(|e| e.depth).collect();
+                    round(d.iter().sum::<f64>() / d.len() as f64, 1)
+                }
+                other => panic!("{other}"),
+            };
+            (k, v)
+        })
+        .collect()
+}
+
+/// A visit metric by a visit dimension: sessions folded here from the dataset.
+fn session_reference(evs: &[Ev], metric: &str, dim: Option<&str>) -> BTreeMap<String, f64> {
+    let mut sessions: BTreeMap<Uuid, Vec<&Ev>> = BTreeMap::new();
+    for e in evs {
+        sessions.entry(e.session).or_default().push(e);
+    }
+    let mut groups: BTreeMap<String, Vec<Vec<&Ev>>> = BTreeMap::new();
+    for (_, mut s) in sessions {
+        s.sort_by_key(|e| e.time);
+        let first = s[0];
+        let pvs: Vec<&&Ev> = s.iter().filter(|e| e.ty == "pageview").collect();
+        let key = match dim {
+            None => String::new(),
+            Some("time:day") => day(first.time),
+            Some("visit:entry_page") => pvs.first().map_or("", |e| e.path).to_string(),
+            Some("visit:exit_page") => pvs.last().map_or("", |e| e.path).to_string(),
+            Some("visit:referrer") => first.referrer.to_string(),
+            Some("visit:source") => host(first.referrer),
+            Some("visit:utm_source") => {
+                let q = first.url.split_once("utm_source=").map_or("", |(_, v)| v);
+                q.split('&').next().unwrap_or("").to_string()
+            }
+            Some("visit:browser") => first.agent.0.to_string(),
+            Some("visit:os") => first.agent.1.to_string(),
+            Some("visit:device") => first.agent.2.to_string(),
+            Some(other) => panic!("{other}"),
+        };
+        groups.entry(key).or_default().push(s);
+    }
+    groups
+        .into_iter()
+        .map(|(k, g)| {
+            let n = g.len() as f64;
+            let pv = |s: &Vec<&Ev>| s.iter().filter(|e| e.ty == "pageview").count() as f64;
+            let v = match metric {
+                "visitors" => g
+                    .iter()
+                    .map(|s| visitor(s[0]))
+                    .collect::<HashSet<_>>()
+                    .len() as f64,
+                "visits" => n,
+                "pageviews" => g.iter().map(pv).sum(),
+                "bounce_rate" => round(
+                    100.0 * g.iter().filter(|s| pv(s) <= 1.0).count() as f64 / n,
+                    1,
+                ),
+                "visit_duration" => round(
+                    g.iter()
+                        .map(|s| (s[s.len() - 1].time - s[0].time) as f64)
+                        .sum::<f64>()
+                        / n,
+                    1,
+                ),
+                "views_per_visit" => round(g.iter().map(pv).sum::<f64>() / n, 2),
+                other => panic!("{other}"),
+            };
+            (k, v)
+        })
+        .collect()
+}
+
+/// Compares an answer's metric `i` by first dimension with a reference.
+fn assert_same(
+    body: &str,
+    rows: &[(Vec<String>, Vec<f64>)],
+    i: usize,
+    want: &BTreeMap<String, f64>,
+) {
+    let got: BTreeMap<String, f64> = rows
+        .iter()
+        .map(|(d, m)| (d.first().cloned().unwrap_or_default(), m[i]))
+        .collect();
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "{body}"
+    );
+    for (k, w) in want {
+        let g = got[k];
+        // ClickHouse rounds halves to even; a last-digit tie may differ.
+        let close = (g.is_nan() && w.is_nan()) || (g - w).abs() < 0.0101 * w.abs().max(1.0);
+        assert!(close, "{body}: {k:?} got {g}, want {w}");
+    }
+}
+
+#[test]
+fn every_metric_by_every_main_dimension_equals_the_dataset_from_roll_ups_and_from_events() {
+    use query::sql::Source;
+    let ch = ClickHouse::start();
+    clickhouse_client::schema::migrate(&ch.client(), "overwatch").unwrap();
+    let (a, b) = (Uuid::from_u128(0xa1), Uuid::from_u128(0xb1));
+    let ev_a = dataset(a, 80, 3);
+    insert(&ch, &ev_a);
+    insert(&ch, &dataset(b, 30, 4));
+    // Whole hours: roll-ups answer. One second off: `events` answers.
+    let whole = r#""date_range":["2026-11-26T00:00:00Z","2026-11-29T00:00:00Z"]"#;
+    let ragged = r#""date_range":["2026-11-26T00:00:01Z","2026-11-29T00:00:00Z"]"#;
+    let mut checked = 0;
+
+    for metric in [
+        "visitors",
+        "visits",
+        "pageviews",
+        "events",
+        "clicks",
+        "scroll_depth",
+    ] {
+        for dim in [
+            None,
+            Some("time:day"),
+            Some("event:page"),
+            Some("event:type"),
+            Some("event:name"),
+            Some("event:selector"),
+        ] {
+            let want = event_reference(&ev_a, metric, dim);
+            let dims = dim.map_or(String::new(), |d| format!(r#","dimensions":["{d}"]"#));
+            for (range, source) in [(whole, Source::PagesHourly), (ragged, Source::Events)] {
+                let body = format!(r#"{{"metrics":["{metric}"],{range}{dims}}}"#);
+                let (from, rows) = run_from(&ch, a, &body);
+                assert_eq!(from, source, "{body}");
+                assert_same(&body, &rows, 0, &want);
+                checked += 1;
+            }
+        }
+    }
+    for metric in [
+        "visitors",
+        "visits",
+        "pageviews",
+        "bounce_rate",
+        "visit_duration",
+        "views_per_visit",
+    ] {
+        for dim in [
+            None,
+            Some("time:day"),
+            Some("visit:entry_page"),
+            Some("visit:exit_page"),
+            Some("visit:referrer"),
+            Some("visit:source"),
+            Some("visit:utm_source"),
+            Some("visit:browser"),
+            Some("visit:os"),
+            Some("visit:device"),
+        ] {
+            let want = session_reference(&ev_a, metric, dim);
+            let bounce = session_reference(&ev_a, "bounce_rate", dim);
+            let dims = dim.map_or(String::new(), |d| format!(r#","dimensions":["{d}"]"#));
+            // Every event is on a page containing "/": a filter on single
+            // events that keeps them all makes sessions fold from `events`.
+            for (filters, source) in [
+                ("", Source::Sessions),
+                (
+                    r#","filters":[["contains","event:page",["/"]]]"#,
+                    Source::Events,
+                ),
+            ] {
+                let body =
+                    format!(r#"{{"metrics":["{metric}","bounce_rate"],{whole}{dims}{filters}}}"#);
+                let (from, rows) = run_from(&ch, a, &body);
+                assert_eq!(from, source, "{body}");
+                assert_same(&body, &rows, 0, &want);
+                assert_same(&body, &rows, 1, &bounce);
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 6 * 6 * 2 + 6 * 10 * 2);
+
+    // Filters on roll-up columns narrow like the same filter on events.
+    let body = format!(
+        r#"{{"metrics":["visits","bounce_rate"],{whole},"filters":[["is","visit:browser",["Safari"]],["matches","visit:entry_page",["^/blog"]]]}}"#
+    );
+    let (from, rows) = run_from(&ch, a, &body);
+    assert_eq!(from, Source::Sessions);
+    let safari: Vec<Ev> = ev_a
+        .iter()
+        .filter(|e| e.agent.0 == "Safari")
+        .cloned()
+        .collect();
+    let by_entry = session_reference(&safari, "visits", Some("visit:entry_page"));
+    let blog: f64 = by_entry
+        .iter()
+        .filter(|(k, _)| k.starts_with("/blog"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(rows[0].1[0], blog, "{body}");
+    let body = format!(
+        r#"{{"metrics":["pageviews"],{whole},"dimensions":["event:page"],"filters":[["is_not","event:page",["/pricing"]]]}}"#
+    );
+    let (from, rows) = run_from(&ch, a, &body);
+    assert_eq!(from, Source::PagesHourly);
+    let mut want = event_reference(&ev_a, "pageviews", Some("event:page"));
+    want.remove("/pricing");
+    assert_same(&body, &rows, 0, &want);
+
+    // A timezone whose offset is not whole hours cannot use hourly buckets.
+    let body = format!(
+        r#"{{"metrics":["events"],{whole},"dimensions":["time:day"],"timezone":"Asia/Kolkata"}}"#
+    );
+    assert_eq!(run_from(&ch, a, &body).0, Source::Events);
 }

@@ -212,7 +212,7 @@ fn insert_aged(ch: &ClickHouse, today_us: i64, rows: &[(Tier, u16, i64)]) {
             tier,
             retention_days: retention,
         };
-        block.push(rec, &rec.events[0], src);
+        block.push(rec, &rec.events[0], src, Default::default());
     }
     let mut out = Vec::new();
     block.encode(&mut out);
@@ -251,12 +251,19 @@ fn retention_drops_expired_partitions_by_tier_with_an_injected_clock() {
         &["retention", "--today", "2030-06-15"],
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("dropped 3 partitions"), "{text}");
+    // Each expired day of events goes with its two roll-ups' rows.
+    assert!(text.contains("dropped 9 partitions"), "{text}");
     let after = ch.query("SELECT retention_days, toString(toDate(event_time)) FROM overwatch.events ORDER BY retention_days, event_time");
     assert_eq!(
         after, "1\t2030-06-14\n1\t2030-06-15\n90\t2030-05-16\n400\t2029-08-19",
         "before:\n{before}"
     );
+    for rollup in [
+        "SELECT retention_days, toString(day) FROM overwatch.sessions ORDER BY retention_days, day",
+        "SELECT retention_days, toString(toDate(hour)) FROM overwatch.pages_hourly ORDER BY retention_days, hour",
+    ] {
+        assert_eq!(ch.query(rollup), after, "{rollup}");
+    }
     // A second run finds nothing more to drop.
     let again = tenant_cli(
         &engine,
@@ -296,7 +303,7 @@ fn retention_drops_expired_partitions_by_tier_with_an_injected_clock() {
     wait_for(
         "the retention job drops the old partition",
         Duration::from_secs(30),
-        || metric(sink.port, "sink_retention_partitions_dropped_total") == Some(1.0),
+        || metric(sink.port, "sink_retention_partitions_dropped_total") == Some(3.0),
     );
     assert!(metric(sink.port, "sink_retention_runs_total").unwrap() >= 1.0);
     assert_eq!(

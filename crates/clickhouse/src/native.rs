@@ -71,8 +71,20 @@ pub struct EventsBlock {
     floats: [Nullable<f64>; 9],
     broker_partition: Vec<i32>,
     broker_offset: Vec<i64>,
+    /// In [`AGENT_COLUMNS`] order.
+    agent: [Strings; 3],
     bytes: usize,
 }
+
+/// What the sink derived from an event's `user_agent` (empty where unknown).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AgentColumns<'a> {
+    pub browser: &'a str,
+    pub os: &'a str,
+    pub device: &'a str,
+}
+
+const AGENT_COLUMNS: [&str; 3] = ["browser", "os", "device"];
 
 const STRING_COLUMNS: [&str; 13] = [
     "user_id",
@@ -155,7 +167,7 @@ impl EventsBlock {
         }
         self.retention_days.clear();
         self.broker_partition.clear();
-        for s in &mut self.strings {
+        for s in self.strings.iter_mut().chain(&mut self.agent) {
             s.0.clear();
         }
         for n in [&mut self.screen_width, &mut self.screen_height] {
@@ -184,6 +196,7 @@ impl EventsBlock {
         batch: &ArchivedRecordBatch<'_>,
         e: &ArchivedEventRecord<'_>,
         src: RowSource,
+        agent: AgentColumns<'_>,
     ) {
         self.rows += 1;
         self.tenant_id.push(batch.tenant_id);
@@ -215,6 +228,14 @@ impl EventsBlock {
         }
         self.broker_partition.push(src.partition);
         self.broker_offset.push(src.offset);
+        for (col, s) in self
+            .agent
+            .iter_mut()
+            .zip([agent.browser, agent.os, agent.device])
+        {
+            len += s.len() + 1;
+            col.push(s);
+        }
         self.bytes += len + 4 * 16 + 12 * 8 + 9 * 9 + 10;
     }
 
@@ -233,6 +254,10 @@ impl EventsBlock {
     fn encode_column(&self, name: &str, out: &mut Vec<u8>) {
         if let Some(i) = STRING_COLUMNS.iter().position(|c| *c == name) {
             out.extend_from_slice(&self.strings[i].0);
+            return;
+        }
+        if let Some(i) = AGENT_COLUMNS.iter().position(|c| *c == name) {
+            out.extend_from_slice(&self.agent[i].0);
             return;
         }
         if let Some(i) = FLOAT_COLUMNS.iter().position(|c| *c == name) {
@@ -368,12 +393,12 @@ mod tests {
             retention_days: 1,
         };
         let mut fresh = EventsBlock::new();
-        fresh.push(rec, e, src);
+        fresh.push(rec, e, src, AgentColumns::default());
         let mut reused = EventsBlock::new();
-        reused.push(rec, e, src);
-        reused.push(rec, e, src);
+        reused.push(rec, e, src, AgentColumns::default());
+        reused.push(rec, e, src, AgentColumns::default());
         reused.clear();
-        reused.push(rec, e, src);
+        reused.push(rec, e, src, AgentColumns::default());
         let (mut a, mut b) = (Vec::new(), Vec::new());
         fresh.encode(&mut a);
         reused.encode(&mut b);

@@ -2,8 +2,9 @@
 //!
 //! Migrations are numbered and run in order; `schema_migrations` records each
 //! one that ran, so `migrate` is idempotent and upgrades an older database.
-//! Every statement is itself idempotent (`IF NOT EXISTS`), so a migration
-//! interrupted half-way simply runs again. The DDL works on ClickHouse 18.16
+//! Every statement is itself idempotent (`IF NOT EXISTS`, an `ADD COLUMN`
+//! that finds its column, a roll-up dropped before it is rebuilt), so a
+//! migration interrupted half-way simply runs again. The DDL works on ClickHouse 18.16
 //! and on modern servers: retention is enforced by dropping partitions
 //! everywhere (`events` is partitioned by retention class and day), and a table
 //! TTL is added where the server has TTL (19.6+).
@@ -55,7 +56,15 @@ pub const EVENTS_COLUMNS: &[(&str, &str)] = &[
     ("properties", "String"),
     ("broker_partition", "Int32"),
     ("broker_offset", "Int64"),
+    // Migration 5: from `user_agent`, classified by the sink.
+    ("browser", "String"),
+    ("os", "String"),
+    ("device", "String"),
 ];
+
+/// How many of [`EVENTS_COLUMNS`] migration 1 created; later ones are added
+/// by the migration that introduced them.
+const EVENTS_V1_COLUMNS: usize = 38;
 
 /// `event_type` codes match `engine_core::EventType`.
 pub const EVENT_TYPE_ENUM: &str =
@@ -72,7 +81,7 @@ pub struct Migration {
 }
 
 fn events_ddl(db: &str, server: ServerVersion) -> Vec<String> {
-    let columns: Vec<String> = EVENTS_COLUMNS
+    let columns: Vec<String> = EVENTS_COLUMNS[..EVENTS_V1_COLUMNS]
         .iter()
         .map(|(n, t)| format!("    {n} {t}"))
         .collect();
@@ -97,70 +106,102 @@ fn tenants_ddl(db: &str, _: ServerVersion) -> Vec<String> {
     )]
 }
 
-fn views_ddl(db: &str, _: ServerVersion) -> Vec<String> {
-    vec![
-        // Events per minute by tenant and type.
-        format!(
-            "CREATE TABLE IF NOT EXISTS {db}.events_per_minute (\n    tenant_id UUID,\n    event_type {EVENT_TYPE_ENUM},\n    \
-             minute DateTime,\n    events UInt64\n) ENGINE = SummingMergeTree\nPARTITION BY toYYYYMM(minute)\n\
-             ORDER BY (tenant_id, event_type, minute)"
+/// Tables that migration 6 retires: partitioned by month, so retention could
+/// not drop a retention class's roll-ups.
+const RETIRED_ROLLUPS: &[&str] = &[
+    "events_per_minute",
+    "pageviews_daily",
+    "web_vitals_hourly",
+    "clicks_daily",
+    "scroll_daily",
+];
+
+/// Roll-ups the query API reads, each partitioned like `events` by
+/// `(retention_days, day)` so retention drops them with the events.
+pub const ROLLUPS: &[&str] = &["sessions", "pages_hourly"];
+
+/// One row per session and day: what the visit metrics and dimensions need.
+/// Summed columns add up, aggregate states merge (SummingMergeTree does both).
+/// A session crossing midnight has a row per day; the query API merges them.
+const SESSIONS_COLUMNS: &str = "tenant_id UUID,\n    day Date,\n    session_id UUID,\n    retention_days UInt16,\n    \
+    events UInt64,\n    pageviews UInt64,\n    visitor AggregateFunction(max, String),\n    \
+    started AggregateFunction(min, DateTime),\n    ended AggregateFunction(max, DateTime),\n    \
+    entry_page AggregateFunction(argMinIf, String, DateTime, UInt8),\n    \
+    exit_page AggregateFunction(argMaxIf, String, DateTime, UInt8),\n    \
+    referrer AggregateFunction(argMin, String, DateTime),\n    url AggregateFunction(argMin, String, DateTime),\n    \
+    browser AggregateFunction(argMin, String, DateTime),\n    os AggregateFunction(argMin, String, DateTime),\n    \
+    device AggregateFunction(argMin, String, DateTime)";
+
+const SESSIONS_SELECT: &str = "SELECT tenant_id, toDate(event_time) AS day, session_id, retention_days,\n\
+    count() AS events, countIf(event_type = 'pageview') AS pageviews, maxState(user_id) AS visitor,\n\
+    minState(event_time) AS started, maxState(event_time) AS ended,\n\
+    argMinIfState(path, event_time, event_type = 'pageview') AS entry_page,\n\
+    argMaxIfState(path, event_time, event_type = 'pageview') AS exit_page,\n\
+    argMinState(referrer, event_time) AS referrer, argMinState(url, event_time) AS url,\n\
+    argMinState(browser, event_time) AS browser, argMinState(os, event_time) AS os,\n\
+    argMinState(device, event_time) AS device\n\
+    FROM {events} GROUP BY tenant_id, day, session_id, retention_days";
+
+/// One row per tenant, hour, event type, page, custom event name and click
+/// target: the per-event panels (top pages, custom events, clicks, scroll).
+const PAGES_HOURLY_COLUMNS: &str = "tenant_id UUID,\n    hour DateTime,\n    event_type {EVENT_TYPE_ENUM},\n    \
+    path String,\n    name String,\n    target String,\n    retention_days UInt16,\n    events UInt64,\n    \
+    depth_sum Float64,\n    depths UInt64,\n    visitors AggregateFunction(uniq, String),\n    \
+    visits AggregateFunction(uniq, UUID)";
+
+const PAGES_HOURLY_SELECT: &str = "SELECT tenant_id, toStartOfHour(event_time) AS hour, event_type, path, name,\n\
+    if(selector != '', selector, element) AS target, retention_days, count() AS events,\n\
+    sumIf(assumeNotNull(depth_pct), isNotNull(depth_pct)) AS depth_sum, countIf(isNotNull(depth_pct)) AS depths,\n\
+    uniqState(if(user_id != '', user_id, toString(session_id))) AS visitors, uniqState(session_id) AS visits\n\
+    FROM {events} GROUP BY tenant_id, hour, event_type, path, name, target, retention_days";
+
+/// The query API's roll-ups, created empty, attached, then filled from
+/// `events`. Each table is dropped first, so a run interrupted half-way
+/// starts over instead of counting twice. Run it (`migrate`, or a sink's
+/// start) before sinks insert: rows inserted between a view's creation and
+/// its backfill would count twice.
+fn rollups_ddl(db: &str, server: ServerVersion) -> Vec<String> {
+    let mut out = Vec::new();
+    for t in RETIRED_ROLLUPS.iter().chain(ROLLUPS) {
+        out.push(format!("DROP TABLE IF EXISTS {db}.{t}_mv"));
+        out.push(format!("DROP TABLE IF EXISTS {db}.{t}"));
+    }
+    let events = format!("{db}.events");
+    let tables = [
+        (
+            "sessions",
+            SESSIONS_COLUMNS.to_string(),
+            "day",
+            "tenant_id, day, session_id, retention_days",
+            "day + toIntervalDay(retention_days + 1)",
+            SESSIONS_SELECT,
         ),
-        format!(
-            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.events_per_minute_mv TO {db}.events_per_minute AS\n\
-             SELECT tenant_id, event_type, toStartOfMinute(event_time) AS minute, count() AS events\n\
-             FROM {db}.events GROUP BY tenant_id, event_type, minute"
+        (
+            "pages_hourly",
+            PAGES_HOURLY_COLUMNS.replace("{EVENT_TYPE_ENUM}", EVENT_TYPE_ENUM),
+            "toDate(hour)",
+            "tenant_id, hour, event_type, path, name, target, retention_days",
+            "hour + toIntervalDay(retention_days)",
+            PAGES_HOURLY_SELECT,
         ),
-        // Pageviews and unique sessions by tenant, day and path.
-        format!(
-            "CREATE TABLE IF NOT EXISTS {db}.pageviews_daily (\n    tenant_id UUID,\n    day Date,\n    path String,\n    \
-             pageviews AggregateFunction(count),\n    sessions AggregateFunction(uniq, UUID)\n) ENGINE = AggregatingMergeTree\n\
-             PARTITION BY toYYYYMM(day)\nORDER BY (tenant_id, day, path)"
-        ),
-        format!(
-            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.pageviews_daily_mv TO {db}.pageviews_daily AS\n\
-             SELECT tenant_id, toDate(event_time) AS day, path, countState() AS pageviews, uniqState(session_id) AS sessions\n\
-             FROM {db}.events WHERE event_type = 'pageview' GROUP BY tenant_id, day, path"
-        ),
-        // Web-vitals quantiles by tenant, hour and metric.
-        format!(
-            "CREATE TABLE IF NOT EXISTS {db}.web_vitals_hourly (\n    tenant_id UUID,\n    hour DateTime,\n    metric String,\n    \
-             quantiles AggregateFunction(quantiles(0.5, 0.75, 0.95, 0.99), Float64),\n    samples AggregateFunction(count)\n\
-             ) ENGINE = AggregatingMergeTree\nPARTITION BY toYYYYMM(hour)\nORDER BY (tenant_id, hour, metric)"
-        ),
-        format!(
-            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.web_vitals_hourly_mv TO {db}.web_vitals_hourly AS\n\
-             SELECT tenant_id, toStartOfHour(event_time) AS hour, metric,\n\
-             quantilesState(0.5, 0.75, 0.95, 0.99)(assumeNotNull(value)) AS quantiles, countState() AS samples\n\
-             FROM {db}.events\n\
-             ARRAY JOIN ['lcp', 'fcp', 'inp', 'cls', 'ttfb', 'fid'] AS metric, [lcp, fcp, inp, cls, ttfb, fid] AS value\n\
-             WHERE event_type = 'performance' AND isNotNull(value)\n\
-             GROUP BY tenant_id, hour, metric"
-        ),
-        // Clicks by tenant, day, path and target.
-        format!(
-            "CREATE TABLE IF NOT EXISTS {db}.clicks_daily (\n    tenant_id UUID,\n    day Date,\n    path String,\n    \
-             target String,\n    clicks UInt64\n) ENGINE = SummingMergeTree\nPARTITION BY toYYYYMM(day)\n\
-             ORDER BY (tenant_id, day, path, target)"
-        ),
-        format!(
-            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.clicks_daily_mv TO {db}.clicks_daily AS\n\
-             SELECT tenant_id, toDate(event_time) AS day, path, if(selector != '', selector, element) AS target, count() AS clicks\n\
-             FROM {db}.events WHERE event_type = 'click' GROUP BY tenant_id, day, path, target"
-        ),
-        // Scroll depth by tenant, day and path.
-        format!(
-            "CREATE TABLE IF NOT EXISTS {db}.scroll_daily (\n    tenant_id UUID,\n    day Date,\n    path String,\n    \
-             scrolls AggregateFunction(count),\n    depth_avg AggregateFunction(avg, Float64),\n    \
-             depth_quantiles AggregateFunction(quantiles(0.5, 0.9), Float64)\n) ENGINE = AggregatingMergeTree\n\
-             PARTITION BY toYYYYMM(day)\nORDER BY (tenant_id, day, path)"
-        ),
-        format!(
-            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.scroll_daily_mv TO {db}.scroll_daily AS\n\
-             SELECT tenant_id, toDate(event_time) AS day, path, countState() AS scrolls,\n\
-             avgState(assumeNotNull(depth_pct)) AS depth_avg, quantilesState(0.5, 0.9)(assumeNotNull(depth_pct)) AS depth_quantiles\n\
-             FROM {db}.events WHERE event_type = 'scroll' AND isNotNull(depth_pct) GROUP BY tenant_id, day, path"
-        ),
-    ]
+    ];
+    for (name, columns, day, order, ttl, select) in tables {
+        let ttl = if server.supports_ttl() {
+            format!("\nTTL {ttl}")
+        } else {
+            String::new()
+        };
+        let select = select.replace("{events}", &events);
+        out.push(format!(
+            "CREATE TABLE {db}.{name} (\n    {columns}\n) ENGINE = SummingMergeTree\n\
+             PARTITION BY (retention_days, {day})\nORDER BY ({order}){ttl}"
+        ));
+        out.push(format!(
+            "CREATE MATERIALIZED VIEW {db}.{name}_mv TO {db}.{name} AS\n{select}"
+        ));
+        out.push(format!("INSERT INTO {db}.{name} {select}"));
+    }
+    out
 }
 
 /// Keys with kinds and allowed origins, as parallel arrays in the tenant
@@ -178,6 +219,14 @@ fn tenant_keys_ddl(db: &str, _: ServerVersion) -> Vec<String> {
     .iter()
     .map(|c| format!("ALTER TABLE {db}.tenants ADD COLUMN {c}"))
     .collect()
+}
+
+/// Browser, OS and device columns, filled by the sink from `user_agent`.
+fn agent_columns_ddl(db: &str, _: ServerVersion) -> Vec<String> {
+    EVENTS_COLUMNS[EVENTS_V1_COLUMNS..]
+        .iter()
+        .map(|(n, t)| format!("ALTER TABLE {db}.events ADD COLUMN {n} {t}"))
+        .collect()
 }
 
 /// ClickHouse's code for "column with this name already exists": an
@@ -200,12 +249,24 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 3,
         name: "dashboard_views",
-        statements: views_ddl,
+        // Its month-partitioned roll-ups are gone: migration 6 drops them
+        // where they exist and builds the ones retention can drop.
+        statements: |_, _| Vec::new(),
     },
     Migration {
         version: 4,
         name: "tenant_keys_and_origins",
         statements: tenant_keys_ddl,
+    },
+    Migration {
+        version: 5,
+        name: "agent_columns",
+        statements: agent_columns_ddl,
+    },
+    Migration {
+        version: 6,
+        name: "rollups_by_retention",
+        statements: rollups_ddl,
     },
 ];
 
@@ -226,25 +287,91 @@ pub struct MigrateReport {
     pub already: Vec<u32>,
 }
 
-/// Creates or upgrades database `db`; runs each missing migration once.
+/// ClickHouse's code for "table already exists".
+const TABLE_EXISTS: u32 = 57;
+
+/// How long a migration lock may be held before another migrator takes it
+/// over (its holder died); longer than any backfill of migration 6 should
+/// take on a database within retention.
+pub const MIGRATION_LOCK_STALE_SECS: u64 = 1800;
+/// Between looks at a lock another migrator holds.
+const MIGRATION_LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+fn done_migrations(client: &Client, db: &str) -> Result<Vec<u32>, Error> {
+    Ok(client
+        .query(&format!(
+            "SELECT DISTINCT version FROM {db}.schema_migrations FORMAT TabSeparated"
+        ))?
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect())
+}
+
+/// Takes the database's migration lock: a table only one `CREATE` can make.
+/// Sinks migrate at start and the CLI migrates too; without the lock two
+/// of them could rebuild a roll-up at once and count its backfill twice.
+fn lock(client: &Client, db: &str) -> Result<(), Error> {
+    let create = format!("CREATE TABLE {db}.migration_lock (held UInt8) ENGINE = TinyLog");
+    loop {
+        match client.execute(&create) {
+            Ok(()) => return Ok(()),
+            Err(Error::Server {
+                code: Some(TABLE_EXISTS),
+                ..
+            }) => {}
+            Err(e) => return Err(e),
+        }
+        let age: u64 = client
+            .query(&format!(
+                "SELECT now() - metadata_modification_time FROM system.tables \
+                 WHERE database = '{db}' AND name = 'migration_lock' FORMAT TabSeparated"
+            ))?
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        if age > MIGRATION_LOCK_STALE_SECS {
+            tracing::warn!(age_secs = age, "taking over a stale migration lock");
+            client.execute(&format!("DROP TABLE IF EXISTS {db}.migration_lock"))?;
+        } else {
+            std::thread::sleep(MIGRATION_LOCK_POLL);
+        }
+    }
+}
+
+/// Creates or upgrades database `db`; runs each missing migration once,
+/// holding the database's migration lock while it does.
 pub fn migrate(client: &Client, db: &str) -> Result<MigrateReport, Error> {
     let server = client.version()?;
     client.execute(&format!("CREATE DATABASE IF NOT EXISTS {db}"))?;
     client.execute(&format!(
         "CREATE TABLE IF NOT EXISTS {db}.schema_migrations (version UInt32, name String, applied_at DateTime) ENGINE = TinyLog"
     ))?;
-    let done: Vec<u32> = client
-        .query(&format!(
-            "SELECT DISTINCT version FROM {db}.schema_migrations FORMAT TabSeparated"
-        ))?
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect();
     let mut report = MigrateReport {
         server,
         applied: Vec::new(),
         already: Vec::new(),
     };
+    let pending = |done: &[u32]| MIGRATIONS.iter().any(|m| !done.contains(&m.version));
+    if pending(&done_migrations(client, db)?) {
+        lock(client, db)?;
+        let run = run_pending(client, db, server, &mut report);
+        let unlock = client.execute(&format!("DROP TABLE IF EXISTS {db}.migration_lock"));
+        run?;
+        unlock?;
+    } else {
+        report.already = MIGRATIONS.iter().map(|m| m.version).collect();
+    }
+    Ok(report)
+}
+
+fn run_pending(
+    client: &Client,
+    db: &str,
+    server: ServerVersion,
+    report: &mut MigrateReport,
+) -> Result<(), Error> {
+    // Read again under the lock: another migrator may have just finished.
+    let done = done_migrations(client, db)?;
     for m in MIGRATIONS {
         if done.contains(&m.version) {
             report.already.push(m.version);
@@ -266,7 +393,7 @@ pub fn migrate(client: &Client, db: &str) -> Result<MigrateReport, Error> {
         info!(version = m.version, name = m.name, %server, "migration applied");
         report.applied.push(m.version);
     }
-    Ok(report)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -279,6 +406,7 @@ mod tests {
         let new = ServerVersion::parse("25.8.1").unwrap();
         assert!(!events_ddl("db", old)[0].contains("TTL"));
         assert!(events_ddl("db", new)[0].contains("TTL event_time + toIntervalDay(retention_days)"));
+        assert_eq!(EVENTS_COLUMNS[EVENTS_V1_COLUMNS - 1].0, "broker_offset");
         let versions: Vec<u32> = MIGRATIONS.iter().map(|m| m.version).collect();
         assert!(versions.windows(2).all(|w| w[0] < w[1]));
     }

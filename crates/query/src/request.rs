@@ -172,35 +172,53 @@ pub enum Dimension {
     /// The referrer's host, without `www.`.
     Source,
     Utm(Utm),
+    /// Browser, OS and device type, classified from `user_agent` by the sink.
+    Browser,
+    Os,
+    Device,
 }
 
 impl Dimension {
-    /// Every dimension name, for error messages.
-    pub const NAMES: &'static str = "time:minute, time:hour, time:day, time:week, time:month, event:type, \
-         event:page, event:name, event:selector, visit:entry_page, visit:exit_page, visit:referrer, \
-         visit:source, visit:utm_source, visit:utm_medium, visit:utm_campaign";
+    /// Every dimension with its name.
+    pub const ALL: [(&'static str, Dimension); 19] = [
+        ("time:minute", Dimension::Time(Grain::Minute)),
+        ("time:hour", Dimension::Time(Grain::Hour)),
+        ("time:day", Dimension::Time(Grain::Day)),
+        ("time:week", Dimension::Time(Grain::Week)),
+        ("time:month", Dimension::Time(Grain::Month)),
+        ("event:type", Dimension::EventType),
+        ("event:page", Dimension::EventPage),
+        ("event:name", Dimension::EventName),
+        ("event:selector", Dimension::EventSelector),
+        ("visit:entry_page", Dimension::EntryPage),
+        ("visit:exit_page", Dimension::ExitPage),
+        ("visit:referrer", Dimension::Referrer),
+        ("visit:source", Dimension::Source),
+        ("visit:utm_source", Dimension::Utm(Utm::Source)),
+        ("visit:utm_medium", Dimension::Utm(Utm::Medium)),
+        ("visit:utm_campaign", Dimension::Utm(Utm::Campaign)),
+        ("visit:browser", Dimension::Browser),
+        ("visit:os", Dimension::Os),
+        ("visit:device", Dimension::Device),
+    ];
 
     /// Parses a dimension name.
     pub fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "time:minute" => Dimension::Time(Grain::Minute),
-            "time:hour" => Dimension::Time(Grain::Hour),
-            "time:day" => Dimension::Time(Grain::Day),
-            "time:week" => Dimension::Time(Grain::Week),
-            "time:month" => Dimension::Time(Grain::Month),
-            "event:type" => Dimension::EventType,
-            "event:page" => Dimension::EventPage,
-            "event:name" => Dimension::EventName,
-            "event:selector" => Dimension::EventSelector,
-            "visit:entry_page" => Dimension::EntryPage,
-            "visit:exit_page" => Dimension::ExitPage,
-            "visit:referrer" => Dimension::Referrer,
-            "visit:source" => Dimension::Source,
-            "visit:utm_source" => Dimension::Utm(Utm::Source),
-            "visit:utm_medium" => Dimension::Utm(Utm::Medium),
-            "visit:utm_campaign" => Dimension::Utm(Utm::Campaign),
-            _ => return None,
-        })
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, d)| *d)
+    }
+
+    /// The dimension's name in requests and answers.
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, d)| *d == self)
+            .map_or("", |(n, _)| n)
+    }
+
+    /// Every dimension name, for error messages.
+    pub fn names() -> String {
+        let names: Vec<&str> = Self::ALL.iter().map(|(n, _)| *n).collect();
+        names.join(", ")
     }
 
     /// Whether only the session shape has it (entry and exit pages).
@@ -243,6 +261,9 @@ pub struct Filter {
 pub struct Range {
     pub from: i64,
     pub to: i64,
+    /// `to` is just past the moment of the request (a named range): no event
+    /// after it exists yet.
+    pub open: bool,
 }
 
 /// Sort direction.
@@ -345,6 +366,7 @@ fn parse_range(raw: &RawRange, zone: &str, now: i64) -> Result<Range, QueryError
             "realtime" => Range {
                 from: now - REALTIME_SECS,
                 to: now + 1,
+                open: true,
             },
             "day" | "7d" | "30d" => {
                 let today = start_of_day(zone, now).ok_or_else(|| bad("unknown timezone"))?;
@@ -356,6 +378,7 @@ fn parse_range(raw: &RawRange, zone: &str, now: i64) -> Result<Range, QueryError
                 Range {
                     from: today - (days - 1) * day,
                     to: now + 1,
+                    open: true,
                 }
             }
             other => {
@@ -382,6 +405,7 @@ fn parse_range(raw: &RawRange, zone: &str, now: i64) -> Result<Range, QueryError
             Range {
                 from: parse(from, "start")?,
                 to: parse(to, "end")?,
+                open: false,
             }
         }
     };
@@ -449,7 +473,7 @@ pub fn parse(body: &[u8], now: i64) -> Result<Query, QueryError> {
             bad(format!(
                 "unknown dimension {} (one of {})",
                 shown(d),
-                Dimension::NAMES
+                Dimension::names()
             ))
         })
     };
@@ -644,7 +668,7 @@ mod tests {
         assert!(err(r#"{"metrics":["visits"],"date_range":"day","dimensions":["visit:exit_page","event:page"]}"#)
             .contains("event:*"));
         assert!(
-            err(r#"{"metrics":["visits"],"date_range":"day","dimensions":["visit:browser"]}"#)
+            err(r#"{"metrics":["visits"],"date_range":"day","dimensions":["visit:country"]}"#)
                 .contains("unknown dimension")
         );
         assert!(err(r#"{"metrics":[],"date_range":"day"}"#).contains("1 to 20 metrics"));

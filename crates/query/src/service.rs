@@ -292,28 +292,6 @@ fn metric_name(m: Metric) -> String {
     }
 }
 
-fn dimension_name(d: Dimension) -> &'static str {
-    use crate::request::{Grain, Utm};
-    match d {
-        Dimension::Time(Grain::Minute) => "time:minute",
-        Dimension::Time(Grain::Hour) => "time:hour",
-        Dimension::Time(Grain::Day) => "time:day",
-        Dimension::Time(Grain::Week) => "time:week",
-        Dimension::Time(Grain::Month) => "time:month",
-        Dimension::EventType => "event:type",
-        Dimension::EventPage => "event:page",
-        Dimension::EventName => "event:name",
-        Dimension::EventSelector => "event:selector",
-        Dimension::EntryPage => "visit:entry_page",
-        Dimension::ExitPage => "visit:exit_page",
-        Dimension::Referrer => "visit:referrer",
-        Dimension::Source => "visit:source",
-        Dimension::Utm(Utm::Source) => "visit:utm_source",
-        Dimension::Utm(Utm::Medium) => "visit:utm_medium",
-        Dimension::Utm(Utm::Campaign) => "visit:utm_campaign",
-    }
-}
-
 /// ClickHouse's `JSONCompact` as the API's answer:
 /// `{"results":[{"dimensions":[…],"metrics":[…]}],"meta":{…}}`, metrics in
 /// the order asked; a metric with no value (no vitals in range) is `null`.
@@ -339,7 +317,7 @@ fn shape(q: &Query, out: &str, elapsed: Duration) -> Option<Vec<u8>> {
     }
     let meta = sonic_rs::json!({
         "metrics": q.metrics.iter().map(|m| metric_name(*m)).collect::<Vec<_>>(),
-        "dimensions": q.dimensions.iter().map(|d| dimension_name(*d)).collect::<Vec<_>>(),
+        "dimensions": q.dimensions.iter().map(|d| Dimension::name(*d)).collect::<Vec<_>>(),
         "date_range": [
             engine_core::timestamp::format_rfc3339_us(q.range.from * 1_000_000),
             engine_core::timestamp::format_rfc3339_us(q.range.to * 1_000_000),

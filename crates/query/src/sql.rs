@@ -10,12 +10,14 @@
 //!   `\` and `'` escaped and control bytes written as `\xHH`. ClickHouse 18.16
 //!   has no query parameters over HTTP, so this is the one way values enter.
 //!
-//! Two shapes. **Per event** (the default): `events` filtered and grouped
-//! directly. **Per session** (session metrics such as `bounce_rate`, or
-//! entry/exit pages): events are first folded into one row per session
-//! (entry and exit page, first referrer and URL, start, end, pageviews),
-//! `event:*` filters apply to the events before folding, `visit:*` filters
-//! to the sessions after.
+//! Two shapes. **Per event**: events (or the hourly roll-up of them)
+//! filtered and grouped directly. **Per session** (session metrics such as
+//! `bounce_rate`, or any `visit:*` dimension): one row per session (entry and
+//! exit page, first referrer, URL and user agent, start, end, pageviews),
+//! read from the `sessions` roll-up, or folded from `events` when a filter
+//! names single events (`event:*` filters then apply to the events before
+//! folding, `visit:*` filters to the sessions after). A session from the
+//! roll-up belongs to the range it started in. [`source`] picks the table.
 
 use std::fmt::Write as _;
 
@@ -41,22 +43,140 @@ pub fn literal(s: &str) -> String {
     out
 }
 
-/// The columns a dimension reads, in each shape.
+/// Where a query's rows come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `events` itself: any query.
+    Events,
+    /// The `sessions` roll-up: visit metrics and `visit:*` dimensions, with
+    /// no filter on single events.
+    Sessions,
+    /// The `pages_hourly` roll-up: per-event counts by hour, page, event
+    /// type, name and click target, over whole hours.
+    PagesHourly,
+}
+
+impl Source {
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Events => "events",
+            Source::Sessions => "sessions",
+            Source::PagesHourly => "pages_hourly",
+        }
+    }
+}
+
+/// Whether a dimension describes the visit (session) rather than one event.
+fn per_visit(d: Dimension) -> bool {
+    !d.per_event() && !matches!(d, Dimension::Time(_))
+}
+
+/// Whether `pages_hourly` holds what the dimension needs.
+fn in_pages_hourly(d: Dimension) -> bool {
+    d.per_event() || matches!(d, Dimension::Time(g) if g != Grain::Minute)
+}
+
+/// Whether `zone`'s offset from UTC is whole hours at `at` (Unix seconds), so
+/// that hourly buckets fall on its day boundaries.
+fn whole_hour_offset(zone: &str, at: i64) -> bool {
+    use chrono::{Offset, TimeZone};
+    let Ok(tz) = zone.parse::<chrono_tz::Tz>() else {
+        return false;
+    };
+    match tz.timestamp_opt(at, 0).single() {
+        Some(t) => t.offset().fix().local_minus_utc() % 3600 == 0,
+        None => false,
+    }
+}
+
+/// Which table answers `q`: a roll-up whenever it holds what the query asks
+/// (same numbers, fewer rows), `events` otherwise.
+pub fn source(q: &Query) -> Source {
+    let event_filter = q.filters.iter().any(|f| f.dimension.per_event());
+    let visit_dimension = q
+        .dimensions
+        .iter()
+        .chain(q.filters.iter().map(|f| &f.dimension))
+        .any(|d| per_visit(*d));
+    let visit_metrics = q.metrics.iter().all(|m| m.in_session_shape())
+        && !q.dimensions.iter().any(|d| d.per_event());
+    if q.per_session() || (visit_dimension && visit_metrics) {
+        return if event_filter {
+            Source::Events
+        } else {
+            Source::Sessions
+        };
+    }
+    let hourly_metrics = q.metrics.iter().all(|m| {
+        matches!(
+            m,
+            Metric::Visitors
+                | Metric::Visits
+                | Metric::Pageviews
+                | Metric::Events
+                | Metric::Clicks
+                | Metric::ScrollDepth
+        )
+    });
+    let hourly_dimensions = q
+        .dimensions
+        .iter()
+        .chain(q.filters.iter().map(|f| &f.dimension))
+        .all(|d| in_pages_hourly(*d));
+    let r = q.range;
+    let whole_hours = r.from % 3600 == 0 && (r.to % 3600 == 0 || r.open);
+    let zone = q.timezone.as_str();
+    if hourly_metrics
+        && hourly_dimensions
+        && whole_hours
+        && whole_hour_offset(zone, r.from)
+        && whole_hour_offset(zone, r.to)
+    {
+        Source::PagesHourly
+    } else {
+        Source::Events
+    }
+}
+
+/// The column expressions a dimension reads, per source.
 struct Columns {
     time: &'static str,
     referrer: &'static str,
     url: &'static str,
+    selector: &'static str,
+    browser: &'static str,
+    os: &'static str,
+    device: &'static str,
 }
 
 const EVENT: Columns = Columns {
     time: "event_time",
     referrer: "referrer",
     url: "url",
+    selector: "if(selector != '', selector, element)",
+    browser: "browser",
+    os: "os",
+    device: "device",
 };
+/// The folded sessions (from `events` or from the `sessions` roll-up).
 const SESSION: Columns = Columns {
     time: "s_start",
     referrer: "s_referrer",
     url: "s_url",
+    selector: "''",
+    browser: "s_browser",
+    os: "s_os",
+    device: "s_device",
+};
+/// `pages_hourly` (visit dimensions never reach it: [`source`]).
+const HOURLY: Columns = Columns {
+    time: "hour",
+    referrer: "''",
+    url: "''",
+    selector: "target",
+    browser: "''",
+    os: "''",
+    device: "''",
 };
 
 fn dimension(d: Dimension, cols: &Columns, tz: &str) -> String {
@@ -70,19 +190,24 @@ fn dimension(d: Dimension, cols: &Columns, tz: &str) -> String {
         Dimension::EventType => "toString(event_type)".into(),
         Dimension::EventPage => "path".into(),
         Dimension::EventName => "name".into(),
-        Dimension::EventSelector => "if(selector != '', selector, element)".into(),
+        Dimension::EventSelector => cols.selector.into(),
         Dimension::EntryPage => "s_entry".into(),
         Dimension::ExitPage => "s_exit".into(),
         Dimension::Referrer => cols.referrer.into(),
         Dimension::Source => format!("domainWithoutWWW({})", cols.referrer),
         Dimension::Utm(u) => format!("extractURLParameter({}, '{}')", cols.url, u.param()),
+        Dimension::Browser => cols.browser.into(),
+        Dimension::Os => cols.os.into(),
+        Dimension::Device => cols.device.into(),
     }
 }
 
-fn metric(m: Metric, per_session: bool) -> String {
+/// Visitors and visits are `uniq` everywhere (exact to tens of thousands,
+/// then within about 1%), so a roll-up and `events` give the same answer.
+fn metric(m: Metric, source: Source, per_session: bool) -> String {
     if per_session {
         return match m {
-            Metric::Visitors => "uniqExact(s_visitor)".into(),
+            Metric::Visitors => "uniq(s_visitor)".into(),
             Metric::Visits => "count()".into(),
             Metric::Pageviews => "sum(s_pageviews)".into(),
             Metric::BounceRate => "round(100 * countIf(s_pageviews <= 1) / count(), 1)".into(),
@@ -92,13 +217,25 @@ fn metric(m: Metric, per_session: bool) -> String {
             _ => "NULL".into(),
         };
     }
+    if source == Source::PagesHourly {
+        return match m {
+            Metric::Visitors => "uniqMerge(visitors)".into(),
+            Metric::Visits => "uniqMerge(visits)".into(),
+            Metric::Pageviews => "sumIf(events, event_type = 'pageview')".into(),
+            Metric::Events => "sum(events)".into(),
+            Metric::Clicks => "sumIf(events, event_type = 'click')".into(),
+            Metric::ScrollDepth => "round(sum(depth_sum) / sum(depths), 1)".into(),
+            // Never routed here (`source`).
+            _ => "NULL".into(),
+        };
+    }
     match m {
-        Metric::Visitors => "uniqExact(if(user_id != '', user_id, toString(session_id)))".into(),
-        Metric::Visits => "uniqExact(session_id)".into(),
+        Metric::Visitors => "uniq(if(user_id != '', user_id, toString(session_id)))".into(),
+        Metric::Visits => "uniq(session_id)".into(),
         Metric::Pageviews => "countIf(event_type = 'pageview')".into(),
         Metric::Events => "count()".into(),
         Metric::Clicks => "countIf(event_type = 'click')".into(),
-        Metric::ScrollDepth => "round(avgIf(assumeNotNull(depth_pct), event_type = 'scroll' AND isNotNull(depth_pct)), 1)".into(),
+        Metric::ScrollDepth => "round(sumIf(assumeNotNull(depth_pct), isNotNull(depth_pct)) / countIf(isNotNull(depth_pct)), 1)".into(),
         Metric::Vital(v, p) => format!("quantileExact(0.{p})({})", v.column()),
         // Refused by validation (`Query::per_session`).
         Metric::BounceRate | Metric::VisitDuration | Metric::ViewsPerVisit => "NULL".into(),
@@ -120,61 +257,110 @@ fn filter(f: &Filter, cols: &Columns, tz: &str) -> String {
     }
 }
 
-/// Where a filter applies in the session shape: before folding (on events)
-/// or after (on sessions).
+/// Where a filter applies when sessions are folded from `events`: before
+/// folding (on events) or after (on sessions).
 fn on_events(d: Dimension) -> bool {
     d.per_event() || matches!(d, Dimension::Time(_))
+}
+
+/// `tenant_id = …`: always the first condition.
+fn tenant_condition(tenant: Uuid) -> String {
+    format!("tenant_id = toUUID('{}')", tenant.hyphenated())
+}
+
+/// Sessions folded from `events` in the range: `event:*` filters apply to the
+/// events before folding.
+fn sessions_from_events(q: &Query, db: &str, tenant: Uuid, event_filters: &[String]) -> String {
+    let mut w = format!(
+        "{} AND event_time >= toDateTime({}) AND event_time < toDateTime({})",
+        tenant_condition(tenant),
+        q.range.from.max(0),
+        q.range.to.max(0)
+    );
+    for f in event_filters {
+        let _ = write!(w, " AND {f}");
+    }
+    format!(
+        "(SELECT session_id, \
+         if(max(user_id) != '', max(user_id), toString(session_id)) AS s_visitor, \
+         argMinIf(path, event_time, event_type = 'pageview') AS s_entry, \
+         argMaxIf(path, event_time, event_type = 'pageview') AS s_exit, \
+         argMin(referrer, event_time) AS s_referrer, argMin(url, event_time) AS s_url, \
+         argMin(browser, event_time) AS s_browser, argMin(os, event_time) AS s_os, \
+         argMin(device, event_time) AS s_device, \
+         min(event_time) AS s_start, max(event_time) AS s_end, \
+         countIf(event_type = 'pageview') AS s_pageviews \
+         FROM {db}.events WHERE {w} GROUP BY session_id)"
+    )
+}
+
+/// Sessions from the `sessions` roll-up that started in the range. A session
+/// has a row per day it ran; the day before and after the range are read too,
+/// so one that crosses midnight is whole.
+fn sessions_from_rollup(q: &Query, db: &str, tenant: Uuid) -> String {
+    let (from, to) = (q.range.from.max(0), q.range.to.max(0));
+    format!(
+        "(SELECT session_id, \
+         if(maxMerge(visitor) != '', maxMerge(visitor), toString(session_id)) AS s_visitor, \
+         argMinIfMerge(entry_page) AS s_entry, argMaxIfMerge(exit_page) AS s_exit, \
+         argMinMerge(referrer) AS s_referrer, argMinMerge(url) AS s_url, \
+         argMinMerge(browser) AS s_browser, argMinMerge(os) AS s_os, argMinMerge(device) AS s_device, \
+         minMerge(started) AS s_start, maxMerge(ended) AS s_end, sum(pageviews) AS s_pageviews \
+         FROM {db}.sessions WHERE {} \
+         AND day >= toDate(toDateTime({from})) - 1 AND day <= toDate(toDateTime({to})) + 1 \
+         GROUP BY session_id HAVING s_start >= toDateTime({from}) AND s_start < toDateTime({to}))",
+        tenant_condition(tenant)
+    )
 }
 
 /// The query's SQL against database `db` for `tenant`, answering in
 /// `JSONCompact` with columns `d0…` (dimensions, as strings) then `m0…`.
 pub fn build(q: &Query, db: &str, tenant: Uuid) -> String {
-    let per_session = q.per_session();
+    let source = source(q);
+    let per_session = q.per_session() || source == Source::Sessions;
     let tz = q.timezone.as_str();
-    let mut event_where = format!(
-        "tenant_id = toUUID('{}') AND event_time >= toDateTime({}) AND event_time < toDateTime({})",
-        tenant.hyphenated(),
-        q.range.from.max(0),
-        q.range.to.max(0)
-    );
-    let mut session_where = Vec::new();
-    for f in &q.filters {
-        if per_session && !on_events(f.dimension) {
-            session_where.push(filter(f, &SESSION, tz));
-        } else {
-            let _ = write!(event_where, " AND {}", filter(f, &EVENT, tz));
-        }
-    }
-    let cols = if per_session { &SESSION } else { &EVENT };
+    let cols = match (per_session, source) {
+        (true, _) => &SESSION,
+        (false, Source::PagesHourly) => &HOURLY,
+        (false, _) => &EVENT,
+    };
     let mut select = Vec::new();
     for (i, d) in q.dimensions.iter().enumerate() {
         select.push(format!("{} AS d{i}", dimension(*d, cols, tz)));
     }
     for (i, m) in q.metrics.iter().enumerate() {
-        select.push(format!("{} AS m{i}", metric(*m, per_session)));
+        select.push(format!("{} AS m{i}", metric(*m, source, per_session)));
     }
-    let from = if per_session {
-        format!(
-            "(SELECT session_id, \
-             if(max(user_id) != '', max(user_id), toString(session_id)) AS s_visitor, \
-             argMinIf(path, event_time, event_type = 'pageview') AS s_entry, \
-             argMaxIf(path, event_time, event_type = 'pageview') AS s_exit, \
-             argMin(referrer, event_time) AS s_referrer, \
-             argMin(url, event_time) AS s_url, \
-             min(event_time) AS s_start, max(event_time) AS s_end, \
-             countIf(event_type = 'pageview') AS s_pageviews \
-             FROM {db}.events WHERE {event_where} GROUP BY session_id)"
-        )
-    } else {
-        format!("{db}.events")
-    };
-    let mut sql = format!("SELECT {} FROM {from}", select.join(", "));
+    let mut sql = format!("SELECT {} FROM ", select.join(", "));
     if per_session {
-        if !session_where.is_empty() {
-            let _ = write!(sql, " WHERE {}", session_where.join(" AND "));
+        let mut event_filters = Vec::new();
+        let mut session_filters = Vec::new();
+        for f in &q.filters {
+            if source == Source::Events && on_events(f.dimension) {
+                event_filters.push(filter(f, &EVENT, tz));
+            } else {
+                session_filters.push(filter(f, &SESSION, tz));
+            }
+        }
+        sql.push_str(&match source {
+            Source::Sessions => sessions_from_rollup(q, db, tenant),
+            _ => sessions_from_events(q, db, tenant, &event_filters),
+        });
+        if !session_filters.is_empty() {
+            let _ = write!(sql, " WHERE {}", session_filters.join(" AND "));
         }
     } else {
-        let _ = write!(sql, " WHERE {event_where}");
+        let (from, to) = (q.range.from.max(0), q.range.to.max(0));
+        let _ = write!(
+            sql,
+            "{db}.{} WHERE {} AND {t} >= toDateTime({from}) AND {t} < toDateTime({to})",
+            source.name(),
+            tenant_condition(tenant),
+            t = cols.time,
+        );
+        for f in &q.filters {
+            let _ = write!(sql, " AND {}", filter(f, cols, tz));
+        }
     }
     if !q.dimensions.is_empty() {
         let groups: Vec<String> = (0..q.dimensions.len()).map(|i| format!("d{i}")).collect();

@@ -1,13 +1,16 @@
-//! Retention: drop whole partitions of `events` once every row in them is past
-//! its retention.
+//! Retention: drop whole partitions of `events` and of its roll-ups once every
+//! row in them is past its retention.
 //!
-//! `events` is partitioned by `(retention_days, toDate(event_time))`, so a
-//! partition holds one retention class and one day. Partition `(R, D)` is
+//! `events` is partitioned by `(retention_days, toDate(event_time))`, and each
+//! roll-up the query API reads ([`ROLLUPS`]) by `(retention_days, day)` of the
+//! events it sums, so a partition holds one retention class and one day, and a
+//! tenant's roll-ups go with its events. Partition `(R, D)` is
 //! dropped once `D + R + 1 <= today`: its newest possible row (23:59:59 on day
 //! D) is then older than R days. A row therefore lives at most R + 1 days past
 //! its event time, plus the job interval; free tier (R = 1): gone within 48 h
 //! plus one interval. Servers with TTL (19.6+) also expire rows by TTL.
 
+use clickhouse_client::schema::ROLLUPS;
 use clickhouse_client::Client;
 use time::{Date, Duration as Days};
 use tracing::info;
@@ -17,7 +20,7 @@ use crate::Error;
 /// What one run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RetentionReport {
-    /// Partitions dropped, as `(retention_days, 'YYYY-MM-DD')`.
+    /// Partitions dropped, as `table (retention_days, 'YYYY-MM-DD')`.
     pub dropped: Vec<String>,
     /// Partitions kept.
     pub kept: usize,
@@ -40,24 +43,32 @@ pub fn expired(retention_days: u32, day: Date, today: Date) -> bool {
         .is_some_and(|end| end <= today)
 }
 
-/// Drops every expired partition of `db.events` as of `today`.
+/// Drops every expired partition of `db.events` and its roll-ups as of `today`.
 pub fn run_once(client: &Client, db: &str, today: Date) -> Result<RetentionReport, Error> {
+    let tables: Vec<String> = std::iter::once("events")
+        .chain(ROLLUPS.iter().copied())
+        .map(|t| format!("'{t}'"))
+        .collect();
     let parts = client.query(&format!(
-        "SELECT DISTINCT partition FROM system.parts WHERE database = '{db}' AND table = 'events' AND active \
-         ORDER BY partition FORMAT TabSeparated"
+        "SELECT DISTINCT table, partition FROM system.parts WHERE database = '{db}' AND table IN ({}) AND active \
+         ORDER BY table, partition FORMAT TabSeparated",
+        tables.join(", ")
     ))?;
     let mut report = RetentionReport::default();
     for line in parts.lines() {
+        let Some((table, value)) = line.split_once('\t') else {
+            continue;
+        };
         // TabSeparated escapes the quotes' backslashes; the value has none.
-        let value = line.replace("\\'", "'");
+        let value = value.replace("\\'", "'");
         let Some((days, day)) = parse_partition(&value) else {
             report.kept += 1;
             continue;
         };
         if expired(days, day, today) {
-            client.execute(&format!("ALTER TABLE {db}.events DROP PARTITION {value}"))?;
-            info!(partition = %value, retention_days = days, "retention: partition dropped");
-            report.dropped.push(value);
+            client.execute(&format!("ALTER TABLE {db}.{table} DROP PARTITION {value}"))?;
+            info!(table, partition = %value, retention_days = days, "retention: partition dropped");
+            report.dropped.push(format!("{table} {value}"));
         } else {
             report.kept += 1;
         }

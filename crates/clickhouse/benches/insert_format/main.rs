@@ -15,7 +15,9 @@ mod native_tcp;
 
 use std::time::{Duration, Instant};
 
-use clickhouse_client::native::{put_str, put_uuid, tier_code, EventsBlock, RowSource};
+use clickhouse_client::native::{
+    put_str, put_uuid, tier_code, AgentColumns, EventsBlock, RowSource,
+};
 use clickhouse_client::schema::migrate;
 use clickhouse_client::Client;
 use engine_core::record::{
@@ -85,6 +87,11 @@ fn records() -> Vec<Vec<u8>> {
         .collect()
 }
 
+const AGENT: AgentColumns<'static> = AgentColumns {
+    browser: "",
+    os: "",
+    device: "",
+};
 const SRC: RowSource = RowSource {
     partition: 0,
     offset: 0,
@@ -96,7 +103,7 @@ fn native(recs: &[&ArchivedRecordBatch<'static>]) -> Vec<u8> {
     let mut block = EventsBlock::new();
     for b in recs {
         for e in b.events.iter() {
-            block.push(b, e, SRC);
+            block.push(b, e, SRC, AGENT);
         }
     }
     let mut out = Vec::new();
@@ -159,6 +166,8 @@ fn row_binary(recs: &[&ArchivedRecordBatch<'static>]) -> Vec<u8> {
             }
             o.extend_from_slice(&SRC.partition.to_le_bytes());
             o.extend_from_slice(&SRC.offset.to_le_bytes());
+            // browser, os, device: empty.
+            o.extend_from_slice(&[0, 0, 0]);
         }
     }
     o

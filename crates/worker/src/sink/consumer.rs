@@ -7,7 +7,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clickhouse_client::native::{get_uuid, RowSource};
+use clickhouse_client::native::{get_uuid, AgentColumns, RowSource};
 use clickhouse_client::Client;
 use engine_core::config::Config;
 use engine_core::record::decode_record;
@@ -20,6 +20,7 @@ use telemetry::Metrics;
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use super::agent::AgentCache;
 use super::batch::Batch;
 use super::lag::Stalls;
 use super::now_us;
@@ -63,6 +64,8 @@ pub(super) struct Sink<'c> {
     offsets: BTreeMap<i32, i64>,
     /// Set when the first record of the current batch arrived.
     oldest: Option<Instant>,
+    /// Browser, OS and device of the user agents seen lately.
+    agents: AgentCache,
     backoff_max: Duration,
     metrics: Arc<Metrics>,
 }
@@ -88,6 +91,7 @@ impl<'c> Sink<'c> {
             dedup: DedupWindow::new(k.dedup_window_secs, k.dedup_max_ids),
             offsets: BTreeMap::new(),
             oldest: None,
+            agents: AgentCache::new(),
             backoff_max,
             metrics,
         }
@@ -272,7 +276,14 @@ impl<'c> Sink<'c> {
                 dups += 1;
                 continue;
             }
-            self.batch.block.push(batch, e, src);
+            let ua = e.user_agent.as_ref().map_or("", |s| s);
+            let agent = self.agents.get(ua);
+            let agent = AgentColumns {
+                browser: &agent.browser,
+                os: &agent.os,
+                device: agent.device,
+            };
+            self.batch.block.push(batch, e, src, agent);
             rows += 1;
         }
         if rows > 0 {

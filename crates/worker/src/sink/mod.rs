@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 use crate::{dlq, Error};
 
+mod agent;
 mod batch;
 mod consumer;
 mod insert;

@@ -114,6 +114,12 @@ check_sdk() {
   (cd "$ROOT/sdk" && npm ci --no-audit --no-fund --loglevel=error && npm test && npm run check)
 }
 
+# dashboard/: the same for the analytics dashboard (its committed dist/ and
+# size budget; playwright-core for tests/dashboard.rs).
+check_dashboard() {
+  (cd "$ROOT/dashboard" && npm ci --no-audit --no-fund --loglevel=error && npm run check)
+}
+
 have_tansu() {
   tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"
 }

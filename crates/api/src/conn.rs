@@ -33,7 +33,7 @@ use crate::http::{
 };
 use crate::ingest::{ingest, precheck, Shard};
 use crate::state::Authed;
-use crate::{cors, health, sdk};
+use crate::{assets, cors, health};
 
 /// Read buffer kept by an idle connection; larger buffers shrink back to it.
 const IDLE_BUFFER_BYTES: usize = 16 * 1024;
@@ -337,7 +337,7 @@ fn route_check(head: &RequestHead, shard: &Shard, buf: &[u8]) -> Result<Option<A
         (Route::Ingest, Method::Options) => Err(cors::preflight(&shard.state, head, buf)),
         (Route::Ingest, _) => precheck(shard, head, buf).map(Some),
         (Route::Query, _) => crate::query::precheck(shard, head, buf).map(Some),
-        (Route::Sdk, _) => Err(sdk::answer(head, buf)),
+        (Route::Asset(a), _) => Err(assets::answer(a, head, buf)),
         _ => Ok(None),
     }
 }

@@ -62,7 +62,7 @@ pub fn answer(route: Route, node: &impl Node) -> Option<Response> {
             "text/plain; charset=utf-8",
             node.metrics().render_latency_table().into_bytes(),
         ),
-        Route::Ingest | Route::Sdk | Route::Query | Route::NotFound => return None,
+        Route::Ingest | Route::Asset(_) | Route::Query | Route::NotFound => return None,
     })
 }
 

@@ -10,10 +10,11 @@
 //! ([`body`]), parses and validates every event in place (`engine-core`),
 //! encodes records, pushes them into this shard's ring to the producer thread,
 //! and awaits the broker's acknowledgements before it answers. Browsers get
-//! CORS from [`cors`] and the SDK file from [`sdk`].
+//! CORS from [`cors`]; the SDK and the dashboard's files come from [`assets`].
 //!
 //! Start with [`shard::start`].
 
+pub mod assets;
 pub mod body;
 pub mod conn;
 pub mod cors;
@@ -22,7 +23,6 @@ pub mod http;
 pub mod ingest;
 pub mod query;
 pub mod ratelimit;
-pub mod sdk;
 pub mod shard;
 pub mod state;
 

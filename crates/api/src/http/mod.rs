@@ -8,6 +8,7 @@
 pub mod head;
 pub mod reader;
 
+use crate::assets::Asset;
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
@@ -33,8 +34,9 @@ pub enum Route {
     Ready,
     Metrics,
     DebugLatency,
-    /// The browser SDK (`/sdk.js`, and `/sdk/v1.js` for a pinned major version).
-    Sdk,
+    /// An embedded file: the browser SDK (`/sdk.js`, and `/sdk/v1.js` for a
+    /// pinned major version) or the analytics dashboard (`/dashboard`).
+    Asset(crate::assets::Asset),
     /// The tenant query API (`POST /api/v1/query`, secret keys only).
     Query,
     NotFound,
@@ -50,7 +52,10 @@ impl Route {
             "/health/ready" => Route::Ready,
             "/metrics" => Route::Metrics,
             "/debug/latency" => Route::DebugLatency,
-            "/sdk.js" | "/sdk/v1.js" => Route::Sdk,
+            "/sdk.js" | "/sdk/v1.js" => Route::Asset(Asset::Sdk),
+            "/dashboard" | "/dashboard/" => Route::Asset(Asset::DashboardHtml),
+            "/dashboard/app.js" => Route::Asset(Asset::DashboardJs),
+            "/dashboard/app.css" => Route::Asset(Asset::DashboardCss),
             "/api/v1/query" => Route::Query,
             _ => Route::NotFound,
         }
@@ -320,7 +325,11 @@ mod tests {
         assert_eq!((r.status, r.allow), (405, Some("POST, OPTIONS")));
         assert!(Route::Ingest.refuse(Method::Options).is_none());
         assert_eq!(Route::Health.refuse(Method::Options).unwrap().status, 405);
-        assert_eq!(Route::from_path("/sdk/v1.js"), Route::Sdk);
+        assert_eq!(Route::from_path("/sdk/v1.js"), Route::Asset(Asset::Sdk));
+        assert_eq!(
+            Route::from_path("/dashboard"),
+            Route::Asset(Asset::DashboardHtml)
+        );
         assert!(Route::Metrics.refuse(Method::Head).is_none());
         assert_eq!(Route::Metrics.refuse(Method::Post).unwrap().status, 405);
     }

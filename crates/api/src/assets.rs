@@ -1,0 +1,192 @@
+//! Files built from JavaScript and embedded in the binary: the browser SDK
+//! (`/sdk.js`, `/sdk/v1.js`) and the analytics dashboard (`/dashboard`).
+//!
+//! Each is built by esbuild and committed (`sdk/dist/`, `dashboard/dist/`);
+//! it is embedded here at compile time, so building the engine never needs
+//! node, and the test suite fails when a committed file is stale. Each is
+//! gzipped once, on first use, and served with a strong `ETag` per
+//! representation, so a revalidating browser gets `304`.
+
+use std::sync::OnceLock;
+
+use sha2::{Digest, Sha256};
+
+use crate::http::{RequestHead, Response};
+
+/// How long browsers may use their copy of the SDK before revalidating, in
+/// seconds: an engine upgrade reaches every page within this time.
+pub const SDK_MAX_AGE_SECS: u32 = 3600;
+
+/// The dashboard's policy: its own scripts, styles and API only; never framed.
+const DASHBOARD_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+    connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// An embedded file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asset {
+    Sdk,
+    DashboardHtml,
+    DashboardJs,
+    DashboardCss,
+}
+
+impl Asset {
+    /// The file's bytes.
+    pub fn bytes(self) -> &'static [u8] {
+        match self {
+            Asset::Sdk => include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../sdk/dist/sdk.js"
+            )),
+            Asset::DashboardHtml => include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../dashboard/dist/index.html"
+            )),
+            Asset::DashboardJs => include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../dashboard/dist/app.js"
+            )),
+            Asset::DashboardCss => include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../dashboard/dist/app.css"
+            )),
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Asset::Sdk | Asset::DashboardJs => "text/javascript; charset=utf-8",
+            Asset::DashboardHtml => "text/html; charset=utf-8",
+            Asset::DashboardCss => "text/css; charset=utf-8",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+struct Encoded {
+    gzip: Vec<u8>,
+    etag: String,
+    etag_gzip: String,
+}
+
+fn encoded(asset: Asset) -> &'static Encoded {
+    static ENCODED: [OnceLock<Encoded>; 4] = [const { OnceLock::new() }; 4];
+    ENCODED[asset.index()].get_or_init(|| {
+        use std::io::Write;
+        let bytes = asset.bytes();
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        // Writing into a Vec cannot fail.
+        let _ = enc.write_all(bytes);
+        let gzip = enc.finish().unwrap_or_default();
+        let digest = Sha256::digest(bytes);
+        let tag: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+        Encoded {
+            gzip,
+            etag: format!("\"{tag}\""),
+            etag_gzip: format!("\"{tag}-gz\""),
+        }
+    })
+}
+
+/// The gzip size of the served SDK, in bytes.
+pub fn gzip_len() -> usize {
+    encoded(Asset::Sdk).gzip.len()
+}
+
+/// Whether an `If-None-Match` value names `etag` (weak comparison, RFC 9110
+/// §13.1.2, as required for `If-None-Match`).
+fn none_match(header: &[u8], etag: &str) -> bool {
+    header.split(|&b| b == b',').any(|t| {
+        let t = t.trim_ascii();
+        t == b"*" || t.strip_prefix(b"W/").unwrap_or(t) == etag.as_bytes()
+    })
+}
+
+/// The answer to `GET`/`HEAD` of an embedded file.
+pub fn answer(asset: Asset, head: &RequestHead, buf: &[u8]) -> Response {
+    let a = encoded(asset);
+    let gzip = head.accepts_gzip && !a.gzip.is_empty();
+    let etag = if gzip { &a.etag_gzip } else { &a.etag };
+    let cached = head
+        .if_none_match
+        .clone()
+        .is_some_and(|r| none_match(&buf[r], etag));
+    let resp = if cached {
+        Response::empty(304)
+    } else if gzip {
+        Response::text(200, asset.content_type(), a.gzip.clone()).header("Content-Encoding", "gzip")
+    } else {
+        Response::text(200, asset.content_type(), asset.bytes().to_vec())
+    };
+    let resp = resp
+        .header("ETag", etag.clone())
+        .header("Vary", "Accept-Encoding")
+        .header("X-Content-Type-Options", "nosniff");
+    match asset {
+        Asset::Sdk => resp
+            .header(
+                "Cache-Control",
+                format!("public, max-age={SDK_MAX_AGE_SECS}"),
+            )
+            // Lets pages load it with `crossorigin` (subresource integrity).
+            .header("Access-Control-Allow-Origin", "*"),
+        // Revalidated on every load (a 304 when unchanged): the page and its
+        // files always match the engine that serves them.
+        _ => resp
+            .header("Cache-Control", "no-cache")
+            .header("Content-Security-Policy", DASHBOARD_CSP)
+            .header("X-Frame-Options", "DENY")
+            .header("Referrer-Policy", "no-referrer"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::parse_head;
+
+    fn get(extra: &str) -> Response {
+        let raw = format!("GET /sdk.js HTTP/1.1\r\n{extra}\r\n");
+        let head = parse_head(raw.as_bytes()).unwrap().unwrap();
+        answer(Asset::Sdk, &head, raw.as_bytes())
+    }
+
+    fn header<'r>(r: &'r Response, name: &str) -> Option<&'r str> {
+        r.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_ref())
+    }
+
+    #[test]
+    fn serves_gzip_etag_and_304() {
+        let plain = get("");
+        assert_eq!(
+            (plain.status, plain.body.as_slice()),
+            (200, Asset::Sdk.bytes())
+        );
+        assert!(header(&plain, "Content-Encoding").is_none());
+        let gz = get("Accept-Encoding: gzip, br\r\n");
+        assert_eq!(header(&gz, "Content-Encoding"), Some("gzip"));
+        assert!(gz.body.len() < Asset::Sdk.bytes().len());
+        let mut d = flate2::read::GzDecoder::new(gz.body.as_slice());
+        let mut back = Vec::new();
+        std::io::Read::read_to_end(&mut d, &mut back).unwrap();
+        assert_eq!(back, Asset::Sdk.bytes());
+        let (e1, e2) = (
+            header(&plain, "ETag").unwrap(),
+            header(&gz, "ETag").unwrap(),
+        );
+        assert_ne!(e1, e2, "one tag per representation");
+        let again = get(&format!("If-None-Match: \"x\", W/{e1}\r\n"));
+        assert_eq!((again.status, again.body.len()), (304, 0));
+        assert_eq!(get("If-None-Match: \"other\"\r\n").status, 200);
+        assert_eq!(
+            get(&format!("If-None-Match: {e1}\r\nAccept-Encoding: gzip\r\n")).status,
+            200
+        );
+    }
+}

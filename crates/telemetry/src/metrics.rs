@@ -152,6 +152,11 @@ pub struct SinkCounters {
     pub duplicates_skipped: AtomicU64,
     /// Records skipped because ClickHouse already held their offset.
     pub records_already_stored: AtomicU64,
+    /// Times a partition's next record came with a higher offset than the
+    /// one expected: the broker did not deliver the records in between.
+    pub offset_gaps: AtomicU64,
+    /// Offsets skipped by those gaps.
+    pub offset_gap_records: AtomicU64,
     pub dead_letters: AtomicU64,
     pub retention_runs: AtomicU64,
     pub retention_failures: AtomicU64,

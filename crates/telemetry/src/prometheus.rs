@@ -25,7 +25,7 @@ impl Metrics {
     fn render_sink(&self, o: &mut String) {
         let s = &self.sink;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as i64;
-        let values: [(&str, &str, &str, i64); 18] = [
+        let values: [(&str, &str, &str, i64); 20] = [
             (
                 "sink_rows_inserted_total",
                 "Rows ClickHouse confirmed.",
@@ -61,6 +61,18 @@ impl Metrics {
                 "Records skipped because ClickHouse already held their offset.",
                 "counter",
                 load(&s.records_already_stored),
+            ),
+            (
+                "sink_offset_gaps_total",
+                "Times the broker delivered a partition's records with offsets missing in between.",
+                "counter",
+                load(&s.offset_gaps),
+            ),
+            (
+                "sink_offset_gap_records_total",
+                "Offsets the broker skipped in those gaps (records never delivered).",
+                "counter",
+                load(&s.offset_gap_records),
             ),
             (
                 "sink_dead_letters_total",

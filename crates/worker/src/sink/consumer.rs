@@ -45,6 +45,8 @@ struct PartitionState {
     /// Highest offset ClickHouse holds, or will hold once the batch in flight
     /// lands, for this partition (-1: none).
     stored: i64,
+    /// The offset the next record should have (after the first one seen).
+    next: Option<i64>,
 }
 
 /// The consumer side: decode, dedup, fill the block.
@@ -136,12 +138,26 @@ impl<'c> Sink<'c> {
         ))?;
         let mut state: HashMap<i32, PartitionState> = parts
             .iter()
-            .map(|&p| (p, PartitionState { stored: -1 }))
+            .map(|&p| {
+                (
+                    p,
+                    PartitionState {
+                        stored: -1,
+                        next: None,
+                    },
+                )
+            })
             .collect();
         for line in stored.lines() {
             if let Some((p, max)) = line.split_once('\t') {
                 if let (Ok(p), Ok(max)) = (p.parse::<i32>(), max.parse::<i64>()) {
-                    state.insert(p, PartitionState { stored: max });
+                    state.insert(
+                        p,
+                        PartitionState {
+                            stored: max,
+                            next: None,
+                        },
+                    );
                 }
             }
         }
@@ -223,6 +239,30 @@ impl<'c> Sink<'c> {
         *prev = (*prev).max(off);
     }
 
+    /// Counts a gap when `off` is past the offset expected next on `p`. Our
+    /// topic has neither transactions nor compaction, so every offset holds a
+    /// record: a gap is a broker that did not deliver some (tansu's
+    /// `memory://` storage does this when a fetch starts inside a record
+    /// batch). Nothing can be done here but say so loudly.
+    fn check_contiguous(&mut self, p: i32, off: i64) {
+        let Some(state) = self.partitions.get_mut(&p) else {
+            return;
+        };
+        if let Some(next) = state.next.filter(|&n| off > n) {
+            let sink = &self.metrics.sink;
+            sink.offset_gaps.fetch_add(1, Ordering::Relaxed);
+            sink.offset_gap_records
+                .fetch_add((off - next) as u64, Ordering::Relaxed);
+            warn!(
+                partition = p,
+                expected = next,
+                got = off,
+                "the broker skipped offsets: the records in between were not delivered"
+            );
+        }
+        state.next = Some(off + 1);
+    }
+
     /// Handles one record. An error means it could not be handled now
     /// (ClickHouse or the broker unreachable) and nothing of it was kept:
     /// the caller holds it and tries again later.
@@ -240,6 +280,7 @@ impl<'c> Sink<'c> {
             parts.dedup();
             self.load_partitions(&parts)?;
         }
+        self.check_contiguous(p, off);
         if off <= self.partitions[&p].stored {
             let sink = &self.metrics.sink;
             sink.records_already_stored.fetch_add(1, Ordering::Relaxed);

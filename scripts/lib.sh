@@ -11,16 +11,18 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 log() { echo "==> $*" >&2; }
 
-# apt_install PKG...: installs the packages that are not installed yet.
+# apt_install [--no-install-recommends] PKG...: installs the packages that
+# are not installed yet.
 apt_install() {
-  local missing=()
+  local opts=() missing=()
+  if [ "${1:-}" = --no-install-recommends ]; then opts+=("$1"); shift; fi
   for p in "$@"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing ${missing[*]} (apt)"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${opts[@]}" "${missing[@]}" >/dev/null
 }
 
 # What the build needs from the system, as "probe|Debian package|what": a

@@ -75,7 +75,7 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn scratch_dir(name: &str) -> PathBuf {
+pub fn scratch_dir(name: &str) -> PathBuf {
     let base = std::env::var_os("INGESTION_TEST_TMP")
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);

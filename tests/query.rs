@@ -558,7 +558,9 @@ fn event_reference(evs: &[Ev], metric: &str, dim: Option<&str>) -> BTreeMap<Stri
         .collect()
 }
 
-/// A visit metric by a visit dimension: sessions folded here from the dataset.
+/// A visit metric by a visit dimension: visits folded here from the
+/// dataset's pageviews (a visit starts at its first pageview and lasts until
+/// its last; its referrer, URL and user agent are its first pageview's).
 fn session_reference(evs: &[Ev], metric: &str, dim: Option<&str>) -> BTreeMap<String, f64> {
     let mut sessions: BTreeMap<Uuid, Vec<&Ev>> = BTreeMap::new();
     for e in evs {
@@ -566,9 +568,13 @@ fn session_reference(evs: &[Ev], metric: &str, dim: Option<&str>) -> BTreeMap<St
     }
     let mut groups: BTreeMap<String, Vec<Vec<&Ev>>> = BTreeMap::new();
     for (_, mut s) in sessions {
+        s.retain(|e| e.ty == "pageview");
+        if s.is_empty() {
+            continue;
+        }
         s.sort_by_key(|e| e.time);
         let first = s[0];
-        let pvs: Vec<&&Ev> = s.iter().filter(|e| e.ty == "pageview").collect();
+        let pvs: Vec<&&Ev> = s.iter().collect();
         let key = match dim {
             None => String::new(),
             Some("time:day") => day(first.time),
@@ -657,6 +663,8 @@ fn every_metric_by_every_main_dimension_equals_the_dataset_from_roll_ups_and_fro
     let ragged = r#""date_range":["2026-11-26T00:00:01Z","2026-11-29T00:00:00Z"]"#;
     let mut checked = 0;
 
+    let dims_of =
+        |dim: Option<&str>| dim.map_or(String::new(), |d| format!(r#","dimensions":["{d}"]"#));
     for metric in [
         "visitors",
         "visits",
@@ -674,9 +682,29 @@ fn every_metric_by_every_main_dimension_equals_the_dataset_from_roll_ups_and_fro
             Some("event:selector"),
         ] {
             let want = event_reference(&ev_a, metric, dim);
-            let dims = dim.map_or(String::new(), |d| format!(r#","dimensions":["{d}"]"#));
-            for (range, source) in [(whole, Source::PagesHourly), (ragged, Source::Events)] {
-                let body = format!(r#"{{"metrics":["{metric}"],{range}{dims}}}"#);
+            let body = format!(r#"{{"metrics":["{metric}"],{ragged}{}}}"#, dims_of(dim));
+            let (from, rows) = run_from(&ch, a, &body);
+            assert_eq!(from, Source::Events, "{body}");
+            assert_same(&body, &rows, 0, &want);
+            checked += 1;
+        }
+    }
+    // Pageviews, and visitors of pageviews, by hour and page: the roll-up
+    // over whole hours, `events` otherwise, the same numbers.
+    let pageviews: Vec<Ev> = ev_a
+        .iter()
+        .filter(|e| e.ty == "pageview")
+        .cloned()
+        .collect();
+    for metric in ["pageviews", "visitors"] {
+        for dim in [None, Some("time:day"), Some("event:page")] {
+            let want = event_reference(&pageviews, metric, dim);
+            let typed = r#","filters":[["is","event:type",["pageview"]]]"#;
+            for (range, source) in [(whole, Source::PageviewsHourly), (ragged, Source::Events)] {
+                let body = format!(
+                    r#"{{"metrics":["{metric}"],{range}{}{typed}}}"#,
+                    dims_of(dim)
+                );
                 let (from, rows) = run_from(&ch, a, &body);
                 assert_eq!(from, source, "{body}");
                 assert_same(&body, &rows, 0, &want);
@@ -684,6 +712,12 @@ fn every_metric_by_every_main_dimension_equals_the_dataset_from_roll_ups_and_fro
             }
         }
     }
+    let body = format!(r#"{{"metrics":["visitors"],{whole},"dimensions":["event:page"]}}"#);
+    assert_eq!(
+        run_from(&ch, a, &body).0,
+        Source::Events,
+        "visitors of any event: {body}"
+    );
     for metric in [
         "visitors",
         "visits",
@@ -706,27 +740,53 @@ fn every_metric_by_every_main_dimension_equals_the_dataset_from_roll_ups_and_fro
         ] {
             let want = session_reference(&ev_a, metric, dim);
             let bounce = session_reference(&ev_a, "bounce_rate", dim);
-            let dims = dim.map_or(String::new(), |d| format!(r#","dimensions":["{d}"]"#));
             // Every event is on a page containing "/": a filter on single
-            // events that keeps them all makes sessions fold from `events`.
-            for (filters, source) in [
-                ("", Source::Sessions),
-                (
-                    r#","filters":[["contains","event:page",["/"]]]"#,
-                    Source::Events,
-                ),
-            ] {
-                let body =
-                    format!(r#"{{"metrics":["{metric}","bounce_rate"],{whole}{dims}{filters}}}"#);
+            // events that keeps them all keeps every visit.
+            for filters in ["", r#","filters":[["contains","event:page",["/"]]]"#] {
+                let body = format!(
+                    r#"{{"metrics":["{metric}","bounce_rate"],{whole}{}{filters}}}"#,
+                    dims_of(dim)
+                );
                 let (from, rows) = run_from(&ch, a, &body);
-                assert_eq!(from, source, "{body}");
+                assert_eq!(from, Source::Sessions, "{body}");
                 assert_same(&body, &rows, 0, &want);
                 assert_same(&body, &rows, 1, &bounce);
                 checked += 1;
             }
         }
     }
-    assert_eq!(checked, 6 * 6 * 2 + 6 * 10 * 2);
+    assert_eq!(checked, 6 * 6 + 2 * 3 * 2 + 6 * 10 * 2);
+
+    // An event filter keeps the visits with a matching event: visits that
+    // clicked `button#buy`, by entry page, from their whole visit.
+    let body = format!(
+        r#"{{"metrics":["visits","bounce_rate"],{whole},"dimensions":["visit:entry_page"],"filters":[["is","event:selector",["button#buy"]]]}}"#
+    );
+    let (from, rows) = run_from(&ch, a, &body);
+    assert_eq!(from, Source::Sessions);
+    let buyers: HashSet<Uuid> = ev_a
+        .iter()
+        .filter(|e| e.selector == "button#buy")
+        .map(|e| e.session)
+        .collect();
+    let theirs: Vec<Ev> = ev_a
+        .iter()
+        .filter(|e| buyers.contains(&e.session))
+        .cloned()
+        .collect();
+    assert!(!theirs.is_empty());
+    assert_same(
+        &body,
+        &rows,
+        0,
+        &session_reference(&theirs, "visits", Some("visit:entry_page")),
+    );
+    assert_same(
+        &body,
+        &rows,
+        1,
+        &session_reference(&theirs, "bounce_rate", Some("visit:entry_page")),
+    );
 
     // Filters on roll-up columns narrow like the same filter on events.
     let body = format!(
@@ -750,14 +810,14 @@ fn every_metric_by_every_main_dimension_equals_the_dataset_from_roll_ups_and_fro
         r#"{{"metrics":["pageviews"],{whole},"dimensions":["event:page"],"filters":[["is_not","event:page",["/pricing"]]]}}"#
     );
     let (from, rows) = run_from(&ch, a, &body);
-    assert_eq!(from, Source::PagesHourly);
+    assert_eq!(from, Source::PageviewsHourly);
     let mut want = event_reference(&ev_a, "pageviews", Some("event:page"));
     want.remove("/pricing");
     assert_same(&body, &rows, 0, &want);
 
     // A timezone whose offset is not whole hours cannot use hourly buckets.
     let body = format!(
-        r#"{{"metrics":["events"],{whole},"dimensions":["time:day"],"timezone":"Asia/Kolkata"}}"#
+        r#"{{"metrics":["pageviews"],{whole},"dimensions":["time:day"],"timezone":"Asia/Kolkata"}}"#
     );
     assert_eq!(run_from(&ch, a, &body).0, Source::Events);
 }

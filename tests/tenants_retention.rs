@@ -260,7 +260,7 @@ fn retention_drops_expired_partitions_by_tier_with_an_injected_clock() {
     );
     for rollup in [
         "SELECT retention_days, toString(day) FROM overwatch.sessions ORDER BY retention_days, day",
-        "SELECT retention_days, toString(toDate(hour)) FROM overwatch.pages_hourly ORDER BY retention_days, hour",
+        "SELECT retention_days, toString(toDate(hour)) FROM overwatch.pageviews_hourly ORDER BY retention_days, hour",
     ] {
         assert_eq!(ch.query(rollup), after, "{rollup}");
     }

@@ -10,14 +10,14 @@
 //!   `\` and `'` escaped and control bytes written as `\xHH`. ClickHouse 18.16
 //!   has no query parameters over HTTP, so this is the one way values enter.
 //!
-//! Two shapes. **Per event**: events (or the hourly roll-up of them)
-//! filtered and grouped directly. **Per session** (session metrics such as
-//! `bounce_rate`, or any `visit:*` dimension): one row per session (entry and
-//! exit page, first referrer, URL and user agent, start, end, pageviews),
-//! read from the `sessions` roll-up, or folded from `events` when a filter
-//! names single events (`event:*` filters then apply to the events before
-//! folding, `visit:*` filters to the sessions after). A session from the
-//! roll-up belongs to the range it started in. [`source`] picks the table.
+//! Two shapes. **Per event**: `events` (or, for pageviews by hour and page,
+//! the `pageviews_hourly` roll-up) filtered and grouped directly. **Per
+//! session** (session metrics such as `bounce_rate`, or any `visit:*`
+//! dimension): one row per visit from the `sessions` roll-up, which is built
+//! from pageviews (entry and exit page, the landing pageview's referrer, URL
+//! and user agent, first and last pageview, pageviews). A visit belongs to
+//! the range it started in; `visit:*` filters apply to visits, and `event:*`
+//! filters keep the visits with a matching event. [`source`] picks the table.
 
 use std::fmt::Write as _;
 
@@ -46,14 +46,15 @@ pub fn literal(s: &str) -> String {
 /// Where a query's rows come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
-    /// `events` itself: any query.
+    /// `events` itself: any per-event query.
     Events,
-    /// The `sessions` roll-up: visit metrics and `visit:*` dimensions, with
-    /// no filter on single events.
+    /// The `sessions` roll-up: every per-session query (visit metrics,
+    /// `visit:*` dimensions); filters on single events pick the sessions
+    /// through a look-up in `events`.
     Sessions,
-    /// The `pages_hourly` roll-up: per-event counts by hour, page, event
-    /// type, name and click target, over whole hours.
-    PagesHourly,
+    /// The `pageviews_hourly` roll-up: pageviews, and visitors of pageviews,
+    /// by hour and page, over whole hours.
+    PageviewsHourly,
 }
 
 impl Source {
@@ -61,7 +62,7 @@ impl Source {
         match self {
             Source::Events => "events",
             Source::Sessions => "sessions",
-            Source::PagesHourly => "pages_hourly",
+            Source::PageviewsHourly => "pageviews_hourly",
         }
     }
 }
@@ -71,9 +72,9 @@ fn per_visit(d: Dimension) -> bool {
     !d.per_event() && !matches!(d, Dimension::Time(_))
 }
 
-/// Whether `pages_hourly` holds what the dimension needs.
-fn in_pages_hourly(d: Dimension) -> bool {
-    d.per_event() || matches!(d, Dimension::Time(g) if g != Grain::Minute)
+/// Whether the filter is `is event:type ["pageview"]`.
+fn pageviews_only(f: &Filter) -> bool {
+    f.op == Op::Is && f.dimension == Dimension::EventType && f.values == ["pageview"]
 }
 
 /// Whether `zone`'s offset from UTC is whole hours at `at` (Unix seconds), so
@@ -89,10 +90,8 @@ fn whole_hour_offset(zone: &str, at: i64) -> bool {
     }
 }
 
-/// Which table answers `q`: a roll-up whenever it holds what the query asks
-/// (same numbers, fewer rows), `events` otherwise.
-pub fn source(q: &Query) -> Source {
-    let event_filter = q.filters.iter().any(|f| f.dimension.per_event());
+/// Whether the query is answered per session (see the module docs).
+fn per_session(q: &Query) -> bool {
     let visit_dimension = q
         .dimensions
         .iter()
@@ -100,39 +99,40 @@ pub fn source(q: &Query) -> Source {
         .any(|d| per_visit(*d));
     let visit_metrics = q.metrics.iter().all(|m| m.in_session_shape())
         && !q.dimensions.iter().any(|d| d.per_event());
-    if q.per_session() || (visit_dimension && visit_metrics) {
-        return if event_filter {
-            Source::Events
-        } else {
-            Source::Sessions
-        };
+    q.per_session() || (visit_dimension && visit_metrics)
+}
+
+/// Which table answers `q`: a roll-up whenever it holds what the query asks
+/// (the same numbers from fewer rows), `events` otherwise.
+pub fn source(q: &Query) -> Source {
+    if per_session(q) {
+        return Source::Sessions;
     }
-    let hourly_metrics = q.metrics.iter().all(|m| {
-        matches!(
-            m,
-            Metric::Visitors
-                | Metric::Visits
-                | Metric::Pageviews
-                | Metric::Events
-                | Metric::Clicks
-                | Metric::ScrollDepth
-        )
+    // Visitors of pageviews only when the query says pageviews: visitors of
+    // a page otherwise count every event on it.
+    let typed = q.filters.iter().any(pageviews_only);
+    let metrics = q.metrics.iter().all(|m| match m {
+        Metric::Pageviews => true,
+        Metric::Visitors => typed,
+        _ => false,
     });
-    let hourly_dimensions = q
-        .dimensions
-        .iter()
-        .chain(q.filters.iter().map(|f| &f.dimension))
-        .all(|d| in_pages_hourly(*d));
+    let hourly = |d: &Dimension| {
+        matches!(d, Dimension::EventPage) || matches!(d, Dimension::Time(g) if *g != Grain::Minute)
+    };
+    let dimensions = q.dimensions.iter().all(hourly)
+        && q.filters
+            .iter()
+            .all(|f| pageviews_only(f) || hourly(&f.dimension));
     let r = q.range;
     let whole_hours = r.from % 3600 == 0 && (r.to % 3600 == 0 || r.open);
     let zone = q.timezone.as_str();
-    if hourly_metrics
-        && hourly_dimensions
+    if metrics
+        && dimensions
         && whole_hours
         && whole_hour_offset(zone, r.from)
         && whole_hour_offset(zone, r.to)
     {
-        Source::PagesHourly
+        Source::PageviewsHourly
     } else {
         Source::Events
     }
@@ -158,7 +158,7 @@ const EVENT: Columns = Columns {
     os: "os",
     device: "device",
 };
-/// The folded sessions (from `events` or from the `sessions` roll-up).
+/// Sessions from the `sessions` roll-up.
 const SESSION: Columns = Columns {
     time: "s_start",
     referrer: "s_referrer",
@@ -168,12 +168,12 @@ const SESSION: Columns = Columns {
     os: "s_os",
     device: "s_device",
 };
-/// `pages_hourly` (visit dimensions never reach it: [`source`]).
+/// `pageviews_hourly` (only time and page reach it: [`source`]).
 const HOURLY: Columns = Columns {
     time: "hour",
     referrer: "''",
     url: "''",
-    selector: "target",
+    selector: "''",
     browser: "''",
     os: "''",
     device: "''",
@@ -202,6 +202,11 @@ fn dimension(d: Dimension, cols: &Columns, tz: &str) -> String {
     }
 }
 
+/// One visitor: a hash of `user_id`, else of the session (as `pageviews_hourly`
+/// keeps it).
+const VISITOR: &str =
+    "if(user_id != '', cityHash64(user_id), cityHash64(reinterpretAsString(session_id)))";
+
 /// Visitors and visits are `uniq` everywhere (exact to tens of thousands,
 /// then within about 1%), so a roll-up and `events` give the same answer.
 fn metric(m: Metric, source: Source, per_session: bool) -> String {
@@ -217,20 +222,16 @@ fn metric(m: Metric, source: Source, per_session: bool) -> String {
             _ => "NULL".into(),
         };
     }
-    if source == Source::PagesHourly {
+    if source == Source::PageviewsHourly {
         return match m {
             Metric::Visitors => "uniqMerge(visitors)".into(),
-            Metric::Visits => "uniqMerge(visits)".into(),
-            Metric::Pageviews => "sumIf(events, event_type = 'pageview')".into(),
-            Metric::Events => "sum(events)".into(),
-            Metric::Clicks => "sumIf(events, event_type = 'click')".into(),
-            Metric::ScrollDepth => "round(sum(depth_sum) / sum(depths), 1)".into(),
+            Metric::Pageviews => "sum(pageviews)".into(),
             // Never routed here (`source`).
             _ => "NULL".into(),
         };
     }
     match m {
-        Metric::Visitors => "uniq(if(user_id != '', user_id, toString(session_id)))".into(),
+        Metric::Visitors => format!("uniq({VISITOR})"),
         Metric::Visits => "uniq(session_id)".into(),
         Metric::Pageviews => "countIf(event_type = 'pageview')".into(),
         Metric::Events => "count()".into(),
@@ -257,59 +258,37 @@ fn filter(f: &Filter, cols: &Columns, tz: &str) -> String {
     }
 }
 
-/// Where a filter applies when sessions are folded from `events`: before
-/// folding (on events) or after (on sessions).
-fn on_events(d: Dimension) -> bool {
-    d.per_event() || matches!(d, Dimension::Time(_))
-}
-
 /// `tenant_id = …`: always the first condition.
 fn tenant_condition(tenant: Uuid) -> String {
     format!("tenant_id = toUUID('{}')", tenant.hyphenated())
 }
 
-/// Sessions folded from `events` in the range: `event:*` filters apply to the
-/// events before folding.
-fn sessions_from_events(q: &Query, db: &str, tenant: Uuid, event_filters: &[String]) -> String {
-    let mut w = format!(
-        "{} AND event_time >= toDateTime({}) AND event_time < toDateTime({})",
-        tenant_condition(tenant),
-        q.range.from.max(0),
-        q.range.to.max(0)
-    );
-    for f in event_filters {
-        let _ = write!(w, " AND {f}");
+/// Sessions from the `sessions` roll-up that started in the range. A session
+/// has a row per day it ran; the day before and after the range are read too,
+/// so one that crosses midnight is whole. `event_filters` (on single events)
+/// keep the sessions with at least one matching event in the range.
+fn sessions(q: &Query, db: &str, tenant: Uuid, event_filters: &[String]) -> String {
+    let (from, to) = (q.range.from.max(0), q.range.to.max(0));
+    let tenant = tenant_condition(tenant);
+    let mut picked = String::new();
+    if !event_filters.is_empty() {
+        let _ = write!(
+            picked,
+            " AND session_id IN (SELECT session_id FROM {db}.events WHERE {tenant} \
+             AND event_time >= toDateTime({from}) AND event_time < toDateTime({to}) AND {})",
+            event_filters.join(" AND ")
+        );
     }
     format!(
         "(SELECT session_id, \
-         if(max(user_id) != '', max(user_id), toString(session_id)) AS s_visitor, \
-         argMinIf(path, event_time, event_type = 'pageview') AS s_entry, \
-         argMaxIf(path, event_time, event_type = 'pageview') AS s_exit, \
-         argMin(referrer, event_time) AS s_referrer, argMin(url, event_time) AS s_url, \
-         argMin(browser, event_time) AS s_browser, argMin(os, event_time) AS s_os, \
-         argMin(device, event_time) AS s_device, \
-         min(event_time) AS s_start, max(event_time) AS s_end, \
-         countIf(event_type = 'pageview') AS s_pageviews \
-         FROM {db}.events WHERE {w} GROUP BY session_id)"
-    )
-}
-
-/// Sessions from the `sessions` roll-up that started in the range. A session
-/// has a row per day it ran; the day before and after the range are read too,
-/// so one that crosses midnight is whole.
-fn sessions_from_rollup(q: &Query, db: &str, tenant: Uuid) -> String {
-    let (from, to) = (q.range.from.max(0), q.range.to.max(0));
-    format!(
-        "(SELECT session_id, \
-         if(maxMerge(visitor) != '', maxMerge(visitor), toString(session_id)) AS s_visitor, \
-         argMinIfMerge(entry_page) AS s_entry, argMaxIfMerge(exit_page) AS s_exit, \
+         if(maxMerge(visitor) != '', cityHash64(maxMerge(visitor)), cityHash64(reinterpretAsString(session_id))) AS s_visitor, \
+         argMinMerge(entry_page) AS s_entry, argMaxMerge(exit_page) AS s_exit, \
          argMinMerge(referrer) AS s_referrer, argMinMerge(url) AS s_url, \
-         argMinMerge(browser) AS s_browser, argMinMerge(os) AS s_os, argMinMerge(device) AS s_device, \
+         anyMerge(browser) AS s_browser, anyMerge(os) AS s_os, anyMerge(device) AS s_device, \
          minMerge(started) AS s_start, maxMerge(ended) AS s_end, sum(pageviews) AS s_pageviews \
-         FROM {db}.sessions WHERE {} \
-         AND day >= toDate(toDateTime({from})) - 1 AND day <= toDate(toDateTime({to})) + 1 \
-         GROUP BY session_id HAVING s_start >= toDateTime({from}) AND s_start < toDateTime({to}))",
-        tenant_condition(tenant)
+         FROM {db}.sessions WHERE {tenant} \
+         AND day >= toDate(toDateTime({from})) - 1 AND day <= toDate(toDateTime({to})) + 1{picked} \
+         GROUP BY session_id HAVING s_start >= toDateTime({from}) AND s_start < toDateTime({to}))"
     )
 }
 
@@ -317,12 +296,12 @@ fn sessions_from_rollup(q: &Query, db: &str, tenant: Uuid) -> String {
 /// `JSONCompact` with columns `d0…` (dimensions, as strings) then `m0…`.
 pub fn build(q: &Query, db: &str, tenant: Uuid) -> String {
     let source = source(q);
-    let per_session = q.per_session() || source == Source::Sessions;
+    let per_session = source == Source::Sessions;
     let tz = q.timezone.as_str();
-    let cols = match (per_session, source) {
-        (true, _) => &SESSION,
-        (false, Source::PagesHourly) => &HOURLY,
-        (false, _) => &EVENT,
+    let cols = match source {
+        Source::Sessions => &SESSION,
+        Source::PageviewsHourly => &HOURLY,
+        Source::Events => &EVENT,
     };
     let mut select = Vec::new();
     for (i, d) in q.dimensions.iter().enumerate() {
@@ -333,21 +312,17 @@ pub fn build(q: &Query, db: &str, tenant: Uuid) -> String {
     }
     let mut sql = format!("SELECT {} FROM ", select.join(", "));
     if per_session {
-        let mut event_filters = Vec::new();
-        let mut session_filters = Vec::new();
+        let (mut on_events, mut on_sessions) = (Vec::new(), Vec::new());
         for f in &q.filters {
-            if source == Source::Events && on_events(f.dimension) {
-                event_filters.push(filter(f, &EVENT, tz));
+            if f.dimension.per_event() {
+                on_events.push(filter(f, &EVENT, tz));
             } else {
-                session_filters.push(filter(f, &SESSION, tz));
+                on_sessions.push(filter(f, &SESSION, tz));
             }
         }
-        sql.push_str(&match source {
-            Source::Sessions => sessions_from_rollup(q, db, tenant),
-            _ => sessions_from_events(q, db, tenant, &event_filters),
-        });
-        if !session_filters.is_empty() {
-            let _ = write!(sql, " WHERE {}", session_filters.join(" AND "));
+        sql.push_str(&sessions(q, db, tenant, &on_events));
+        if !on_sessions.is_empty() {
+            let _ = write!(sql, " WHERE {}", on_sessions.join(" AND "));
         }
     } else {
         let (from, to) = (q.range.from.max(0), q.range.to.max(0));
@@ -359,6 +334,10 @@ pub fn build(q: &Query, db: &str, tenant: Uuid) -> String {
             t = cols.time,
         );
         for f in &q.filters {
+            // The hourly roll-up holds pageviews only: that filter is its table.
+            if source == Source::PageviewsHourly && pageviews_only(f) {
+                continue;
+            }
             let _ = write!(sql, " AND {}", filter(f, cols, tz));
         }
     }

@@ -321,7 +321,7 @@ fn concurrent_migrators_build_each_roll_up_once() {
     let ch = server.client();
     // A database at migration 5 with events in it: migration 6 backfills.
     migrate_up_to(&ch, "race", 5);
-    let (block, rows) = sample_block(now_us());
+    let (block, _) = sample_block(now_us());
     let mut bytes = Vec::new();
     block.encode(&mut bytes);
     ch.insert_native("race.events", &bytes).unwrap();

@@ -1,6 +1,7 @@
 //! The status endpoint of a sink-only node: the routes every node answers
 //! (`GET /health`, `/health/live`, `/health/ready`, `/metrics`,
-//! `/debug/latency`) on `host:port`.
+//! `/debug/latency`, `/debug/stats` and the on-call page `/debug/dashboard`)
+//! on `host:port`.
 //!
 //! A node running the ingest role serves these from its HTTP shards; a sink
 //! has no shards, so this small blocking server answers instead, with the
@@ -148,8 +149,11 @@ fn answer(
             BodyStep::Reject(r) => return Ok(Some((r.response(), false))),
         }
     }
-    let resp = health::answer(head.route, node)
-        .unwrap_or_else(|| Response::error(404, "not_found", "no such endpoint"));
+    let resp = match head.route {
+        Route::Asset(a) if a.is_oncall() => api::assets::answer(a, &head, buf),
+        route => health::answer(route, node)
+            .unwrap_or_else(|| Response::error(404, "not_found", "no such endpoint")),
+    };
     Ok(Some((resp, head_only)))
 }
 

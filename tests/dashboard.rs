@@ -1,8 +1,10 @@
-//! The analytics dashboard in a real headless Chromium: a tenant signs in at
-//! `/dashboard` with its secret key, and the panels show the numbers of a
-//! known dataset (read from the DOM), with no console errors; a click on a
-//! row filters every panel. The browser is driven by `dashboard/e2e/drive.mjs`
-//! (playwright-core with Debian's chromium; `scripts/test` installs both).
+//! The dashboards in a real headless Chromium. The analytics dashboard: a
+//! tenant signs in at `/dashboard` with its secret key, and the panels show
+//! the numbers of a known dataset (read from the DOM), with no console
+//! errors; a click on a row filters every panel. The on-call page
+//! (`/debug/dashboard`) under load: rates and latency percentiles move. The
+//! browser is driven by `dashboard/e2e/drive.mjs` (playwright-core with
+//! Debian's chromium; `scripts/test` installs both).
 
 mod common;
 
@@ -129,28 +131,14 @@ fn a_tenant_signs_in_and_the_panels_show_its_numbers() {
             .exists(),
         "dashboard/node_modules is missing: scripts/test installs it (npm ci in dashboard/)"
     );
-    let out_dir = root().join("target/browser");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    let out = Command::new("node")
-        .arg(root().join("dashboard/e2e/drive.mjs"))
-        .env("ENGINE_URL", format!("http://127.0.0.1:{}", engine.port))
-        .env("TENANT", &id)
-        .env("SECRET_KEY", &sk)
-        .env("FILTER_PAGE", "/pricing")
-        .env("OUT_DIR", &out_dir)
-        .env("TZ", "UTC")
-        .output()
-        .expect("node must be installed (scripts/test checks it)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let report: Value = sonic_rs::from_str(stdout.lines().last().unwrap_or("{}"))
-        .unwrap_or_else(|e| panic!("driver said {stdout:?}: {e}"));
-    let pretty = sonic_rs::to_string_pretty(&report).unwrap();
-    assert!(report.get("error").is_none(), "{pretty}");
-    assert!(out.status.success(), "{pretty}");
-    assert_eq!(
-        report["console_errors"].as_array().unwrap().len(),
-        0,
-        "{pretty}"
+    let (report, pretty) = drive(
+        engine.port,
+        &[
+            ("TENANT", id.as_str()),
+            ("SECRET_KEY", sk.as_str()),
+            ("FILTER_PAGE", "/pricing"),
+        ],
+        None,
     );
     assert!(
         report["wrong_key_message"]
@@ -230,5 +218,118 @@ fn a_tenant_signs_in_and_the_panels_show_its_numbers() {
     for browser in ["Chrome", "Firefox", "Safari"] {
         assert_eq!(strs(&f["panels"]["Browsers"][browser]), ["2"], "{pretty}");
     }
-    assert!(out_dir.join("dashboard.png").exists());
+    assert!(out_dir().join("dashboard.png").exists());
+}
+
+fn out_dir() -> std::path::PathBuf {
+    let d = root().join("target/browser");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Runs the driver (`mode`: `None` for the analytics dashboard, or
+/// `oncall`) against the engine on `port`: its report, checked for errors,
+/// and the report pretty-printed for messages.
+fn drive(port: u16, env: &[(&str, &str)], mode: Option<&str>) -> (Value, String) {
+    assert!(
+        root()
+            .join("dashboard/node_modules/playwright-core")
+            .exists(),
+        "dashboard/node_modules is missing: scripts/test installs it (npm ci in dashboard/)"
+    );
+    let mut cmd = Command::new("node");
+    cmd.arg(root().join("dashboard/e2e/drive.mjs"));
+    cmd.args(mode);
+    let out = cmd
+        .env("ENGINE_URL", format!("http://127.0.0.1:{port}"))
+        .env("OUT_DIR", out_dir())
+        .env("TZ", "UTC")
+        .envs(env.iter().copied())
+        .output()
+        .expect("node must be installed (scripts/test checks it)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = sonic_rs::from_str(stdout.lines().last().unwrap_or("{}"))
+        .unwrap_or_else(|e| panic!("driver said {stdout:?}: {e}"));
+    let pretty = sonic_rs::to_string_pretty(&report).unwrap();
+    assert!(report.get("error").is_none(), "{pretty}");
+    assert!(out.status.success(), "{pretty}");
+    assert_eq!(
+        report["console_errors"].as_array().unwrap().len(),
+        0,
+        "{pretty}"
+    );
+    (report, pretty)
+}
+
+#[test]
+fn the_oncall_page_shows_rates_and_latency_percentiles_under_load() {
+    let ch = ClickHouse::start();
+    let broker = Broker::start();
+    let engine = Engine::start_on(&broker, &ch, "ingest,sink");
+    let stats = get(engine.port, "/debug/stats").unwrap();
+    assert_eq!(stats.status, 200);
+    assert!(stats.json()["latency"]["ingest_request"]["count"]
+        .as_u64()
+        .is_some());
+    let page = call("GET", engine.port, "/debug/dashboard", &[], None);
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("/debug/dashboard/oncall.js"));
+
+    // Load beside the page: batches of 20 events, as fast as one client goes.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        let port = engine.port;
+        std::thread::spawn(move || {
+            let session = uuid::Uuid::new_v4().to_string();
+            let mut sent = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let events: Vec<_> = (0..20).map(|i| event(i, DEV_TENANT, &session)).collect();
+                let status = call(
+                    "POST",
+                    port,
+                    "/ingest",
+                    &[("Authorization", DEV_AUTH)],
+                    Some(&batch(&events)),
+                )
+                .status;
+                assert_eq!(status, 200);
+                sent += 20;
+            }
+            sent
+        })
+    };
+    let (report, pretty) = drive(engine.port, &[("POLLS", "8")], Some("oncall"));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = load.join().unwrap();
+    assert!(sent > 0);
+    assert_eq!(report["roles"].as_str(), Some("edge + sink"), "{pretty}");
+    assert_eq!(
+        strs(&report["pills"]),
+        ["broker up", "ClickHouse up"],
+        "{pretty}"
+    );
+    let rate: f64 = report["cards"]["accepted"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches('k')
+        .parse()
+        .unwrap();
+    assert!(rate > 0.0, "events/s while the load runs: {pretty}");
+    assert!(
+        report["edge_latency_points"].as_u64().unwrap() >= 20,
+        "{pretty}"
+    );
+    assert!(report["canvases"].as_u64().unwrap() >= 5, "{pretty}");
+    let request = strs(&report["table"]["ingest_request"]);
+    assert!(request[0].parse::<u64>().unwrap() > 0, "{pretty}");
+    assert!(
+        request[1].ends_with("ms") || request[1].ends_with("µs"),
+        "{pretty}"
+    );
+    assert!(
+        report["table"]["sink_event_lag"].as_array().is_some(),
+        "{pretty}"
+    );
+    assert!(out_dir().join("oncall.png").exists());
 }

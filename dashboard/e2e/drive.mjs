@@ -5,13 +5,17 @@
 //   ENGINE_URL=http://127.0.0.1:PORT TENANT=… SECRET_KEY=… node e2e/drive.mjs
 //   env: CHROMIUM (default /usr/bin/chromium), OUT_DIR (screenshot),
 //        FILTER_PAGE (a page in the Top pages panel to click)
+//   ENGINE_URL=… node e2e/drive.mjs oncall
+//        the on-call page: waits for POLLS polls (default 6), reads the
+//        cards, charts and latency table, saves oncall.png
 //
 // Prints one JSON line: the report.
 import { chromium } from 'playwright-core';
 
 const { ENGINE_URL, TENANT, SECRET_KEY, FILTER_PAGE } = process.env;
 const OUT_DIR = process.env.OUT_DIR || '/tmp';
-if (!ENGINE_URL || !TENANT || !SECRET_KEY) {
+const ONCALL = process.argv[2] === 'oncall';
+if (!ENGINE_URL || (!ONCALL && (!TENANT || !SECRET_KEY))) {
   console.error('usage: ENGINE_URL=… TENANT=… SECRET_KEY=… node e2e/drive.mjs');
   process.exit(2);
 }
@@ -27,6 +31,47 @@ try {
     if (m.type() === 'error') report.console_errors.push(m.text());
   });
   page.on('pageerror', (e) => report.console_errors.push(String(e)));
+  if (ONCALL) {
+    await oncall(page);
+  } else {
+    await dashboard(page);
+  }
+} catch (e) {
+  report.error = String(e.stack || e);
+} finally {
+  await browser.close();
+}
+process.stdout.write(JSON.stringify(report) + '\n');
+
+async function oncall(page) {
+  const polls = Number(process.env.POLLS || 6);
+  await page.goto(`${ENGINE_URL}/debug/dashboard`);
+  await page.waitForFunction((n) => Number(document.body.dataset.polls || 0) >= n, polls, { timeout: 30000 });
+  Object.assign(
+    report,
+    await page.evaluate(() => {
+      const cards = {};
+      for (const c of document.querySelectorAll('.kpi')) cards[c.dataset.metric] = c.querySelector('.value').textContent;
+      const table = {};
+      for (const r of document.querySelectorAll('#latency-table tr[data-stage]')) {
+        table[r.dataset.stage] = [...r.querySelectorAll('td')].slice(1).map((c) => c.textContent);
+      }
+      return {
+        roles: document.getElementById('roles').textContent,
+        pills: [...document.querySelectorAll('.pill')].map((p) => p.textContent),
+        cards,
+        table,
+        edge_latency_points: Number(document.getElementById('edge-latency').dataset.points || 0),
+        sink_latency_points: Number(document.getElementById('sink-latency').dataset.points || 0),
+        canvases: document.querySelectorAll('canvas').length,
+        status: document.getElementById('status').textContent,
+      };
+    }),
+  );
+  await page.screenshot({ path: `${OUT_DIR}/oncall.png`, fullPage: true });
+}
+
+async function dashboard(page) {
   await page.goto(`${ENGINE_URL}/dashboard`);
   // A wrong key stays on the sign-in form, saying why.
   await page.fill('input[name=tenant]', TENANT);
@@ -86,9 +131,4 @@ try {
     await page.waitForFunction((l) => document.body.dataset.loaded !== l, loaded);
     report.filtered = await read();
   }
-} catch (e) {
-  report.error = String(e.stack || e);
-} finally {
-  await browser.close();
 }
-process.stdout.write(JSON.stringify(report) + '\n');

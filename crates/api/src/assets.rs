@@ -1,5 +1,6 @@
 //! Files built from JavaScript and embedded in the binary: the browser SDK
-//! (`/sdk.js`, `/sdk/v1.js`) and the analytics dashboard (`/dashboard`).
+//! (`/sdk.js`, `/sdk/v1.js`), the analytics dashboard (`/dashboard`) and the
+//! on-call page (`/debug/dashboard`).
 //!
 //! Each is built by esbuild and committed (`sdk/dist/`, `dashboard/dist/`);
 //! it is embedded here at compile time, so building the engine never needs
@@ -28,6 +29,10 @@ pub enum Asset {
     DashboardHtml,
     DashboardJs,
     DashboardCss,
+    /// The on-call page (`/debug/dashboard`): an admin surface.
+    OncallHtml,
+    OncallJs,
+    OncallCss,
 }
 
 impl Asset {
@@ -50,19 +55,37 @@ impl Asset {
                 env!("CARGO_MANIFEST_DIR"),
                 "/../../dashboard/dist/app.css"
             )),
+            Asset::OncallHtml => include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../dashboard/dist/oncall.html"
+            )),
+            Asset::OncallJs => include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../dashboard/dist/oncall.js"
+            )),
+            Asset::OncallCss => include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../dashboard/dist/oncall.css"
+            )),
         }
     }
 
     fn content_type(self) -> &'static str {
         match self {
-            Asset::Sdk | Asset::DashboardJs => "text/javascript; charset=utf-8",
-            Asset::DashboardHtml => "text/html; charset=utf-8",
-            Asset::DashboardCss => "text/css; charset=utf-8",
+            Asset::Sdk | Asset::DashboardJs | Asset::OncallJs => "text/javascript; charset=utf-8",
+            Asset::DashboardHtml | Asset::OncallHtml => "text/html; charset=utf-8",
+            Asset::DashboardCss | Asset::OncallCss => "text/css; charset=utf-8",
         }
     }
 
     fn index(self) -> usize {
         self as usize
+    }
+
+    /// Whether the file belongs to the on-call page, which every node
+    /// serves (a sink-only node too).
+    pub fn is_oncall(self) -> bool {
+        matches!(self, Asset::OncallHtml | Asset::OncallJs | Asset::OncallCss)
     }
 }
 
@@ -73,7 +96,7 @@ struct Encoded {
 }
 
 fn encoded(asset: Asset) -> &'static Encoded {
-    static ENCODED: [OnceLock<Encoded>; 4] = [const { OnceLock::new() }; 4];
+    static ENCODED: [OnceLock<Encoded>; 7] = [const { OnceLock::new() }; 7];
     ENCODED[asset.index()].get_or_init(|| {
         use std::io::Write;
         let bytes = asset.bytes();

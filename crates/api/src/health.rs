@@ -62,6 +62,13 @@ pub fn answer(route: Route, node: &impl Node) -> Option<Response> {
             "text/plain; charset=utf-8",
             node.metrics().render_latency_table().into_bytes(),
         ),
+        Route::DebugStats => {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            Response::json(200, node.metrics().render_stats_json(now_ms).into_bytes())
+                .header("Cache-Control", "no-store")
+        }
         Route::Ingest | Route::Asset(_) | Route::Query | Route::NotFound => return None,
     })
 }

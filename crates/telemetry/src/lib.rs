@@ -13,6 +13,7 @@ mod health;
 mod latency_table;
 mod metrics;
 mod prometheus;
+mod stats;
 
 pub use health::SinkProblem;
 pub use latency_table::percentile_table;

@@ -34,6 +34,8 @@ pub enum Route {
     Ready,
     Metrics,
     DebugLatency,
+    /// Every counter, gauge and latency histogram as JSON, for the on-call page.
+    DebugStats,
     /// An embedded file: the browser SDK (`/sdk.js`, and `/sdk/v1.js` for a
     /// pinned major version) or the analytics dashboard (`/dashboard`).
     Asset(crate::assets::Asset),
@@ -56,6 +58,10 @@ impl Route {
             "/dashboard" | "/dashboard/" => Route::Asset(Asset::DashboardHtml),
             "/dashboard/app.js" => Route::Asset(Asset::DashboardJs),
             "/dashboard/app.css" => Route::Asset(Asset::DashboardCss),
+            "/debug/dashboard" | "/debug/dashboard/" => Route::Asset(Asset::OncallHtml),
+            "/debug/dashboard/oncall.js" => Route::Asset(Asset::OncallJs),
+            "/debug/dashboard/oncall.css" => Route::Asset(Asset::OncallCss),
+            "/debug/stats" => Route::DebugStats,
             "/api/v1/query" => Route::Query,
             _ => Route::NotFound,
         }

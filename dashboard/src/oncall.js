@@ -1,0 +1,208 @@
+// The on-call page: polls GET /debug/stats every second; rates come from
+// counter deltas, latency by percentile from the HdrHistograms (exact since
+// start, or the last seconds from bucket deltas), drawn on a log "nines"
+// axis like HdrHistogram's own plotter.
+import uPlot from 'uplot';
+import 'uplot/dist/uPlot.min.css';
+import './app.css';
+import './oncall.css';
+
+const POLL_MS = 1000;
+/** Seconds of history the time charts keep. */
+const HISTORY = 300;
+
+const $ = (id) => document.getElementById(id);
+const el = (tag, cls, text) => {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+};
+const COLORS = ['#4f46e5', '#0ea5e9', '#f59e0b', '#10b981', '#ef4444', '#8b5cf6', '#64748b', '#ec4899'];
+
+/** Snapshots, oldest first, at most HISTORY + 1. */
+const snaps = [];
+const charts = {};
+
+const fmtMs = (us) => (us == null ? '–' : us >= 1e6 ? `${(us / 1e6).toFixed(2)} s` : us >= 1000 ? `${(us / 1000).toFixed(1)} ms` : `${Math.round(us)} µs`);
+const fmtRate = (v) => (v >= 10000 ? `${(v / 1000).toFixed(1)}k` : `${Math.round(v)}`);
+
+/** "Nines" of a percentile: 50% → 2, 99% → 100, 99.999% → 100000. */
+const nines = (p) => 1 / (1 - Math.min(p, 99.9999) / 100);
+const NINE_TICKS = [2, 10, 100, 1000, 10000, 100000];
+const NINE_LABELS = { 2: '50%', 10: '90%', 100: '99%', 1000: '99.9%', 10000: '99.99%', 100000: '99.999%' };
+
+function rate(key, pick) {
+  if (snaps.length < 2) return 0;
+  const a = snaps[snaps.length - 2];
+  const b = snaps[snaps.length - 1];
+  const dt = (b.time_ms - a.time_ms) / 1000;
+  return dt > 0 ? Math.max(0, (pick(b) - pick(a)) / dt) : 0;
+}
+
+/** Percentile curve of a stage over the window (seconds; 0: since start). */
+function curve(stage, windowSecs) {
+  const now = snaps[snaps.length - 1];
+  const h = now.latency[stage];
+  if (!h) return null;
+  if (windowSecs > 0 && snaps.length > 1) {
+    const then = snaps[Math.max(0, snaps.length - 1 - windowSecs)];
+    const old = then.latency[stage];
+    const cum = h.cumulative.map((c, i) => c - (old ? old.cumulative[i] : 0));
+    const total = cum[cum.length - 1];
+    if (total > 0) {
+      return now.percentiles.map((p) => {
+        const target = (p / 100) * total;
+        const i = cum.findIndex((c) => c >= target);
+        return now.bounds_us[i < 0 ? cum.length - 1 : i];
+      });
+    }
+  }
+  return h.count > 0 ? h.percentiles_us : null;
+}
+
+function timeChart(id, series, yLabel) {
+  const box = $(id);
+  const opts = {
+    width: Math.max(box.clientWidth, 300),
+    height: 220,
+    series: [{}, ...series.map((s, i) => ({ label: s, stroke: COLORS[i % COLORS.length], width: 2 }))],
+    axes: [{}, { label: yLabel, size: 60 }],
+  };
+  return new uPlot(opts, [[], ...series.map(() => [])], box);
+}
+
+function latencyChart(id, stages) {
+  const box = $(id);
+  const opts = {
+    width: Math.max(box.clientWidth, 300),
+    height: 240,
+    scales: { x: { time: false, distr: 3 }, y: { distr: 3 } },
+    series: [{ label: 'percentile', value: (u, v) => (v == null ? '' : NINE_LABELS[v] || `${(100 - 100 / v).toFixed(3)}%`) }, ...stages.map((s, i) => ({ label: s, stroke: COLORS[i], width: 2, points: { show: true }, value: (u, v) => fmtMs(v) }))],
+    axes: [
+      { splits: () => NINE_TICKS, values: (u, ticks) => ticks.map((t) => NINE_LABELS[t] || '') },
+      { size: 70, values: (u, ticks) => ticks.map(fmtMs) },
+    ],
+  };
+  return new uPlot(opts, [[], ...stages.map(() => [])], box);
+}
+
+function cards(now) {
+  const box = $('cards');
+  box.replaceChildren();
+  const rejected = rate('rejected', (s) => Object.values(s.rejected).reduce((a, b) => a + b, 0));
+  const errors = rate('5xx', (s) => Object.entries(s.responses).filter(([k]) => k.startsWith('5')).reduce((a, [, v]) => a + v, 0));
+  const items = [];
+  if (now.edge) {
+    items.push(['accepted', 'Events accepted /s', fmtRate(rate('a', (s) => s.counters.events_accepted))]);
+    items.push(['rejected', 'Events rejected /s', fmtRate(rejected)]);
+    items.push(['errors', '5xx answers /s', fmtRate(errors)]);
+    items.push(['inflight', 'Broker in flight', String(now.gauges.broker_inflight_records)]);
+  }
+  if (now.sink) {
+    items.push(['rows', 'Rows into ClickHouse /s', fmtRate(rate('r', (s) => s.counters.sink_rows_inserted))]);
+    items.push(['lag', 'Consumer lag (records)', String(now.gauges.sink_consumer_lag)]);
+  }
+  for (const [key, label, value] of items) {
+    const c = el('div', 'card kpi');
+    c.dataset.metric = key;
+    c.append(el('h2', null, label), el('p', 'value', value));
+    box.append(c);
+  }
+  const pills = $('pills');
+  pills.replaceChildren();
+  const pill = (ok, text) => pills.append(el('span', `pill ${ok ? 'ok' : 'bad'}`, text));
+  if (now.edge) pill(now.gauges.broker_up === 1, now.gauges.broker_up === 1 ? 'broker up' : 'broker down');
+  if (now.sink) {
+    pill(now.gauges.sink_clickhouse_up === 1, now.gauges.sink_clickhouse_up === 1 ? 'ClickHouse up' : 'ClickHouse down');
+    if (now.gauges.sink_paused) pill(false, 'sink paused');
+  }
+  $('roles').textContent = [now.edge && 'edge', now.sink && 'sink'].filter(Boolean).join(' + ');
+}
+
+function push(chart, row) {
+  if (!chart) return;
+  const data = chart.data.map((s, i) => [...s, row[i]].slice(-HISTORY));
+  chart.setData(data);
+}
+
+function latencyTable(now) {
+  const t = $('latency-table');
+  t.replaceChildren();
+  const head = el('tr');
+  head.append(el('th', null, 'stage'), el('th', 'n', 'count'));
+  const shown = [0, 2, 4, 6, 8, 10];
+  for (const i of shown) head.append(el('th', 'n', `p${now.percentiles[i]}`));
+  head.append(el('th', 'n', 'max'));
+  t.append(head);
+  for (const [stage, h] of Object.entries(now.latency)) {
+    const tr = el('tr');
+    tr.dataset.stage = stage;
+    tr.append(el('td', null, stage), el('td', 'n', String(h.count)));
+    for (const i of shown) tr.append(el('td', 'n', h.count ? fmtMs(h.percentiles_us[i]) : '–'));
+    tr.append(el('td', 'n', h.count ? fmtMs(h.percentiles_us[h.percentiles_us.length - 1]) : '–'));
+    t.append(tr);
+  }
+}
+
+function draw() {
+  const now = snaps[snaps.length - 1];
+  const t = now.time_ms / 1000;
+  cards(now);
+  latencyTable(now);
+  const reasons = Object.keys(now.rejected);
+  const statuses = Object.keys(now.responses);
+  if (now.edge) {
+    charts.events ||= timeChart('events-chart', ['accepted', 'rejected'], 'events/s');
+    const rejected = (s) => Object.values(s.rejected).reduce((a, b) => a + b, 0);
+    push(charts.events, [t, rate('a', (s) => s.counters.events_accepted), rate('r', rejected)]);
+    // Reasons, only those seen in the last second.
+    const why = reasons.map((r) => [r, rate(r, (s) => s.rejected[r] || 0)]).filter(([, v]) => v > 0);
+    $('reasons').textContent = why.length ? `rejected by reason: ${why.map(([r, v]) => `${r} ${fmtRate(v)}/s`).join(', ')}` : '';
+    if (!charts.status || charts.statusKeys !== statuses.join()) {
+      charts.status?.destroy();
+      charts.status = timeChart('status-chart', statuses, 'answers/s');
+      charts.statusKeys = statuses.join();
+    }
+    push(charts.status, [t, ...statuses.map((k) => rate(k, (s) => s.responses[k] || 0))]);
+    charts.queue ||= timeChart('queue-chart', ['ring depth (all shards)', 'broker in flight'], 'records');
+    push(charts.queue, [t, now.ring_depth.reduce((a, b) => a + b, 0), now.gauges.broker_inflight_records]);
+  }
+  if (now.sink) {
+    charts.lag ||= timeChart('lag-chart', ['consumer lag', 'rows/s'], 'records');
+    push(charts.lag, [t, Math.max(0, now.gauges.sink_consumer_lag), rate('r', (s) => s.counters.sink_rows_inserted)]);
+  }
+  const windowSecs = Number($('window').value);
+  for (const [id, prefix] of [['edge-latency', 'ingest_'], ['sink-latency', 'sink_']]) {
+    const stages = Object.keys(now.latency).filter((s) => s.startsWith(prefix));
+    if (!stages.length) continue;
+    const key = `lat-${id}`;
+    charts[key] ||= latencyChart(id, stages);
+    const xs = now.percentiles.slice(0, -1).map(nines);
+    const ys = stages.map((s) => (curve(s, windowSecs) || []).slice(0, -1).map((v) => (v > 0 ? v : null)));
+    charts[key].setData([xs, ...ys]);
+    $(id).dataset.points = String(ys.flat().filter((v) => v != null).length);
+  }
+  document.body.dataset.polls = String(snaps.length);
+}
+
+async function poll() {
+  try {
+    const res = await fetch('/debug/stats', { cache: 'no-store' });
+    if (!res.ok) throw new Error(`HTTP ${res.status}`);
+    snaps.push(await res.json());
+    if (snaps.length > HISTORY + 1) snaps.shift();
+    $('status').textContent = '';
+    draw();
+  } catch (e) {
+    $('status').textContent = `Cannot read /debug/stats: ${e.message}`;
+  }
+}
+
+poll();
+setInterval(poll, POLL_MS);
+window.addEventListener('resize', () => {
+  for (const c of Object.values(charts)) {
+    if (c && c.setSize) c.setSize({ width: Math.max(c.root.parentElement.clientWidth, 300), height: c.height });
+  }
+});

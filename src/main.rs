@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use api::admin::Listener;
 use clap::{Parser, Subcommand};
 use engine_core::config::{Config, Role};
 use engine_core::Reason;
@@ -340,12 +341,28 @@ fn serve(config: Config) -> Result<()> {
     } else {
         None
     };
+    let admin = config.admin.clone();
     let edge = if ingest {
-        Some(start_edge(config, tenants, metrics)?)
+        let edge = start_edge(config, tenants, metrics)?;
+        if admin.separate() {
+            let node = edge.state.clone();
+            let addr = status::start(&admin.host, admin.port, node, Listener::Admin, &admin)
+                .context("starting the admin listener")?;
+            info!(%addr, "admin listener: /metrics, /health, /debug/*");
+        }
+        Some(edge)
     } else {
         // A sink-only node still answers /health and /metrics.
-        let addr = status::start(&config, metrics).context("starting the status endpoint")?;
+        let node = status::SinkNode::new(&config, metrics.clone());
+        let addr = status::start(&config.host, config.port, node, Listener::Main, &admin)
+            .context("starting the status endpoint")?;
         info!(%addr, "sink-only node: /health and /metrics");
+        if admin.separate() {
+            let node = status::SinkNode::new(&config, metrics);
+            let addr = status::start(&admin.host, admin.port, node, Listener::Admin, &admin)
+                .context("starting the admin listener")?;
+            info!(%addr, "admin listener: /metrics, /health, /debug/*");
+        }
         None
     };
     info!("ingestion-engine running");

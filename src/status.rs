@@ -4,7 +4,8 @@
 //! on `host:port`.
 //!
 //! A node running the ingest role serves these from its HTTP shards; a sink
-//! has no shards, so this small blocking server answers instead, with the
+//! has no shards, so this small blocking server answers instead (and, on any
+//! node, on the admin listener when `admin.port` is set), with the
 //! shards' route table, bodies (`api::health`) and request reader
 //! (`api::http::reader`), so the same request gets the same answer and the
 //! same bounds on both node kinds. One request per connection, served in
@@ -16,9 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use api::admin::{self, Listener};
 use api::health::{self, Node};
 use api::http::{BodyStep, Bounds, HeadStep, Method, Need, Reject, Response, Route};
-use engine_core::config::{Config, Role};
+use engine_core::config::{AdminConfig, Config, Role};
 use telemetry::Metrics;
 use tracing::debug;
 
@@ -35,7 +37,7 @@ const LINGER_TIME: Duration = Duration::from_millis(500);
 const LINGER_BYTES: usize = 64 * 1024;
 
 /// A sink-only node, as the shared health routes see it.
-struct SinkNode {
+pub struct SinkNode {
     metrics: Arc<Metrics>,
     roles: Vec<Role>,
     retry_after_secs: u32,
@@ -65,21 +67,50 @@ impl Node for SinkNode {
     fn health_members(&self, _: &mut Vec<u8>) {}
 }
 
-/// Binds `host:port` and serves on a thread; returns the bound address.
-pub fn start(config: &Config, metrics: Arc<Metrics>) -> Result<SocketAddr> {
-    let listener = TcpListener::bind((config.host.as_str(), config.port))
-        .with_context(|| format!("binding {}:{}", config.host, config.port))?;
-    let addr = listener.local_addr()?;
-    let node = SinkNode {
-        metrics,
-        roles: config.roles.clone(),
-        retry_after_secs: config.http.retry_after_secs,
+impl SinkNode {
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics,
+            roles: config.roles.clone(),
+            retry_after_secs: config.http.retry_after_secs,
+        }
+    }
+}
+
+/// What a status listener serves.
+struct Served<N> {
+    node: N,
+    listener: Listener,
+    admin: AdminConfig,
+}
+
+/// Binds `host:port` and serves `node`'s routes on a thread, as `listener`
+/// (the main port of a sink-only node, or any node's admin listener);
+/// returns the bound address.
+pub fn start<N: Node + Send + Sync + 'static>(
+    host: &str,
+    port: u16,
+    node: N,
+    listener: Listener,
+    admin: &AdminConfig,
+) -> Result<SocketAddr> {
+    let socket =
+        TcpListener::bind((host, port)).with_context(|| format!("binding {host}:{port}"))?;
+    let addr = socket.local_addr()?;
+    let served = Served {
+        node,
+        listener,
+        admin: admin.clone(),
+    };
+    let name = match listener {
+        Listener::Main => "status",
+        Listener::Admin => "admin",
     };
     std::thread::Builder::new()
-        .name("status".into())
+        .name(name.into())
         .spawn(move || {
-            for conn in listener.incoming().flatten() {
-                if let Err(e) = serve(conn, &node) {
+            for conn in socket.incoming().flatten() {
+                if let Err(e) = serve(conn, &served) {
                     debug!(%e, "status request failed");
                 }
             }
@@ -87,11 +118,11 @@ pub fn start(config: &Config, metrics: Arc<Metrics>) -> Result<SocketAddr> {
     Ok(addr)
 }
 
-fn serve(mut conn: TcpStream, node: &SinkNode) -> std::io::Result<()> {
+fn serve<N: Node>(mut conn: TcpStream, served: &Served<N>) -> std::io::Result<()> {
     conn.set_read_timeout(Some(IO_TIMEOUT))?;
     conn.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut buf = Vec::with_capacity(1024);
-    let Some((resp, head_only)) = answer(&mut conn, &mut buf, node)? else {
+    let Some((resp, head_only)) = answer(&mut conn, &mut buf, served)? else {
         return Ok(());
     };
     let mut out = Vec::with_capacity(256 + resp.body.len());
@@ -103,11 +134,12 @@ fn serve(mut conn: TcpStream, node: &SinkNode) -> std::io::Result<()> {
 
 /// Reads one request and builds its answer; `None` when the client left
 /// before a whole head arrived.
-fn answer(
+fn answer<N: Node>(
     conn: &mut TcpStream,
     buf: &mut Vec<u8>,
-    node: &SinkNode,
+    served: &Served<N>,
 ) -> std::io::Result<Option<(Response, bool)>> {
+    let node = &served.node;
     // No route takes a body here: each gets the bodiless drain at most.
     let bounds = Bounds::new(MAX_HEAD_BYTES, 0);
     let head = loop {
@@ -122,6 +154,10 @@ fn answer(
         }
     };
     let head_only = head.method == Method::Head;
+    let auth = head.authorization.clone().map(|r| &buf[r]);
+    if let Some(refused) = admin::refusal(head.route, served.listener, auth, &served.admin) {
+        return Ok(Some((refused, head_only)));
+    }
     if head.route == Route::Ingest {
         let r = Response::error(
             404,

@@ -263,15 +263,34 @@ fn drive(port: u16, env: &[(&str, &str)], mode: Option<&str>) -> (Value, String)
 
 #[test]
 fn the_oncall_page_shows_rates_and_latency_percentiles_under_load() {
+    // On its own admin listener, behind the admin token.
     let ch = ClickHouse::start();
     let broker = Broker::start();
-    let engine = Engine::start_on(&broker, &ch, "ingest,sink");
-    let stats = get(engine.port, "/debug/stats").unwrap();
+    let admin = free_port();
+    let admin_port = admin.to_string();
+    let token_hash = engine_core::tenant::hash_key_hex("adm_oncall");
+    let url = ch.url();
+    let engine = Engine::start_with(
+        &broker,
+        TEST_CONFIG,
+        &[
+            ("INGESTION_ROLES", "ingest,sink"),
+            ("INGESTION_CLICKHOUSE_URL", &url),
+            ("INGESTION_SINK_BATCH_MAX_AGE_MS", "200"),
+            ("INGESTION_ADMIN_PORT", &admin_port),
+            ("INGESTION_ADMIN_TOKEN_SHA256", &token_hash),
+        ],
+    );
+    wait_for("the admin listener", Duration::from_secs(10), || {
+        get(admin, "/health/live").is_ok_and(|r| r.status == 200)
+    });
+    let bearer = [("Authorization", "Bearer adm_oncall")];
+    let stats = call("GET", admin, "/debug/stats", &bearer, None);
     assert_eq!(stats.status, 200);
     assert!(stats.json()["latency"]["ingest_request"]["count"]
         .as_u64()
         .is_some());
-    let page = call("GET", engine.port, "/debug/dashboard", &[], None);
+    let page = call("GET", admin, "/debug/dashboard", &[], None);
     assert_eq!(page.status, 200);
     assert!(page.body.contains("/debug/dashboard/oncall.js"));
 
@@ -299,7 +318,18 @@ fn the_oncall_page_shows_rates_and_latency_percentiles_under_load() {
             sent
         })
     };
-    let (report, pretty) = drive(engine.port, &[("POLLS", "8")], Some("oncall"));
+    let (report, pretty) = drive(
+        admin,
+        &[("POLLS", "8"), ("ADMIN_TOKEN", "adm_oncall")],
+        Some("oncall"),
+    );
+    assert!(
+        report["asked_for_token"]
+            .as_str()
+            .unwrap()
+            .contains("admin token"),
+        "{pretty}"
+    );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let sent = load.join().unwrap();
     assert!(sent > 0);

@@ -172,7 +172,7 @@ fn run_from(ch: &ClickHouse, tenant: Uuid, body: &str) -> (query::sql::Source, R
         .query(&sql)
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
     let v: Value = sonic_rs::from_str(&out).unwrap();
-    let dims = q.dimensions.len();
+    let dims = q.answer_dimensions();
     let rows = v["data"]
         .as_array()
         .unwrap()
@@ -756,6 +756,40 @@ fn every_metric_by_every_main_dimension_equals_the_dataset_from_roll_ups_and_fro
         }
     }
     assert_eq!(checked, 6 * 6 + 2 * 3 * 2 + 6 * 10 * 2);
+
+    // Every visit dimension at once (`breakdowns`, one fold of the
+    // sessions): each breakdown equals its own query.
+    let visit_dims = [
+        "visit:entry_page",
+        "visit:exit_page",
+        "visit:referrer",
+        "visit:source",
+        "visit:utm_source",
+        "visit:browser",
+        "visit:os",
+        "visit:device",
+    ];
+    let body = format!(
+        r#"{{"metrics":["visits","visitors","bounce_rate"],{whole},"breakdowns":{}}}"#,
+        sonic_rs::to_string(&visit_dims).unwrap()
+    );
+    let (from, rows) = run_from(&ch, a, &body);
+    assert_eq!(from, Source::Sessions);
+    for dim in visit_dims {
+        let of_dim: Rows = rows
+            .iter()
+            .filter(|(d, _)| d[0] == dim)
+            .map(|(d, m)| (vec![d[1].clone()], m.clone()))
+            .collect();
+        for (i, metric) in ["visits", "visitors", "bounce_rate"].iter().enumerate() {
+            assert_same(
+                &body,
+                &of_dim,
+                i,
+                &session_reference(&ev_a, metric, Some(dim)),
+            );
+        }
+    }
 
     // An event filter keeps the visits with a matching event: visits that
     // clicked `button#buy`, by entry page, from their whole visit.

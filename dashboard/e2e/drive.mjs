@@ -6,8 +6,9 @@
 //   env: CHROMIUM (default /usr/bin/chromium), OUT_DIR (screenshot),
 //        FILTER_PAGE (a page in the Top pages panel to click)
 //   ENGINE_URL=… node e2e/drive.mjs oncall
-//        the on-call page: waits for POLLS polls (default 6), reads the
-//        cards, charts and latency table, saves oncall.png
+//        the on-call page: gives ADMIN_TOKEN when set, waits for POLLS polls
+//        (default 6), reads the cards, charts and latency table, saves
+//        oncall.png
 //
 // Prints one JSON line: the report.
 import { chromium } from 'playwright-core';
@@ -46,6 +47,14 @@ process.stdout.write(JSON.stringify(report) + '\n');
 async function oncall(page) {
   const polls = Number(process.env.POLLS || 6);
   await page.goto(`${ENGINE_URL}/debug/dashboard`);
+  if (process.env.ADMIN_TOKEN) {
+    // The engine wants its token: the page asks, and keeps it in the tab.
+    await page.waitForSelector('#token-form:not([hidden])');
+    report.asked_for_token = await page.textContent('#status');
+    report.console_errors = [];
+    await page.fill('#token-form input[name=token]', process.env.ADMIN_TOKEN);
+    await page.click('#token-form button');
+  }
   await page.waitForFunction((n) => Number(document.body.dataset.polls || 0) >= n, polls, { timeout: 30000 });
   Object.assign(
     report,

@@ -117,6 +117,10 @@ const PANELS = [
   ['Scroll depth by page', 'event:page', ['scroll_depth'], [['is', 'event:type', ['scroll']]]],
 ];
 
+/** The visit panels' dimensions and metrics, asked for in one query. */
+const VISIT_DIMENSIONS = PANELS.map(([, d]) => d).filter((d) => d.startsWith('visit:'));
+const VISIT_METRICS = ['visits', 'visitors', 'bounce_rate'];
+
 const LABELS = {
   visitors: 'Visitors',
   visits: 'Visits',
@@ -308,15 +312,19 @@ async function refresh() {
     query({ ...base, date_range: r.previous, metrics: kpiMetrics }),
     query({ ...base, metrics: ['visitors', 'pageviews'], dimensions: [`time:${r.grain}`], filters: [...filters, PAGEVIEWS] }),
     query({ ...base, metrics: VITALS.map(([m]) => m) }),
+    // Every visit panel from one fold of the sessions.
+    query({ ...base, metrics: VISIT_METRICS, breakdowns: VISIT_DIMENSIONS, order_by: [['visits', 'desc']], limit: 10 }),
     ...PANELS.map(([, dim, metrics, extra]) =>
-      query({
+      VISIT_DIMENSIONS.includes(dim) && !extra.length
+        ? Promise.resolve(null)
+        : query({
         ...base,
         metrics,
         dimensions: [dim],
         filters: [...filters, ...extra],
-        order_by: [[metrics[0], 'desc']],
-        limit: 10,
-      }),
+            order_by: [[metrics[0], 'desc']],
+            limit: 10,
+          }),
     ),
   ];
   const results = await Promise.allSettled(jobs);
@@ -327,8 +335,18 @@ async function refresh() {
   kpiCards(ok(0)?.[0]?.metrics, ok(1)?.[0]?.metrics);
   timeSeries(ok(2) || [], r.grain, r.from);
   vitals(ok(3)?.[0]?.metrics);
+  // Visit panels: rows of the one breakdown query, as [breakdown, value].
+  const visits = ok(4) || [];
+  const rowsOf = ([, dim, metrics, extra], i) => {
+    if (!VISIT_DIMENSIONS.includes(dim) || extra.length) return ok(5 + i) || [];
+    const idx = metrics.map((m) => VISIT_METRICS.indexOf(m));
+    return visits
+      .filter((row) => row.dimensions[0] === dim)
+      .map((row) => ({ dimensions: [row.dimensions[1]], metrics: idx.map((j) => row.metrics[j]) }))
+      .sort((a, b) => (b.metrics[0] || 0) - (a.metrics[0] || 0));
+  };
   const panels = $('panels');
-  panels.replaceChildren(...PANELS.map((p, i) => table(p, ok(4 + i) || [])));
+  panels.replaceChildren(...PANELS.map((p, i) => table(p, rowsOf(p, i))));
   document.body.dataset.loaded = String(gen);
   realtime();
 }

@@ -186,10 +186,21 @@ function draw() {
   document.body.dataset.polls = String(snaps.length);
 }
 
+/** The admin token, when the engine asks for one; kept in this tab only. */
+const TOKEN = 'overwatch.admin';
+
 async function poll() {
   try {
-    const res = await fetch('/debug/stats', { cache: 'no-store' });
+    const token = sessionStorage.getItem(TOKEN);
+    const headers = token ? { Authorization: `Bearer ${token}` } : {};
+    const res = await fetch('/debug/stats', { cache: 'no-store', headers });
+    if (res.status === 401) {
+      $('token-form').hidden = false;
+      $('status').textContent = token ? 'The admin token was not accepted.' : 'This engine needs its admin token.';
+      return;
+    }
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
+    $('token-form').hidden = true;
     snaps.push(await res.json());
     if (snaps.length > HISTORY + 1) snaps.shift();
     $('status').textContent = '';
@@ -198,6 +209,13 @@ async function poll() {
     $('status').textContent = `Cannot read /debug/stats: ${e.message}`;
   }
 }
+
+$('token-form').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  sessionStorage.setItem(TOKEN, String(new FormData(ev.target).get('token')).trim());
+  ev.target.reset();
+  poll();
+});
 
 poll();
 setInterval(poll, POLL_MS);

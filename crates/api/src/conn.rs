@@ -27,6 +27,7 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
+use crate::admin::{self, Listener};
 use crate::http::{
     BodyReader, BodyStep, Bounds, Framing, HeadStep, Method, Need, Reject, RequestHead, Response,
     Route,
@@ -330,6 +331,11 @@ async fn linger(conn: &mut Conn) {
 /// `Err` is the answer, given without reading a body: a refusal, a
 /// preflight, or the SDK file.
 fn route_check(head: &RequestHead, shard: &Shard, buf: &[u8]) -> Result<Option<Authed>, Response> {
+    let auth = head.authorization.clone().map(|r| &buf[r]);
+    let admin = &shard.state.config.admin;
+    if let Some(refused) = admin::refusal(head.route, Listener::Main, auth, admin) {
+        return Err(refused);
+    }
     if let Some(refused) = head.route.refuse(head.method) {
         return Err(refused);
     }

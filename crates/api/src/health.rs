@@ -105,6 +105,29 @@ fn health(node: &impl Node) -> Response {
     Response::json(200, b)
 }
 
+/// A node shared with another thread (the admin listener's).
+impl<T: Node> Node for std::sync::Arc<T> {
+    fn metrics(&self) -> &Metrics {
+        (**self).metrics()
+    }
+
+    fn roles(&self) -> &[Role] {
+        (**self).roles()
+    }
+
+    fn readiness(&self) -> Result<(), &'static str> {
+        (**self).readiness()
+    }
+
+    fn retry_after_secs(&self) -> u32 {
+        (**self).retry_after_secs()
+    }
+
+    fn health_members(&self, out: &mut Vec<u8>) {
+        (**self).health_members(out)
+    }
+}
+
 /// An edge node: broker connectivity, io driver, ring depths.
 impl Node for AppState {
     fn metrics(&self) -> &Metrics {

@@ -14,6 +14,7 @@
 //!
 //! Start with [`shard::start`].
 
+pub mod admin;
 pub mod assets;
 pub mod body;
 pub mod conn;

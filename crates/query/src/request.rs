@@ -16,6 +16,8 @@ use crate::QueryError;
 pub const MAX_METRICS: usize = 20;
 /// Most dimensions in one request.
 pub const MAX_DIMENSIONS: usize = 4;
+/// Most breakdowns in one request.
+pub const MAX_BREAKDOWNS: usize = 12;
 /// Most filters in one request.
 pub const MAX_FILTERS: usize = 20;
 /// Most values of one filter.
@@ -32,6 +34,8 @@ pub const DEFAULT_LIMIT: u64 = 1_000;
 /// Longest explicit date range, in days (two years: a year and its previous
 /// period).
 pub const MAX_RANGE_DAYS: i64 = 731;
+/// The values of `event:type`.
+pub const EVENT_TYPES: [&str; 5] = ["pageview", "click", "scroll", "performance", "custom"];
 /// What `"realtime"` covers, in seconds.
 pub const REALTIME_SECS: i64 = 300;
 
@@ -286,6 +290,11 @@ pub enum OrderKey {
 pub struct Query {
     pub metrics: Vec<Metric>,
     pub dimensions: Vec<Dimension>,
+    /// An extension of the Plausible shape: several `visit:*` dimensions at
+    /// once, each grouped alone over one fold of the sessions. Rows then have
+    /// two dimensions, the breakdown's name and its value, and `limit`
+    /// applies per breakdown.
+    pub breakdowns: Vec<Dimension>,
     pub filters: Vec<Filter>,
     pub range: Range,
     /// IANA name; `UTC` when not given.
@@ -295,10 +304,20 @@ pub struct Query {
 }
 
 impl Query {
+    /// How many dimension values each answer row has.
+    pub fn answer_dimensions(&self) -> usize {
+        if self.breakdowns.is_empty() {
+            self.dimensions.len()
+        } else {
+            2
+        }
+    }
+
     /// Whether the query is answered per session (session metrics or
     /// dimensions); otherwise per event.
     pub fn per_session(&self) -> bool {
         self.metrics.iter().any(|m| m.per_session())
+            || !self.breakdowns.is_empty()
             || self.dimensions.iter().any(|d| d.per_session())
             || self.filters.iter().any(|f| f.dimension.per_session())
     }
@@ -318,6 +337,8 @@ struct RawQuery {
     date_range: RawRange,
     #[serde(default)]
     dimensions: Vec<String>,
+    #[serde(default)]
+    breakdowns: Vec<String>,
     #[serde(default)]
     filters: Vec<(String, String, Vec<String>)>,
     #[serde(default)]
@@ -509,9 +530,21 @@ pub fn parse(body: &[u8], now: i64) -> Result<Query, QueryError> {
             for v in values {
                 check_value(op, v)?;
             }
+            let dimension = dim(d)?;
+            // Compared to the column itself (its index serves it), so only
+            // the types there are.
+            if dimension == Dimension::EventType && matches!(op, Op::Is | Op::IsNot) {
+                if let Some(v) = values.iter().find(|v| !EVENT_TYPES.contains(&v.as_str())) {
+                    return Err(bad(format!(
+                        "unknown event type {} (one of {})",
+                        shown(v),
+                        EVENT_TYPES.join(", ")
+                    )));
+                }
+            }
             Ok(Filter {
                 op,
-                dimension: dim(d)?,
+                dimension,
                 values: values.clone(),
             })
         })
@@ -554,9 +587,32 @@ pub fn parse(body: &[u8], now: i64) -> Result<Query, QueryError> {
         };
         order_by.push((key, dir));
     }
+    if raw.breakdowns.len() > MAX_BREAKDOWNS {
+        return Err(bad(format!("give at most {MAX_BREAKDOWNS} breakdowns")));
+    }
+    let breakdowns = raw
+        .breakdowns
+        .iter()
+        .map(|d| dim(d))
+        .collect::<Result<Vec<_>, _>>()?;
+    if !breakdowns.is_empty() {
+        if !dimensions.is_empty() {
+            return Err(bad("give either dimensions or breakdowns, not both"));
+        }
+        if let Some(d) = breakdowns
+            .iter()
+            .find(|d| d.per_event() || matches!(d, Dimension::Time(_)))
+        {
+            return Err(bad(format!(
+                "breakdowns are visit:* dimensions; {} is not",
+                d.name()
+            )));
+        }
+    }
     let query = Query {
         metrics,
         dimensions,
+        breakdowns,
         filters,
         range,
         timezone,

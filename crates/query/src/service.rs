@@ -23,6 +23,10 @@ pub const QUERY_WORKERS: usize = 2;
 pub const QUERY_QUEUE: usize = 64;
 /// ClickHouse's `max_execution_time` per query, in seconds.
 pub const MAX_EXECUTION_SECS: u64 = 10;
+/// ClickHouse threads per query (`max_threads`): the workers' queries run
+/// side by side on one thread each, so a dashboard's burst cannot take every
+/// core from ingest on a shared machine.
+pub const QUERY_THREADS: u32 = 1;
 /// ClickHouse's `max_memory_usage` per query, in bytes.
 pub const MAX_MEMORY_BYTES: u64 = 1 << 30;
 /// How long an identical query (same tenant, same body) is answered from the
@@ -229,8 +233,10 @@ fn run(client: &clickhouse_client::Client, db: &str, job: &Job) -> Answer {
     let text = sql::build(&job.query, db, job.tenant);
     let time = MAX_EXECUTION_SECS.to_string();
     let memory = MAX_MEMORY_BYTES.to_string();
+    let threads = QUERY_THREADS.to_string();
     let settings = [
         ("max_execution_time", time.as_str()),
+        ("max_threads", threads.as_str()),
         ("max_memory_usage", memory.as_str()),
         ("output_format_json_quote_64bit_integers", "0"),
         ("output_format_json_quote_denormals", "1"),
@@ -297,7 +303,7 @@ fn metric_name(m: Metric) -> String {
 /// the order asked; a metric with no value (no vitals in range) is `null`.
 fn shape(q: &Query, out: &str, elapsed: Duration) -> Option<Vec<u8>> {
     let v: Value = sonic_rs::from_str(out).ok()?;
-    let dims = q.dimensions.len();
+    let dims = q.answer_dimensions();
     let mut results = Vec::new();
     for row in v.get("data")?.as_array()?.iter() {
         let row = row.as_array()?;
@@ -317,7 +323,12 @@ fn shape(q: &Query, out: &str, elapsed: Duration) -> Option<Vec<u8>> {
     }
     let meta = sonic_rs::json!({
         "metrics": q.metrics.iter().map(|m| metric_name(*m)).collect::<Vec<_>>(),
-        "dimensions": q.dimensions.iter().map(|d| Dimension::name(*d)).collect::<Vec<_>>(),
+        "dimensions": if q.breakdowns.is_empty() {
+            q.dimensions.iter().map(|d| Dimension::name(*d)).collect::<Vec<_>>()
+        } else {
+            vec!["breakdown", "value"]
+        },
+        "breakdowns": q.breakdowns.iter().map(|d| Dimension::name(*d)).collect::<Vec<_>>(),
         "date_range": [
             engine_core::timestamp::format_rfc3339_us(q.range.from * 1_000_000),
             engine_core::timestamp::format_rfc3339_us(q.range.to * 1_000_000),

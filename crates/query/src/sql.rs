@@ -250,12 +250,36 @@ fn filter(f: &Filter, cols: &Columns, tz: &str) -> String {
         let parts: Vec<String> = values.iter().map(|v| each(v)).collect();
         format!("({})", parts.join(" OR "))
     };
+    // The type column itself, not its name: the primary key is
+    // (tenant_id, event_type, event_time). Values are known types
+    // (`request::EVENT_TYPES`).
+    let e = match (f.dimension, f.op) {
+        (Dimension::EventType, Op::Is | Op::IsNot) => "event_type".to_string(),
+        _ => e,
+    };
     match f.op {
         Op::Is => format!("{e} IN ({})", values.join(", ")),
         Op::IsNot => format!("{e} NOT IN ({})", values.join(", ")),
         Op::Contains => any(&|v| format!("position({e}, {v}) > 0")),
         Op::Matches => any(&|v| format!("match({e}, {v})")),
     }
+}
+
+/// The one event type every metric counts, if there is one: the query then
+/// reads that type's rows alone (the primary key starts with tenant and type).
+fn implied_type(metrics: &[Metric]) -> Option<&'static str> {
+    let of = |m: &Metric| match m {
+        Metric::Vital(..) => Some("performance"),
+        Metric::ScrollDepth => Some("scroll"),
+        Metric::Clicks => Some("click"),
+        Metric::Pageviews => Some("pageview"),
+        _ => None,
+    };
+    let first = of(metrics.first()?)?;
+    metrics
+        .iter()
+        .all(|m| of(m) == Some(first))
+        .then_some(first)
 }
 
 /// `tenant_id = …`: always the first condition.
@@ -307,6 +331,10 @@ pub fn build(q: &Query, db: &str, tenant: Uuid) -> String {
     for (i, d) in q.dimensions.iter().enumerate() {
         select.push(format!("{} AS d{i}", dimension(*d, cols, tz)));
     }
+    if !q.breakdowns.is_empty() {
+        select.push("tupleElement(breakdown, 1) AS d0".into());
+        select.push("tupleElement(breakdown, 2) AS d1".into());
+    }
     for (i, m) in q.metrics.iter().enumerate() {
         select.push(format!("{} AS m{i}", metric(*m, source, per_session)));
     }
@@ -321,6 +349,15 @@ pub fn build(q: &Query, db: &str, tenant: Uuid) -> String {
             }
         }
         sql.push_str(&sessions(q, db, tenant, &on_events));
+        if !q.breakdowns.is_empty() {
+            // Each session once per breakdown, as (name, value).
+            let pairs: Vec<String> = q
+                .breakdowns
+                .iter()
+                .map(|d| format!("('{}', {})", d.name(), dimension(*d, cols, tz)))
+                .collect();
+            let _ = write!(sql, " ARRAY JOIN [{}] AS breakdown", pairs.join(", "));
+        }
         if !on_sessions.is_empty() {
             let _ = write!(sql, " WHERE {}", on_sessions.join(" AND "));
         }
@@ -333,6 +370,12 @@ pub fn build(q: &Query, db: &str, tenant: Uuid) -> String {
             tenant_condition(tenant),
             t = cols.time,
         );
+        // Without dimensions no group can lose its zero row by it.
+        if source == Source::Events && q.dimensions.is_empty() {
+            if let Some(t) = implied_type(&q.metrics) {
+                let _ = write!(sql, " AND event_type = '{t}'");
+            }
+        }
         for f in &q.filters {
             // The hourly roll-up holds pageviews only: that filter is its table.
             if source == Source::PageviewsHourly && pageviews_only(f) {
@@ -341,8 +384,9 @@ pub fn build(q: &Query, db: &str, tenant: Uuid) -> String {
             let _ = write!(sql, " AND {}", filter(f, cols, tz));
         }
     }
-    if !q.dimensions.is_empty() {
-        let groups: Vec<String> = (0..q.dimensions.len()).map(|i| format!("d{i}")).collect();
+    let dims = q.answer_dimensions();
+    if dims > 0 {
+        let groups: Vec<String> = (0..dims).map(|i| format!("d{i}")).collect();
         let _ = write!(sql, " GROUP BY {}", groups.join(", "));
     }
     let mut order: Vec<String> = q
@@ -360,7 +404,13 @@ pub fn build(q: &Query, db: &str, tenant: Uuid) -> String {
             format!("{col} {dir}")
         })
         .collect();
-    if order.is_empty() && !q.dimensions.is_empty() {
+    if !q.breakdowns.is_empty() {
+        // Breakdown by breakdown, then as asked (largest first by default).
+        if order.is_empty() {
+            order.push("m0 DESC".into());
+        }
+        order.insert(0, "d0 ASC".into());
+    } else if order.is_empty() && !q.dimensions.is_empty() {
         // Time series in time order; anything else largest first.
         match q
             .dimensions
@@ -372,11 +422,18 @@ pub fn build(q: &Query, db: &str, tenant: Uuid) -> String {
         }
     }
     // Ties broken by every dimension, so pages of results are stable.
-    order.extend((0..q.dimensions.len()).map(|i| format!("d{i} ASC")));
+    order.extend((0..dims).map(|i| format!("d{i} ASC")));
     if !order.is_empty() {
         let _ = write!(sql, " ORDER BY {}", order.join(", "));
     }
-    let _ = write!(sql, " LIMIT {} FORMAT JSONCompact", q.limit);
+    if !q.breakdowns.is_empty() {
+        let _ = write!(sql, " LIMIT {} BY d0", q.limit);
+    }
+    let _ = write!(
+        sql,
+        " LIMIT {} FORMAT JSONCompact",
+        q.limit * q.breakdowns.len().max(1) as u64
+    );
     sql
 }
 

@@ -67,6 +67,24 @@ impl Route {
         }
     }
 
+    /// Whether the route is an admin surface (see [`crate::admin`]).
+    pub fn is_admin(self) -> bool {
+        match self {
+            Route::Metrics | Route::DebugLatency | Route::DebugStats | Route::Health => true,
+            Route::Asset(a) => a.is_oncall(),
+            _ => false,
+        }
+    }
+
+    /// Whether the admin token, when one is set, guards the route: the admin
+    /// surfaces that carry data (the on-call page's files do not).
+    pub fn needs_admin_token(self) -> bool {
+        matches!(
+            self,
+            Route::Metrics | Route::DebugLatency | Route::DebugStats | Route::Health
+        )
+    }
+
     /// The methods a route takes (for `Allow` on 405).
     pub fn allow(self) -> &'static str {
         match self {

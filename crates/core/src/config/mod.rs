@@ -12,8 +12,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+mod admin;
 mod tenants;
 
+pub use admin::{AdminConfig, AdminToken};
 pub use tenants::TenantConfig;
 
 use crate::tenant::Tier;
@@ -27,6 +29,7 @@ const SECTIONS: &[&str] = &[
     "clickhouse",
     "sink",
     "rate_limits",
+    "admin",
 ];
 
 /// Which io driver the shards use.
@@ -100,6 +103,7 @@ pub struct Config {
     pub clickhouse: ClickhouseConfig,
     pub sink: SinkConfig,
     pub rate_limits: RateLimitsConfig,
+    pub admin: AdminConfig,
     /// Tenants defined in the file (development and small installs).
     pub tenants: Vec<TenantConfig>,
 }
@@ -240,6 +244,7 @@ impl Default for Config {
             clickhouse: ClickhouseConfig::default(),
             sink: SinkConfig::default(),
             rate_limits: RateLimitsConfig::default(),
+            admin: AdminConfig::default(),
             tenants: Vec::new(),
         }
     }
@@ -509,6 +514,7 @@ impl Config {
                 "must start with http:// or https://",
             ));
         }
+        self.admin.check(self.port)?;
         self.tenants()?;
         Ok(())
     }
@@ -540,6 +546,7 @@ impl Config {
         for t in &mut shown.tenants {
             t.mask();
         }
+        shown.admin.mask();
         for (k, v) in shown.redpanda.librdkafka.iter_mut() {
             if ["password", "secret", "key"].iter().any(|s| k.contains(s)) {
                 *v = "***".into();
@@ -562,6 +569,8 @@ fn is_string_key(path: &[String]) -> bool {
             | ["clickhouse", "database"]
             | ["sink", "consumer_group"]
             | ["sink", "dlq_topic"]
+            | ["admin", "host"]
+            | ["admin", "token_sha256"]
     )
 }
 

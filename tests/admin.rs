@@ -110,8 +110,11 @@ fn admin_surfaces_move_to_their_listener_and_need_the_token() {
 
 #[test]
 fn a_bad_admin_config_is_refused_at_start_naming_the_key() {
+    // Only this variable: the suite's own (INGESTION_TEST_TMP) is no key.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ingestion-engine"))
         .args(["check-config"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("INGESTION_ADMIN_TOKEN_SHA256", "not-a-hash")
         .output()
         .unwrap();

@@ -81,6 +81,7 @@ fn start_edge(
     let ch = &state.config.clickhouse;
     let queries = query::service::Service::start(&ch.url, &ch.database)
         .context("starting the query workers")?;
+    metrics.register(queries.metrics());
     let _ = state.query.set(queries);
     let handle = api::start(state.clone()).context("starting the HTTP shards")?;
     info!(addr = %handle.addr, "edge ready to accept connections");

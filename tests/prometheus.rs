@@ -166,6 +166,26 @@ fn prometheus_scrapes_the_engine_and_the_rules_and_dashboard_name_real_metrics()
     // Every metric the rules and the dashboard use is one the engine
     // exposes (a typo would make an alert that can never fire).
     let exposed = get(engine.port, "/metrics").unwrap().body;
+    // And the exposition itself passes promtool's lint.
+    let mut lint = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut lint.stdin.take().unwrap(), exposed.as_bytes()).unwrap();
+    let lint = lint.wait_with_output().unwrap();
+    assert!(
+        lint.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
+    assert!(
+        exposed.contains("query_answers_total{status=\"200\"}"),
+        "{exposed}"
+    );
     let mut exprs = vec![std::fs::read_to_string(&rules).unwrap()];
     let grafana: sonic_rs::Value = sonic_rs::from_str(
         &std::fs::read_to_string(root().join("dashboards/grafana/ingestion-engine.json")).unwrap(),

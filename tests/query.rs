@@ -495,6 +495,27 @@ fn the_query_api_over_http_takes_secret_keys_only_and_answers_in_the_order_asked
         statuses.iter().all(|s| [200, 429, 503].contains(s)),
         "{statuses:?}"
     );
+
+    // The service's own metrics, in /metrics: answers by status (the 429s
+    // and the 400 above among them), cache hits, ClickHouse time per query.
+    let m = |name: &str| metric(engine.port, name).unwrap_or_else(|| panic!("no {name}"));
+    let limited = statuses.iter().filter(|s| **s == 429).count() as f64;
+    assert!(m("query_answers_total{status=\"429\"}") >= limited);
+    assert!(m("query_answers_total{status=\"400\"}") >= 2.0);
+    assert!(m("query_answers_total{status=\"200\"}") >= 2.0);
+    assert!(m("query_clickhouse_hist_seconds_count") >= 2.0);
+    assert_eq!(m("query_answers_total{status=\"other\"}"), 0.0);
+    // A fresh second for the rate; the same new query twice: run, then cached.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let before = m("query_cache_hits_total");
+    let again = r#"{"metrics":["events"],"date_range":"day","limit":777}"#;
+    assert_eq!(ask(&secret, again).status, 200);
+    assert_eq!(ask(&secret, again).status, 200);
+    assert_eq!(
+        m("query_cache_hits_total"),
+        before + 1.0,
+        "an identical query within 5 s"
+    );
 }
 
 /// `round(x, places)` as the API rounds.

@@ -7,10 +7,14 @@
 //!   (closed vocabularies, bounded values, ranges, limits).
 //! - [`sql`]: the query as ClickHouse SQL, the tenant taken from the key,
 //!   every value an escaped literal.
+//! - [`service`]: the worker threads that run it (limits, cache, rate), and
+//!   [`metrics`], the service's own metrics.
 //!
-//! No I/O here: both steps are pure functions, unit- and property-tested on
-//! hostile input. Start with [`request::parse`], then [`sql::build`].
+//! The first two steps have no I/O: pure functions, unit- and
+//! property-tested on hostile input. Start with [`request::parse`], then
+//! [`sql::build`].
 
+pub mod metrics;
 pub mod request;
 pub mod service;
 pub mod sql;

@@ -14,6 +14,7 @@ use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
 use tracing::warn;
 use uuid::Uuid;
 
+use crate::metrics::QueryMetrics;
 use crate::request::{Dimension, Metric, Query};
 use crate::{parse, sql, QueryError};
 
@@ -88,6 +89,7 @@ type Cache = Mutex<HashMap<(Uuid, Vec<u8>), (Instant, Answer)>>;
 #[derive(Debug)]
 pub struct Service {
     jobs: SyncSender<JobBox>,
+    metrics: Arc<QueryMetrics>,
     cache: Arc<Cache>,
     rates: Mutex<HashMap<Uuid, (u64, u32)>>,
     epoch: Instant,
@@ -115,9 +117,11 @@ impl Service {
         let (tx, rx) = sync_channel::<JobBox>(QUERY_QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         let cache = Arc::new(Mutex::new(HashMap::new()));
+        let metrics = Arc::new(QueryMetrics::default());
         for i in 0..QUERY_WORKERS {
             let rx = rx.clone();
             let cache = cache.clone();
+            let metrics = metrics.clone();
             let client =
                 clickhouse_client::Client::new(url, Duration::from_secs(MAX_EXECUTION_SECS + 5));
             let db = db.to_string();
@@ -130,7 +134,10 @@ impl Service {
                         Ok(Ok(JobBox(job))) => job,
                         _ => return,
                     };
+                    let started = Instant::now();
                     let answer = run(&client, &db, &job);
+                    metrics.ran(started.elapsed().as_micros() as u64);
+                    metrics.answered(answer.status);
                     if answer.status == 200 {
                         if let Ok(mut c) = cache.lock() {
                             let now = Instant::now();
@@ -145,15 +152,29 @@ impl Service {
         }
         Ok(Arc::new(Self {
             jobs: tx,
+            metrics,
             cache,
             rates: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
         }))
     }
 
+    /// The service's metrics, for the exposition (`telemetry::Metrics::register`).
+    pub fn metrics(&self) -> Arc<QueryMetrics> {
+        self.metrics.clone()
+    }
+
     /// Checks a request of `tenant` (already authenticated with a secret key)
     /// and queues it; `now` is Unix seconds.
     pub fn submit(&self, tenant: Uuid, body: &[u8], now: i64) -> Submitted {
+        let submitted = self.submit_inner(tenant, body, now);
+        if let Submitted::Now(a) = &submitted {
+            self.metrics.answered(a.status);
+        }
+        submitted
+    }
+
+    fn submit_inner(&self, tenant: Uuid, body: &[u8], now: i64) -> Submitted {
         let query = match parse(body, now) {
             Ok(q) => q,
             Err(e) => return Submitted::Now(e.into()),
@@ -162,6 +183,7 @@ impl Service {
         if let Ok(c) = self.cache.lock() {
             if let Some((at, a)) = c.get(&cache_key) {
                 if at.elapsed() < ttl() {
+                    self.metrics.cache_hit();
                     return Submitted::Now(a.clone());
                 }
             }

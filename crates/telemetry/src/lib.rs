@@ -9,12 +9,14 @@
 //! into its own slot of [`Metrics`] a few times a second. Exposition merges the
 //! slots. Start with [`Metrics::new`] and [`Metrics::render_prometheus`].
 
+mod collector;
 mod health;
 mod latency_table;
 mod metrics;
 mod prometheus;
 mod stats;
 
+pub use collector::{Collector, Exposition};
 pub use health::SinkProblem;
 pub use latency_table::percentile_table;
 pub use metrics::{

@@ -194,6 +194,8 @@ pub struct Metrics {
     pub sink: SinkCounters,
     /// Sink histograms, `[stage]`; the sink records once per batch.
     sink_histograms: Mutex<[Histogram<u64>; 3]>,
+    /// Metrics other crates declare and keep themselves.
+    collectors: Mutex<Vec<std::sync::Arc<dyn crate::Collector>>>,
 }
 
 impl Metrics {
@@ -219,7 +221,23 @@ impl Metrics {
                 ..SinkCounters::default()
             },
             sink_histograms: Mutex::new(std::array::from_fn(|_| new_histogram())),
+            collectors: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Adds a crate's own metrics to every exposition.
+    pub fn register(&self, c: std::sync::Arc<dyn crate::Collector>) {
+        if let Ok(mut all) = self.collectors.lock() {
+            all.push(c);
+        }
+    }
+
+    /// The registered collectors.
+    pub(crate) fn collectors(&self) -> Vec<std::sync::Arc<dyn crate::Collector>> {
+        self.collectors
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default()
     }
 
     /// Records one inserted batch: its age, its insert time, and the lag of

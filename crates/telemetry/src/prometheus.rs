@@ -19,6 +19,9 @@ impl Metrics {
         if self.sink.running.load(Ordering::Relaxed) {
             self.render_sink(&mut o);
         }
+        for c in self.collectors() {
+            c.collect(&mut crate::Exposition { text: &mut o });
+        }
         o
     }
 
@@ -303,7 +306,7 @@ impl Metrics {
 }
 
 /// `# HELP` and `# TYPE` lines of one metric.
-fn header(o: &mut String, name: &str, help: &str, kind: &str) {
+pub(crate) fn header(o: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
@@ -315,8 +318,13 @@ fn unlabelled<V: std::fmt::Display>(o: &mut String, rows: &[(&str, &str, &str, V
     }
 }
 
+/// One sample line: `name{labels} value`.
+pub(crate) fn line<V: std::fmt::Display>(o: &mut String, name: &str, labels: &str, v: V) {
+    let _ = writeln!(o, "{name}{labels} {v}");
+}
+
 /// A Prometheus summary (quantiles in seconds) of a µs histogram.
-fn summary(o: &mut String, name: &str, h: &Histogram<u64>) {
+pub(crate) fn summary(o: &mut String, name: &str, h: &Histogram<u64>) {
     header(o, name, "Latency summary from the HdrHistogram.", "summary");
     for q in [0.5, 0.9, 0.99, 0.999] {
         let v = h.value_at_quantile(q) as f64 / 1e6;
@@ -346,7 +354,7 @@ pub fn histogram_name(summary: &str) -> String {
 /// A Prometheus histogram (cumulative `_bucket{le}`, `_sum`, `_count`, in
 /// seconds) of a µs HdrHistogram: unlike quantiles, buckets sum across
 /// nodes, so `histogram_quantile` works over a fleet.
-fn histogram(o: &mut String, summary: &str, h: &Histogram<u64>) {
+pub(crate) fn histogram(o: &mut String, summary: &str, h: &Histogram<u64>) {
     let name = histogram_name(summary);
     header(
         o,

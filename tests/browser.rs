@@ -21,17 +21,7 @@ fn root() -> &'static Path {
 
 /// A tenant made through the CLI, live at the edge: `(id, write key, secret key)`.
 fn tenant(env: &Pipeline, name: &str, origins: &[&str]) -> (String, String, String) {
-    let created = tenant_cli(
-        &env.engine,
-        &env.broker,
-        &env.ch,
-        &["tenant", "create", "--name", name, "--tier", "paid"],
-    );
-    let (id, pk, sk) = (
-        field(&created, "tenant_id"),
-        field(&created, "write_key"),
-        field(&created, "secret_key"),
-    );
+    let (id, pk, sk) = create_tenant(&env.engine, &env.broker, &env.ch, name);
     if !origins.is_empty() {
         let mut args = vec!["tenant", "set-origins", id.as_str()];
         args.extend_from_slice(origins);

@@ -89,13 +89,7 @@ fn a_tenant_signs_in_and_the_panels_show_its_numbers() {
     let ch = ClickHouse::start();
     let broker = Broker::start();
     let engine = Engine::start_on(&broker, &ch, "ingest,sink");
-    let created = tenant_cli(
-        &engine,
-        &broker,
-        &ch,
-        &["tenant", "create", "--name", "dash", "--tier", "paid"],
-    );
-    let (id, sk) = (field(&created, "tenant_id"), field(&created, "secret_key"));
+    let (id, _, sk) = create_tenant(&engine, &broker, &ch, "dash");
     insert_dataset(&ch, &id);
 
     // The page and its files: embedded, revalidated, locked down.

@@ -376,17 +376,7 @@ fn the_query_api_over_http_takes_secret_keys_only_and_answers_in_the_order_asked
     let ch = ClickHouse::start();
     let broker = Broker::start();
     let engine = Engine::start_on(&broker, &ch, "ingest,sink");
-    let created = tenant_cli(
-        &engine,
-        &broker,
-        &ch,
-        &["tenant", "create", "--name", "q", "--tier", "paid"],
-    );
-    let (id, pk, sk) = (
-        field(&created, "tenant_id"),
-        field(&created, "write_key"),
-        field(&created, "secret_key"),
-    );
+    let (id, pk, sk) = create_tenant(&engine, &broker, &ch, "q");
     let secret = format!("Bearer {id}:{sk}");
     let session = Uuid::new_v4().to_string();
     // Five events of each type by `event(i % 5)`: 2 pageviews of /products/42.

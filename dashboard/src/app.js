@@ -2,6 +2,7 @@
 // with the signed-in tenant's secret key. Values from events (paths,
 // referrers, selectors…) are written with textContent only, never as HTML.
 import uPlot from 'uplot';
+import { $, el } from './dom.js';
 import 'uplot/dist/uPlot.min.css';
 import './app.css';
 
@@ -11,13 +12,6 @@ const KEY = 'overwatch.key';
 const REALTIME_REFRESH_MS = 10000;
 const TIMEZONE = Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC';
 
-const $ = (id) => document.getElementById(id);
-const el = (tag, cls, text) => {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  return e;
-};
 
 /** Filters the user clicked: [op, dimension, [value]]. */
 let filters = [];

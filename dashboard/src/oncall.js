@@ -3,6 +3,7 @@
 // start, or the last seconds from bucket deltas), drawn on a log "nines"
 // axis like HdrHistogram's own plotter.
 import uPlot from 'uplot';
+import { $, el } from './dom.js';
 import 'uplot/dist/uPlot.min.css';
 import './app.css';
 import './oncall.css';
@@ -11,13 +12,6 @@ const POLL_MS = 1000;
 /** Seconds of history the time charts keep. */
 const HISTORY = 300;
 
-const $ = (id) => document.getElementById(id);
-const el = (tag, cls, text) => {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  return e;
-};
 const COLORS = ['#4f46e5', '#0ea5e9', '#f59e0b', '#10b981', '#ef4444', '#8b5cf6', '#64748b', '#ec4899'];
 
 /** Snapshots, oldest first, at most HISTORY + 1. */

@@ -679,6 +679,26 @@ pub fn tenant_cli(engine: &Engine, broker: &Broker, ch: &ClickHouse, args: &[&st
 }
 
 /// The value of a `name: value` line of a command's output.
+/// A paid tenant made through the CLI: `(id, write key, secret key)`.
+pub fn create_tenant(
+    engine: &Engine,
+    broker: &Broker,
+    ch: &ClickHouse,
+    name: &str,
+) -> (String, String, String) {
+    let created = tenant_cli(
+        engine,
+        broker,
+        ch,
+        &["tenant", "create", "--name", name, "--tier", "paid"],
+    );
+    (
+        field(&created, "tenant_id"),
+        field(&created, "write_key"),
+        field(&created, "secret_key"),
+    )
+}
+
 pub fn field(out: &Output, name: &str) -> String {
     String::from_utf8_lossy(&out.stdout)
         .lines()

@@ -18,7 +18,6 @@ use anyhow::{Context, Result};
 use api::admin::Listener;
 use clap::{Parser, Subcommand};
 use engine_core::config::{Config, Role};
-use engine_core::Reason;
 use tracing::{info, warn};
 
 #[global_allocator]
@@ -27,7 +26,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// The running HTTP edge and its producer.
 struct Edge {
     state: Arc<api::AppState>,
-    metrics: Arc<telemetry::Metrics>,
     producer: redpanda::producer::ProducerHandle,
     probe: redpanda::admin::HealthProbe,
 }
@@ -37,57 +35,53 @@ impl Edge {
     fn stop(self) {
         self.state.shutting_down.store(true, Ordering::SeqCst);
         let deadline = Instant::now() + DRAIN_TIMEOUT;
-        while self
-            .metrics
-            .producer
-            .inflight_records
-            .load(Ordering::Relaxed)
-            > 0
-            && Instant::now() < deadline
-        {
+        while self.producer.metrics.inflight() > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
         self.producer.shutdown(DRAIN_TIMEOUT);
         self.probe.stop();
-        info!(accepted = self.metrics.events_accepted(), "edge stopped");
+        let accepted = self.state.metrics.events_accepted();
+        info!(accepted, "edge stopped");
     }
 }
 
+/// Starts the producer, the broker probe, the query workers and the shards;
+/// each registers its metrics with `registry`. `components` are the other
+/// parts of this node whose health `/health` shows (its sink).
 fn start_edge(
     config: Config,
     tenants: Vec<engine_core::Tenant>,
-    metrics: Arc<telemetry::Metrics>,
+    registry: Arc<telemetry::Registry>,
+    components: Vec<Arc<dyn telemetry::HealthCheck>>,
 ) -> Result<Edge> {
     if tenants.is_empty() {
         warn!("no tenants configured: every ingest request will get 401");
     }
-    let shards = metrics.shard_count();
-    let producer = redpanda::producer::start(
-        &config.redpanda,
-        shards,
-        config.http.request_timeout_ms,
-        metrics.clone(),
-    )
-    .context("starting the producer")?;
-    let probe = redpanda::admin::start_health_probe(&config.redpanda, metrics.clone())
+    let shards = api::shard::shard_count(&config);
+    let producer =
+        redpanda::producer::start(&config.redpanda, shards, config.http.request_timeout_ms)
+            .context("starting the producer")?;
+    registry.register(producer.metrics.clone());
+    let broker = producer.metrics.broker().clone();
+    let probe = redpanda::admin::start_health_probe(&config.redpanda, broker)
         .context("starting the broker health probe")?;
-    let state = Arc::new(api::AppState::new(
-        config,
-        tenants.clone(),
-        metrics.clone(),
-        producer.rings.clone(),
-    ));
+    let parts = api::Parts {
+        registry: registry.clone(),
+        rings: producer.rings.clone(),
+        producer: producer.metrics.clone(),
+        components,
+    };
+    let state = Arc::new(api::AppState::new(config, tenants.clone(), parts));
     tenants::spawn_refresh(state.clone(), tenants)?;
     let ch = &state.config.clickhouse;
     let queries = query::service::Service::start(&ch.url, &ch.database)
         .context("starting the query workers")?;
-    metrics.register(queries.metrics());
+    registry.register(queries.metrics());
     let _ = state.query.set(queries);
     let handle = api::start(state.clone()).context("starting the HTTP shards")?;
     info!(addr = %handle.addr, "edge ready to accept connections");
     Ok(Edge {
         state,
-        metrics,
         producer,
         probe,
     })
@@ -331,20 +325,22 @@ fn serve(config: Config) -> Result<()> {
         warn!("the development tenant 00000000-0000-0000-0000-000000000000 is enabled; remove it from the config for production");
     }
     let ingest = config.roles.contains(&Role::Ingest);
-    let shards = if ingest {
-        api::shard::shard_count(&config)
-    } else {
-        0
-    };
-    let metrics = Arc::new(telemetry::Metrics::new(shards, &Reason::NAMES));
+    let registry = Arc::new(telemetry::Registry::new());
     let sink = if config.roles.contains(&Role::Sink) {
-        Some(worker::start(config.clone(), metrics.clone()).context("starting the sink")?)
+        let sink = worker::start(config.clone()).context("starting the sink")?;
+        registry.register(sink.metrics.clone());
+        Some(sink)
     } else {
         None
     };
+    let sink_health = || -> Vec<Arc<dyn telemetry::HealthCheck>> {
+        sink.iter()
+            .map(|s| s.metrics.clone() as Arc<dyn telemetry::HealthCheck>)
+            .collect()
+    };
     let admin = config.admin.clone();
     let edge = if ingest {
-        let edge = start_edge(config, tenants, metrics)?;
+        let edge = start_edge(config, tenants, registry, sink_health())?;
         if admin.separate() {
             let node = edge.state.clone();
             let addr = status::start(&admin.host, admin.port, node, Listener::Admin, &admin)
@@ -354,12 +350,17 @@ fn serve(config: Config) -> Result<()> {
         Some(edge)
     } else {
         // A sink-only node still answers /health and /metrics.
-        let node = status::SinkNode::new(&config, metrics.clone());
-        let addr = status::start(&config.host, config.port, node, Listener::Main, &admin)
-            .context("starting the status endpoint")?;
+        let node = Arc::new(status::SinkNode::new(&config, registry, sink_health()));
+        let addr = status::start(
+            &config.host,
+            config.port,
+            node.clone(),
+            Listener::Main,
+            &admin,
+        )
+        .context("starting the status endpoint")?;
         info!(%addr, "sink-only node: /health and /metrics");
         if admin.separate() {
-            let node = status::SinkNode::new(&config, metrics);
             let addr = status::start(&admin.host, admin.port, node, Listener::Admin, &admin)
                 .context("starting the admin listener")?;
             info!(%addr, "admin listener: /metrics, /health, /debug/*");

@@ -21,7 +21,7 @@ use api::admin::{self, Listener};
 use api::health::{self, Node};
 use api::http::{BodyStep, Bounds, HeadStep, Method, Need, Reject, Response, Route};
 use engine_core::config::{AdminConfig, Config, Role};
-use telemetry::Metrics;
+use telemetry::{HealthCheck, Registry};
 use tracing::debug;
 
 /// Largest request head read; anything longer gets 431.
@@ -38,14 +38,20 @@ const LINGER_BYTES: usize = 64 * 1024;
 
 /// A sink-only node, as the shared health routes see it.
 pub struct SinkNode {
-    metrics: Arc<Metrics>,
+    registry: Arc<Registry>,
+    /// The sink's health.
+    components: Vec<Arc<dyn HealthCheck>>,
     roles: Vec<Role>,
     retry_after_secs: u32,
 }
 
 impl Node for SinkNode {
-    fn metrics(&self) -> &Metrics {
-        &self.metrics
+    fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    fn components(&self) -> &[Arc<dyn HealthCheck>] {
+        &self.components
     }
 
     fn roles(&self) -> &[Role] {
@@ -55,9 +61,10 @@ impl Node for SinkNode {
     /// A sink-only node has no other job: not ready while its sink cannot
     /// make progress (ClickHouse unreachable, or partitions stalled).
     fn readiness(&self) -> Result<(), &'static str> {
-        self.metrics
-            .sink_problem()
-            .map_or(Ok(()), |p| Err(p.reason()))
+        self.components
+            .iter()
+            .find_map(|c| c.problem())
+            .map_or(Ok(()), Err)
     }
 
     fn retry_after_secs(&self) -> u32 {
@@ -68,9 +75,14 @@ impl Node for SinkNode {
 }
 
 impl SinkNode {
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        config: &Config,
+        registry: Arc<Registry>,
+        components: Vec<Arc<dyn HealthCheck>>,
+    ) -> Self {
         Self {
-            metrics,
+            registry,
+            components,
             roles: config.roles.clone(),
             retry_after_secs: config.http.retry_after_secs,
         }

@@ -281,9 +281,11 @@ fn the_oncall_page_shows_rates_and_latency_percentiles_under_load() {
     let bearer = [("Authorization", "Bearer adm_oncall")];
     let stats = call("GET", admin, "/debug/stats", &bearer, None);
     assert_eq!(stats.status, 200);
-    assert!(stats.json()["latency"]["ingest_request"]["count"]
-        .as_u64()
-        .is_some());
+    assert!(
+        stats.json()["latency"]["ingest_request_latency_seconds"]["count"]
+            .as_u64()
+            .is_some()
+    );
     let page = call("GET", admin, "/debug/dashboard", &[], None);
     assert_eq!(page.status, 200);
     assert!(page.body.contains("/debug/dashboard/oncall.js"));

@@ -26,6 +26,36 @@ const nines = (p) => 1 / (1 - Math.min(p, 99.9999) / 100);
 const NINE_TICKS = [2, 10, 100, 1000, 10000, 100000];
 const NINE_LABELS = { 2: '50%', 10: '90%', 100: '99%', 1000: '99.9%', 10000: '99.99%', 100000: '99.999%' };
 
+/**
+ * The panels' view of one /debug/stats snapshot, whose names are the
+ * Prometheus names: counters, gauges, one-label metrics and latencies.
+ */
+function view(raw) {
+  const c = raw.counters;
+  const g = raw.gauges;
+  const l = raw.labeled;
+  const sum = (o) => Object.values(o || {}).reduce((a, b) => a + b, 0);
+  return {
+    time_ms: raw.time_ms,
+    bounds_us: raw.bounds_us,
+    percentiles: raw.percentiles,
+    edge: raw.parts.includes('edge'),
+    sink: raw.parts.includes('sink'),
+    accepted: c.ingest_events_accepted_total || 0,
+    rows: c.sink_rows_inserted_total || 0,
+    rejected: l.ingest_events_rejected_total || {},
+    responses: l.ingest_http_responses_total || {},
+    ring_depth: sum(l.ingest_ring_depth),
+    inflight: g.broker_inflight_records,
+    broker_up: g.broker_up === 1,
+    clickhouse_up: g.sink_clickhouse_up === 1,
+    paused: g.sink_paused === 1,
+    lag: g.sink_consumer_lag,
+    // ingest_request_latency_seconds → ingest_request
+    latency: Object.fromEntries(Object.entries(raw.latency).map(([k, v]) => [k.replace(/(_latency)?_seconds$/, ''), v])),
+  };
+}
+
 function rate(key, pick) {
   if (snaps.length < 2) return 0;
   const a = snaps[snaps.length - 2];
@@ -88,14 +118,14 @@ function cards(now) {
   const errors = rate('5xx', (s) => Object.entries(s.responses).filter(([k]) => k.startsWith('5')).reduce((a, [, v]) => a + v, 0));
   const items = [];
   if (now.edge) {
-    items.push(['accepted', 'Events accepted /s', fmtRate(rate('a', (s) => s.counters.events_accepted))]);
+    items.push(['accepted', 'Events accepted /s', fmtRate(rate('a', (s) => s.accepted))]);
     items.push(['rejected', 'Events rejected /s', fmtRate(rejected)]);
     items.push(['errors', '5xx answers /s', fmtRate(errors)]);
-    items.push(['inflight', 'Broker in flight', String(now.gauges.broker_inflight_records)]);
+    items.push(['inflight', 'Broker in flight', String(now.inflight)]);
   }
   if (now.sink) {
-    items.push(['rows', 'Rows into ClickHouse /s', fmtRate(rate('r', (s) => s.counters.sink_rows_inserted))]);
-    items.push(['lag', 'Consumer lag (records)', String(now.gauges.sink_consumer_lag)]);
+    items.push(['rows', 'Rows into ClickHouse /s', fmtRate(rate('r', (s) => s.rows))]);
+    items.push(['lag', 'Consumer lag (records)', String(now.lag)]);
   }
   for (const [key, label, value] of items) {
     const c = el('div', 'card kpi');
@@ -106,10 +136,10 @@ function cards(now) {
   const pills = $('pills');
   pills.replaceChildren();
   const pill = (ok, text) => pills.append(el('span', `pill ${ok ? 'ok' : 'bad'}`, text));
-  if (now.edge) pill(now.gauges.broker_up === 1, now.gauges.broker_up === 1 ? 'broker up' : 'broker down');
+  if (now.edge) pill(now.broker_up, now.broker_up ? 'broker up' : 'broker down');
   if (now.sink) {
-    pill(now.gauges.sink_clickhouse_up === 1, now.gauges.sink_clickhouse_up === 1 ? 'ClickHouse up' : 'ClickHouse down');
-    if (now.gauges.sink_paused) pill(false, 'sink paused');
+    pill(now.clickhouse_up, now.clickhouse_up ? 'ClickHouse up' : 'ClickHouse down');
+    if (now.paused) pill(false, 'sink paused');
   }
   $('roles').textContent = [now.edge && 'edge', now.sink && 'sink'].filter(Boolean).join(' + ');
 }
@@ -149,7 +179,7 @@ function draw() {
   if (now.edge) {
     charts.events ||= timeChart('events-chart', ['accepted', 'rejected'], 'events/s');
     const rejected = (s) => Object.values(s.rejected).reduce((a, b) => a + b, 0);
-    push(charts.events, [t, rate('a', (s) => s.counters.events_accepted), rate('r', rejected)]);
+    push(charts.events, [t, rate('a', (s) => s.accepted), rate('r', rejected)]);
     // Reasons, only those seen in the last second.
     const why = reasons.map((r) => [r, rate(r, (s) => s.rejected[r] || 0)]).filter(([, v]) => v > 0);
     $('reasons').textContent = why.length ? `rejected by reason: ${why.map(([r, v]) => `${r} ${fmtRate(v)}/s`).join(', ')}` : '';
@@ -160,11 +190,11 @@ function draw() {
     }
     push(charts.status, [t, ...statuses.map((k) => rate(k, (s) => s.responses[k] || 0))]);
     charts.queue ||= timeChart('queue-chart', ['ring depth (all shards)', 'broker in flight'], 'records');
-    push(charts.queue, [t, now.ring_depth.reduce((a, b) => a + b, 0), now.gauges.broker_inflight_records]);
+    push(charts.queue, [t, now.ring_depth, now.inflight]);
   }
   if (now.sink) {
     charts.lag ||= timeChart('lag-chart', ['consumer lag', 'rows/s'], 'records');
-    push(charts.lag, [t, Math.max(0, now.gauges.sink_consumer_lag), rate('r', (s) => s.counters.sink_rows_inserted)]);
+    push(charts.lag, [t, Math.max(0, now.lag), rate('r', (s) => s.rows)]);
   }
   const windowSecs = Number($('window').value);
   for (const [id, prefix] of [['edge-latency', 'ingest_'], ['sink-latency', 'sink_']]) {
@@ -195,7 +225,7 @@ async function poll() {
     }
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
     $('token-form').hidden = true;
-    snaps.push(await res.json());
+    snaps.push(view(await res.json()));
     if (snaps.length > HISTORY + 1) snaps.shift();
     $('status').textContent = '';
     draw();

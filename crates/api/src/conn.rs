@@ -33,6 +33,7 @@ use crate::http::{
     Route,
 };
 use crate::ingest::{ingest, precheck, Shard};
+use crate::metrics::Stage;
 use crate::state::Authed;
 use crate::{assets, cors, health};
 
@@ -369,8 +370,8 @@ async fn dispatch(
     }
     if let (Route::Ingest, Some(tenant)) = (head.route, tenant) {
         let resp = ingest(shard, tenant, head.encoding, body, started).await;
-        shard.histograms.borrow_mut().record(
-            telemetry::Stage::Request,
+        Stage::Request.record(
+            &mut shard.histograms.borrow_mut(),
             started.elapsed().as_micros() as u64,
         );
         return resp;

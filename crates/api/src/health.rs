@@ -18,14 +18,17 @@ use std::io::Write as _;
 use std::sync::atomic::Ordering;
 
 use engine_core::config::Role;
-use telemetry::Metrics;
+use telemetry::{HealthCheck, Registry};
 
 use crate::http::{push_json_str, Response, Route};
 use crate::state::AppState;
 
 /// What a node knows about itself, for the routes every node answers.
 pub trait Node {
-    fn metrics(&self) -> &Metrics;
+    /// Every metric of the process.
+    fn registry(&self) -> &Registry;
+    /// Parts whose state `/health` shows, each as its own member.
+    fn components(&self) -> &[std::sync::Arc<dyn HealthCheck>];
     /// The roles this node runs.
     fn roles(&self) -> &[Role];
     /// `Ok` when ready for its work, else why not (a snake_case code).
@@ -55,18 +58,18 @@ pub fn answer(route: Route, node: &impl Node) -> Option<Response> {
         Route::Metrics => Response::text(
             200,
             "text/plain; version=0.0.4",
-            node.metrics().render_prometheus().into_bytes(),
+            node.registry().render_prometheus().into_bytes(),
         ),
         Route::DebugLatency => Response::text(
             200,
             "text/plain; charset=utf-8",
-            node.metrics().render_latency_table().into_bytes(),
+            node.registry().render_latency_table().into_bytes(),
         ),
         Route::DebugStats => {
             let now_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64);
-            Response::json(200, node.metrics().render_stats_json(now_ms).into_bytes())
+            Response::json(200, node.registry().render_stats_json(now_ms).into_bytes())
                 .header("Cache-Control", "no-store")
         }
         Route::Ingest | Route::Asset(_) | Route::Query | Route::NotFound => return None,
@@ -97,9 +100,8 @@ fn health(node: &impl Node) -> Response {
     }
     let _ = write!(b, "],\"ready\":{ready}");
     node.health_members(&mut b);
-    let m = node.metrics();
-    if m.sink.running.load(Ordering::Relaxed) {
-        let _ = write!(b, ",\"sink\":{}", m.sink_health_json());
+    for c in node.components() {
+        let _ = write!(b, ",\"{}\":{}", c.name(), c.state_json());
     }
     b.push(b'}');
     Response::json(200, b)
@@ -107,8 +109,12 @@ fn health(node: &impl Node) -> Response {
 
 /// A node shared with another thread (the admin listener's).
 impl<T: Node> Node for std::sync::Arc<T> {
-    fn metrics(&self) -> &Metrics {
-        (**self).metrics()
+    fn registry(&self) -> &Registry {
+        (**self).registry()
+    }
+
+    fn components(&self) -> &[std::sync::Arc<dyn HealthCheck>] {
+        (**self).components()
     }
 
     fn roles(&self) -> &[Role] {
@@ -130,8 +136,12 @@ impl<T: Node> Node for std::sync::Arc<T> {
 
 /// An edge node: broker connectivity, io driver, ring depths.
 impl Node for AppState {
-    fn metrics(&self) -> &Metrics {
-        &self.metrics
+    fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    fn components(&self) -> &[std::sync::Arc<dyn HealthCheck>] {
+        &self.components
     }
 
     fn roles(&self) -> &[Role] {
@@ -170,13 +180,13 @@ impl Node for AppState {
         let _ = write!(
             b,
             ",\"inflight_records\":{}}},\"clickhouse\":{{\"url\":",
-            m.producer.inflight_records.load(Ordering::Relaxed)
+            self.producer.inflight()
         );
         push_json_str(b, &cfg.clickhouse.url);
         let _ = write!(
             b,
             ",\"used_by_this_node\":{}}},\"rings\":[",
-            m.sink.running.load(Ordering::Relaxed)
+            cfg.roles.contains(&Role::Sink)
         );
         for i in 0..m.shard_count() {
             if i > 0 {
@@ -197,14 +207,33 @@ impl Node for AppState {
 mod tests {
     use super::*;
 
+    #[derive(Debug)]
+    struct Part;
+
+    impl HealthCheck for Part {
+        fn name(&self) -> &'static str {
+            "sink"
+        }
+        fn problem(&self) -> Option<&'static str> {
+            None
+        }
+        fn state_json(&self) -> String {
+            r#"{"running":true}"#.into()
+        }
+    }
+
     struct Probe {
-        metrics: Metrics,
+        registry: Registry,
+        components: Vec<std::sync::Arc<dyn HealthCheck>>,
         ready: Result<(), &'static str>,
     }
 
     impl Node for Probe {
-        fn metrics(&self) -> &Metrics {
-            &self.metrics
+        fn registry(&self) -> &Registry {
+            &self.registry
+        }
+        fn components(&self) -> &[std::sync::Arc<dyn HealthCheck>] {
+            &self.components
         }
         fn roles(&self) -> &[Role] {
             &[Role::Sink]
@@ -228,7 +257,8 @@ mod tests {
     fn bodies_are_json_and_shared() {
         use sonic_rs::JsonValueTrait;
         let mut node = Probe {
-            metrics: Metrics::new(0, &["x"]),
+            registry: Registry::new(),
+            components: Vec::new(),
             ready: Ok(()),
         };
         let live = answer(Route::Live, &node).unwrap();
@@ -242,7 +272,7 @@ mod tests {
         assert_eq!(j["roles"][0].as_str(), Some("sink"));
         assert_eq!(j["extra"].as_u64(), Some(1));
         assert!(j.get("sink").is_none());
-        node.metrics.sink.running.store(true, Ordering::Relaxed);
+        node.components.push(std::sync::Arc::new(Part));
         assert!(
             body(&answer(Route::Health, &node).unwrap())["sink"]["running"]
                 .as_bool()

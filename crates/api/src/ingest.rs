@@ -23,11 +23,11 @@ use engine_core::validate::{check_event_size, validate_event, BatchContext, Reas
 use engine_core::Tenant;
 use futures_channel::oneshot;
 use redpanda::producer::ProduceRequest;
-use telemetry::{LocalHistograms, Stage};
 use uuid::Uuid;
 
 use crate::body::{decode, BodyError};
 use crate::http::{push_json_str, Encoding, Framing, RequestHead, Response};
+use crate::metrics::{ShardCounters, ShardHistograms, Stage};
 use crate::state::{AppState, Authed};
 
 /// Largest record sent to the broker, in bytes (estimated from raw event
@@ -41,7 +41,7 @@ const RECORD_OVERHEAD_BYTES: usize = 512;
 pub struct Shard {
     pub index: usize,
     pub state: Arc<AppState>,
-    pub histograms: RefCell<LocalHistograms>,
+    pub histograms: RefCell<ShardHistograms>,
     pool: RefCell<Vec<Vec<u8>>>,
     pub connections: Cell<usize>,
     /// Debug builds only: a request for this path panics in the shard task,
@@ -61,7 +61,7 @@ impl Shard {
         Self {
             index,
             state,
-            histograms: RefCell::new(LocalHistograms::new(index)),
+            histograms: RefCell::new(ShardHistograms::new(index)),
             pool: RefCell::new(Vec::new()),
             connections: Cell::new(0),
             #[cfg(debug_assertions)]
@@ -85,7 +85,7 @@ impl Shard {
         }
     }
 
-    fn counters(&self) -> &telemetry::ShardCounters {
+    fn counters(&self) -> &ShardCounters {
         self.state.metrics.shard(self.index)
     }
 }
@@ -374,10 +374,10 @@ pub async fn ingest(
         .fetch_add(body.len() as u64, Ordering::Relaxed);
     let t_parse = Instant::now();
     let prepared = prepare(shard, tenant, encoding, body);
-    shard
-        .histograms
-        .borrow_mut()
-        .record(Stage::ParseValidate, t_parse.elapsed().as_micros() as u64);
+    Stage::ParseValidate.record(
+        &mut shard.histograms.borrow_mut(),
+        t_parse.elapsed().as_micros() as u64,
+    );
     let mut p = match prepared {
         Ok(p) => p,
         Err(r) => return r,
@@ -458,10 +458,10 @@ pub async fn ingest(
             }
         }
     }
-    shard
-        .histograms
-        .borrow_mut()
-        .record(Stage::BrokerAck, t_ack.elapsed().as_micros() as u64);
+    Stage::BrokerAck.record(
+        &mut shard.histograms.borrow_mut(),
+        t_ack.elapsed().as_micros() as u64,
+    );
     counters
         .events_accepted
         .fetch_add(p.accepted as u64, Ordering::Relaxed);

@@ -22,10 +22,11 @@ pub mod cors;
 pub mod health;
 pub mod http;
 pub mod ingest;
+pub mod metrics;
 pub mod query;
 pub mod ratelimit;
 pub mod shard;
 pub mod state;
 
 pub use shard::{start, ShardsHandle};
-pub use state::AppState;
+pub use state::{AppState, Parts};

@@ -167,7 +167,10 @@ async fn shard_main(
         monoio::spawn(async move {
             loop {
                 monoio::time::sleep(PUBLISH_INTERVAL).await;
-                shard.histograms.borrow_mut().publish(&shard.state.metrics);
+                shard
+                    .histograms
+                    .borrow_mut()
+                    .publish(&shard.state.metrics.histograms);
             }
         });
     }

@@ -7,11 +7,13 @@ use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use engine_core::config::Config;
-use engine_core::{Limits, Tenant, TenantRegistry};
+use engine_core::{Limits, Reason, Tenant, TenantRegistry};
+use redpanda::metrics::{BrokerHealth, ProducerMetrics};
 use redpanda::producer::Rings;
-use telemetry::Metrics;
+use telemetry::{HealthCheck, Registry};
 use uuid::Uuid;
 
+use crate::metrics::EdgeMetrics;
 use crate::ratelimit::RateLimiter;
 
 /// The tenants the edge knows, with their rate limiters. Replaced as a whole
@@ -29,6 +31,15 @@ pub struct Authed {
     pub limiter: Option<Arc<RateLimiter>>,
 }
 
+/// What the binary hands the edge: the parts it started before it.
+#[derive(Debug)]
+pub struct Parts {
+    pub registry: Arc<Registry>,
+    pub rings: Arc<Rings>,
+    pub producer: Arc<ProducerMetrics>,
+    pub components: Vec<Arc<dyn HealthCheck>>,
+}
+
 /// State shared by all shards (read-only but for atomics).
 #[derive(Debug)]
 pub struct AppState {
@@ -36,8 +47,18 @@ pub struct AppState {
     pub limits: Limits,
     /// Swapped without locks on refresh; read once per request.
     pub tenants: ArcSwap<Tenants>,
-    pub metrics: Arc<Metrics>,
+    /// The edge's own metrics, one set of counters per shard.
+    pub metrics: Arc<EdgeMetrics>,
+    /// Every metric of the process, for `/metrics` and `/debug/*`.
+    pub registry: Arc<Registry>,
     pub rings: Arc<Rings>,
+    /// The broker's health, as the producer and its probe see it.
+    pub broker: BrokerHealth,
+    /// The producer's metrics, for `/health`'s in-flight count.
+    pub producer: Arc<ProducerMetrics>,
+    /// Other parts of this node whose health `/health` reports (the sink,
+    /// when this node runs one); they do not make the edge unready.
+    pub components: Vec<Arc<dyn HealthCheck>>,
     pub shutting_down: AtomicBool,
     /// The io driver the shards run on (`io_uring` or `epoll`), once started.
     pub io_driver: OnceLock<&'static str>,
@@ -47,19 +68,21 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Builds the shared state; rate limiters come from each tenant's limit.
-    pub fn new(
-        config: Config,
-        tenants: Vec<Tenant>,
-        metrics: Arc<Metrics>,
-        rings: Arc<Rings>,
-    ) -> Self {
+    /// Builds the shared state, one shard per ring, and registers the
+    /// edge's metrics; rate limiters come from each tenant's limit.
+    pub fn new(config: Config, tenants: Vec<Tenant>, parts: Parts) -> Self {
+        let metrics = Arc::new(EdgeMetrics::new(parts.rings.len(), &Reason::NAMES));
+        parts.registry.register(metrics.clone());
         let state = Self {
             limits: config.event_limits(),
             config,
             tenants: ArcSwap::from_pointee(Tenants::default()),
             metrics,
-            rings,
+            registry: parts.registry,
+            rings: parts.rings,
+            broker: parts.producer.broker().clone(),
+            producer: parts.producer,
+            components: parts.components,
             shutting_down: AtomicBool::new(false),
             io_driver: OnceLock::new(),
             query: OnceLock::new(),
@@ -95,7 +118,7 @@ impl AppState {
 
     /// Whether the broker answers.
     pub fn broker_up(&self) -> bool {
-        self.metrics.producer.broker_up.load(Ordering::Relaxed)
+        self.broker.is_up()
     }
 
     /// Ready to take events: broker reachable, rings not saturated, not stopping.

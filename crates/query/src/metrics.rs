@@ -6,18 +6,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use hdrhistogram::Histogram;
-use telemetry::{Collector, Exposition};
+use telemetry::{Collector, Exposition, StatusCounts};
 
-/// Statuses the service answers with, each a counter from the start.
+/// Statuses the service answers with, each exposed from the start.
 const STATUSES: [u16; 7] = [200, 400, 422, 429, 500, 503, 504];
-
-/// Longest latency tracked: the per-query time limit and then some, in µs.
-const MAX_LATENCY_US: u64 = 60_000_000;
 
 #[derive(Debug)]
 pub struct QueryMetrics {
-    /// In [`STATUSES`] order, then one for any other status.
-    answers: [AtomicU64; STATUSES.len() + 1],
+    answers: StatusCounts,
     cache_hits: AtomicU64,
     /// ClickHouse's time per query run by a worker, in µs.
     latency: Mutex<Histogram<u64>>,
@@ -26,12 +22,9 @@ pub struct QueryMetrics {
 impl Default for QueryMetrics {
     fn default() -> Self {
         Self {
-            answers: std::array::from_fn(|_| AtomicU64::new(0)),
+            answers: StatusCounts::default(),
             cache_hits: AtomicU64::new(0),
-            latency: Mutex::new(
-                Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
-                    .expect("static histogram bounds are valid"),
-            ),
+            latency: Mutex::new(telemetry::new_histogram()),
         }
     }
 }
@@ -39,11 +32,7 @@ impl Default for QueryMetrics {
 impl QueryMetrics {
     /// Counts one answer.
     pub fn answered(&self, status: u16) {
-        let i = STATUSES
-            .iter()
-            .position(|s| *s == status)
-            .unwrap_or(STATUSES.len());
-        self.answers[i].fetch_add(1, Ordering::Relaxed);
+        self.answers.count(status);
     }
 
     pub fn cache_hit(&self) {
@@ -53,26 +42,22 @@ impl QueryMetrics {
     /// Records one query's run, in µs.
     pub fn ran(&self, us: u64) {
         if let Ok(mut h) = self.latency.lock() {
-            h.saturating_record(us.clamp(1, MAX_LATENCY_US));
+            h.saturating_record(telemetry::clamp_us(us));
         }
     }
 }
 
 impl Collector for QueryMetrics {
+    fn part(&self) -> &'static str {
+        "query"
+    }
+
     fn collect(&self, out: &mut Exposition<'_>) {
-        let statuses: Vec<String> = STATUSES.iter().map(u16::to_string).collect();
-        let values: Vec<(&str, u64)> = statuses
-            .iter()
-            .map(String::as_str)
-            .chain(["other"])
-            .zip(&self.answers)
-            .map(|(s, n)| (s, n.load(Ordering::Relaxed)))
-            .collect();
         out.labeled_counter(
             "query_answers_total",
             "Answers of POST /api/v1/query, by status.",
             "status",
-            &values,
+            &StatusCounts::labeled([&self.answers], &STATUSES),
         );
         out.counter(
             "query_cache_hits_total",

@@ -16,9 +16,9 @@ use engine_core::config::RedpandaConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
-use telemetry::Metrics;
 use tracing::{info, warn};
 
+use crate::metrics::BrokerHealth;
 use crate::{base_config, Error};
 
 type Admin = AdminClient<DefaultClientContext>;
@@ -90,11 +90,8 @@ impl HealthProbe {
     }
 }
 
-/// Starts probing the broker; results land in `metrics.producer.broker_up`.
-pub fn start_health_probe(
-    cfg: &RedpandaConfig,
-    metrics: Arc<Metrics>,
-) -> Result<HealthProbe, Error> {
+/// Starts probing the broker; results land in `up`.
+pub fn start_health_probe(cfg: &RedpandaConfig, up: BrokerHealth) -> Result<HealthProbe, Error> {
     let admin = admin(cfg)?;
     let cfg = cfg.clone();
     let stop = Arc::new(AtomicBool::new(false));
@@ -105,7 +102,6 @@ pub fn start_health_probe(
         thread::Builder::new()
             .name("broker-health".into())
             .spawn(move || {
-                let up = &metrics.producer.broker_up;
                 while !stop.load(Ordering::Relaxed) {
                     let ok = match topic_exists(&admin, &cfg.topic, timeout) {
                         Ok(true) => true,
@@ -117,16 +113,16 @@ pub fn start_health_probe(
                             }
                         },
                         Err(e) => {
-                            if up.load(Ordering::Relaxed) {
+                            if up.is_up() {
                                 warn!(%e, "broker unreachable");
                             }
                             false
                         }
                     };
-                    if ok && !up.load(Ordering::Relaxed) {
+                    if ok && !up.is_up() {
                         info!(brokers = %cfg.brokers, "broker reachable");
                     }
-                    up.store(ok, Ordering::Relaxed);
+                    up.set(ok);
                     thread::park_timeout(interval);
                 }
             })

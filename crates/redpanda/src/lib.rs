@@ -7,11 +7,13 @@
 //!   request's one-shot channel, which wakes the owning shard's task.
 //! - [`admin`]: topic creation and the broker health probe behind
 //!   `/health/ready`.
+//! - [`metrics`]: the producer's metrics and the broker's health handle.
 //! - [`reader`]: reads the topic from the beginning (the `dump` command).
 //!
 //! Start with [`producer::start`].
 
 pub mod admin;
+pub mod metrics;
 pub mod producer;
 pub mod reader;
 

@@ -31,9 +31,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
-use telemetry::Metrics;
 use tracing::{info, warn};
 
+use crate::metrics::ProducerMetrics;
 use crate::{base_config, Error};
 
 /// Where the broker stored a record.
@@ -92,6 +92,16 @@ impl Rings {
         self.rings[shard].len()
     }
 
+    /// Number of rings (one per shard).
+    pub fn len(&self) -> usize {
+        self.rings.len()
+    }
+
+    /// Whether there is no ring at all.
+    pub fn is_empty(&self) -> bool {
+        self.rings.is_empty()
+    }
+
     /// Capacity of each ring.
     pub fn capacity(&self) -> usize {
         self.rings.first().map_or(0, ArrayQueue::capacity)
@@ -123,20 +133,14 @@ struct Pending {
 }
 
 struct Context {
-    metrics: Arc<Metrics>,
+    metrics: Arc<ProducerMetrics>,
 }
 
 impl ClientContext for Context {
     fn error(&self, error: KafkaError, reason: &str) {
-        self.metrics
-            .producer
-            .broker_errors
-            .fetch_add(1, Ordering::Relaxed);
+        self.metrics.broker_errors.fetch_add(1, Ordering::Relaxed);
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
-            self.metrics
-                .producer
-                .broker_up
-                .store(false, Ordering::Relaxed);
+            self.metrics.broker.set(false);
         }
         warn!(%error, reason, "broker client error");
     }
@@ -146,14 +150,14 @@ impl ProducerContext for Context {
     type DeliveryOpaque = Box<Pending>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, pending: Box<Pending>) {
-        let p = &self.metrics.producer;
+        let p = &self.metrics;
         p.inflight_records.fetch_sub(1, Ordering::Relaxed);
         let outcome = match result {
             Ok(m) => {
                 p.records_produced.fetch_add(1, Ordering::Relaxed);
                 p.bytes_produced
                     .fetch_add(pending.bytes as u64, Ordering::Relaxed);
-                p.broker_up.store(true, Ordering::Relaxed);
+                p.broker.set(true);
                 Ok(Stored {
                     partition: m.partition(),
                     offset: m.offset(),
@@ -165,7 +169,7 @@ impl ProducerContext for Context {
                     e.rdkafka_error_code(),
                     Some(RDKafkaErrorCode::MessageTimedOut | RDKafkaErrorCode::AllBrokersDown)
                 ) {
-                    p.broker_up.store(false, Ordering::Relaxed);
+                    p.broker.set(false);
                 }
                 Err(e.to_string())
             }
@@ -179,6 +183,9 @@ impl ProducerContext for Context {
 #[derive(Debug)]
 pub struct ProducerHandle {
     pub rings: Arc<Rings>,
+    /// Its metrics (a [`telemetry::Collector`]), in-flight count and broker
+    /// health.
+    pub metrics: Arc<ProducerMetrics>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -232,18 +239,18 @@ pub fn start(
     cfg: &RedpandaConfig,
     shards: usize,
     message_timeout_ms: u64,
-    metrics: Arc<Metrics>,
 ) -> Result<ProducerHandle, Error> {
+    let rings = Arc::new(Rings::new(shards, cfg.ring_capacity));
+    let metrics = Arc::new(ProducerMetrics::new(rings.clone()));
     let producer: ThreadedProducer<Context> = producer_config(cfg, message_timeout_ms)
         .create_with_context(Context {
             metrics: metrics.clone(),
         })?;
-    let rings = Arc::new(Rings::new(shards, cfg.ring_capacity));
     let stop = Arc::new(AtomicBool::new(false));
     let topic = cfg.topic.clone();
     let thread = {
         let rings = rings.clone();
-        let stop = stop.clone();
+        let (stop, metrics) = (stop.clone(), metrics.clone());
         thread::Builder::new()
             .name("producer".into())
             .spawn(move || run(producer, &topic, &rings, &stop, &metrics))
@@ -253,6 +260,7 @@ pub fn start(
     info!(brokers = %cfg.brokers, topic = %cfg.topic, "producer started");
     Ok(ProducerHandle {
         rings,
+        metrics,
         stop,
         thread: Some(thread),
     })
@@ -263,9 +271,8 @@ fn run(
     topic: &str,
     rings: &Rings,
     stop: &AtomicBool,
-    metrics: &Metrics,
+    metrics: &ProducerMetrics,
 ) {
-    let capacity = rings.capacity();
     // Learn the topic's partitions now, so the first batch does not wait for it.
     if let Err(e) = producer
         .client()
@@ -275,12 +282,11 @@ fn run(
     }
     loop {
         let mut sent = 0usize;
-        for (shard, ring) in rings.rings.iter().enumerate() {
+        for ring in &rings.rings {
             while let Some(req) = ring.pop() {
                 send(&producer, topic, req, metrics);
                 sent += 1;
             }
-            metrics.set_ring_depth(shard, ring.len(), capacity);
         }
         if stop.load(Ordering::SeqCst) && rings.all_empty() {
             break;
@@ -298,16 +304,18 @@ fn run(
     }
 }
 
-fn send(producer: &ThreadedProducer<Context>, topic: &str, req: ProduceRequest, metrics: &Metrics) {
+fn send(
+    producer: &ThreadedProducer<Context>,
+    topic: &str,
+    req: ProduceRequest,
+    metrics: &ProducerMetrics,
+) {
     let ProduceRequest { key, payload, done } = req;
     let mut pending = Box::new(Pending {
         done,
         bytes: payload.len(),
     });
-    metrics
-        .producer
-        .inflight_records
-        .fetch_add(1, Ordering::Relaxed);
+    metrics.inflight_records.fetch_add(1, Ordering::Relaxed);
     loop {
         let record = BaseRecord::with_opaque_to(topic, pending)
             .key(&key[..])
@@ -321,14 +329,8 @@ fn send(producer: &ThreadedProducer<Context>, topic: &str, req: ProduceRequest, 
                 thread::sleep(Duration::from_millis(1));
             }
             Err((e, rec)) => {
-                metrics
-                    .producer
-                    .inflight_records
-                    .fetch_sub(1, Ordering::Relaxed);
-                metrics
-                    .producer
-                    .records_failed
-                    .fetch_add(1, Ordering::Relaxed);
+                metrics.inflight_records.fetch_sub(1, Ordering::Relaxed);
+                metrics.records_failed.fetch_add(1, Ordering::Relaxed);
                 let _ = rec.delivery_opaque.done.send(Err(e.to_string()));
                 return;
             }

@@ -1,48 +1,107 @@
-//! Metrics that their own crate declares and keeps (as quickwit's ingest
-//! crate does): the owner implements [`Collector`] and registers it with
-//! [`crate::Metrics::register`]; telemetry only renders what it is given.
-//! The query service's metrics are declared this way; the edge's, the
-//! producer's and the sink's are still declared in [`crate::Metrics`].
+//! How a crate hands its metrics to the renderers: it implements
+//! [`Collector`] and writes each metric once into an [`Exposition`], which
+//! renders it in the form being served.
 
 use hdrhistogram::Histogram;
 
+use crate::stats::Stats;
+
 /// A crate's metrics, rendered on every scrape.
 pub trait Collector: Send + Sync + std::fmt::Debug {
+    /// What part of the process these metrics describe (`edge`, `producer`,
+    /// `sink`, `query`): the on-call page shows the panels of the parts it
+    /// finds.
+    fn part(&self) -> &'static str;
     /// Writes the metrics, each with its help text.
     fn collect(&self, out: &mut Exposition<'_>);
 }
 
-/// Where a [`Collector`] writes: Prometheus text (format 0.0.4).
+/// Where a [`Collector`] writes; the form is the renderer's business.
 #[derive(Debug)]
 pub struct Exposition<'a> {
-    pub(crate) text: &'a mut String,
+    pub(crate) form: Form<'a>,
+}
+
+#[derive(Debug)]
+pub(crate) enum Form<'a> {
+    /// Prometheus text (format 0.0.4).
+    Prometheus(&'a mut String),
+    /// The on-call JSON snapshot.
+    Stats(&'a mut Stats),
+    /// The percentile table: latencies only.
+    Table(&'a mut String),
 }
 
 impl Exposition<'_> {
     /// A counter without labels.
     pub fn counter(&mut self, name: &str, help: &str, value: u64) {
-        crate::prometheus::header(self.text, name, help, "counter");
-        crate::prometheus::line(self.text, name, "", value);
+        match &mut self.form {
+            Form::Prometheus(o) => crate::prometheus::single(o, name, help, "counter", value),
+            Form::Stats(s) => s.counter(name, value),
+            Form::Table(_) => {}
+        }
     }
 
     /// A gauge without labels.
     pub fn gauge(&mut self, name: &str, help: &str, value: i64) {
-        crate::prometheus::header(self.text, name, help, "gauge");
-        crate::prometheus::line(self.text, name, "", value);
-    }
-
-    /// A counter with one label, one line per value.
-    pub fn labeled_counter(&mut self, name: &str, help: &str, label: &str, values: &[(&str, u64)]) {
-        crate::prometheus::header(self.text, name, help, "counter");
-        for (v, n) in values {
-            crate::prometheus::line(self.text, name, &format!("{{{label}=\"{v}\"}}"), *n);
+        match &mut self.form {
+            Form::Prometheus(o) => crate::prometheus::single(o, name, help, "gauge", value),
+            Form::Stats(s) => s.gauge(name, value),
+            Form::Table(_) => {}
         }
     }
 
-    /// A latency in µs, as a summary (`name`, seconds) and a histogram
-    /// (`…_hist_seconds`), as every latency of the engine is exposed.
+    /// A counter with one label, one line per value.
+    pub fn labeled_counter<L: AsRef<str>>(
+        &mut self,
+        name: &str,
+        help: &str,
+        label: &str,
+        values: &[(L, u64)],
+    ) {
+        match &mut self.form {
+            Form::Prometheus(o) => {
+                crate::prometheus::labeled(o, name, help, "counter", label, values)
+            }
+            // Zero counts carry nothing for a rate: left out of the snapshot.
+            Form::Stats(s) => s.labeled(name, values.iter().filter(|(_, n)| *n > 0)),
+            Form::Table(_) => {}
+        }
+    }
+
+    /// A gauge with one label, one line per value.
+    pub fn labeled_gauge<L: AsRef<str>>(
+        &mut self,
+        name: &str,
+        help: &str,
+        label: &str,
+        values: &[(L, i64)],
+    ) {
+        match &mut self.form {
+            Form::Prometheus(o) => {
+                crate::prometheus::labeled(o, name, help, "gauge", label, values)
+            }
+            Form::Stats(s) => s.labeled(name, values.iter()),
+            Form::Table(_) => {}
+        }
+    }
+
+    /// A latency recorded in µs: a summary named `name` (in seconds) and a
+    /// histogram `…_hist_seconds` in Prometheus text; exact percentiles and
+    /// windowable buckets in the snapshot; a percentile table in the table.
     pub fn latency(&mut self, name: &str, h: &Histogram<u64>) {
-        crate::prometheus::summary(self.text, name, h);
-        crate::prometheus::histogram(self.text, name, h);
+        match &mut self.form {
+            Form::Prometheus(o) => {
+                crate::prometheus::summary(o, name, h);
+                crate::prometheus::histogram(o, name, h);
+            }
+            Form::Stats(s) => s.latency(name, h),
+            Form::Table(o) => {
+                use std::fmt::Write as _;
+                let _ = writeln!(o, "# stage: {name} (milliseconds)");
+                crate::percentile_table(h, o);
+                o.push('\n');
+            }
+        }
     }
 }

@@ -1,35 +1,8 @@
 //! `/debug/latency`: the classic HdrHistogram percentile table per stage.
 
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
 
 use hdrhistogram::Histogram;
-
-use crate::{Metrics, SinkStage, Stage};
-
-impl Metrics {
-    /// The classic HdrHistogram percentile table per stage, values in ms.
-    pub fn render_latency_table(&self) -> String {
-        let mut o = String::with_capacity(16 * 1024);
-        if !self.shards.is_empty() {
-            for stage in Stage::ALL {
-                let h = self.merged(stage);
-                let _ = writeln!(o, "# stage: {} (milliseconds)", stage.name());
-                percentile_table(&h, &mut o);
-                o.push('\n');
-            }
-        }
-        if self.sink.running.load(Ordering::Relaxed) {
-            for stage in SinkStage::ALL {
-                let h = self.sink_histogram(stage);
-                let _ = writeln!(o, "# stage: sink_{} (milliseconds)", stage.name());
-                percentile_table(&h, &mut o);
-                o.push('\n');
-            }
-        }
-        o
-    }
-}
 
 /// Writes `h` (recorded in µs) as the HdrHistogram percentile distribution
 /// (`Value Percentile TotalCount 1/(1-Percentile)`), values in ms.

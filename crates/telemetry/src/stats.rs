@@ -8,12 +8,8 @@
 //! subtract two snapshots and draw the last seconds alone.
 
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
 
 use hdrhistogram::Histogram;
-
-use crate::metrics::{slot_status, STATUS_SLOTS};
-use crate::{Metrics, SinkStage, Stage};
 
 /// Percentiles of the since-start curves: the "nines" from 50% to 99.999%.
 pub const PERCENTILES: [f64; 12] = [
@@ -35,7 +31,7 @@ pub fn stats_bounds_us() -> &'static [u64] {
     })
 }
 
-fn histogram_json(o: &mut String, name: &str, h: &Histogram<u64>) {
+fn histogram_json(o: &mut String, h: &Histogram<u64>) {
     let bounds = stats_bounds_us();
     let mut counts = vec![0u64; bounds.len() + 1];
     for v in h.iter_recorded() {
@@ -43,7 +39,7 @@ fn histogram_json(o: &mut String, name: &str, h: &Histogram<u64>) {
         let i = bounds.partition_point(|&b| b < value);
         counts[i] += v.count_since_last_iteration();
     }
-    let _ = write!(o, "\"{name}\":{{\"count\":{},\"percentiles_us\":[", h.len());
+    let _ = write!(o, "{{\"count\":{},\"percentiles_us\":[", h.len());
     for (i, p) in PERCENTILES.iter().enumerate() {
         let sep = if i == 0 { "" } else { "," };
         let v = if h.is_empty() {
@@ -63,168 +59,135 @@ fn histogram_json(o: &mut String, name: &str, h: &Histogram<u64>) {
     let _ = write!(o, "]}}");
 }
 
-fn pairs<V: std::fmt::Display>(o: &mut String, rows: &[(&str, V)]) {
-    for (i, (k, v)) in rows.iter().enumerate() {
-        let sep = if i == 0 { "" } else { "," };
-        let _ = write!(o, "{sep}\"{k}\":{v}");
+/// One JSON object's members, written as they come.
+#[derive(Debug, Default)]
+struct Members(String);
+
+impl Members {
+    fn push(&mut self, key: &str, value: impl std::fmt::Display) {
+        let sep = if self.0.is_empty() { "" } else { "," };
+        let _ = write!(self.0, "{sep}\"{key}\":{value}");
     }
 }
 
-impl Metrics {
-    /// The snapshot `GET /debug/stats` answers; `now_ms` is the wall clock.
-    pub fn render_stats_json(&self, now_ms: u64) -> String {
+/// The snapshot being built: each collector's metrics land in their section.
+/// Names are the Prometheus names; label values are codes and numbers, with
+/// nothing to escape.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    counters: Members,
+    gauges: Members,
+    labeled: Members,
+    latency: Members,
+}
+
+impl Stats {
+    pub(crate) fn counter(&mut self, name: &str, v: u64) {
+        self.counters.push(name, v);
+    }
+
+    pub(crate) fn gauge(&mut self, name: &str, v: i64) {
+        self.gauges.push(name, v);
+    }
+
+    pub(crate) fn labeled<'a, L: AsRef<str> + 'a, V: std::fmt::Display + 'a>(
+        &mut self,
+        name: &str,
+        values: impl Iterator<Item = &'a (L, V)>,
+    ) {
+        let mut m = Members::default();
+        for (l, v) in values {
+            m.push(l.as_ref(), v);
+        }
+        self.labeled.push(name, format_args!("{{{}}}", m.0));
+    }
+
+    pub(crate) fn latency(&mut self, name: &str, h: &Histogram<u64>) {
+        let mut o = String::with_capacity(1024);
+        histogram_json(&mut o, h);
+        self.latency.push(name, o);
+    }
+
+    /// The whole snapshot; `parts` names the collectors that wrote it.
+    pub(crate) fn finish<'a>(self, now_ms: u64, parts: impl Iterator<Item = &'a str>) -> String {
         let mut o = String::with_capacity(16 * 1024);
-        let edge = !self.shards.is_empty();
-        let sink = self.sink.running.load(Ordering::Relaxed);
+        let _ = write!(o, "{{\"time_ms\":{now_ms},\"parts\":[");
+        for (i, p) in parts.enumerate() {
+            let sep = if i == 0 { "" } else { "," };
+            let _ = write!(o, "{sep}\"{p}\"");
+        }
+        o.push_str("],\"bounds_us\":");
+        list(&mut o, stats_bounds_us());
+        o.push_str(",\"percentiles\":");
+        list(&mut o, &PERCENTILES);
         let _ = write!(
             o,
-            "{{\"time_ms\":{now_ms},\"edge\":{edge},\"sink\":{sink},\"bounds_us\":["
+            ",\"counters\":{{{}}},\"gauges\":{{{}}},\"labeled\":{{{}}},\"latency\":{{{}}}}}",
+            self.counters.0, self.gauges.0, self.labeled.0, self.latency.0
         );
-        for (i, b) in stats_bounds_us().iter().enumerate() {
-            let sep = if i == 0 { "" } else { "," };
-            let _ = write!(o, "{sep}{b}");
-        }
-        let _ = write!(o, "],\"percentiles\":[");
-        for (i, p) in PERCENTILES.iter().enumerate() {
-            let sep = if i == 0 { "" } else { "," };
-            let _ = write!(o, "{sep}{p}");
-        }
-        o.push_str("],\"counters\":{");
-        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        let p = &self.producer;
-        let s = &self.sink;
-        pairs(
-            &mut o,
-            &[
-                ("events_accepted", self.events_accepted()),
-                (
-                    "rate_limited_events",
-                    self.sum(|s| load(&s.rate_limited_events)),
-                ),
-                ("bytes_received", self.sum(|s| load(&s.bytes_received))),
-                ("connections", self.sum(|s| load(&s.connections_total))),
-                (
-                    "connections_refused",
-                    self.sum(|s| load(&s.connections_refused)),
-                ),
-                ("broker_records_produced", load(&p.records_produced)),
-                ("broker_records_failed", load(&p.records_failed)),
-                ("broker_errors", load(&p.broker_errors)),
-                ("sink_rows_inserted", load(&s.rows_inserted)),
-                ("sink_batches_inserted", load(&s.batches_inserted)),
-                ("sink_insert_failures", load(&s.insert_failures)),
-                ("sink_duplicates_skipped", load(&s.duplicates_skipped)),
-                ("sink_dead_letters", load(&s.dead_letters)),
-                ("sink_offset_gap_records", load(&s.offset_gap_records)),
-            ],
-        );
-        o.push_str("},\"rejected\":{");
-        let rejected: Vec<(&str, u64)> = self
-            .reasons
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (*r, self.sum(|s| load(&s.events_rejected[i]))))
-            .collect();
-        pairs(&mut o, &rejected);
-        o.push_str("},\"responses\":{");
-        let mut first = true;
-        for slot in 0..STATUS_SLOTS {
-            let n = self.sum(|s| load(&s.requests[slot]));
-            if n == 0 {
-                continue;
-            }
-            let status = slot_status(slot).map_or("other".to_string(), |s| s.to_string());
-            let sep = if first { "" } else { "," };
-            first = false;
-            let _ = write!(o, "{sep}\"{status}\":{n}");
-        }
-        o.push_str("},\"gauges\":{");
-        let open: i64 = self
-            .shards
-            .iter()
-            .map(|s| s.connections_open.load(Ordering::Relaxed).max(0))
-            .sum();
-        pairs(
-            &mut o,
-            &[
-                ("connections_open", open),
-                (
-                    "ring_capacity",
-                    self.ring_capacity.load(Ordering::Relaxed) as i64,
-                ),
-                ("broker_up", i64::from(p.broker_up.load(Ordering::Relaxed))),
-                (
-                    "broker_inflight_records",
-                    p.inflight_records.load(Ordering::Relaxed),
-                ),
-                ("sink_consumer_lag", s.consumer_lag.load(Ordering::Relaxed)),
-                ("sink_group_lag", s.group_lag.load(Ordering::Relaxed)),
-                (
-                    "sink_clickhouse_up",
-                    i64::from(s.clickhouse_up.load(Ordering::Relaxed)),
-                ),
-                ("sink_paused", i64::from(s.paused.load(Ordering::Relaxed))),
-                (
-                    "sink_assigned_partitions",
-                    s.assigned_partitions.load(Ordering::Relaxed),
-                ),
-            ],
-        );
-        o.push_str("},\"ring_depth\":[");
-        for (i, d) in self.ring_depth.iter().enumerate() {
-            let sep = if i == 0 { "" } else { "," };
-            let _ = write!(o, "{sep}{}", d.load(Ordering::Relaxed));
-        }
-        o.push_str("],\"latency\":{");
-        let mut first = true;
-        let mut stage = |o: &mut String, name: &str, h: Histogram<u64>| {
-            if !first {
-                o.push(',');
-            }
-            first = false;
-            histogram_json(o, name, &h);
-        };
-        if edge {
-            for st in Stage::ALL {
-                stage(&mut o, &format!("ingest_{}", st.name()), self.merged(st));
-            }
-        }
-        if sink {
-            for st in SinkStage::ALL {
-                stage(
-                    &mut o,
-                    &format!("sink_{}", st.name()),
-                    self.sink_histogram(st),
-                );
-            }
-        }
-        o.push_str("}}");
         o
     }
+}
+
+fn list<V: std::fmt::Display>(o: &mut String, values: &[V]) {
+    o.push('[');
+    for (i, v) in values.iter().enumerate() {
+        let sep = if i == 0 { "" } else { "," };
+        let _ = write!(o, "{sep}{v}");
+    }
+    o.push(']');
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::LocalHistograms;
+
+    #[derive(Debug)]
+    struct Part;
+
+    impl crate::Collector for Part {
+        fn part(&self) -> &'static str {
+            "edge"
+        }
+        fn collect(&self, out: &mut crate::Exposition<'_>) {
+            out.counter("x_total", "A counter.", 7);
+            out.gauge("x_up", "A gauge.", -1);
+            out.labeled_counter(
+                "x_by_status_total",
+                "By status.",
+                "status",
+                &[("200", 1), ("500", 0)],
+            );
+            out.labeled_gauge("x_depth", "By shard.", "shard", &[("0", 0i64), ("1", 4)]);
+            let mut h = crate::new_histogram();
+            for v in 1..=1000u64 {
+                h.record(v * 100).unwrap();
+            }
+            out.latency("x_request_seconds", &h);
+        }
+    }
 
     #[test]
     fn the_snapshot_is_json_with_exact_and_bucketed_latencies() {
         use sonic_rs::{JsonContainerTrait, JsonValueTrait};
-        let m = Metrics::new(2, &["bad"]);
-        m.shard(0).count_status(200);
-        m.shard(1).events_accepted.fetch_add(7, Ordering::Relaxed);
-        let mut local = LocalHistograms::new(0);
-        for v in 1..=1000u64 {
-            local.record(Stage::Request, v * 100);
-        }
-        local.publish(&m);
-        let v: sonic_rs::Value = sonic_rs::from_str(&m.render_stats_json(1234)).unwrap();
+        let r = crate::Registry::new();
+        r.register(std::sync::Arc::new(Part));
+        let v: sonic_rs::Value = sonic_rs::from_str(&r.render_stats_json(1234)).unwrap();
         assert_eq!(v["time_ms"].as_u64(), Some(1234));
-        assert_eq!(v["counters"]["events_accepted"].as_u64(), Some(7));
-        assert_eq!(v["responses"]["200"].as_u64(), Some(1));
-        assert_eq!(v["ring_depth"].as_array().unwrap().len(), 2);
-        let req = &v["latency"]["ingest_request"];
+        assert_eq!(v["parts"][0].as_str(), Some("edge"));
+        assert_eq!(v["counters"]["x_total"].as_u64(), Some(7));
+        assert_eq!(v["gauges"]["x_up"].as_i64(), Some(-1));
+        assert_eq!(v["labeled"]["x_by_status_total"]["200"].as_u64(), Some(1));
+        assert!(
+            v["labeled"]["x_by_status_total"].get("500").is_none(),
+            "zero counts are left out"
+        );
+        assert_eq!(
+            v["labeled"]["x_depth"]["0"].as_u64(),
+            Some(0),
+            "zero gauges stay"
+        );
+        let req = &v["latency"]["x_request_seconds"];
         assert_eq!(req["count"].as_u64(), Some(1000));
         // Exact since-start percentiles: p50 of 100..=100,000 µs.
         let p50 = req["percentiles_us"][0].as_u64().unwrap();
@@ -245,7 +208,20 @@ mod tests {
         assert!((450..=560).contains(&cum[i]), "{} at {}", cum[i], bounds[i]);
         assert!(bounds.windows(2).all(|w| w[0] < w[1]));
         assert_eq!((bounds[0], *bounds.last().unwrap()), (10, 60_000_000));
-        // No sink on this process: no sink stages.
-        assert!(v["latency"].get("sink_event_lag").is_none());
+        // The same collector in the other two forms.
+        let text = r.render_prometheus();
+        assert!(
+            text.contains("x_by_status_total{status=\"500\"} 0"),
+            "{text}"
+        );
+        assert!(text.contains("x_depth{shard=\"1\"} 4"), "{text}");
+        assert!(text.contains("x_request_hist_seconds_count 1000"), "{text}");
+        let table = r.render_latency_table();
+        assert!(
+            table.contains("# stage: x_request_seconds (milliseconds)"),
+            "{table}"
+        );
+        assert!(table.contains("Total count    =         1000"), "{table}");
+        assert!(!table.contains("x_total"), "{table}");
     }
 }

@@ -34,6 +34,7 @@ pub mod dlq;
 pub mod retention;
 mod sink;
 
+pub use sink::metrics::{SinkMetrics, SinkProblem, SinkStage};
 pub use sink::{start, SinkHandle};
 
 /// Errors of the sink.

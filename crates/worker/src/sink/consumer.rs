@@ -7,6 +7,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::metrics::SinkMetrics;
 use clickhouse_client::native::{get_uuid, AgentColumns, RowSource};
 use clickhouse_client::Client;
 use engine_core::config::Config;
@@ -16,7 +17,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{DefaultProducerContext, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
-use telemetry::Metrics;
 use tracing::{info, warn};
 use uuid::Uuid;
 
@@ -69,7 +69,7 @@ pub(super) struct Sink<'c> {
     /// Browser, OS and device of the user agents seen lately.
     agents: AgentCache,
     backoff_max: Duration,
-    metrics: Arc<Metrics>,
+    metrics: Arc<SinkMetrics>,
 }
 
 impl<'c> Sink<'c> {
@@ -79,7 +79,7 @@ impl<'c> Sink<'c> {
         table: String,
         tenants: HashMap<Uuid, (Tier, u16)>,
         backoff_max: Duration,
-        metrics: Arc<Metrics>,
+        metrics: Arc<SinkMetrics>,
     ) -> Self {
         let k = &cfg.sink;
         Self {
@@ -249,7 +249,7 @@ impl<'c> Sink<'c> {
             return;
         };
         if let Some(next) = state.next.filter(|&n| off > n) {
-            let sink = &self.metrics.sink;
+            let sink = &*self.metrics;
             sink.offset_gaps.fetch_add(1, Ordering::Relaxed);
             sink.offset_gap_records
                 .fetch_add((off - next) as u64, Ordering::Relaxed);
@@ -282,7 +282,7 @@ impl<'c> Sink<'c> {
         }
         self.check_contiguous(p, off);
         if off <= self.partitions[&p].stored {
-            let sink = &self.metrics.sink;
+            let sink = &*self.metrics;
             sink.records_already_stored.fetch_add(1, Ordering::Relaxed);
             self.handled(p, off);
             return Ok(());
@@ -295,10 +295,7 @@ impl<'c> Sink<'c> {
                 let topic = &self.cfg.sink.dlq_topic;
                 dlq::send(dlq, topic, m.key(), payload, &reason, p, off)?;
                 warn!(partition = p, offset = off, %reason, "undecodable record sent to the dead-letter topic");
-                self.metrics
-                    .sink
-                    .dead_letters
-                    .fetch_add(1, Ordering::Relaxed);
+                self.metrics.dead_letters.fetch_add(1, Ordering::Relaxed);
                 self.handled(p, off);
                 return Ok(());
             }
@@ -332,7 +329,7 @@ impl<'c> Sink<'c> {
             self.batch.last_row = Some((p, off));
         }
         if dups > 0 {
-            let sink = &self.metrics.sink;
+            let sink = &*self.metrics;
             sink.duplicates_skipped.fetch_add(dups, Ordering::Relaxed);
         }
         self.handled(p, off);
@@ -366,7 +363,7 @@ fn assignment(consumer: &BaseConsumer<Context>) -> TopicPartitionList {
 
 impl Flow {
     /// Pauses or resumes every assigned partition to match `want`.
-    fn set_paused(&mut self, want: bool, consumer: &BaseConsumer<Context>, metrics: &Metrics) {
+    fn set_paused(&mut self, want: bool, consumer: &BaseConsumer<Context>, metrics: &SinkMetrics) {
         if want == self.paused {
             return;
         }
@@ -380,7 +377,7 @@ impl Flow {
             warn!(%e, paused = want, "cannot pause or resume the partitions");
         }
         self.paused = want;
-        metrics.sink.paused.store(want, Ordering::Relaxed);
+        metrics.paused.store(want, Ordering::Relaxed);
     }
 
     /// Holds `m` (it could not be handled) until its retry time. Pausing its
@@ -545,7 +542,7 @@ fn rejoin_if_stalled(
         stalled = elsewhere,
         "partitions this sink does not own make no progress; rejoining the group"
     );
-    sink.metrics.sink.rejoins.fetch_add(1, Ordering::Relaxed);
+    sink.metrics.rejoins.fetch_add(1, Ordering::Relaxed);
     consumer.unsubscribe();
     flow.resubscribe_at = Some(now + REJOIN_PAUSE);
 }

@@ -6,10 +6,10 @@ use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::metrics::SinkMetrics;
 use clickhouse_client::Client;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
-use telemetry::Metrics;
 use tracing::{debug, warn};
 
 use super::batch::Batch;
@@ -22,7 +22,7 @@ pub(super) struct Inserter<'c> {
     table: String,
     topic: &'c str,
     backoff_max: Duration,
-    metrics: Arc<Metrics>,
+    metrics: Arc<SinkMetrics>,
     /// The encoded block, reused across batches.
     encoded: Vec<u8>,
 }
@@ -33,7 +33,7 @@ impl<'c> Inserter<'c> {
         table: String,
         topic: &'c str,
         backoff_max: Duration,
-        metrics: Arc<Metrics>,
+        metrics: Arc<SinkMetrics>,
     ) -> Self {
         Self {
             ch,
@@ -50,7 +50,7 @@ impl<'c> Inserter<'c> {
         if batch.block.rows() == 0 {
             return true;
         }
-        let sink = &self.metrics.sink;
+        let sink = &*self.metrics;
         let mut bytes = std::mem::take(&mut self.encoded);
         bytes.clear();
         batch.block.encode(&mut bytes);
@@ -91,7 +91,7 @@ impl<'c> Inserter<'c> {
                 .fetch_add(bytes.len() as u64, Ordering::Relaxed);
             let insert = started.elapsed();
             let age = started.saturating_duration_since(batch.opened);
-            self.metrics.record_sink_batch(
+            self.metrics.record_batch(
                 age.as_micros() as u64,
                 insert.as_micros() as u64,
                 batch

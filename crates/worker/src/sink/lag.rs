@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::metrics::SinkMetrics;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
-use telemetry::Metrics;
 use tracing::{debug, warn};
 
 use super::rebalance::Context;
@@ -155,10 +155,10 @@ pub(super) fn monitor(
     topic: &str,
     stall_after: Duration,
     stalls: &Stalls,
-    metrics: &Metrics,
+    metrics: &SinkMetrics,
     stop: impl Fn() -> bool,
 ) {
-    let m = &metrics.sink;
+    let m = metrics;
     let mut progress = Progress::new(stall_after);
     let mut failing = false;
     while !stop() {

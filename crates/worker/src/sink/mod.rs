@@ -14,7 +14,6 @@ use clickhouse_client::schema::migrate;
 use clickhouse_client::Client;
 use engine_core::config::Config;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use telemetry::Metrics;
 use tracing::{info, warn};
 
 use crate::{dlq, Error};
@@ -24,11 +23,13 @@ mod batch;
 mod consumer;
 mod insert;
 mod lag;
+pub mod metrics;
 mod rebalance;
 
 use batch::Batch;
 use consumer::{consume, Sink, ToInserter};
 use insert::Inserter;
+use metrics::SinkMetrics;
 use rebalance::{Context, Inflight};
 
 /// First wait between retries; doubles up to `sink.retry_backoff_max_ms`.
@@ -89,6 +90,9 @@ impl GroupTimes {
 /// A running sink.
 #[derive(Debug)]
 pub struct SinkHandle {
+    /// Its metrics (a [`telemetry::Collector`]) and health (a
+    /// [`telemetry::HealthCheck`]).
+    pub metrics: Arc<SinkMetrics>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -105,13 +109,13 @@ impl SinkHandle {
 }
 
 /// Runs the retention job every `sink.retention_interval_secs`.
-fn retention_loop(cfg: &Config, stop: &AtomicBool, metrics: &Metrics) {
+fn retention_loop(cfg: &Config, stop: &AtomicBool, metrics: &SinkMetrics) {
     let every = Duration::from_secs(cfg.sink.retention_interval_secs);
     let ch = Client::new(
         &cfg.clickhouse.url,
         Duration::from_millis(cfg.sink.clickhouse_timeout_ms),
     );
-    let m = &metrics.sink;
+    let m = metrics;
     loop {
         let deadline = Instant::now() + every;
         while Instant::now() < deadline {
@@ -136,11 +140,12 @@ fn retention_loop(cfg: &Config, stop: &AtomicBool, metrics: &Metrics) {
 }
 
 /// Starts the sink (and its retention job) on their own threads; it reports
-/// into `metrics.sink`.
-pub fn start(config: Config, metrics: Arc<Metrics>) -> Result<SinkHandle, Error> {
+/// into [`SinkHandle::metrics`].
+pub fn start(config: Config) -> Result<SinkHandle, Error> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
-    metrics.sink.running.store(true, Ordering::Relaxed);
+    let metrics = Arc::new(SinkMetrics::default());
+    let handle_metrics = metrics.clone();
     if config.sink.retention_interval_secs > 0 {
         let (stop, config, metrics) = (stop.clone(), config.clone(), metrics.clone());
         threads.push(
@@ -161,7 +166,11 @@ pub fn start(config: Config, metrics: Arc<Metrics>) -> Result<SinkHandle, Error>
             })
             .map_err(Error::Thread)?,
     );
-    Ok(SinkHandle { stop, threads })
+    Ok(SinkHandle {
+        metrics: handle_metrics,
+        stop,
+        threads,
+    })
 }
 
 pub(super) fn now_us() -> i64 {
@@ -205,7 +214,7 @@ pub(super) fn with_backoff<T>(
     }
 }
 
-fn run(cfg: &Config, stop: &AtomicBool, metrics: Arc<Metrics>) -> Result<(), Error> {
+fn run(cfg: &Config, stop: &AtomicBool, metrics: Arc<SinkMetrics>) -> Result<(), Error> {
     let k = &cfg.sink;
     let backoff_max = Duration::from_millis(k.retry_backoff_max_ms.max(100));
     let timeout = Duration::from_millis(k.clickhouse_timeout_ms);
@@ -226,7 +235,7 @@ fn run(cfg: &Config, stop: &AtomicBool, metrics: Arc<Metrics>) -> Result<(), Err
             } else {
                 ch.version().map(drop)
             };
-            let sink = &metrics.sink;
+            let sink = &*metrics;
             sink.clickhouse_up.store(r.is_ok(), Ordering::Release);
             Ok(r?)
         },

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use super::metrics::SinkMetrics;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::ClientContext;
-use telemetry::Metrics;
 use tracing::warn;
 
 /// Batches handed to the inserter and not yet committed (0 or 1).
@@ -63,7 +63,7 @@ impl Inflight {
 pub(super) struct Context {
     pub(super) rebalanced: AtomicBool,
     pub(super) inflight: Arc<Inflight>,
-    pub(super) metrics: Arc<Metrics>,
+    pub(super) metrics: Arc<SinkMetrics>,
     /// Longest wait for the batch in flight before a rebalance drops it; it
     /// stays under `max.poll.interval.ms`, the group's rebalance timeout.
     pub(super) rebalance_wait: Duration,
@@ -94,10 +94,7 @@ impl ConsumerContext for Context {
             Rebalance::Assign(tpl) => tpl.count() as i64,
             _ => 0,
         };
-        self.metrics
-            .sink
-            .assigned_partitions
-            .store(n, Ordering::Relaxed);
+        self.metrics.assigned_partitions.store(n, Ordering::Relaxed);
     }
 }
 

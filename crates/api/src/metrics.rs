@@ -1,0 +1,246 @@
+//! The edge's metrics, declared here once and rendered by telemetry through
+//! [`Collector`]: responses by status, events accepted and rejected by
+//! reason, bytes and connections per shard, and the latency of each stage of
+//! `POST /ingest`. Counters are per shard and padded, so shards never share a
+//! cache line; exposition sums them.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use crossbeam_utils::CachePadded;
+use hdrhistogram::Histogram;
+use telemetry::{Collector, Exposition, LocalHistograms, SharedHistograms, StatusCounts};
+
+/// Latency stages measured at the edge, in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Whole `POST /ingest`: first byte of the request to response written.
+    Request = 0,
+    /// Decompression, envelope parse, event parse and validation.
+    ParseValidate = 1,
+    /// Hand-off to the producer until the broker acknowledged every record.
+    BrokerAck = 2,
+}
+
+impl Stage {
+    /// All stages, in slot order.
+    pub const ALL: [Stage; 3] = [Stage::Request, Stage::ParseValidate, Stage::BrokerAck];
+
+    /// The metric's name.
+    pub fn metric(self) -> &'static str {
+        match self {
+            Stage::Request => "ingest_request_latency_seconds",
+            Stage::ParseValidate => "ingest_parse_validate_latency_seconds",
+            Stage::BrokerAck => "ingest_broker_ack_latency_seconds",
+        }
+    }
+}
+
+/// A shard's stage histograms, recorded without synchronisation.
+pub type ShardHistograms = LocalHistograms<3>;
+
+impl Stage {
+    /// Records `micros` for this stage in `h`.
+    pub fn record(self, h: &mut ShardHistograms, micros: u64) {
+        h.record(self as usize, micros);
+    }
+}
+
+/// HTTP statuses the edge answers with: always exposed, zero or not. Any
+/// other status is counted too and exposed once seen.
+pub const STATUSES: [u16; 17] = [
+    100, 200, 400, 401, 403, 404, 405, 408, 411, 413, 415, 417, 429, 431, 500, 501, 503,
+];
+
+/// Counters of one shard.
+#[derive(Debug)]
+pub struct ShardCounters {
+    pub responses: StatusCounts,
+    pub events_accepted: AtomicU64,
+    /// By rejection reason, in the reasons' index order.
+    pub events_rejected: Vec<AtomicU64>,
+    pub bytes_received: AtomicU64,
+    pub connections_open: AtomicI64,
+    pub connections_total: AtomicU64,
+    pub connections_refused: AtomicU64,
+    pub rate_limited_events: AtomicU64,
+}
+
+impl ShardCounters {
+    fn new(reasons: usize) -> Self {
+        Self {
+            responses: StatusCounts::default(),
+            events_accepted: AtomicU64::new(0),
+            events_rejected: (0..reasons).map(|_| AtomicU64::new(0)).collect(),
+            bytes_received: AtomicU64::new(0),
+            connections_open: AtomicI64::new(0),
+            connections_total: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
+            rate_limited_events: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one response with `status`.
+    pub fn count_status(&self, status: u16) {
+        self.responses.count(status);
+    }
+}
+
+/// Every metric of the edge.
+#[derive(Debug)]
+pub struct EdgeMetrics {
+    reasons: &'static [&'static str],
+    shards: Vec<CachePadded<ShardCounters>>,
+    /// Published stage histograms, one slot per shard.
+    pub histograms: SharedHistograms<3>,
+}
+
+impl EdgeMetrics {
+    /// Metrics of `shards` shards; `reasons` names the rejection reasons in
+    /// their index order.
+    pub fn new(shards: usize, reasons: &'static [&'static str]) -> Self {
+        Self {
+            reasons,
+            shards: (0..shards)
+                .map(|_| CachePadded::new(ShardCounters::new(reasons.len())))
+                .collect(),
+            histograms: SharedHistograms::new(shards),
+        }
+    }
+
+    /// The counters of shard `i`.
+    pub fn shard(&self, i: usize) -> &ShardCounters {
+        &self.shards[i]
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Sum of a counter over shards.
+    pub fn sum(&self, f: impl Fn(&ShardCounters) -> &AtomicU64) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| f(s).load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Total events accepted.
+    pub fn events_accepted(&self) -> u64 {
+        self.sum(|s| &s.events_accepted)
+    }
+
+    /// Total responses with `status`.
+    pub fn responses(&self, status: u16) -> u64 {
+        self.shards.iter().map(|s| s.responses.get(status)).sum()
+    }
+
+    /// A stage merged over every shard.
+    pub fn merged(&self, stage: Stage) -> Histogram<u64> {
+        self.histograms.merged(stage as usize)
+    }
+}
+
+impl Collector for EdgeMetrics {
+    fn part(&self) -> &'static str {
+        "edge"
+    }
+
+    fn collect(&self, out: &mut Exposition<'_>) {
+        let responses = StatusCounts::labeled(self.shards.iter().map(|s| &s.responses), &STATUSES);
+        out.labeled_counter(
+            "ingest_http_responses_total",
+            "HTTP responses by status code.",
+            "status",
+            &responses,
+        );
+        out.counter(
+            "ingest_events_accepted_total",
+            "Events acknowledged by the broker.",
+            self.events_accepted(),
+        );
+        let rejected: Vec<(&str, u64)> = (self.reasons.iter().enumerate())
+            .map(|(i, r)| (*r, self.sum(|s| &s.events_rejected[i])))
+            .collect();
+        out.labeled_counter(
+            "ingest_events_rejected_total",
+            "Events rejected by validation, by reason.",
+            "reason",
+            &rejected,
+        );
+        for (name, help, f) in [
+            (
+                "ingest_bytes_received_total",
+                "Request body bytes received, as sent.",
+                (|s| &s.bytes_received) as fn(&ShardCounters) -> &AtomicU64,
+            ),
+            ("ingest_connections_total", "Connections accepted.", |s| {
+                &s.connections_total
+            }),
+            (
+                "ingest_connections_refused_total",
+                "Connections closed at accept (per-shard limit).",
+                |s| &s.connections_refused,
+            ),
+            (
+                "ingest_rate_limited_events_total",
+                "Events refused with 429.",
+                |s| &s.rate_limited_events,
+            ),
+        ] {
+            out.counter(name, help, self.sum(f));
+        }
+        let open = (self.shards.iter())
+            .map(|s| s.connections_open.load(Ordering::Relaxed).max(0))
+            .sum();
+        out.gauge("ingest_connections_open", "Open connections.", open);
+        for stage in Stage::ALL {
+            out.latency(stage.metric(), &self.merged(stage));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_and_histograms_reach_the_exposition() {
+        let m = EdgeMetrics::new(2, &["bad", "worse"]);
+        m.shard(0).count_status(200);
+        m.shard(1).count_status(200);
+        m.shard(1).count_status(503);
+        m.shard(1).count_status(999);
+        m.shard(1).events_rejected[1].fetch_add(3, Ordering::Relaxed);
+        m.shard(0).events_accepted.fetch_add(5, Ordering::Relaxed);
+        let mut local = ShardHistograms::new(1);
+        for v in 1..=1000 {
+            Stage::Request.record(&mut local, v);
+        }
+        assert_eq!(m.merged(Stage::Request).len(), 0);
+        local.publish(&m.histograms);
+        assert_eq!(m.merged(Stage::Request).len(), 1000);
+        let r = telemetry::Registry::new();
+        r.register(std::sync::Arc::new(m));
+        let text = r.render_prometheus();
+        for line in [
+            "ingest_http_responses_total{status=\"200\"} 2",
+            "ingest_http_responses_total{status=\"503\"} 1",
+            "ingest_http_responses_total{status=\"429\"} 0",
+            "ingest_http_responses_total{status=\"other\"} 1",
+            "ingest_events_rejected_total{reason=\"worse\"} 3",
+            "ingest_events_rejected_total{reason=\"bad\"} 0",
+            "ingest_events_accepted_total 5",
+            "ingest_request_latency_seconds_count 1000",
+            "ingest_request_latency_hist_seconds_count 1000",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        let table = r.render_latency_table();
+        assert!(
+            table.contains("# stage: ingest_request_latency_seconds"),
+            "{table}"
+        );
+        assert!(table.contains("Total count    =         1000"), "{table}");
+    }
+}

@@ -1,0 +1,353 @@
+//! The sink's metrics, declared here once and rendered by telemetry through
+//! [`Collector`], and its health ([`SinkProblem`]), which the node asks
+//! through [`HealthCheck`]. Rendered only by a process that runs the sink:
+//! the binary registers it when it starts one.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+
+use hdrhistogram::Histogram;
+use telemetry::{clamp_us, Collector, Exposition, HealthCheck, SharedHistograms};
+
+/// Sink-side latency stages, in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkStage {
+    /// First record of a batch consumed until its insert started.
+    BatchAge = 0,
+    /// One insert into ClickHouse, retries and backoff included.
+    InsertDuration = 1,
+    /// The edge's receive time of an event until ClickHouse confirmed its row.
+    EventLag = 2,
+}
+
+impl SinkStage {
+    /// All stages, in slot order.
+    pub const ALL: [SinkStage; 3] = [
+        SinkStage::BatchAge,
+        SinkStage::InsertDuration,
+        SinkStage::EventLag,
+    ];
+
+    /// The metric's name.
+    pub fn metric(self) -> &'static str {
+        match self {
+            SinkStage::BatchAge => "sink_batch_age_seconds",
+            SinkStage::InsertDuration => "sink_insert_duration_seconds",
+            SinkStage::EventLag => "sink_event_lag_seconds",
+        }
+    }
+}
+
+/// Why a running sink is not making progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkProblem {
+    /// The last ClickHouse call failed.
+    ClickHouseUnreachable,
+    /// Partitions have records waiting and no commit for the stall time,
+    /// e.g. nobody in the group owns them.
+    PartitionsStalled,
+}
+
+impl SinkProblem {
+    /// The `reason` word of `/health/ready` and the sink's `state` in `/health`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            SinkProblem::ClickHouseUnreachable => "clickhouse_unreachable",
+            SinkProblem::PartitionsStalled => "sink_stalled",
+        }
+    }
+}
+
+/// Sink counters, state and histograms.
+#[derive(Debug)]
+pub struct SinkMetrics {
+    pub(crate) rows_inserted: AtomicU64,
+    pub(crate) batches_inserted: AtomicU64,
+    pub(crate) bytes_inserted: AtomicU64,
+    /// Insert attempts (and landed-checks) that failed; each is retried.
+    pub(crate) insert_failures: AtomicU64,
+    /// Events dropped by the dedup window (client retries).
+    pub(crate) duplicates_skipped: AtomicU64,
+    /// Records skipped because ClickHouse already held their offset.
+    pub(crate) records_already_stored: AtomicU64,
+    /// Times a partition's next record came with a higher offset than the
+    /// one expected: the broker did not deliver the records in between.
+    pub(crate) offset_gaps: AtomicU64,
+    /// Offsets skipped by those gaps.
+    pub(crate) offset_gap_records: AtomicU64,
+    pub(crate) dead_letters: AtomicU64,
+    pub(crate) retention_runs: AtomicU64,
+    pub(crate) retention_failures: AtomicU64,
+    pub(crate) retention_partitions_dropped: AtomicU64,
+    /// True while the last ClickHouse call succeeded.
+    pub(crate) clickhouse_up: AtomicBool,
+    /// Records not yet committed by the group over the partitions this sink
+    /// owns (-1: unknown).
+    pub(crate) consumer_lag: AtomicI64,
+    /// Records not yet committed by the group over every partition of the
+    /// topic, owned or not (-1: unknown).
+    pub(crate) group_lag: AtomicI64,
+    /// Partitions with records waiting and no commit for the sink's stall
+    /// time: nobody is making progress on them.
+    pub(crate) stalled_partitions: AtomicI64,
+    pub(crate) assigned_partitions: AtomicI64,
+    /// True while this sink's partitions are paused: a batch waits for the
+    /// inserter, or a record for ClickHouse or the broker.
+    pub(crate) paused: AtomicBool,
+    /// Times the sink left and rejoined its group because it owned no
+    /// partition while partitions stalled.
+    pub(crate) rejoins: AtomicU64,
+    /// One slot: the inserter records once per batch, under the lock.
+    histograms: SharedHistograms<3>,
+}
+
+impl Default for SinkMetrics {
+    fn default() -> Self {
+        let zero = || AtomicU64::new(0);
+        Self {
+            rows_inserted: zero(),
+            batches_inserted: zero(),
+            bytes_inserted: zero(),
+            insert_failures: zero(),
+            duplicates_skipped: zero(),
+            records_already_stored: zero(),
+            offset_gaps: zero(),
+            offset_gap_records: zero(),
+            dead_letters: zero(),
+            retention_runs: zero(),
+            retention_failures: zero(),
+            retention_partitions_dropped: zero(),
+            clickhouse_up: AtomicBool::new(false),
+            consumer_lag: AtomicI64::new(-1),
+            group_lag: AtomicI64::new(-1),
+            stalled_partitions: AtomicI64::new(0),
+            assigned_partitions: AtomicI64::new(0),
+            paused: AtomicBool::new(false),
+            rejoins: zero(),
+            histograms: SharedHistograms::new(1),
+        }
+    }
+}
+
+impl SinkMetrics {
+    /// Records one inserted batch: its age, its insert time, and the lag of
+    /// its events as `(lag_us, events)` pairs. One lock per batch.
+    pub fn record_batch(
+        &self,
+        batch_age_us: u64,
+        insert_us: u64,
+        lags: impl IntoIterator<Item = (u64, u64)>,
+    ) {
+        self.histograms.with_slot(0, |h| {
+            h[SinkStage::BatchAge as usize].saturating_record(clamp_us(batch_age_us));
+            h[SinkStage::InsertDuration as usize].saturating_record(clamp_us(insert_us));
+            for (lag, n) in lags {
+                let _ = h[SinkStage::EventLag as usize].record_n(clamp_us(lag), n);
+            }
+        });
+    }
+
+    /// A copy of one stage's histogram.
+    pub fn histogram(&self, stage: SinkStage) -> Histogram<u64> {
+        self.histograms.merged(stage as usize)
+    }
+
+    /// Rows ClickHouse confirmed.
+    pub fn rows_inserted(&self) -> u64 {
+        self.rows_inserted.load(Ordering::Relaxed)
+    }
+
+    /// What keeps the sink from making progress, if anything.
+    pub fn sink_problem(&self) -> Option<SinkProblem> {
+        if !self.clickhouse_up.load(Ordering::Acquire) {
+            Some(SinkProblem::ClickHouseUnreachable)
+        } else if self.stalled_partitions.load(Ordering::Relaxed) > 0 {
+            Some(SinkProblem::PartitionsStalled)
+        } else {
+            None
+        }
+    }
+}
+
+impl HealthCheck for SinkMetrics {
+    fn name(&self) -> &'static str {
+        "sink"
+    }
+
+    fn problem(&self) -> Option<&'static str> {
+        self.sink_problem().map(SinkProblem::reason)
+    }
+
+    /// `state` is `ok`, or the problem's reason.
+    fn state_json(&self) -> String {
+        let lag = self.histogram(SinkStage::EventLag);
+        format!(
+            "{{\"state\":\"{}\",\"running\":true,\"clickhouse_up\":{},\"assigned_partitions\":{},\"stalled_partitions\":{},\"paused\":{},\"consumer_lag\":{},\"group_lag\":{},\"rows_inserted\":{},\"event_lag_p99_ms\":{:.1}}}",
+            self.problem().unwrap_or("ok"),
+            self.clickhouse_up.load(Ordering::Acquire),
+            self.assigned_partitions.load(Ordering::Relaxed),
+            self.stalled_partitions.load(Ordering::Relaxed),
+            self.paused.load(Ordering::Relaxed),
+            self.consumer_lag.load(Ordering::Relaxed),
+            self.group_lag.load(Ordering::Relaxed),
+            self.rows_inserted(),
+            lag.value_at_quantile(0.99) as f64 / 1000.0,
+        )
+    }
+}
+
+impl Collector for SinkMetrics {
+    fn part(&self) -> &'static str {
+        "sink"
+    }
+
+    fn collect(&self, out: &mut Exposition<'_>) {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        for (name, help, v) in [
+            ("sink_rows_inserted_total", "Rows ClickHouse confirmed.", &self.rows_inserted),
+            ("sink_batches_inserted_total", "Inserts ClickHouse confirmed.", &self.batches_inserted),
+            ("sink_bytes_inserted_total", "Native block bytes inserted.", &self.bytes_inserted),
+            (
+                "sink_insert_failures_total",
+                "Insert attempts that failed (each is retried).",
+                &self.insert_failures,
+            ),
+            (
+                "sink_duplicates_skipped_total",
+                "Events dropped by the dedup window (client retries).",
+                &self.duplicates_skipped,
+            ),
+            (
+                "sink_records_already_stored_total",
+                "Records skipped because ClickHouse already held their offset.",
+                &self.records_already_stored,
+            ),
+            (
+                "sink_offset_gaps_total",
+                "Times the broker delivered a partition's records with offsets missing in between.",
+                &self.offset_gaps,
+            ),
+            (
+                "sink_offset_gap_records_total",
+                "Offsets the broker skipped in those gaps (records never delivered).",
+                &self.offset_gap_records,
+            ),
+            (
+                "sink_dead_letters_total",
+                "Undecodable records sent to the dead-letter topic.",
+                &self.dead_letters,
+            ),
+            ("sink_retention_runs_total", "Retention job runs.", &self.retention_runs),
+            (
+                "sink_retention_failures_total",
+                "Retention job runs that failed.",
+                &self.retention_failures,
+            ),
+            (
+                "sink_retention_partitions_dropped_total",
+                "Expired partitions dropped by the retention job.",
+                &self.retention_partitions_dropped,
+            ),
+            (
+                "sink_rejoins_total",
+                "Times the sink rejoined its group because it owned nothing while partitions stalled.",
+                &self.rejoins,
+            ),
+        ] {
+            out.counter(name, help, load(v));
+        }
+        let flag = |a: &AtomicBool| i64::from(a.load(Ordering::Acquire));
+        for (name, help, v) in [
+            (
+                "sink_clickhouse_up",
+                "1 while the last ClickHouse call succeeded.",
+                flag(&self.clickhouse_up),
+            ),
+            (
+                "sink_consumer_lag",
+                "Records not yet committed by the group on the partitions this sink owns (-1: unknown).",
+                self.consumer_lag.load(Ordering::Relaxed),
+            ),
+            (
+                "sink_group_lag",
+                "Records not yet committed by the group on every partition of the topic (-1: unknown).",
+                self.group_lag.load(Ordering::Relaxed),
+            ),
+            (
+                "sink_stalled_partitions",
+                "Partitions with records waiting and no commit for the stall time.",
+                self.stalled_partitions.load(Ordering::Relaxed),
+            ),
+            (
+                "sink_assigned_partitions",
+                "Topic partitions assigned to this sink.",
+                self.assigned_partitions.load(Ordering::Relaxed),
+            ),
+            (
+                "sink_paused",
+                "1 while this sink's partitions are paused (a batch waits for the inserter, or a record for ClickHouse).",
+                flag(&self.paused),
+            ),
+            ("sink_running", "1 when this process runs the sink role.", 1),
+        ] {
+            out.gauge(name, help, v);
+        }
+        for stage in SinkStage::ALL {
+            out.latency(stage.metric(), &self.histogram(stage));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn batches_reach_the_exposition() {
+        let m = Arc::new(SinkMetrics::default());
+        m.rows_inserted.fetch_add(300, Ordering::Relaxed);
+        m.record_batch(1_000, 20_000, [(2_000_000, 200), (4_000_000, 100)]);
+        let r = telemetry::Registry::new();
+        r.register(m.clone());
+        let text = r.render_prometheus();
+        for line in [
+            "sink_rows_inserted_total 300",
+            "sink_consumer_lag -1",
+            "sink_event_lag_seconds_count 300",
+            "sink_insert_duration_seconds_count 1",
+            "sink_event_lag_hist_seconds_count 300",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        let lag = m.histogram(SinkStage::EventLag);
+        assert!((1_990_000..=2_010_000).contains(&lag.value_at_quantile(0.5)));
+        assert!((3_990_000..=4_010_000).contains(&lag.value_at_quantile(0.99)));
+        assert!(m.state_json().contains("\"rows_inserted\":300"));
+        assert!(r
+            .render_latency_table()
+            .contains("# stage: sink_event_lag_seconds"));
+    }
+
+    #[test]
+    fn the_state_names_what_stops_the_sink() {
+        let m = SinkMetrics::default();
+        m.clickhouse_up.store(true, Ordering::Release);
+        assert_eq!(m.sink_problem(), None);
+        assert!(m.state_json().starts_with("{\"state\":\"ok\","));
+        assert!(m.state_json().contains("\"group_lag\":-1,"));
+        m.stalled_partitions.store(2, Ordering::Relaxed);
+        m.group_lag.store(120, Ordering::Relaxed);
+        assert_eq!(m.sink_problem(), Some(SinkProblem::PartitionsStalled));
+        let j = m.state_json();
+        assert!(j.contains("\"state\":\"sink_stalled\""), "{j}");
+        assert!(j.contains("\"stalled_partitions\":2,"), "{j}");
+        assert!(j.contains("\"group_lag\":120,"), "{j}");
+        // ClickHouse down explains the stall: it is named first.
+        m.clickhouse_up.store(false, Ordering::Release);
+        assert_eq!(m.problem(), Some("clickhouse_unreachable"));
+        assert!(m
+            .state_json()
+            .contains("\"state\":\"clickhouse_unreachable\""));
+    }
+}

@@ -260,7 +260,7 @@ fn tenants_from_before_key_kinds_keep_their_key_and_a_half_done_migration_finish
 
     // A tenant written before key kinds: its one key is in api_key_sha256.
     migrate_up_to(&ch, "old", 3);
-    // Events from before the roll-ups: migration 6 fills them in.
+    // Events from before the roll-ups: migration 7 fills them in.
     ch.execute(
         "INSERT INTO old.events (tenant_id, event_id, session_id, event_type, event_time, retention_days, path) \
          SELECT toUUID('11111111-2222-3333-4444-555555555555'), generateUUIDv4(), toUUID('11111111-0000-0000-0000-000000000001'), \
@@ -273,7 +273,7 @@ fn tenants_from_before_key_kinds_keep_their_key_and_a_half_done_migration_finish
          VALUES (toUUID('11111111-2222-3333-4444-555555555555'), 'legacy', 'paid', 90, '{hash}', 0, 0, now(), 1)"
     ))
     .unwrap();
-    assert_eq!(migrate(&ch, "old").unwrap().applied, [4, 5, 6]);
+    assert_eq!(migrate(&ch, "old").unwrap().applied, [4, 5, 6, 7]);
     assert_eq!(
         ch.query(
             "SELECT sum(pageviews), argMinMerge(entry_page) FROM old.sessions FORMAT TabSeparated"
@@ -307,11 +307,11 @@ fn tenants_from_before_key_kinds_keep_their_key_and_a_half_done_migration_finish
     migrate_up_to(&ch, "crashed", 3);
     ch.execute("ALTER TABLE crashed.tenants ADD COLUMN key_label Array(String)")
         .unwrap();
-    // And a crash inside migration 6, after its first roll-up was rebuilt:
+    // And a crash inside migration 7, after its first roll-up was rebuilt:
     // the rerun rebuilds it from scratch.
     ch.execute("CREATE TABLE crashed.sessions (x UInt8) ENGINE = TinyLog")
         .unwrap();
-    assert_eq!(migrate(&ch, "crashed").unwrap().applied, [4, 5, 6]);
+    assert_eq!(migrate(&ch, "crashed").unwrap().applied, [4, 5, 6, 7]);
     assert!(tenants::list(&ch, "crashed").unwrap().is_empty());
 }
 
@@ -319,8 +319,8 @@ fn tenants_from_before_key_kinds_keep_their_key_and_a_half_done_migration_finish
 fn concurrent_migrators_build_each_roll_up_once() {
     let server = ClickHouse::start();
     let ch = server.client();
-    // A database at migration 5 with events in it: migration 6 backfills.
-    migrate_up_to(&ch, "race", 5);
+    // A database at migration 6 with events in it: migration 7 backfills.
+    migrate_up_to(&ch, "race", 6);
     let (block, _) = sample_block(now_us());
     let mut bytes = Vec::new();
     block.encode(&mut bytes);
@@ -335,9 +335,9 @@ fn concurrent_migrators_build_each_roll_up_once() {
     assert_eq!(
         applied.len(),
         1,
-        "one migrator ran migration 6: {reports:?}"
+        "one migrator ran migration 7: {reports:?}"
     );
-    assert_eq!(applied[0].applied, [6]);
+    assert_eq!(applied[0].applied, [7]);
     let pageviews = ch
         .query("SELECT countIf(event_type = 'pageview') FROM race.events FORMAT TabSeparated")
         .unwrap();
@@ -348,6 +348,14 @@ fn concurrent_migrators_build_each_roll_up_once() {
     ] {
         assert_eq!(ch.query(sql).unwrap(), pageviews, "{sql}: counted once");
     }
+    let engines = ch
+        .query("SELECT engine_full FROM system.tables WHERE database = 'race' AND name IN ('sessions', 'pageviews_hourly') FORMAT TabSeparated")
+        .unwrap();
+    let fine = format!(
+        "index_granularity = {}",
+        clickhouse_client::schema::ROLLUP_INDEX_GRANULARITY
+    );
+    assert_eq!(engines.matches(&fine).count(), 2, "{engines}");
     let lock = ch
         .query("SELECT count() FROM system.tables WHERE database = 'race' AND name = 'migration_lock' FORMAT TabSeparated")
         .unwrap();

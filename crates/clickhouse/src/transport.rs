@@ -34,6 +34,15 @@ impl Client {
         }
     }
 
+    /// The same client with another bound on each request.
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        Self {
+            user: self.user.clone(),
+            password: self.password.clone(),
+            ..Self::new(&self.url, timeout)
+        }
+    }
+
     /// Sets credentials (sent as `X-ClickHouse-User`/`X-ClickHouse-Key`).
     pub fn with_credentials(mut self, user: &str, password: &str) -> Self {
         self.user = Some(user.to_string());

@@ -334,7 +334,13 @@ fn shape(q: &Query, out: &str, elapsed: Duration) -> Option<Vec<u8>> {
     let mut results = Vec::new();
     for row in v.get("data")?.as_array()?.iter() {
         let row = row.as_array()?;
-        let d: Vec<Value> = row.iter().take(dims).cloned().collect();
+        let mut d: Vec<Value> = row.iter().take(dims).cloned().collect();
+        if !q.breakdowns.is_empty() {
+            // The breakdown comes as its index in the request.
+            let i = d.first()?.as_u64()?;
+            let name = Dimension::name(*q.breakdowns.get(usize::try_from(i).ok()?)?);
+            d[0] = Value::from(name);
+        }
         let m: Vec<Value> = row
             .iter()
             .skip(dims)

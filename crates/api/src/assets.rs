@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 
 use sha2::{Digest, Sha256};
 
+pub use crate::http::Asset;
 use crate::http::{RequestHead, Response};
 
 /// How long browsers may use their copy of the SDK before revalidating, in
@@ -22,70 +23,45 @@ pub const SDK_MAX_AGE_SECS: u32 = 3600;
 const DASHBOARD_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
     connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/// An embedded file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Asset {
-    Sdk,
-    DashboardHtml,
-    DashboardJs,
-    DashboardCss,
-    /// The on-call page (`/debug/dashboard`): an admin surface.
-    OncallHtml,
-    OncallJs,
-    OncallCss,
+/// The file's bytes.
+pub fn bytes(asset: Asset) -> &'static [u8] {
+    match asset {
+        Asset::Sdk => include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../sdk/dist/sdk.js"
+        )),
+        Asset::DashboardHtml => include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../dashboard/dist/index.html"
+        )),
+        Asset::DashboardJs => include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../dashboard/dist/app.js"
+        )),
+        Asset::DashboardCss => include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../dashboard/dist/app.css"
+        )),
+        Asset::OncallHtml => include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../dashboard/dist/oncall.html"
+        )),
+        Asset::OncallJs => include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../dashboard/dist/oncall.js"
+        )),
+        Asset::OncallCss => include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../dashboard/dist/oncall.css"
+        )),
+    }
 }
 
-impl Asset {
-    /// The file's bytes.
-    pub fn bytes(self) -> &'static [u8] {
-        match self {
-            Asset::Sdk => include_bytes!(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../sdk/dist/sdk.js"
-            )),
-            Asset::DashboardHtml => include_bytes!(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../dashboard/dist/index.html"
-            )),
-            Asset::DashboardJs => include_bytes!(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../dashboard/dist/app.js"
-            )),
-            Asset::DashboardCss => include_bytes!(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../dashboard/dist/app.css"
-            )),
-            Asset::OncallHtml => include_bytes!(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../dashboard/dist/oncall.html"
-            )),
-            Asset::OncallJs => include_bytes!(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../dashboard/dist/oncall.js"
-            )),
-            Asset::OncallCss => include_bytes!(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../dashboard/dist/oncall.css"
-            )),
-        }
-    }
-
-    fn content_type(self) -> &'static str {
-        match self {
-            Asset::Sdk | Asset::DashboardJs | Asset::OncallJs => "text/javascript; charset=utf-8",
-            Asset::DashboardHtml | Asset::OncallHtml => "text/html; charset=utf-8",
-            Asset::DashboardCss | Asset::OncallCss => "text/css; charset=utf-8",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-
-    /// Whether the file belongs to the on-call page, which every node
-    /// serves (a sink-only node too).
-    pub fn is_oncall(self) -> bool {
-        matches!(self, Asset::OncallHtml | Asset::OncallJs | Asset::OncallCss)
+fn content_type(asset: Asset) -> &'static str {
+    match asset {
+        Asset::Sdk | Asset::DashboardJs | Asset::OncallJs => "text/javascript; charset=utf-8",
+        Asset::DashboardHtml | Asset::OncallHtml => "text/html; charset=utf-8",
+        Asset::DashboardCss | Asset::OncallCss => "text/css; charset=utf-8",
     }
 }
 
@@ -97,9 +73,9 @@ struct Encoded {
 
 fn encoded(asset: Asset) -> &'static Encoded {
     static ENCODED: [OnceLock<Encoded>; 7] = [const { OnceLock::new() }; 7];
-    ENCODED[asset.index()].get_or_init(|| {
+    ENCODED[asset as usize].get_or_init(|| {
         use std::io::Write;
-        let bytes = asset.bytes();
+        let bytes = bytes(asset);
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         // Writing into a Vec cannot fail.
         let _ = enc.write_all(bytes);
@@ -140,9 +116,9 @@ pub fn answer(asset: Asset, head: &RequestHead, buf: &[u8]) -> Response {
     let resp = if cached {
         Response::empty(304)
     } else if gzip {
-        Response::text(200, asset.content_type(), a.gzip.clone()).header("Content-Encoding", "gzip")
+        Response::text(200, content_type(asset), a.gzip.clone()).header("Content-Encoding", "gzip")
     } else {
-        Response::text(200, asset.content_type(), asset.bytes().to_vec())
+        Response::text(200, content_type(asset), bytes(asset).to_vec())
     };
     let resp = resp
         .header("ETag", etag.clone())
@@ -189,16 +165,16 @@ mod tests {
         let plain = get("");
         assert_eq!(
             (plain.status, plain.body.as_slice()),
-            (200, Asset::Sdk.bytes())
+            (200, bytes(Asset::Sdk))
         );
         assert!(header(&plain, "Content-Encoding").is_none());
         let gz = get("Accept-Encoding: gzip, br\r\n");
         assert_eq!(header(&gz, "Content-Encoding"), Some("gzip"));
-        assert!(gz.body.len() < Asset::Sdk.bytes().len());
+        assert!(gz.body.len() < bytes(Asset::Sdk).len());
         let mut d = flate2::read::GzDecoder::new(gz.body.as_slice());
         let mut back = Vec::new();
         std::io::Read::read_to_end(&mut d, &mut back).unwrap();
-        assert_eq!(back, Asset::Sdk.bytes());
+        assert_eq!(back, bytes(Asset::Sdk));
         let (e1, e2) = (
             header(&plain, "ETag").unwrap(),
             header(&gz, "ETag").unwrap(),

@@ -2,7 +2,8 @@
 //! with its own `SO_REUSEPORT` listener, io_uring where the kernel allows it.
 //!
 //! Life of a request (see `README.md` beside this crate for the long form):
-//! [`conn`] drives the request reader ([`http::reader`], no I/O) over the
+//! [`conn`] drives the request reader ([`http::reader`]: the `edge-http`
+//! crate, no I/O, fuzzed alone) over the
 //! connection's buffer: the head, then route, method and auth checks before
 //! touching the body, then the body (length or chunked, bounded for every
 //! route, under a read deadline). [`health`] answers the routes every node
@@ -16,11 +17,9 @@
 
 pub mod admin;
 pub mod assets;
-pub mod body;
 pub mod conn;
 pub mod cors;
 pub mod health;
-pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod query;
@@ -28,5 +27,7 @@ pub mod ratelimit;
 pub mod shard;
 pub mod state;
 
+pub use edge_http as http;
+pub use edge_http::body;
 pub use shard::{start, ShardsHandle};
 pub use state::{AppState, Parts};

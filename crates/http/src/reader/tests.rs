@@ -1,7 +1,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::http::{Method, Route};
+use crate::{Method, Route};
 
 /// What reading a stream produced, comparable across ways of splitting it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 
 use std::io::Read;
 
-use crate::http::Encoding;
+use crate::Encoding;
 
 /// Why a body could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

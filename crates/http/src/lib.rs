@@ -1,14 +1,16 @@
-//! HTTP/1.1 without I/O: the route table, request heads ([`head`]), the
-//! request reader that frames bodies ([`reader`]), and responses.
+//! `edge-http`: the edge's HTTP/1.1 without I/O: the route table, request
+//! heads ([`head`]), the request reader that frames bodies ([`reader`]),
+//! bounded gzip/zstd body decoding ([`body`]), and responses.
 //!
 //! Nothing here reads or writes a socket, so every rule is unit- and
-//! property-tested; `conn` (the shards) and the sink-only status endpoint
-//! drive the same reader, so both get the same bounds.
+//! property-tested and fuzzed alone (`fuzz/`); `api`'s shards and the
+//! binary's sink-only status endpoint drive the same reader, so both get the
+//! same bounds. Start with [`reader::Bounds`].
 
+pub mod body;
 pub mod head;
 pub mod reader;
 
-use crate::assets::Asset;
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
@@ -25,6 +27,27 @@ pub enum Method {
     Other,
 }
 
+/// A file embedded in the binary (`api::assets` holds the bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asset {
+    Sdk,
+    DashboardHtml,
+    DashboardJs,
+    DashboardCss,
+    /// The on-call page (`/debug/dashboard`): an admin surface.
+    OncallHtml,
+    OncallJs,
+    OncallCss,
+}
+
+impl Asset {
+    /// Whether the file belongs to the on-call page, which every node
+    /// serves (a sink-only node too).
+    pub fn is_oncall(self) -> bool {
+        matches!(self, Asset::OncallHtml | Asset::OncallJs | Asset::OncallCss)
+    }
+}
+
 /// The route table: every path any node answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -38,7 +61,7 @@ pub enum Route {
     DebugStats,
     /// An embedded file: the browser SDK (`/sdk.js`, and `/sdk/v1.js` for a
     /// pinned major version) or the analytics dashboard (`/dashboard`).
-    Asset(crate::assets::Asset),
+    Asset(Asset),
     /// The tenant query API (`POST /api/v1/query`, secret keys only).
     Query,
     NotFound,
@@ -67,7 +90,7 @@ impl Route {
         }
     }
 
-    /// Whether the route is an admin surface (see [`crate::admin`]).
+    /// Whether the route is an admin surface (`api::admin`).
     pub fn is_admin(self) -> bool {
         match self {
             Route::Metrics | Route::DebugLatency | Route::DebugStats | Route::Health => true,

@@ -282,6 +282,41 @@ mod tests {
         assert_eq!(a.received_at_us.to_native(), 42);
     }
 
+    /// The record the `record_decode` fuzz target starts from
+    /// (`fuzz/seeds/record_decode/batch`) is this build's encoding of a real
+    /// batch; `WRITE_FUZZ_SEEDS=1` rewrites it when the format changes.
+    #[test]
+    fn the_fuzz_seed_record_is_this_formats() {
+        let mut page = EventRecord::bare([1; 16], [2; 16], 0, 1_795_867_199_000_000);
+        page.url = Some("https://shop.example/p1?utm_source=mail");
+        page.path = Some("/p1");
+        page.referrer = Some("https://www.google.com/");
+        page.user_agent = Some("Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0");
+        page.screen_width = Some(1920);
+        let mut vitals = EventRecord::bare([3; 16], [2; 16], 3, 1_795_867_199_500_000);
+        vitals.lcp = Some(1200.5);
+        vitals.cls = Some(0.02);
+        let mut custom = EventRecord::bare([4; 16], [2; 16], 4, 1_795_867_199_900_000);
+        custom.name = Some("signup");
+        custom.properties = Some(r#"{"plan":"pro"}"#);
+        let batch = RecordBatch {
+            tenant_id: [0; 16],
+            batch_id: [9; 16],
+            received_at_us: 1_795_867_200_000_000,
+            sent_at_us: Some(1_795_867_199_950_000),
+            events: vec![page, vitals, custom],
+        };
+        let mut out = Vec::new();
+        encode_record(&batch, &mut out).unwrap();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/seeds/record_decode/batch");
+        if std::env::var_os("WRITE_FUZZ_SEEDS").is_some() {
+            std::fs::write(path, &out).unwrap();
+        }
+        let seed = std::fs::read(path).expect("run with WRITE_FUZZ_SEEDS=1 to write the seed");
+        assert_eq!(seed, out, "the record format changed: rerun with WRITE_FUZZ_SEEDS=1");
+        assert_eq!(decode_record(&seed).unwrap().events.len(), 3);
+    }
+
     #[test]
     fn key_is_tenant_then_session() {
         let k = record_key(&[1; 16], &[2; 16]);

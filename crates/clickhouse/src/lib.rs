@@ -11,6 +11,7 @@
 //! Start with [`schema::migrate`] and [`native::EventsBlock`].
 
 pub mod native;
+pub mod native_decode;
 pub mod rowbinary;
 pub mod schema;
 pub mod tenants;

@@ -11,12 +11,23 @@ use crate::Error;
 const MAX_ANSWER_BYTES: u64 = 64 << 20;
 
 /// A ClickHouse HTTP client.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     url: String,
     agent: ureq::Agent,
     user: Option<String>,
     password: Option<String>,
+}
+
+/// The password stays out of debug output and logs.
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("url", &self.url)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl Client {
@@ -178,6 +189,15 @@ fn server_error(text: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_password() {
+        let c =
+            Client::new("http://h:8123", Duration::from_secs(1)).with_credentials("u", "hunter2");
+        let shown = format!("{c:?} {:?}", c.with_timeout(Duration::from_secs(2)));
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("\"u\""), "{shown}");
+    }
 
     #[test]
     fn server_errors_keep_code_and_message() {

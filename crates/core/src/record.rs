@@ -308,12 +308,18 @@ mod tests {
         };
         let mut out = Vec::new();
         encode_record(&batch, &mut out).unwrap();
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/seeds/record_decode/batch");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../fuzz/seeds/record_decode/batch"
+        );
         if std::env::var_os("WRITE_FUZZ_SEEDS").is_some() {
             std::fs::write(path, &out).unwrap();
         }
         let seed = std::fs::read(path).expect("run with WRITE_FUZZ_SEEDS=1 to write the seed");
-        assert_eq!(seed, out, "the record format changed: rerun with WRITE_FUZZ_SEEDS=1");
+        assert_eq!(
+            seed, out,
+            "the record format changed: rerun with WRITE_FUZZ_SEEDS=1"
+        );
         assert_eq!(decode_record(&seed).unwrap().events.len(), 3);
     }
 

@@ -84,10 +84,20 @@ impl KeyKind {
 }
 
 /// One key of a tenant, as the edge checks it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ApiKey {
     pub kind: KeyKind,
     pub sha256: [u8; 32],
+}
+
+/// Key hashes stay out of debug output and logs, like the keys.
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("kind", &self.kind)
+            .field("sha256", &"<redacted>")
+            .finish()
+    }
 }
 
 /// A tenant as the edge needs it.
@@ -172,13 +182,24 @@ pub enum AuthError {
     Disabled,
 }
 
-/// The credentials a request presents.
-#[derive(Debug, Clone, Copy, Default)]
+/// The credentials a request presents. Its debug output shows whether each
+/// is there, never its text (a key).
+#[derive(Clone, Copy, Default)]
 pub struct Credentials<'a> {
     /// The `Authorization` header value.
     pub header: Option<&'a [u8]>,
     /// The query string's `key` parameter, percent-decoded.
     pub query_key: Option<&'a str>,
+}
+
+impl std::fmt::Debug for Credentials<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |present: bool| if present { "<redacted>" } else { "none" };
+        f.debug_struct("Credentials")
+            .field("header", &shown(self.header.is_some()))
+            .field("query_key", &shown(self.query_key.is_some()))
+            .finish()
+    }
 }
 
 /// An authenticated request: its tenant and the kind of key it showed.
@@ -264,6 +285,30 @@ mod tests {
     use super::*;
 
     const NIL: &str = "00000000-0000-0000-0000-000000000000";
+
+    #[test]
+    fn debug_output_never_shows_a_key_or_its_hash() {
+        let header = format!("Bearer {NIL}:sk_topsecret");
+        let creds = Credentials {
+            header: Some(header.as_bytes()),
+            query_key: Some("pk_alsosecret"),
+        };
+        let t = tenant(false);
+        let hash = hash_key_hex("secret");
+        // The hash as a derived Debug would print it: `[43, 187, …]`.
+        let bytes = format!("{:?}", t.keys[0].sha256);
+        let bytes = &bytes[1..bytes.len() - 1];
+        for shown in [
+            format!("{creds:?}"),
+            format!("{t:?}"),
+            format!("{:#?}", t.keys),
+        ] {
+            for secret in ["sk_topsecret", "pk_alsosecret", &hash[..16], bytes] {
+                assert!(!shown.contains(secret), "{secret} in {shown}");
+            }
+        }
+        assert!(format!("{creds:?}").contains("<redacted>"));
+    }
 
     fn tenant(disabled: bool) -> Tenant {
         let key = |kind, k: &str| ApiKey {

@@ -830,3 +830,116 @@ fn a_shard_panic_ends_the_process_instead_of_leaving_it_half_dead() {
         "port still answers"
     );
 }
+
+#[test]
+fn abusive_clients_are_limited_per_address_and_proxies_name_the_client() {
+    let broker = Broker::start();
+    // Without trusted proxies: the peer is the client.
+    let engine = Engine::start_with(
+        &broker,
+        TEST_CONFIG,
+        &[
+            ("INGESTION_CLIENTS__MAX_CONNECTIONS", "3"),
+            ("INGESTION_CLIENTS__MAX_REQUESTS_PER_SEC", "20"),
+        ],
+    );
+    let port = engine.port;
+    let ask = |raw: &mut Raw, path: &str, extra: &str| {
+        raw.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n{extra}\r\n").as_bytes());
+        raw.response()
+    };
+    // Three connections held (the start-up probes' may still be closing:
+    // a refused one is retried); the fourth is answered 429 and closed.
+    let mut held: Vec<Raw> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while held.len() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "could not hold 3 connections"
+        );
+        let mut raw = Raw::connect(port);
+        match ask(&mut raw, "/health/live", "").status {
+            200 => held.push(raw),
+            429 => std::thread::sleep(Duration::from_millis(50)),
+            s => panic!("{s}"),
+        }
+    }
+    let mut fourth = Raw::connect(port);
+    let r = fourth.response();
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json()["error"].as_str(), Some("client_connection_limit"));
+    assert!(fourth.closed());
+    // Closing one frees its place.
+    drop(held.pop());
+    wait_for("a freed connection place", Duration::from_secs(5), || {
+        let mut again = Raw::connect(port);
+        again.send(b"GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n");
+        again.response().status == 200
+    });
+    drop(held);
+    // Requests: a second's burst of 20, then 429 with Retry-After; the
+    // probes are never limited.
+    std::thread::sleep(Duration::from_millis(1100));
+    let mut raw = Raw::connect(port);
+    let statuses: Vec<u16> = (0..40)
+        .map(|_| ask(&mut raw, "/metrics", "").status)
+        .take_while(|s| *s == 200)
+        .collect();
+    assert!((19..=22).contains(&statuses.len()), "{}", statuses.len());
+    let mut raw = Raw::connect(port);
+    let limited = ask(&mut raw, "/metrics", "");
+    assert_eq!(limited.status, 429);
+    assert_eq!(
+        limited.json()["error"].as_str(),
+        Some("client_rate_limited")
+    );
+    assert_eq!(limited.header("retry-after"), Some("1"));
+    let mut raw = Raw::connect(port);
+    for _ in 0..30 {
+        assert_ne!(ask(&mut raw, "/health/live", "").status, 429);
+    }
+    // A client's own X-Forwarded-For changes nothing: it is not a proxy.
+    let r = ask(&mut raw, "/metrics", "X-Forwarded-For: 198.51.100.1\r\n");
+    assert_eq!(r.status, 429);
+    // The counters, read on this connection once the budget is back (new
+    // connections would meet the connection limit while closed ones linger).
+    std::thread::sleep(Duration::from_millis(1100));
+    let text = ask(&mut raw, "/metrics", "").body;
+    let value = |name: &str| -> f64 {
+        let line = text.lines().find(|l| l.starts_with(&format!("{name} ")));
+        line.and_then(|l| l.rsplit_once(' ')?.1.parse().ok())
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
+    assert!(value("ingest_clients_refused_connections_total") >= 1.0);
+    assert!(value("ingest_clients_rate_limited_requests_total") >= 2.0);
+    engine.terminate();
+
+    // Behind a trusted proxy (here, loopback): each forwarded client has
+    // its own budget, and the proxy's connections are not counted.
+    let engine = Engine::start_with(
+        &broker,
+        TEST_CONFIG,
+        &[
+            ("INGESTION_CLIENTS__MAX_CONNECTIONS", "2"),
+            ("INGESTION_CLIENTS__MAX_REQUESTS_PER_SEC", "5"),
+            ("INGESTION_CLIENTS__TRUSTED_PROXIES", "[\"127.0.0.1\"]"),
+        ],
+    );
+    let port = engine.port;
+    let mut conns: Vec<Raw> = (0..4).map(|_| Raw::connect(port)).collect();
+    let from = |raw: &mut Raw, client: &str| {
+        ask(
+            raw,
+            "/metrics",
+            &format!("X-Forwarded-For: 6.6.6.6, {client}\r\n"),
+        )
+        .status
+    };
+    let a: Vec<u16> = (0..8)
+        .map(|i| from(&mut conns[i % 4], "198.51.100.1"))
+        .collect();
+    assert_eq!(a.iter().filter(|s| **s == 200).count(), 5, "{a:?}");
+    assert_eq!(a.iter().filter(|s| **s == 429).count(), 3, "{a:?}");
+    assert_eq!(from(&mut conns[0], "198.51.100.2"), 200, "another client");
+    engine.terminate();
+}

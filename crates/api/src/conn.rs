@@ -18,6 +18,7 @@
 //!   close. A panic here is not caught: it aborts the process (README,
 //!   "Failure policy").
 
+use std::net::IpAddr;
 use std::ops::Range;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -28,6 +29,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use crate::admin::{self, Listener};
+use crate::clients::Request;
 use crate::http::{
     BodyReader, BodyStep, Bounds, Framing, HeadStep, Method, Need, Reject, RequestHead, Response,
     Route,
@@ -49,6 +51,8 @@ enum ReadError {
 
 struct Conn {
     stream: TcpStream,
+    /// The peer's address (a client, or a trusted proxy).
+    peer: IpAddr,
     buf: Vec<u8>,
     out: Vec<u8>,
 }
@@ -91,13 +95,28 @@ impl Conn {
     }
 }
 
+/// Answers a connection over its address's limit (`[clients]`) and closes
+/// it: a few hundred bytes into a fresh socket's buffer, so it never waits.
+pub async fn refuse_client(mut stream: TcpStream) {
+    let mut out = Vec::with_capacity(256);
+    Response::error(
+        429,
+        "client_connection_limit",
+        "too many open connections from this address",
+    )
+    .retry_after(1)
+    .write_to(&mut out, false, false);
+    let _ = stream.write_all(out).await;
+}
+
 /// Serves one accepted connection until it closes.
-pub async fn serve(stream: TcpStream, shard: Rc<Shard>) {
+pub async fn serve(stream: TcpStream, peer: IpAddr, shard: Rc<Shard>) {
     let _ = stream.set_nodelay(true);
     let counters = shard.state.metrics.shard(shard.index);
     counters.connections_open.fetch_add(1, Ordering::Relaxed);
     let mut conn = Conn {
         stream,
+        peer,
         buf: Vec::with_capacity(IDLE_BUFFER_BYTES),
         out: Vec::with_capacity(1024),
     };
@@ -125,7 +144,7 @@ async fn serve_requests(conn: &mut Conn, shard: &Shard) {
         }
         let head_only = head.method == Method::Head;
         // Route and early checks, before the body.
-        let tenant = match route_check(&head, shard, &conn.buf) {
+        let tenant = match route_check(&head, shard, conn.peer, &conn.buf) {
             Ok(t) => t,
             Err(resp) => {
                 let resp = with_cors(resp, &head, &conn.buf);
@@ -331,7 +350,13 @@ async fn linger(conn: &mut Conn) {
 /// Route and method checks, and the ingest precheck, on the head alone.
 /// `Err` is the answer, given without reading a body: a refusal, a
 /// preflight, or the SDK file.
-fn route_check(head: &RequestHead, shard: &Shard, buf: &[u8]) -> Result<Option<Authed>, Response> {
+fn route_check(
+    head: &RequestHead,
+    shard: &Shard,
+    peer: IpAddr,
+    buf: &[u8],
+) -> Result<Option<Authed>, Response> {
+    client_check(head, shard, peer, buf)?;
     let auth = head.authorization.clone().map(|r| &buf[r]);
     let admin = &shard.state.config.admin;
     if let Some(refused) = admin::refusal(head.route, Listener::Main, auth, admin) {
@@ -346,6 +371,39 @@ fn route_check(head: &RequestHead, shard: &Shard, buf: &[u8]) -> Result<Option<A
         (Route::Query, _) => crate::query::precheck(shard, head, buf).map(Some),
         (Route::Asset(a), _) => Err(assets::answer(a, head, buf)),
         _ => Ok(None),
+    }
+}
+
+/// The per-client request limit (`[clients]`); the probes are never limited.
+fn client_check(
+    head: &RequestHead,
+    shard: &Shard,
+    peer: IpAddr,
+    buf: &[u8],
+) -> Result<(), Response> {
+    let clients = &shard.state.clients;
+    if !clients.enabled() || matches!(head.route, Route::Live | Route::Ready) {
+        return Ok(());
+    }
+    let client = clients.client_of(peer, head.forwarded_for.clone().map(|r| &buf[r]));
+    let counters = shard.state.metrics.shard(shard.index);
+    match clients.request(client) {
+        Request::Allowed => Ok(()),
+        Request::Untracked => {
+            counters.clients_untracked.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        Request::OverLimit => {
+            counters
+                .clients_rate_limited
+                .fetch_add(1, Ordering::Relaxed);
+            Err(Response::error(
+                429,
+                "client_rate_limited",
+                "too many requests from this address; slow down",
+            )
+            .retry_after(1))
+        }
     }
 }
 

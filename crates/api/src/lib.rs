@@ -17,6 +17,7 @@
 
 pub mod admin;
 pub mod assets;
+pub mod clients;
 pub mod conn;
 pub mod cors;
 pub mod health;

@@ -63,6 +63,12 @@ pub struct ShardCounters {
     pub connections_total: AtomicU64,
     pub connections_refused: AtomicU64,
     pub rate_limited_events: AtomicU64,
+    /// Connections refused for their address's limit (`[clients]`).
+    pub clients_refused: AtomicU64,
+    /// Requests refused for their client's rate (`[clients]`).
+    pub clients_rate_limited: AtomicU64,
+    /// Connections and requests served unlimited: the client table was full.
+    pub clients_untracked: AtomicU64,
 }
 
 impl ShardCounters {
@@ -76,6 +82,9 @@ impl ShardCounters {
             connections_total: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
             rate_limited_events: AtomicU64::new(0),
+            clients_refused: AtomicU64::new(0),
+            clients_rate_limited: AtomicU64::new(0),
+            clients_untracked: AtomicU64::new(0),
         }
     }
 
@@ -186,6 +195,21 @@ impl Collector for EdgeMetrics {
                 "ingest_rate_limited_events_total",
                 "Events refused with 429.",
                 |s| &s.rate_limited_events,
+            ),
+            (
+                "ingest_clients_refused_connections_total",
+                "Connections refused with 429: their address held its limit (clients.max_connections).",
+                |s| &s.clients_refused,
+            ),
+            (
+                "ingest_clients_rate_limited_requests_total",
+                "Requests refused with 429: their client's rate (clients.max_requests_per_sec).",
+                |s| &s.clients_rate_limited,
+            ),
+            (
+                "ingest_clients_untracked_total",
+                "Connections and requests served unlimited because the client table was full (clients.max_tracked).",
+                |s| &s.clients_untracked,
             ),
         ] {
             out.counter(name, help, self.sum(f));

@@ -15,6 +15,7 @@ use monoio::net::{ListenerOpts, TcpListener};
 use monoio::{FusionDriver, IoUringDriver, LegacyDriver, RuntimeBuilder};
 use tracing::{info, warn};
 
+use crate::clients::Connect;
 use crate::conn;
 use crate::ingest::Shard;
 use crate::state::AppState;
@@ -177,17 +178,31 @@ async fn shard_main(
     let counters = shard.state.metrics.shard(index);
     loop {
         match listener.accept().await {
-            Ok((stream, _peer)) => {
+            Ok((stream, peer)) => {
                 counters.connections_total.fetch_add(1, Ordering::Relaxed);
                 if shard.connections.get() >= max_conns {
                     counters.connections_refused.fetch_add(1, Ordering::Relaxed);
                     drop(stream);
                     continue;
                 }
+                let peer = peer.ip();
+                let guard = match shard.state.clients.connect(peer) {
+                    Connect::Admitted(guard) => guard,
+                    Connect::Untracked => {
+                        counters.clients_untracked.fetch_add(1, Ordering::Relaxed);
+                        None
+                    }
+                    Connect::OverLimit => {
+                        counters.clients_refused.fetch_add(1, Ordering::Relaxed);
+                        monoio::spawn(conn::refuse_client(stream));
+                        continue;
+                    }
+                };
                 shard.connections.set(shard.connections.get() + 1);
                 let shard = shard.clone();
                 monoio::spawn(async move {
-                    conn::serve(stream, shard.clone()).await;
+                    conn::serve(stream, peer, shard.clone()).await;
+                    drop(guard);
                     shard.connections.set(shard.connections.get() - 1);
                 });
             }

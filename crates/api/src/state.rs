@@ -13,6 +13,7 @@ use redpanda::producer::Rings;
 use telemetry::{HealthCheck, Registry};
 use uuid::Uuid;
 
+use crate::clients::ClientTable;
 use crate::metrics::EdgeMetrics;
 use crate::ratelimit::RateLimiter;
 
@@ -60,6 +61,8 @@ pub struct AppState {
     /// when this node runs one); they do not make the edge unready.
     pub components: Vec<Arc<dyn HealthCheck>>,
     pub shutting_down: AtomicBool,
+    /// Limits per client address (`[clients]`), shared by the shards.
+    pub clients: Arc<ClientTable>,
     /// The io driver the shards run on (`io_uring` or `epoll`), once started.
     pub io_driver: OnceLock<&'static str>,
     /// The tenant query API's workers, set when the edge starts; while
@@ -72,6 +75,7 @@ impl AppState {
     /// edge's metrics; rate limiters come from each tenant's limit.
     pub fn new(config: Config, tenants: Vec<Tenant>, parts: Parts) -> Self {
         let metrics = Arc::new(EdgeMetrics::new(parts.rings.len(), &Reason::NAMES));
+        let clients = Arc::new(ClientTable::new(config.clients.clone()));
         parts.registry.register(metrics.clone());
         let state = Self {
             limits: config.event_limits(),
@@ -83,6 +87,7 @@ impl AppState {
             broker: parts.producer.broker().clone(),
             producer: parts.producer,
             components: parts.components,
+            clients,
             shutting_down: AtomicBool::new(false),
             io_driver: OnceLock::new(),
             query: OnceLock::new(),

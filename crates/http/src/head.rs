@@ -40,6 +40,9 @@ pub struct RequestHead {
     pub origin: Option<Range<usize>>,
     /// The `If-None-Match` header.
     pub if_none_match: Option<Range<usize>>,
+    /// The last `X-Forwarded-For` header (its right-most address is the one
+    /// the nearest proxy added); read only from trusted proxies.
+    pub forwarded_for: Option<Range<usize>>,
     /// `Accept-Encoding` lists gzip.
     pub accepts_gzip: bool,
     pub keep_alive: bool,
@@ -125,6 +128,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, Reject> {
     let mut content_type_ok = true;
     let mut authorization = None;
     let mut origin = None;
+    let mut forwarded_for = None;
     let mut if_none_match = None;
     let mut accepts_gzip = false;
     let mut conn_close = false;
@@ -170,6 +174,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, Reject> {
             authorization = Some(range_of(buf, v));
         } else if name.eq_ignore_ascii_case("origin") {
             origin = Some(range_of(buf, v));
+        } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+            forwarded_for = Some(range_of(buf, v));
         } else if name.eq_ignore_ascii_case("if-none-match") {
             if_none_match = Some(range_of(buf, v));
         } else if name.eq_ignore_ascii_case("accept-encoding") {
@@ -231,6 +237,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, Reject> {
         authorization,
         origin,
         if_none_match,
+        forwarded_for,
         accepts_gzip,
         keep_alive,
         len,

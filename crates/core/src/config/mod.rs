@@ -13,9 +13,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 mod admin;
+mod clients;
 mod tenants;
 
 pub use admin::{AdminConfig, AdminToken};
+pub use clients::ClientsConfig;
 pub use tenants::TenantConfig;
 
 use crate::tenant::Tier;
@@ -30,6 +32,7 @@ const SECTIONS: &[&str] = &[
     "sink",
     "rate_limits",
     "admin",
+    "clients",
 ];
 
 /// Which io driver the shards use.
@@ -104,6 +107,7 @@ pub struct Config {
     pub sink: SinkConfig,
     pub rate_limits: RateLimitsConfig,
     pub admin: AdminConfig,
+    pub clients: ClientsConfig,
     /// Tenants defined in the file (development and small installs).
     pub tenants: Vec<TenantConfig>,
 }
@@ -245,6 +249,7 @@ impl Default for Config {
             sink: SinkConfig::default(),
             rate_limits: RateLimitsConfig::default(),
             admin: AdminConfig::default(),
+            clients: ClientsConfig::default(),
             tenants: Vec::new(),
         }
     }
@@ -515,6 +520,7 @@ impl Config {
             ));
         }
         self.admin.check(self.port)?;
+        self.clients.check()?;
         self.tenants()?;
         Ok(())
     }

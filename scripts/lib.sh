@@ -134,6 +134,16 @@ ensure_tansu() {
     --target-dir "$TANSU_BUILD_DIR"
 }
 
+# cargo-deny for the license, ban and source checks (deny.toml). Without
+# default features: the advisory database cannot be fetched here anyway, and
+# it builds in about half the time.
+CARGO_DENY_VERSION="0.20.2"
+ensure_cargo_deny() {
+  command -v cargo-deny >/dev/null 2>&1 && return 0
+  log "installing cargo-deny $CARGO_DENY_VERSION (cargo install, once)"
+  cargo install cargo-deny --locked --version "$CARGO_DENY_VERSION" --no-default-features
+}
+
 # start_tansu_install: builds tansu in the background, at low CPU priority, so
 # the workspace build in the foreground is not slowed and tansu takes the
 # cores the workspace build leaves idle. wait_tansu_install waits for it.

@@ -96,17 +96,24 @@ impl Conn {
 }
 
 /// Answers a connection over its address's limit (`[clients]`) and closes
-/// it: a few hundred bytes into a fresh socket's buffer, so it never waits.
-pub async fn refuse_client(mut stream: TcpStream) {
-    let mut out = Vec::with_capacity(256);
-    Response::error(
+/// it, lingering as every closing answer does, so a client that already sent
+/// its request reads the 429 instead of a reset.
+pub async fn refuse_client(stream: TcpStream, peer: IpAddr) {
+    let mut conn = Conn {
+        stream,
+        peer,
+        buf: Vec::with_capacity(IDLE_BUFFER_BYTES),
+        out: Vec::with_capacity(256),
+    };
+    let resp = Response::error(
         429,
         "client_connection_limit",
         "too many open connections from this address",
     )
-    .retry_after(1)
-    .write_to(&mut out, false, false);
-    let _ = stream.write_all(out).await;
+    .retry_after(1);
+    if conn.send(&resp, false, false).await {
+        linger(&mut conn).await;
+    }
 }
 
 /// Serves one accepted connection until it closes.

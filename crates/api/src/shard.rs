@@ -194,7 +194,7 @@ async fn shard_main(
                     }
                     Connect::OverLimit => {
                         counters.clients_refused.fetch_add(1, Ordering::Relaxed);
-                        monoio::spawn(conn::refuse_client(stream));
+                        monoio::spawn(conn::refuse_client(stream, peer));
                         continue;
                     }
                 };

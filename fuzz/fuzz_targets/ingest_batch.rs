@@ -3,47 +3,16 @@
 //! record and decoded back (what the sink reads), as the edge does it.
 #![no_main]
 
-use engine_core::timestamp::parse_rfc3339_us;
-use engine_core::validate::check_event_size;
-use engine_core::{
-    decode_record, encode_record, parse_envelope, parse_event, validate_event, BatchContext,
-    Limits, RecordBatch,
-};
-use libfuzzer_sys::fuzz_target;
-use uuid::Uuid;
+#[path = "common/batch.rs"]
+mod batch;
 
-/// The tenant of the seed corpus's events (the development tenant).
-const TENANT: Uuid = Uuid::nil();
-/// 2026-11-28T12:00:00Z: a fixed clock, so a finding reproduces.
-const NOW_US: i64 = 1_795_867_200_000_000;
+use engine_core::decode_record;
+use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(envelope) = parse_envelope(data) else {
+    let Some((payload, n)) = batch::record_of(data) else {
         return;
     };
-    let sent_at_us = envelope.sent_at.as_deref().and_then(parse_rfc3339_us);
-    let limits = Limits::default();
-    let ctx = BatchContext::new(TENANT, NOW_US, sent_at_us, 30, &limits);
-    let raws = envelope.events.unwrap_or_default();
-    let parsed: Vec<_> = raws
-        .iter()
-        .filter(|raw| check_event_size(raw.as_raw_str().len(), &limits).is_ok())
-        .filter_map(|raw| parse_event(raw).ok())
-        .collect();
-    let events: Vec<_> = parsed
-        .iter()
-        .filter_map(|ev| validate_event(ev, &ctx).ok())
-        .collect();
-    let n = events.len();
-    let batch = RecordBatch {
-        tenant_id: *TENANT.as_bytes(),
-        batch_id: [7; 16],
-        received_at_us: NOW_US,
-        sent_at_us,
-        events,
-    };
-    let mut payload = Vec::new();
-    encode_record(&batch, &mut payload).expect("valid events always encode");
     let back = decode_record(&payload).expect("an encoded record decodes");
     assert_eq!(back.events.len(), n);
 });

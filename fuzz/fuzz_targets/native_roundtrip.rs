@@ -4,47 +4,23 @@
 //! values are the events' own.
 #![no_main]
 
+#[path = "common/batch.rs"]
+mod batch;
+
+use batch::TENANT;
 use clickhouse_client::native::{AgentColumns, EventsBlock, RowSource};
 use clickhouse_client::native_decode::{decode_block, Value};
 use clickhouse_client::schema::EVENTS_COLUMNS;
-use engine_core::{
-    decode_record, encode_record, parse_envelope, parse_event, validate_event, BatchContext,
-    Limits, RecordBatch, Tier,
-};
+use engine_core::{decode_record, Tier};
 use libfuzzer_sys::fuzz_target;
-use uuid::Uuid;
-
-const TENANT: Uuid = Uuid::nil();
-/// 2026-11-28T12:00:00Z: a fixed clock, so a finding reproduces.
-const NOW_US: i64 = 1_795_867_200_000_000;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(envelope) = parse_envelope(data) else {
+    let Some((payload, n)) = batch::record_of(data) else {
         return;
     };
-    let limits = Limits::default();
-    let ctx = BatchContext::new(TENANT, NOW_US, None, 30, &limits);
-    let raws = envelope.events.unwrap_or_default();
-    let parsed: Vec<_> = raws
-        .iter()
-        .filter_map(|raw| parse_event(raw).ok())
-        .collect();
-    let events: Vec<_> = parsed
-        .iter()
-        .filter_map(|ev| validate_event(ev, &ctx).ok())
-        .collect();
-    if events.is_empty() {
+    if n == 0 {
         return;
     }
-    let batch = RecordBatch {
-        tenant_id: *TENANT.as_bytes(),
-        batch_id: [7; 16],
-        received_at_us: NOW_US,
-        sent_at_us: None,
-        events,
-    };
-    let mut payload = Vec::new();
-    encode_record(&batch, &mut payload).expect("valid events always encode");
     let record = decode_record(&payload).expect("an encoded record decodes");
     let mut block = EventsBlock::new();
     for (i, e) in record.events.iter().enumerate() {

@@ -273,16 +273,17 @@ fn main() -> Result<()> {
         }
         Command::Retention { today } => {
             let config = load_config(cli.config.as_deref())?;
+            let ch =
+                clickhouse_client::Client::new(&config.clickhouse.url, Duration::from_secs(60));
+            // An explicit date is the operator's word; otherwise both clocks must agree.
             let today = match today {
                 Some(d) => time::Date::parse(
                     &d,
                     time::macros::format_description!("[year]-[month]-[day]"),
                 )
                 .context("--today must be YYYY-MM-DD")?,
-                None => time::OffsetDateTime::now_utc().date(),
+                None => worker::retention::today(&ch)?,
             };
-            let ch =
-                clickhouse_client::Client::new(&config.clickhouse.url, Duration::from_secs(60));
             let report = worker::retention::run_once(&ch, &config.clickhouse.database, today)?;
             println!(
                 "retention as of {today}: dropped {} partitions, kept {}",

@@ -2,6 +2,8 @@
 //! own free loopback port, stopped when dropped.
 #![allow(dead_code)]
 
+pub mod flow;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -121,6 +123,16 @@ impl Broker {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// What the broker wrote to stderr since it last started.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("broker.log")).unwrap_or_default()
+    }
+
+    /// The broker's process id (for SIGSTOP/SIGCONT).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the broker runs").id()
+    }
+
     fn spawn(&mut self) {
         let url = format!("tcp://127.0.0.1:{}", self.port);
         let log = std::fs::File::create(self.dir.join("broker.log")).unwrap();
@@ -235,11 +247,16 @@ pub struct ClickHouse {
 
 impl ClickHouse {
     pub fn start() -> ClickHouse {
+        ClickHouse::start_in(&scratch_dir("clickhouse"))
+    }
+
+    /// A server whose data, logs and config live in `dir`.
+    pub fn start_in(dir: &Path) -> ClickHouse {
         let mut c = ClickHouse {
             pid: None,
             http_port: free_port(),
             tcp_port: free_port(),
-            dir: scratch_dir("clickhouse"),
+            dir: dir.to_path_buf(),
         };
         c.spawn();
         c

@@ -48,4 +48,10 @@ pub enum Error {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("could not start the sink thread: {0}")]
     Thread(std::io::Error),
+    /// Retention would drop data on a clock that ClickHouse's contradicts.
+    #[error(
+        "this node's clock is {skew_secs} s off ClickHouse's (more than {max_secs} s): \
+         retention does not run until they agree"
+    )]
+    ClockSkew { skew_secs: i64, max_secs: i64 },
 }

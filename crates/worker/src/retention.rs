@@ -9,6 +9,11 @@
 //! D) is then older than R days. A row therefore lives at most R + 1 days past
 //! its event time, plus the job interval; free tier (R = 1): gone within 48 h
 //! plus one interval. Servers with TTL (19.6+) also expire rows by TTL.
+//!
+//! Dropping is the one destructive thing the sink does, so the job takes
+//! "today" from two clocks: it runs only while this node's clock and
+//! ClickHouse's agree within [`MAX_CLOCK_SKEW_SECS`] (a node whose clock
+//! jumped two days ahead would otherwise drop the free tier's live data).
 
 use clickhouse_client::schema::ROLLUPS;
 use clickhouse_client::Client;
@@ -16,6 +21,35 @@ use time::{Date, Duration as Days};
 use tracing::info;
 
 use crate::Error;
+
+/// Largest disagreement between this node's clock and ClickHouse's, in
+/// seconds, under which the retention job still runs.
+pub const MAX_CLOCK_SKEW_SECS: i64 = 300;
+
+/// Today (UTC) by this node's clock, checked against ClickHouse's: the
+/// earlier of the two dates, or [`Error::ClockSkew`] when the clocks are
+/// more than [`MAX_CLOCK_SKEW_SECS`] apart.
+pub fn today(client: &Client) -> Result<Date, Error> {
+    let ours = time::OffsetDateTime::now_utc();
+    let theirs: i64 = client
+        .query("SELECT toUnixTimestamp(now()) FORMAT TabSeparated")?
+        .trim()
+        .parse()
+        .map_err(|e| clickhouse_client::Error::Protocol(format!("now(): {e}")))?;
+    checked_today(ours, theirs)
+}
+
+fn checked_today(ours: time::OffsetDateTime, theirs_unix: i64) -> Result<Date, Error> {
+    let skew_secs = ours.unix_timestamp() - theirs_unix;
+    if skew_secs.abs() > MAX_CLOCK_SKEW_SECS {
+        return Err(Error::ClockSkew {
+            skew_secs,
+            max_secs: MAX_CLOCK_SKEW_SECS,
+        });
+    }
+    let theirs = time::OffsetDateTime::from_unix_timestamp(theirs_unix).unwrap_or(ours);
+    Ok(ours.date().min(theirs.date()))
+}
 
 /// What one run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -81,6 +115,29 @@ pub fn run_once(client: &Client, db: &str, today: Date) -> Result<RetentionRepor
 mod tests {
     use super::*;
     use time::macros::date;
+
+    #[test]
+    fn today_needs_both_clocks_to_agree() {
+        let noon = time::macros::datetime!(2026-11-28 12:00 UTC);
+        let t = noon.unix_timestamp();
+        assert_eq!(checked_today(noon, t + 60).unwrap(), date!(2026 - 11 - 28));
+        // Just past midnight here, not yet there: the earlier day.
+        let midnight = time::macros::datetime!(2026-11-29 00:00:30 UTC);
+        let m = midnight.unix_timestamp();
+        assert_eq!(
+            checked_today(midnight, m - 60).unwrap(),
+            date!(2026 - 11 - 28)
+        );
+        for off in [2 * 86_400, -86_400, MAX_CLOCK_SKEW_SECS + 1] {
+            assert!(
+                matches!(
+                    checked_today(noon, t - off),
+                    Err(Error::ClockSkew { skew_secs, .. }) if skew_secs == off
+                ),
+                "{off}"
+            );
+        }
+    }
 
     #[test]
     fn partitions_expire_a_day_after_their_retention() {

@@ -124,9 +124,10 @@ fn retention_loop(cfg: &Config, stop: &AtomicBool, metrics: &SinkMetrics) {
             }
             thread::park_timeout(deadline - Instant::now());
         }
-        let today = time::OffsetDateTime::now_utc().date();
         m.retention_runs.fetch_add(1, Ordering::Relaxed);
-        match crate::retention::run_once(&ch, &cfg.clickhouse.database, today) {
+        let run = crate::retention::today(&ch)
+            .and_then(|today| crate::retention::run_once(&ch, &cfg.clickhouse.database, today));
+        match run {
             Ok(r) => {
                 m.retention_partitions_dropped
                     .fetch_add(r.dropped.len() as u64, Ordering::Relaxed);

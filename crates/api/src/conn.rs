@@ -41,6 +41,8 @@ use crate::{assets, cors, health};
 
 /// Read buffer kept by an idle connection; larger buffers shrink back to it.
 const IDLE_BUFFER_BYTES: usize = 16 * 1024;
+/// Longest wait for a client to take a response (it stopped reading).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes asked of the socket per read, at least (where the reader allows).
 const READ_CHUNK_BYTES: usize = 16 * 1024;
 
@@ -85,13 +87,21 @@ impl Conn {
         }
     }
 
+    /// Writes a response; false when the connection broke or the client did
+    /// not take it within `WRITE_TIMEOUT` (a client that never reads
+    /// must not hold its connection, and the request bytes it holds).
     async fn send(&mut self, resp: &Response, keep_alive: bool, head_only: bool) -> bool {
         self.out.clear();
         resp.write_to(&mut self.out, keep_alive, head_only);
         let out = std::mem::take(&mut self.out);
-        let (res, out) = self.stream.write_all(out).await;
-        self.out = out;
-        res.is_ok()
+        match monoio::time::timeout(WRITE_TIMEOUT, self.stream.write_all(out)).await {
+            Ok((res, out)) => {
+                self.out = out;
+                res.is_ok()
+            }
+            // The buffer went with the cancelled write; the connection ends.
+            Err(_) => false,
+        }
     }
 }
 
@@ -168,6 +178,18 @@ async fn serve_requests(conn: &mut Conn, shard: &Shard) {
             Ok(r) => r,
             Err(r) => return refuse_request(conn, shard, &head, Some(r)).await,
         };
+        // The body's room in the shard's budget, before a byte of it is read.
+        let _held = match body_reservation(&head, http.max_body_bytes) {
+            0 => None,
+            bytes => match shard.reserve(bytes) {
+                Some(h) => Some(h),
+                None => {
+                    let resp = with_cors(shard.busy(), &head, &conn.buf);
+                    finish(conn, shard, &resp, false, head_only).await;
+                    return;
+                }
+            },
+        };
         let mut pieces = None;
         let body = read_body(
             conn,
@@ -206,6 +228,21 @@ async fn serve_requests(conn: &mut Conn, shard: &Shard) {
         if conn.buf.is_empty() && conn.buf.capacity() > 4 * IDLE_BUFFER_BYTES {
             conn.buf = Vec::with_capacity(IDLE_BUFFER_BYTES);
         }
+    }
+}
+
+/// Bytes a request's body may take in the shard's budget: its declared
+/// length, or for a chunked body the most it may be, twice (the chunks stay
+/// in the read buffer while their data is copied out). Routes that discard
+/// their body take nothing.
+fn body_reservation(head: &RequestHead, max_body_bytes: usize) -> usize {
+    if !head.route.takes_body() {
+        return 0;
+    }
+    match head.framing {
+        Framing::None => 0,
+        Framing::Length(n) => usize::try_from(n).unwrap_or(usize::MAX).min(max_body_bytes),
+        Framing::Chunked => max_body_bytes.saturating_mul(2),
     }
 }
 

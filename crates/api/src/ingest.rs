@@ -44,6 +44,8 @@ pub struct Shard {
     pub histograms: RefCell<ShardHistograms>,
     pool: RefCell<Vec<Vec<u8>>>,
     pub connections: Cell<usize>,
+    /// Request bytes held now, at most `http.max_buffered_bytes_per_shard`.
+    buffered: Cell<usize>,
     /// Debug builds only: a request for this path panics in the shard task,
     /// so tests can check the failure policy (README: "Failure policy").
     #[cfg(debug_assertions)]
@@ -64,6 +66,7 @@ impl Shard {
             histograms: RefCell::new(ShardHistograms::new(index)),
             pool: RefCell::new(Vec::new()),
             connections: Cell::new(0),
+            buffered: Cell::new(0),
             #[cfg(debug_assertions)]
             fault_panic_path: std::env::var_os(FAULT_PANIC_PATH_ENV)
                 .map(std::ffi::OsString::into_encoded_bytes),
@@ -76,10 +79,13 @@ impl Shard {
     }
 
     /// Returns a scratch buffer; kept only while the pool has room
-    /// (`http.body_buffer_pool`).
+    /// (`http.body_buffer_pool`) and the buffer is at most `max_body_bytes`.
     pub fn give_buffer(&self, mut buf: Vec<u8>) {
         let mut pool = self.pool.borrow_mut();
-        if pool.len() < self.state.config.http.body_buffer_pool {
+        let http = &self.state.config.http;
+        // A decoded body's buffer may be larger: it goes, so the pool holds
+        // at most body_buffer_pool × max_body_bytes.
+        if pool.len() < http.body_buffer_pool && buf.capacity() <= http.max_body_bytes {
             buf.clear();
             pool.push(buf);
         }
@@ -87,6 +93,51 @@ impl Shard {
 
     fn counters(&self) -> &ShardCounters {
         self.state.metrics.shard(self.index)
+    }
+
+    /// Reserves `bytes` of the shard's request budget until the returned
+    /// guard drops; `None` (counted) when the budget cannot take them.
+    pub fn reserve(&self, bytes: usize) -> Option<Held<'_>> {
+        let held = self.buffered.get().saturating_add(bytes);
+        if held > self.state.config.http.max_buffered_bytes_per_shard {
+            self.counters()
+                .busy_refusals
+                .fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        self.buffered.set(held);
+        self.counters()
+            .buffered_bytes
+            .store(held as i64, Ordering::Relaxed);
+        Some(Held { shard: self, bytes })
+    }
+
+    /// The answer when [`Shard::reserve`] said no.
+    pub fn busy(&self) -> Response {
+        Response::error(
+            503,
+            "server_busy",
+            "this server holds as many requests as it may; retry later",
+        )
+        .retry_after(retry_after(&self.state))
+    }
+}
+
+/// Bytes of a shard's request budget, given back on drop.
+#[derive(Debug)]
+pub struct Held<'s> {
+    shard: &'s Shard,
+    bytes: usize,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let s = self.shard;
+        let held = s.buffered.get().saturating_sub(self.bytes);
+        s.buffered.set(held);
+        s.counters()
+            .buffered_bytes
+            .store(held as i64, Ordering::Relaxed);
     }
 }
 
@@ -405,6 +456,11 @@ pub async fn ingest(
             .retry_after(secs);
         }
     }
+    // The records live until the broker acknowledges them (or the deadline).
+    let record_bytes = p.records.iter().map(|(_, r)| r.len()).sum();
+    let Some(_held) = shard.reserve(record_bytes) else {
+        return shard.busy();
+    };
     // Only this shard pushes into its ring, so room seen now is room at push.
     let rings = &state.rings;
     if rings.capacity() - rings.depth(shard.index) < p.records.len() {

@@ -69,6 +69,10 @@ pub struct ShardCounters {
     pub clients_rate_limited: AtomicU64,
     /// Connections and requests served unlimited: the client table was full.
     pub clients_untracked: AtomicU64,
+    /// Request bytes held now (`http.max_buffered_bytes_per_shard`).
+    pub buffered_bytes: AtomicI64,
+    /// Requests refused because the shard's buffered bytes were at their bound.
+    pub busy_refusals: AtomicU64,
 }
 
 impl ShardCounters {
@@ -85,6 +89,8 @@ impl ShardCounters {
             clients_refused: AtomicU64::new(0),
             clients_rate_limited: AtomicU64::new(0),
             clients_untracked: AtomicU64::new(0),
+            buffered_bytes: AtomicI64::new(0),
+            busy_refusals: AtomicU64::new(0),
         }
     }
 
@@ -211,13 +217,30 @@ impl Collector for EdgeMetrics {
                 "Connections and requests served unlimited because the client table was full (clients.max_tracked).",
                 |s| &s.clients_untracked,
             ),
+            (
+                "ingest_busy_refusals_total",
+                "Requests answered 503 server_busy: their shard held http.max_buffered_bytes_per_shard of requests.",
+                |s| &s.busy_refusals,
+            ),
         ] {
             out.counter(name, help, self.sum(f));
         }
-        let open = (self.shards.iter())
-            .map(|s| s.connections_open.load(Ordering::Relaxed).max(0))
-            .sum();
-        out.gauge("ingest_connections_open", "Open connections.", open);
+        let gauge = |f: fn(&ShardCounters) -> &AtomicI64| -> i64 {
+            self.shards
+                .iter()
+                .map(|s| f(s).load(Ordering::Relaxed).max(0))
+                .sum()
+        };
+        out.gauge(
+            "ingest_connections_open",
+            "Open connections.",
+            gauge(|s| &s.connections_open),
+        );
+        out.gauge(
+            "ingest_buffered_bytes",
+            "Bytes of request bodies and their records held by the shards now.",
+            gauge(|s| &s.buffered_bytes),
+        );
         for stage in Stage::ALL {
             out.latency(stage.metric(), &self.merged(stage));
         }

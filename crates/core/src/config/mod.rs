@@ -134,6 +134,12 @@ pub struct HttpConfig {
     pub max_connections_per_shard: usize,
     /// Body buffers kept for reuse per shard.
     pub body_buffer_pool: usize,
+    /// Bytes of requests one shard holds at once: bodies being read (their
+    /// declared size, or `max_body_bytes` for chunked ones) and the records
+    /// made of them until the broker acknowledges. A request that would go
+    /// past it gets `503 server_busy` before its body is read. Bounds the
+    /// edge's memory under overload (README, "Overload and memory").
+    pub max_buffered_bytes_per_shard: usize,
     /// `Retry-After` sent with 503 and 429, in seconds.
     pub retry_after_secs: u32,
 }
@@ -267,6 +273,7 @@ impl Default for HttpConfig {
             request_timeout_ms: 5_000,
             max_connections_per_shard: 10_000,
             body_buffer_pool: 64,
+            max_buffered_bytes_per_shard: 64 * 1024 * 1024,
             retry_after_secs: 1,
         }
     }
@@ -463,6 +470,10 @@ impl Config {
                 h.max_connections_per_shard,
             ),
             ("redpanda.ring_capacity", self.redpanda.ring_capacity),
+            (
+                "http.max_buffered_bytes_per_shard",
+                h.max_buffered_bytes_per_shard,
+            ),
             ("limits.max_event_bytes", self.limits.max_event_bytes),
             ("limits.max_string_bytes", self.limits.max_string_bytes),
         ] {
@@ -481,6 +492,14 @@ impl Config {
         }
         if h.max_header_bytes < 256 {
             return Err(invalid("http.max_header_bytes", "must be at least 256"));
+        }
+        // The largest request (a chunked body, held twice while it is read)
+        // must fit, or it could never be served.
+        if h.max_buffered_bytes_per_shard < 2 * h.max_body_bytes {
+            return Err(invalid(
+                "http.max_buffered_bytes_per_shard",
+                "must be at least twice http.max_body_bytes",
+            ));
         }
         let r = &self.redpanda;
         if r.brokers.trim().is_empty() {

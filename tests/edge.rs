@@ -5,6 +5,7 @@ mod common;
 use std::io::Write;
 use std::time::Duration;
 
+use common::attacks::*;
 use common::*;
 use sonic_rs::{JsonContainerTrait, JsonValueMutTrait, JsonValueTrait, Value};
 
@@ -637,83 +638,6 @@ fn the_legacy_driver_can_be_forced() {
     raw.send(&two);
     assert_eq!(raw.response().status, 200);
     assert_eq!(raw.response().status, 200);
-}
-
-/// Requests that killed a shard (or read an unbounded body), each with the
-/// status it must get instead.
-fn framing_attacks() -> Vec<(&'static str, Vec<u8>, u16)> {
-    let chunked_ingest = |auth: &str| {
-        format!("POST /ingest HTTP/1.1\r\nHost: t\r\n{auth}Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nabc")
-    };
-    let drain_chunk = format!("800\r\n{}\r\n", "a".repeat(0x800));
-    vec![
-        (
-            "Content-Length: u64::MAX on GET /health",
-            b"GET /health HTTP/1.1\r\nHost: t\r\nContent-Length: 18446744073709551615\r\n\r\nabcdefgh"
-                .to_vec(),
-            413,
-        ),
-        (
-            "Content-Length past u64 on GET /health",
-            b"GET /health HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999999999999999\r\n\r\nabc"
-                .to_vec(),
-            413,
-        ),
-        (
-            "chunk size ffffffffffffffff on POST /ingest",
-            chunked_ingest(&format!("Authorization: {DEV_AUTH}\r\n")).into_bytes(),
-            413,
-        ),
-        (
-            "chunk size ffffffffffffffff on POST /ingest, unauthenticated",
-            chunked_ingest("").into_bytes(),
-            401,
-        ),
-        (
-            "chunk size ffffffffffffffff on GET /health",
-            b"GET /health HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nabc"
-                .to_vec(),
-            413,
-        ),
-        (
-            "Content-Length body past the drain bound on GET /metrics",
-            b"GET /metrics HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\naaaa".to_vec(),
-            413,
-        ),
-        (
-            "chunked body past the drain bound on GET /health/live",
-            format!(
-                "GET /health/live HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n{}",
-                drain_chunk.repeat(3)
-            )
-            .into_bytes(),
-            413,
-        ),
-        (
-            "conflicting Content-Length",
-            format!("POST /ingest HTTP/1.1\r\nHost: t\r\nAuthorization: {DEV_AUTH}\r\nContent-Type: application/json\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd").into_bytes(),
-            400,
-        ),
-        (
-            "Transfer-Encoding with Content-Length",
-            format!("POST /ingest HTTP/1.1\r\nHost: t\r\nAuthorization: {DEV_AUTH}\r\nContent-Type: application/json\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").into_bytes(),
-            400,
-        ),
-    ]
-}
-
-/// Sends `raw` on a new connection; asserts `status` with a JSON error body
-/// and that the connection closes after it.
-fn assert_refused(port: u16, what: &str, raw: &[u8], status: u16) {
-    let mut conn = Raw::connect(port);
-    conn.send(raw);
-    let r = conn.response();
-    assert_eq!(r.status, status, "{what}: {}", r.body);
-    let j = r.json();
-    assert_eq!(s(&j, "status"), "error", "{what}");
-    assert!(!s(&j, "error").is_empty() && !s(&j, "message").is_empty());
-    assert_eq!(r.header("connection"), Some("close"), "{what}");
-    assert!(conn.closed(), "{what}: connection left open");
 }
 
 #[test]

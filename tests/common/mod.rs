@@ -2,6 +2,7 @@
 //! own free loopback port, stopped when dropped.
 #![allow(dead_code)]
 
+pub mod attacks;
 pub mod flow;
 
 use std::io::{BufRead, BufReader, Read, Write};

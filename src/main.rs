@@ -1,96 +1,27 @@
 //! `ingestion-engine`: the binary. CLI, wiring, signals, graceful shutdown.
 //!
-//! `serve` (default) wires the pieces: config → metrics → producer thread and
-//! broker health probe (`redpanda`) → HTTP shards (`api`), then waits for
-//! SIGINT/SIGTERM and drains. `check-config`, `hash-key`, `migrate` and `dump`
-//! are tools.
+//! `serve` (default, [`serve`]) runs the node's roles until a stop signal;
+//! [`config_file`] finds and reads the configuration, [`reload`] applies a
+//! new one on `SIGHUP`. `check-config`, `hash-key`, `migrate`, `tenant`,
+//! `dlq`, `retention` and `dump` are tools.
 
+mod config_file;
 mod dump;
+mod reload;
+mod serve;
 mod status;
 mod tenants;
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use api::admin::Listener;
 use clap::{Parser, Subcommand};
-use engine_core::config::{Config, Role};
-use tracing::{info, warn};
+use engine_core::config::{Config, LogFormat, Role};
+use tracing::info;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// The running HTTP edge and its producer.
-struct Edge {
-    state: Arc<api::AppState>,
-    producer: redpanda::producer::ProducerHandle,
-    probe: redpanda::admin::HealthProbe,
-}
-
-impl Edge {
-    /// Stops taking batches, waits for in-flight ones, flushes the producer.
-    fn stop(self) {
-        self.state.shutting_down.store(true, Ordering::SeqCst);
-        let deadline = Instant::now() + DRAIN_TIMEOUT;
-        while self.producer.metrics.inflight() > 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.producer.shutdown(DRAIN_TIMEOUT);
-        self.probe.stop();
-        let accepted = self.state.metrics.events_accepted();
-        info!(accepted, "edge stopped");
-    }
-}
-
-/// Starts the producer, the broker probe, the query workers and the shards;
-/// each registers its metrics with `registry`. `components` are the other
-/// parts of this node whose health `/health` shows (its sink).
-fn start_edge(
-    config: Config,
-    tenants: Vec<engine_core::Tenant>,
-    registry: Arc<telemetry::Registry>,
-    components: Vec<Arc<dyn telemetry::HealthCheck>>,
-) -> Result<Edge> {
-    if tenants.is_empty() {
-        warn!("no tenants configured: every ingest request will get 401");
-    }
-    let shards = api::shard::shard_count(&config);
-    let producer =
-        redpanda::producer::start(&config.redpanda, shards, config.http.request_timeout_ms)
-            .context("starting the producer")?;
-    registry.register(producer.metrics.clone());
-    let broker = producer.metrics.broker().clone();
-    let probe = redpanda::admin::start_health_probe(&config.redpanda, broker)
-        .context("starting the broker health probe")?;
-    let parts = api::Parts {
-        registry: registry.clone(),
-        rings: producer.rings.clone(),
-        producer: producer.metrics.clone(),
-        components,
-    };
-    let state = Arc::new(api::AppState::new(config, tenants.clone(), parts));
-    tenants::spawn_refresh(state.clone(), tenants)?;
-    let ch = &state.config.clickhouse;
-    let queries = query::service::Service::start(&ch.url, &ch.database)
-        .context("starting the query workers")?;
-    registry.register(queries.metrics());
-    let _ = state.query.set(queries);
-    let handle = api::start(state.clone()).context("starting the HTTP shards")?;
-    info!(addr = %handle.addr, "edge ready to accept connections");
-    Ok(Edge {
-        state,
-        producer,
-        probe,
-    })
-}
-
-/// Default config file, used when it exists and no `--config` is given.
-const DEFAULT_CONFIG: &str = "config/default.toml";
-/// How long shutdown waits for in-flight batches before flushing the producer.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Parser)]
 #[command(
@@ -99,7 +30,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
     about = "Analytics event ingestion: HTTP → broker → ClickHouse"
 )]
 struct Cli {
-    /// Config file (TOML). Default: config/default.toml when present.
+    /// Config file (TOML). Default: the first of config/default.toml and
+    /// /etc/ingestion-engine/config.toml that exists.
     #[arg(long, global = true, env = "INGESTION_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -165,30 +97,19 @@ fn parse_role(s: &str) -> Result<Role, String> {
     }
 }
 
-fn load_config(path: Option<&Path>) -> Result<Config> {
-    let path = path.map(Path::to_path_buf).or_else(|| {
-        let p = PathBuf::from(DEFAULT_CONFIG);
-        p.exists().then_some(p)
-    });
-    let text = match &path {
-        Some(p) => {
-            Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
-        }
-        None => None,
-    };
-    let env: Vec<(String, String)> = std::env::vars().collect();
-    let config = Config::load(
-        text.as_deref(),
-        env.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-    )
-    .with_context(|| match &path {
-        Some(p) => format!(
-            "invalid configuration ({} and INGESTION_* environment)",
-            p.display()
-        ),
-        None => "invalid configuration (INGESTION_* environment)".to_string(),
-    })?;
-    Ok(config)
+/// Reads the configuration and starts logging as it says; logs the file.
+fn load_config(
+    path: Option<&std::path::Path>,
+) -> Result<(Config, config_file::Source, telemetry::logging::LogHandle)> {
+    let (config, source) = config_file::load(path)?;
+    let log = telemetry::logging::init(&config.log.level, config.log.format == LogFormat::Json)?;
+    tracing::debug!(file = %source.describe(), "configuration loaded");
+    Ok((config, source, log))
+}
+
+/// [`load_config`] for the tools, which need only the configuration.
+fn tool_config(path: Option<&std::path::Path>) -> Result<Config> {
+    load_config(path).map(|(c, _, _)| c)
 }
 
 /// Failure policy (README, "Failure policy"): a panic in any thread ends the
@@ -221,18 +142,23 @@ fn install_panic_hook() {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    telemetry::init_tracing();
     install_panic_hook();
     match cli.command.unwrap_or(Command::Serve { role: Vec::new() }) {
         Command::Serve { role } => {
-            let mut config = load_config(cli.config.as_deref())?;
+            let (mut config, source, log) = load_config(cli.config.as_deref())?;
+            if source.path().is_some() {
+                info!(file = %source.describe(), "configuration loaded");
+            } else {
+                tracing::warn!(file = %source.describe(), "no configuration file");
+            }
             if !role.is_empty() {
                 config.roles = role;
             }
-            serve(config)
+            serve::serve(config, source, log)
         }
         Command::CheckConfig => {
-            let config = load_config(cli.config.as_deref())?;
+            let (config, source) = config_file::load(cli.config.as_deref())?;
+            println!("# config file: {}", source.describe());
             print!("{}", config.to_masked_toml());
             Ok(())
         }
@@ -250,9 +176,9 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Migrate => {
-            let config = load_config(cli.config.as_deref())?;
+            let config = tool_config(cli.config.as_deref())?;
             let ch =
-                clickhouse_client::Client::new(&config.clickhouse.url, Duration::from_secs(30));
+                clickhouse_client::Client::from_config(&config.clickhouse, Duration::from_secs(30));
             let report = clickhouse_client::schema::migrate(&ch, &config.clickhouse.database)
                 .with_context(|| {
                     format!(
@@ -272,9 +198,9 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Retention { today } => {
-            let config = load_config(cli.config.as_deref())?;
+            let config = tool_config(cli.config.as_deref())?;
             let ch =
-                clickhouse_client::Client::new(&config.clickhouse.url, Duration::from_secs(60));
+                clickhouse_client::Client::from_config(&config.clickhouse, Duration::from_secs(60));
             // An explicit date is the operator's word; otherwise both clocks must agree.
             let today = match today {
                 Some(d) => time::Date::parse(
@@ -296,10 +222,10 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Tenant { action } => {
-            tenants::command(&load_config(cli.config.as_deref())?, action)
+            tenants::command(&tool_config(cli.config.as_deref())?, action)
         }
         Command::Dlq { action } => {
-            let config = load_config(cli.config.as_deref())?;
+            let config = tool_config(cli.config.as_deref())?;
             match action {
                 DlqAction::List => {
                     for d in worker::dlq::list(&config)? {
@@ -316,74 +242,6 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Command::Dump { follow } => dump::run(&load_config(cli.config.as_deref())?, follow),
+        Command::Dump { follow } => dump::run(&tool_config(cli.config.as_deref())?, follow),
     }
-}
-
-fn serve(config: Config) -> Result<()> {
-    let tenants = config.tenants()?;
-    if tenants.iter().any(|t| t.id.is_nil()) {
-        warn!("the development tenant 00000000-0000-0000-0000-000000000000 is enabled; remove it from the config for production");
-    }
-    let ingest = config.roles.contains(&Role::Ingest);
-    let registry = Arc::new(telemetry::Registry::new());
-    let sink = if config.roles.contains(&Role::Sink) {
-        let sink = worker::start(config.clone()).context("starting the sink")?;
-        registry.register(sink.metrics.clone());
-        Some(sink)
-    } else {
-        None
-    };
-    let sink_health = || -> Vec<Arc<dyn telemetry::HealthCheck>> {
-        sink.iter()
-            .map(|s| s.metrics.clone() as Arc<dyn telemetry::HealthCheck>)
-            .collect()
-    };
-    let admin = config.admin.clone();
-    let edge = if ingest {
-        let edge = start_edge(config, tenants, registry, sink_health())?;
-        if admin.separate() {
-            let node = edge.state.clone();
-            let addr = status::start(&admin.host, admin.port, node, Listener::Admin, &admin)
-                .context("starting the admin listener")?;
-            info!(%addr, "admin listener: /metrics, /health, /debug/*");
-        }
-        Some(edge)
-    } else {
-        // A sink-only node still answers /health and /metrics.
-        let node = Arc::new(status::SinkNode::new(&config, registry, sink_health()));
-        let addr = status::start(
-            &config.host,
-            config.port,
-            node.clone(),
-            Listener::Main,
-            &admin,
-        )
-        .context("starting the status endpoint")?;
-        info!(%addr, "sink-only node: /health and /metrics");
-        if admin.separate() {
-            let addr = status::start(&admin.host, admin.port, node, Listener::Admin, &admin)
-                .context("starting the admin listener")?;
-            info!(%addr, "admin listener: /metrics, /health, /debug/*");
-        }
-        None
-    };
-    info!("ingestion-engine running");
-
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ])?;
-    if let Some(sig) = signals.forever().next() {
-        info!(signal = sig, "shutting down");
-    }
-    if let Some(edge) = edge {
-        edge.stop();
-    }
-    if let Some(sink) = sink {
-        sink.stop();
-    }
-    info!("stopped");
-    // Shard threads hold no state worth flushing; exiting ends them.
-    std::process::exit(0);
 }

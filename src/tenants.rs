@@ -96,7 +96,7 @@ fn date(secs: u32) -> String {
 
 /// Runs one `tenant` command against the registry in ClickHouse.
 pub fn command(config: &Config, action: TenantAction) -> Result<()> {
-    let ch = clickhouse_client::Client::new(&config.clickhouse.url, Duration::from_secs(30));
+    let ch = clickhouse_client::Client::from_config(&config.clickhouse, Duration::from_secs(30));
     let db = &config.clickhouse.database;
     clickhouse_client::schema::migrate(&ch, db).context("preparing the tenants table")?;
     let find = |id: &str| -> Result<TenantRow> {
@@ -235,47 +235,60 @@ pub fn command(config: &Config, action: TenantAction) -> Result<()> {
     Ok(())
 }
 
-/// Reloads tenants from ClickHouse every `clickhouse.tenants_refresh_ms`;
-/// tenants from the config file stay, ClickHouse rows win on the same id.
-pub fn spawn_refresh(
-    state: Arc<api::AppState>,
-    file_tenants: Vec<engine_core::Tenant>,
-) -> Result<()> {
+/// Reloads tenants from ClickHouse every `clickhouse.tenants_refresh_ms`,
+/// or at once when a `SIGHUP` wakes it. The edge knows the config file's
+/// tenants and the registry's rows; a row wins on the same id. While
+/// ClickHouse cannot be reached, the last rows it gave are kept, so a reload
+/// of the file still applies.
+pub fn spawn_refresh(state: Arc<api::AppState>) -> Result<()> {
     let cfg = state.config.clone();
     let interval = Duration::from_millis(cfg.clickhouse.tenants_refresh_ms.max(100));
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("tenant-refresh".into())
-        .spawn(move || {
-            let ch = clickhouse_client::Client::new(&cfg.clickhouse.url, Duration::from_secs(10));
-            let mut failing = false;
-            loop {
-                match tenants::list(&ch, &cfg.clickhouse.database) {
-                    Ok(rows) => {
-                        let mut all: std::collections::HashMap<uuid::Uuid, engine_core::Tenant> =
-                            file_tenants.iter().map(|t| (t.id, t.clone())).collect();
-                        for row in &rows {
-                            match tenants::to_tenant(row, |t| cfg.tier_rate_limit(t)) {
-                                Ok(t) => {
-                                    all.insert(t.id, t);
-                                }
-                                Err(e) => warn!(tenant = %row.id, %e, "tenant row ignored"),
+        .spawn({
+            let state = state.clone();
+            move || {
+                let ch = clickhouse_client::Client::from_config(
+                    &cfg.clickhouse,
+                    Duration::from_secs(10),
+                );
+                let mut rows = Vec::new();
+                let mut failing = false;
+                loop {
+                    match tenants::list(&ch, &cfg.clickhouse.database) {
+                        Ok(r) => {
+                            if failing {
+                                info!(tenants = r.len(), "tenant registry reachable again");
                             }
+                            rows = r;
+                            failing = false;
                         }
-                        state.set_tenants(all.into_values().collect());
-                        if failing {
-                            info!(tenants = rows.len(), "tenant registry reachable again");
+                        Err(e) => {
+                            if !failing {
+                                warn!(%e, "cannot load tenants from ClickHouse; keeping the ones known");
+                            }
+                            failing = true;
                         }
-                        failing = false;
                     }
-                    Err(e) => {
-                        if !failing {
-                            warn!(%e, "cannot load tenants from ClickHouse; keeping the ones known");
+                    let live = state.reloadable.load();
+                    let mut all: std::collections::HashMap<uuid::Uuid, engine_core::Tenant> = live
+                        .file_tenants
+                        .iter()
+                        .map(|t| (t.id, t.clone()))
+                        .collect();
+                    for row in &rows {
+                        match tenants::to_tenant(row, |t| live.rate_limits.for_tier(t)) {
+                            Ok(t) => {
+                                all.insert(t.id, t);
+                            }
+                            Err(e) => warn!(tenant = %row.id, %e, "tenant row ignored"),
                         }
-                        failing = true;
                     }
+                    state.set_tenants(all.into_values().collect());
+                    std::thread::park_timeout(interval);
                 }
-                std::thread::sleep(interval);
             }
         })?;
+    let _ = state.tenant_refresh.set(thread.thread().clone());
     Ok(())
 }

@@ -31,4 +31,4 @@ pub mod state;
 pub use edge_http as http;
 pub use edge_http::body;
 pub use shard::{start, ShardsHandle};
-pub use state::{AppState, Parts};
+pub use state::{AppState, Parts, Reloadable};

@@ -73,6 +73,9 @@ pub struct ShardCounters {
     pub buffered_bytes: AtomicI64,
     /// Requests refused because the shard's buffered bytes were at their bound.
     pub busy_refusals: AtomicU64,
+    /// Rises every time the shard's event loop publishes its histograms
+    /// (every 100 ms): the systemd watchdog's proof that the shard runs.
+    pub heartbeats: AtomicU64,
 }
 
 impl ShardCounters {
@@ -91,6 +94,7 @@ impl ShardCounters {
             clients_untracked: AtomicU64::new(0),
             buffered_bytes: AtomicI64::new(0),
             busy_refusals: AtomicU64::new(0),
+            heartbeats: AtomicU64::new(0),
         }
     }
 
@@ -138,6 +142,14 @@ impl EdgeMetrics {
             .iter()
             .map(|s| f(s).load(Ordering::Relaxed))
             .sum()
+    }
+
+    /// Each shard's heartbeat count, in shard order.
+    pub fn heartbeats(&self) -> Vec<u64> {
+        self.shards
+            .iter()
+            .map(|s| s.heartbeats.load(Ordering::Relaxed))
+            .collect()
     }
 
     /// Total events accepted.

@@ -41,13 +41,33 @@ pub struct ShardsHandle {
     pub addr: SocketAddr,
 }
 
-/// Number of shards the config asks for (`0` = one per available core).
+/// Number of shards the config asks for: `shards`, or one per core of
+/// `placement.shard_cores`, or one per available core.
 pub fn shard_count(config: &Config) -> usize {
     if config.shards > 0 {
         config.shards
+    } else if !config.placement.shard_cores.is_empty() {
+        config.placement.shard_cores.len()
     } else {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     }
+}
+
+/// The core each shard is pinned to: `placement.shard_cores`, else the cores
+/// this thread may run on, in order; `None` where the kernel tells nothing.
+pub fn shard_cores(config: &Config, shards: usize) -> Vec<Option<usize>> {
+    let cores: Vec<usize> = if config.placement.shard_cores.is_empty() {
+        core_affinity::get_core_ids()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.id)
+            .collect()
+    } else {
+        config.placement.shard_cores.clone()
+    };
+    (0..shards)
+        .map(|i| (!cores.is_empty()).then(|| cores[i % cores.len()]))
+        .collect()
 }
 
 /// Starts the shards and returns once every one listens.
@@ -57,18 +77,31 @@ pub fn start(state: Arc<AppState>) -> Result<ShardsHandle, StartError> {
         .parse()
         .map_err(|_| StartError::Address(format!("{}:{}", cfg.host, cfg.port)))?;
     let shards = state.metrics.shard_count();
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let cores = shard_cores(cfg, shards);
+    let placement: Vec<String> = cores
+        .iter()
+        .enumerate()
+        .map(|(i, c)| match c {
+            Some(c) => format!("shard-{i}:core {c}"),
+            None => format!("shard-{i}:unpinned"),
+        })
+        .collect();
     let (tx, rx) = mpsc::channel::<Result<&'static str, StartError>>();
     let mut threads = Vec::with_capacity(shards);
-    for index in 0..shards {
+    for (index, &core) in cores.iter().enumerate() {
         let state = state.clone();
         let tx = tx.clone();
-        let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
         let handle = std::thread::Builder::new()
             .name(format!("shard-{index}"))
             .spawn(move || {
-                if let Some(core) = core {
-                    core_affinity::set_for_current(core);
+                if let Some(id) = core {
+                    if !core_affinity::set_for_current(core_affinity::CoreId { id }) {
+                        warn!(
+                            shard = index,
+                            core = id,
+                            "could not pin the shard to its core"
+                        );
+                    }
                 }
                 run_shard(index, addr, state, tx);
             })
@@ -94,6 +127,7 @@ pub fn start(state: Arc<AppState>) -> Result<ShardsHandle, StartError> {
         }
     }
     info!(%addr, shards, driver = state.io_driver.get().copied().unwrap_or("?"), "listening");
+    info!(placement = placement.join(", "), "shard placement");
     Ok(ShardsHandle { threads, addr })
 }
 
@@ -172,6 +206,12 @@ async fn shard_main(
                     .histograms
                     .borrow_mut()
                     .publish(&shard.state.metrics.histograms);
+                shard
+                    .state
+                    .metrics
+                    .shard(shard.index)
+                    .heartbeats
+                    .fetch_add(1, Ordering::Relaxed);
             }
         });
     }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
-use engine_core::config::Config;
+use engine_core::config::{Config, RateLimitsConfig};
 use engine_core::{Limits, Reason, Tenant, TenantRegistry};
 use redpanda::metrics::{BrokerHealth, ProducerMetrics};
 use redpanda::producer::Rings;
@@ -23,6 +23,15 @@ use crate::ratelimit::RateLimiter;
 pub struct Tenants {
     pub registry: TenantRegistry,
     pub limiters: HashMap<Uuid, Arc<RateLimiter>>,
+}
+
+/// What `SIGHUP` may change while the edge runs: the config file's tenants
+/// and the tiers' default rate limits. The tenant refresh merges these with
+/// the registry's rows.
+#[derive(Debug, Clone)]
+pub struct Reloadable {
+    pub file_tenants: Vec<Tenant>,
+    pub rate_limits: RateLimitsConfig,
 }
 
 /// A request's authenticated tenant.
@@ -48,6 +57,10 @@ pub struct AppState {
     pub limits: Limits,
     /// Swapped without locks on refresh; read once per request.
     pub tenants: ArcSwap<Tenants>,
+    /// Swapped on `SIGHUP`; read by the tenant refresh.
+    pub reloadable: ArcSwap<Reloadable>,
+    /// The tenant refresh thread, woken to apply a reload at once.
+    pub tenant_refresh: OnceLock<std::thread::Thread>,
     /// The edge's own metrics, one set of counters per shard.
     pub metrics: Arc<EdgeMetrics>,
     /// Every metric of the process, for `/metrics` and `/debug/*`.
@@ -77,7 +90,13 @@ impl AppState {
         let metrics = Arc::new(EdgeMetrics::new(parts.rings.len(), &Reason::NAMES));
         let clients = Arc::new(ClientTable::new(config.clients.clone()));
         parts.registry.register(metrics.clone());
+        let reloadable = Reloadable {
+            file_tenants: tenants.clone(),
+            rate_limits: config.rate_limits.clone(),
+        };
         let state = Self {
+            reloadable: ArcSwap::from_pointee(reloadable),
+            tenant_refresh: OnceLock::new(),
             limits: config.event_limits(),
             config,
             tenants: ArcSwap::from_pointee(Tenants::default()),
@@ -98,7 +117,7 @@ impl AppState {
 
     /// Replaces the known tenants (a refresh from the registry).
     pub fn set_tenants(&self, tenants: Vec<Tenant>) {
-        let burst_secs = self.config.rate_limits.burst_secs.max(1);
+        let burst_secs = self.reloadable.load().rate_limits.burst_secs.max(1);
         let min_burst = self.config.http.max_batch_events as u64;
         let old = self.tenants.load();
         let limiters = tenants

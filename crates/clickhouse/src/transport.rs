@@ -45,6 +45,15 @@ impl Client {
         }
     }
 
+    /// A client for the configured server, with its credentials.
+    pub fn from_config(config: &engine_core::config::ClickhouseConfig, timeout: Duration) -> Self {
+        let client = Self::new(&config.url, timeout);
+        match config.credentials() {
+            Some((user, password)) => client.with_credentials(user, password),
+            None => client,
+        }
+    }
+
     /// The same client with another bound on each request.
     pub fn with_timeout(&self, timeout: Duration) -> Self {
         Self {

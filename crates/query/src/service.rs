@@ -9,6 +9,7 @@ use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use engine_core::config::ClickhouseConfig;
 use futures_channel::oneshot;
 use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
 use tracing::warn;
@@ -112,8 +113,8 @@ pub enum Submitted {
 }
 
 impl Service {
-    /// Starts the workers against ClickHouse at `url`, database `db`.
-    pub fn start(url: &str, db: &str) -> std::io::Result<Arc<Self>> {
+    /// Starts the workers against the configured ClickHouse.
+    pub fn start(ch: &ClickhouseConfig) -> std::io::Result<Arc<Self>> {
         let (tx, rx) = sync_channel::<JobBox>(QUERY_QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         let cache = Arc::new(Mutex::new(HashMap::new()));
@@ -122,9 +123,11 @@ impl Service {
             let rx = rx.clone();
             let cache = cache.clone();
             let metrics = metrics.clone();
-            let client =
-                clickhouse_client::Client::new(url, Duration::from_secs(MAX_EXECUTION_SECS + 5));
-            let db = db.to_string();
+            let client = clickhouse_client::Client::from_config(
+                ch,
+                Duration::from_secs(MAX_EXECUTION_SECS + 5),
+            );
+            let db = ch.database.clone();
             std::thread::Builder::new()
                 .name(format!("query-{i}"))
                 .spawn(move || loop {

@@ -26,6 +26,7 @@ mod collector;
 mod health;
 mod histograms;
 mod latency_table;
+pub mod logging;
 mod prometheus;
 mod registry;
 mod stats;
@@ -39,14 +40,3 @@ pub use prometheus::{histogram_name, BUCKET_BOUNDS_US};
 pub use registry::Registry;
 pub use stats::{stats_bounds_us, PERCENTILES};
 pub use status::StatusCounts;
-
-/// Installs the global tracing subscriber; `RUST_LOG` sets filters
-/// (default `info`).
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}

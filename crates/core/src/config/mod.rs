@@ -13,11 +13,25 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 mod admin;
+mod clickhouse;
 mod clients;
+mod edge;
+mod limits;
+mod log;
+mod placement;
+mod producer;
+mod sink;
 mod tenants;
 
 pub use admin::{AdminConfig, AdminToken};
+pub use clickhouse::ClickhouseConfig;
 pub use clients::ClientsConfig;
+pub use edge::{HttpConfig, IoDriver};
+pub use limits::{LimitsConfig, RateLimitsConfig};
+pub use log::{LogConfig, LogFormat};
+pub use placement::PlacementConfig;
+pub use producer::{AckMode, Compression, RedpandaConfig};
+pub use sink::SinkConfig;
 pub use tenants::TenantConfig;
 
 use crate::tenant::Tier;
@@ -33,48 +47,9 @@ const SECTIONS: &[&str] = &[
     "rate_limits",
     "admin",
     "clients",
+    "log",
+    "placement",
 ];
-
-/// Which io driver the shards use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum IoDriver {
-    /// io_uring where the kernel allows it, epoll otherwise.
-    Auto,
-    Uring,
-    Legacy,
-}
-
-/// When `POST /ingest` answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AckMode {
-    /// After the broker acknowledged every accepted event (`acks=all`). Default.
-    Broker,
-    /// Opt-in: after the events were handed to the producer, before the broker
-    /// acknowledged them. Faster; events in flight are lost if the process dies.
-    Received,
-}
-
-/// Record compression used by the producer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    None,
-    Lz4,
-    Zstd,
-}
-
-impl Compression {
-    /// The librdkafka `compression.codec` value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Compression::None => "none",
-            Compression::Lz4 => "lz4",
-            Compression::Zstd => "zstd",
-        }
-    }
-}
 
 /// What a node runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -108,136 +83,10 @@ pub struct Config {
     pub rate_limits: RateLimitsConfig,
     pub admin: AdminConfig,
     pub clients: ClientsConfig,
+    pub log: LogConfig,
+    pub placement: PlacementConfig,
     /// Tenants defined in the file (development and small installs).
     pub tenants: Vec<TenantConfig>,
-}
-
-/// HTTP server bounds.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HttpConfig {
-    /// Largest request head (request line + headers), in bytes; larger gets 431.
-    pub max_header_bytes: usize,
-    /// Largest request body as sent (before decompression), in bytes; larger gets 413.
-    pub max_body_bytes: usize,
-    /// Largest body after gzip/zstd decompression, in bytes; larger gets 413.
-    pub max_decompressed_bytes: usize,
-    /// Most events in one batch; more gets 413.
-    pub max_batch_events: usize,
-    /// Time allowed to receive a whole request once it started, in ms.
-    pub read_timeout_ms: u64,
-    /// Time a keep-alive connection may sit idle between requests, in ms.
-    pub idle_timeout_ms: u64,
-    /// Time allowed for the broker to acknowledge a batch before answering 503, in ms.
-    pub request_timeout_ms: u64,
-    /// Open connections per shard; more are closed at accept.
-    pub max_connections_per_shard: usize,
-    /// Body buffers kept for reuse per shard.
-    pub body_buffer_pool: usize,
-    /// Bytes of requests one shard holds at once: bodies being read (their
-    /// declared size, or `max_body_bytes` for chunked ones) and the records
-    /// made of them until the broker acknowledges. A request that would go
-    /// past it gets `503 server_busy` before its body is read. Bounds the
-    /// edge's memory under overload (README, "Overload and memory").
-    pub max_buffered_bytes_per_shard: usize,
-    /// `Retry-After` sent with 503 and 429, in seconds.
-    pub retry_after_secs: u32,
-}
-
-/// Per-event bounds (see [`Limits`]).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LimitsConfig {
-    pub max_string_bytes: usize,
-    pub max_url_bytes: usize,
-    pub max_properties_bytes: usize,
-    pub max_event_bytes: usize,
-    pub max_future_secs: u32,
-}
-
-/// Broker and producer settings.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RedpandaConfig {
-    /// Comma-separated `host:port` list.
-    pub brokers: String,
-    /// Topic accepted events are written to.
-    pub topic: String,
-    /// Partitions when the engine creates the topic.
-    pub partitions: i32,
-    /// Replication factor when the engine creates the topic.
-    pub replication_factor: i32,
-    /// Most records per produce batch (librdkafka `batch.num.messages`).
-    pub batch_size: u32,
-    /// Most bytes per produce batch (librdkafka `batch.size`).
-    pub batch_bytes: u32,
-    /// Time the producer waits to fill a batch (librdkafka `linger.ms`).
-    pub linger_ms: u32,
-    pub compression: Compression,
-    /// Records each shard may have queued for the producer thread; full = 503.
-    pub ring_capacity: usize,
-    /// Bound on librdkafka's own send queue, in KiB (`queue.buffering.max.kbytes`).
-    pub queue_max_kbytes: u32,
-    /// `broker` (default) or `received`.
-    pub ack_mode: AckMode,
-    /// How often broker health is probed, in ms.
-    pub health_interval_ms: u64,
-    /// Extra librdkafka properties (e.g. `security.protocol`), passed through.
-    pub librdkafka: BTreeMap<String, String>,
-}
-
-/// ClickHouse connection (used by the sink).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ClickhouseConfig {
-    pub url: String,
-    pub database: String,
-    /// How often the edge reloads tenants from ClickHouse, in ms.
-    pub tenants_refresh_ms: u64,
-}
-
-/// The worker: consumer group, batching, dead letters, dedup.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SinkConfig {
-    /// Consumer group of the workers.
-    pub consumer_group: String,
-    /// A batch is inserted when it holds this many rows...
-    pub batch_max_rows: usize,
-    /// ...or this many bytes (encoded, approximate)...
-    pub batch_max_bytes: usize,
-    /// ...or its oldest record waited this long, in ms.
-    pub batch_max_age_ms: u64,
-    /// Topic for records that cannot be decoded.
-    pub dlq_topic: String,
-    /// Longest wait between insert retries while ClickHouse is down, in ms.
-    pub retry_backoff_max_ms: u64,
-    /// Time a retried client batch (same tenant, same event ids) is recognised, in s.
-    pub dedup_window_secs: u64,
-    /// Most event ids remembered for dedup per worker, over all its partitions
-    /// (bounds memory, ~80 B each).
-    pub dedup_max_ids: usize,
-    /// Timeout of one ClickHouse request, in ms.
-    pub clickhouse_timeout_ms: u64,
-    /// Run `migrate` when the sink starts.
-    pub migrate_on_start: bool,
-    /// How often expired partitions are dropped, in s (`0` disables the job).
-    pub retention_interval_secs: u64,
-    /// Longest time the broker may hold a fetch waiting for data, in ms
-    /// (librdkafka's `fetch.wait.max.ms`). Short, because some brokers
-    /// (tansu) wait it out even when data is there.
-    pub fetch_wait_max_ms: u64,
-}
-
-/// Default per-tier rate limits, in events per second (`0` = unlimited).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RateLimitsConfig {
-    pub free_eps: u32,
-    pub paid_eps: u32,
-    pub enterprise_eps: u32,
-    /// Burst allowance, in seconds of the rate.
-    pub burst_secs: u32,
 }
 
 impl Default for Config {
@@ -256,98 +105,9 @@ impl Default for Config {
             rate_limits: RateLimitsConfig::default(),
             admin: AdminConfig::default(),
             clients: ClientsConfig::default(),
+            log: LogConfig::default(),
+            placement: PlacementConfig::default(),
             tenants: Vec::new(),
-        }
-    }
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self {
-            max_header_bytes: 16 * 1024,
-            max_body_bytes: 1024 * 1024,
-            max_decompressed_bytes: 8 * 1024 * 1024,
-            max_batch_events: 1000,
-            read_timeout_ms: 10_000,
-            idle_timeout_ms: 60_000,
-            request_timeout_ms: 5_000,
-            max_connections_per_shard: 10_000,
-            body_buffer_pool: 64,
-            max_buffered_bytes_per_shard: 64 * 1024 * 1024,
-            retry_after_secs: 1,
-        }
-    }
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        let l = Limits::default();
-        Self {
-            max_string_bytes: l.max_string_bytes,
-            max_url_bytes: l.max_url_bytes,
-            max_properties_bytes: l.max_properties_bytes,
-            max_event_bytes: l.max_event_bytes,
-            max_future_secs: l.max_future_secs,
-        }
-    }
-}
-
-impl Default for RedpandaConfig {
-    fn default() -> Self {
-        Self {
-            brokers: "localhost:9092".into(),
-            topic: "events".into(),
-            partitions: 6,
-            replication_factor: 1,
-            batch_size: 1000,
-            batch_bytes: 1024 * 1024,
-            linger_ms: 2,
-            compression: Compression::Lz4,
-            ring_capacity: 1024,
-            queue_max_kbytes: 256 * 1024,
-            ack_mode: AckMode::Broker,
-            health_interval_ms: 1000,
-            librdkafka: BTreeMap::new(),
-        }
-    }
-}
-
-impl Default for ClickhouseConfig {
-    fn default() -> Self {
-        Self {
-            url: "http://localhost:8123".into(),
-            database: "overwatch".into(),
-            tenants_refresh_ms: 10_000,
-        }
-    }
-}
-
-impl Default for SinkConfig {
-    fn default() -> Self {
-        Self {
-            consumer_group: "ingestion-engine-sink".into(),
-            batch_max_rows: 100_000,
-            batch_max_bytes: 64 << 20,
-            batch_max_age_ms: 1000,
-            dlq_topic: "events-dlq".into(),
-            retry_backoff_max_ms: 10_000,
-            dedup_window_secs: 600,
-            dedup_max_ids: 2_000_000,
-            clickhouse_timeout_ms: 30_000,
-            migrate_on_start: true,
-            retention_interval_secs: 3600,
-            fetch_wait_max_ms: 50,
-        }
-    }
-}
-
-impl Default for RateLimitsConfig {
-    fn default() -> Self {
-        Self {
-            free_eps: 1_000,
-            paid_eps: 50_000,
-            enterprise_eps: 1_000_000,
-            burst_secs: 1,
         }
     }
 }
@@ -451,7 +211,7 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks values that types alone do not bound.
+    /// Checks values that types alone do not bound, section by section.
     pub fn check(&self) -> Result<(), ConfigError> {
         if self.port == 0 {
             return Err(invalid("port", "must be 1..=65535"));
@@ -459,110 +219,69 @@ impl Config {
         if self.shards > 1024 {
             return Err(invalid("shards", "must be 0 (one per core) ..= 1024"));
         }
-        let h = &self.http;
-        for (key, v) in [
-            ("http.max_header_bytes", h.max_header_bytes),
-            ("http.max_body_bytes", h.max_body_bytes),
-            ("http.max_decompressed_bytes", h.max_decompressed_bytes),
-            ("http.max_batch_events", h.max_batch_events),
-            (
-                "http.max_connections_per_shard",
-                h.max_connections_per_shard,
-            ),
-            ("redpanda.ring_capacity", self.redpanda.ring_capacity),
-            (
-                "http.max_buffered_bytes_per_shard",
-                h.max_buffered_bytes_per_shard,
-            ),
-            ("limits.max_event_bytes", self.limits.max_event_bytes),
-            ("limits.max_string_bytes", self.limits.max_string_bytes),
-        ] {
-            if v == 0 {
-                return Err(invalid(key, "must be greater than 0"));
-            }
-        }
-        for (key, v) in [
-            ("http.read_timeout_ms", h.read_timeout_ms),
-            ("http.idle_timeout_ms", h.idle_timeout_ms),
-            ("http.request_timeout_ms", h.request_timeout_ms),
-        ] {
-            if v == 0 {
-                return Err(invalid(key, "must be greater than 0"));
-            }
-        }
-        if h.max_header_bytes < 256 {
-            return Err(invalid("http.max_header_bytes", "must be at least 256"));
-        }
-        // The largest request (a chunked body, held twice while it is read)
-        // must fit, or it could never be served.
-        if h.max_buffered_bytes_per_shard < 2 * h.max_body_bytes {
-            return Err(invalid(
-                "http.max_buffered_bytes_per_shard",
-                "must be at least twice http.max_body_bytes",
-            ));
-        }
-        let r = &self.redpanda;
-        if r.brokers.trim().is_empty() {
-            return Err(invalid("redpanda.brokers", "must not be empty"));
-        }
-        if r.topic.trim().is_empty() {
-            return Err(invalid("redpanda.topic", "must not be empty"));
-        }
-        if r.partitions < 1 {
-            return Err(invalid("redpanda.partitions", "must be at least 1"));
-        }
-        if r.replication_factor < 1 {
-            return Err(invalid("redpanda.replication_factor", "must be at least 1"));
-        }
         if self.roles.is_empty() {
             return Err(invalid("roles", "must name at least one of ingest, sink"));
         }
-        let k = &self.sink;
-        if k.batch_max_rows == 0 || k.batch_max_bytes == 0 || k.batch_max_age_ms == 0 {
-            return Err(invalid(
-                "sink.batch_max_rows",
-                "batch bounds must be greater than 0",
-            ));
-        }
-        if k.dlq_topic == r.topic {
-            return Err(invalid("sink.dlq_topic", "must differ from redpanda.topic"));
-        }
-        if r.batch_size == 0 || r.batch_size > 1_000_000 {
-            return Err(invalid("redpanda.batch_size", "must be 1..=1000000"));
-        }
-        if !self.clickhouse.url.starts_with("http://")
-            && !self.clickhouse.url.starts_with("https://")
-        {
-            return Err(invalid(
-                "clickhouse.url",
-                "must start with http:// or https://",
-            ));
-        }
+        self.http.check()?;
+        self.limits.check()?;
+        self.redpanda.check()?;
+        self.sink.check(&self.redpanda.topic)?;
+        self.clickhouse.check()?;
         self.admin.check(self.port)?;
         self.clients.check()?;
+        self.log.check()?;
+        self.placement.check(self.shards)?;
         self.tenants()?;
         Ok(())
     }
 
     /// Event limits for validation.
     pub fn event_limits(&self) -> Limits {
-        let l = &self.limits;
-        Limits {
-            max_string_bytes: l.max_string_bytes,
-            max_url_bytes: l.max_url_bytes,
-            max_properties_bytes: l.max_properties_bytes,
-            max_event_bytes: l.max_event_bytes,
-            max_future_secs: l.max_future_secs,
-        }
+        self.limits.event_limits()
     }
 
     /// The default rate limit of a tier, events per second.
     pub fn tier_rate_limit(&self, tier: Tier) -> u32 {
-        match tier {
-            Tier::Free => self.rate_limits.free_eps,
-            Tier::Paid => self.rate_limits.paid_eps,
-            Tier::Enterprise => self.rate_limits.enterprise_eps,
+        self.rate_limits.for_tier(tier)
+    }
+
+    /// Dotted keys whose values differ between `self` and `other` (a whole
+    /// array, such as `tenants`, counts as one key), in order.
+    pub fn changed_keys(&self, other: &Config) -> Vec<String> {
+        fn flatten(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, toml::Value>) {
+            match v {
+                toml::Value::Table(t) => {
+                    for (k, v) in t {
+                        let key = if prefix.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{prefix}.{k}")
+                        };
+                        flatten(&key, v, out);
+                    }
+                }
+                other => {
+                    out.insert(prefix.to_string(), other.clone());
+                }
+            }
         }
+        let table = |c: &Config| {
+            let mut out = BTreeMap::new();
+            if let Ok(v) = toml::Value::try_from(c) {
+                flatten("", &v, &mut out);
+            }
+            out
+        };
+        let (a, b) = (table(self), table(other));
+        let mut keys: Vec<String> = a
+            .keys()
+            .chain(b.keys())
+            .filter(|k| a.get(*k) != b.get(*k))
+            .cloned()
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
     }
 
     /// The effective configuration as TOML, with secrets masked.
@@ -572,6 +291,7 @@ impl Config {
             t.mask();
         }
         shown.admin.mask();
+        shown.clickhouse.mask();
         for (k, v) in shown.redpanda.librdkafka.iter_mut() {
             if ["password", "secret", "key"].iter().any(|s| k.contains(s)) {
                 *v = "***".into();
@@ -592,6 +312,9 @@ fn is_string_key(path: &[String]) -> bool {
             | ["redpanda", "topic"]
             | ["clickhouse", "url"]
             | ["clickhouse", "database"]
+            | ["clickhouse", "user"]
+            | ["clickhouse", "password"]
+            | ["log", "level"]
             | ["sink", "consumer_group"]
             | ["sink", "dlq_topic"]
             | ["admin", "host"]
@@ -667,6 +390,21 @@ mod tests {
         assert_eq!(c.roles, vec![Role::Ingest, Role::Sink]);
         let c = Config::load(Some(file), [("INGESTION_REDPANDA_BROKERS", "a:1,b:2")]).unwrap();
         assert_eq!(c.redpanda.brokers, "a:1,b:2");
+    }
+
+    #[test]
+    fn changed_keys_name_each_difference() {
+        let a = Config::load(Some("[log]\nlevel = \"info\"\n"), []).unwrap();
+        assert!(a.changed_keys(&a).is_empty());
+        let b = Config::load(
+            Some("port = 9000\n[log]\nlevel = \"debug\"\n[rate_limits]\nfree_eps = 5\n"),
+            [],
+        )
+        .unwrap();
+        assert_eq!(
+            a.changed_keys(&b),
+            vec!["log.level", "port", "rate_limits.free_eps"]
+        );
     }
 
     #[test]

@@ -111,8 +111,8 @@ impl SinkHandle {
 /// Runs the retention job every `sink.retention_interval_secs`.
 fn retention_loop(cfg: &Config, stop: &AtomicBool, metrics: &SinkMetrics) {
     let every = Duration::from_secs(cfg.sink.retention_interval_secs);
-    let ch = Client::new(
-        &cfg.clickhouse.url,
+    let ch = Client::from_config(
+        &cfg.clickhouse,
         Duration::from_millis(cfg.sink.clickhouse_timeout_ms),
     );
     let m = metrics;
@@ -219,7 +219,7 @@ fn run(cfg: &Config, stop: &AtomicBool, metrics: Arc<SinkMetrics>) -> Result<(),
     let k = &cfg.sink;
     let backoff_max = Duration::from_millis(k.retry_backoff_max_ms.max(100));
     let timeout = Duration::from_millis(k.clickhouse_timeout_ms);
-    let ch = Client::new(&cfg.clickhouse.url, timeout);
+    let ch = Client::from_config(&cfg.clickhouse, timeout);
     let db = &cfg.clickhouse.database;
     let what = if k.migrate_on_start {
         "ClickHouse migration"
@@ -311,7 +311,7 @@ fn run(cfg: &Config, stop: &AtomicBool, metrics: Arc<SinkMetrics>) -> Result<(),
         metrics.clone(),
     );
     let mut inserter = Inserter::new(
-        Client::new(&cfg.clickhouse.url, timeout),
+        Client::from_config(&cfg.clickhouse, timeout),
         table,
         &cfg.redpanda.topic,
         backoff_max,

@@ -144,6 +144,22 @@ ensure_cargo_deny() {
   cargo install cargo-deny --locked --version "$CARGO_DENY_VERSION" --no-default-features
 }
 
+# cargo-deb builds the Debian package (README, "Production"; tests/package.rs).
+CARGO_DEB_VERSION="3.8.0"
+ensure_cargo_deb() {
+  cargo deb --version >/dev/null 2>&1 && return 0
+  log "installing cargo-deb $CARGO_DEB_VERSION (cargo install, once)"
+  cargo install cargo-deb --locked --version "$CARGO_DEB_VERSION"
+}
+
+# build_package [cargo-deb args...]: target/debian/ingestion-engine_<version>_amd64.deb
+# from the binary already built (the release one by default); prints its path.
+build_package() {
+  ensure_cargo_deb >&2
+  cargo deb --no-build --fast -o "$ROOT/target/debian/" "$@" 2>&1 | grep -v 'dev profile is not supported\|make releases\|To enable debug symbols' >&2 || true
+  ls -t "$ROOT"/target/debian/ingestion-engine_*_amd64.deb | head -1
+}
+
 # start_tansu_install: builds tansu in the background, at low CPU priority, so
 # the workspace build in the foreground is not slowed and tansu takes the
 # cores the workspace build leaves idle. wait_tansu_install waits for it.

@@ -4,6 +4,7 @@
 
 pub mod attacks;
 pub mod flow;
+pub mod notify;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

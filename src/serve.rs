@@ -8,7 +8,6 @@
 //! the edge stops taking batches and answers those it holds, the producer
 //! flushes, the sink inserts its batch and commits, and the process exits 0.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,8 +34,11 @@ pub struct Edge {
 impl Edge {
     /// Stops taking batches, waits for in-flight ones, flushes the producer.
     fn stop(self) {
-        self.state.shutting_down.store(true, Ordering::SeqCst);
+        self.state.stop_accepting();
         let deadline = Instant::now() + DRAIN_TIMEOUT;
+        while self.state.accepting() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         while self.producer.metrics.inflight() > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -107,6 +107,12 @@ fn notifies_systemd_reloads_on_sighup_and_stops_on_sigterm() {
         .wait_exit(Duration::from_secs(30))
         .expect("the engine did not stop within 30 s of SIGTERM");
     assert!(status.success(), "exit status {status}");
+    let log = engine.log();
+    assert_eq!(
+        log.matches("stopped accepting connections").count(),
+        2,
+        "each shard closes its listener on a stop: {log}"
+    );
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
@@ -194,6 +195,7 @@ async fn shard_main(
             return;
         }
     };
+    register_listener(&state, &listener);
     let _ = ready.send(Ok(driver));
     let max_conns = state.config.http.max_connections_per_shard;
     let shard = Rc::new(Shard::new(index, state));
@@ -246,6 +248,7 @@ async fn shard_main(
                     shard.connections.set(shard.connections.get() - 1);
                 });
             }
+            Err(_) if shard.state.shutting_down.load(Ordering::Relaxed) => break,
             Err(e) => {
                 // Out of descriptors or similar: back off instead of spinning.
                 warn!(shard = index, %e, "accept failed");
@@ -253,4 +256,25 @@ async fn shard_main(
             }
         }
     }
+    // Stopping: new connections go elsewhere; the ones open are still
+    // answered until the process exits.
+    close_listener(&shard.state, listener);
+    info!(shard = index, "stopped accepting connections");
+    std::future::pending::<()>().await;
+}
+/// Lets [`AppState::stop_accepting`] wake this listener's accept.
+fn register_listener(state: &AppState, listener: &TcpListener) {
+    if let Ok(mut fds) = state.listeners.lock() {
+        fds.push(listener.as_raw_fd());
+    }
+}
+
+/// Closes the listener, first taking it off the list under the lock, so a
+/// stop never shuts down a descriptor number reused since.
+fn close_listener(state: &AppState, listener: TcpListener) {
+    let mut fds = state.listeners.lock();
+    if let Ok(fds) = fds.as_mut() {
+        fds.retain(|&fd| fd != listener.as_raw_fd());
+    }
+    drop(listener);
 }

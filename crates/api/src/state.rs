@@ -2,8 +2,9 @@
 //! rings to the producer.
 
 use std::collections::HashMap;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
 use engine_core::config::{Config, RateLimitsConfig};
@@ -74,6 +75,8 @@ pub struct AppState {
     /// when this node runs one); they do not make the edge unready.
     pub components: Vec<Arc<dyn HealthCheck>>,
     pub shutting_down: AtomicBool,
+    /// The shards' listening sockets, shut down on a stop.
+    pub listeners: Mutex<Vec<RawFd>>,
     /// Limits per client address (`[clients]`), shared by the shards.
     pub clients: Arc<ClientTable>,
     /// The io driver the shards run on (`io_uring` or `epoll`), once started.
@@ -108,6 +111,7 @@ impl AppState {
             components: parts.components,
             clients,
             shutting_down: AtomicBool::new(false),
+            listeners: Mutex::new(Vec::new()),
             io_driver: OnceLock::new(),
             query: OnceLock::new(),
         };
@@ -138,6 +142,27 @@ impl AppState {
             registry: TenantRegistry::new(tenants),
             limiters,
         }));
+    }
+
+    /// Starts a stop: ingest answers `503 shutting_down`, keep-alive
+    /// connections close after their answer, and each shard's listener is
+    /// shut down, which ends its pending accept, so it stops taking
+    /// connections while it still answers the ones it holds.
+    pub fn stop_accepting(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        if let Ok(fds) = self.listeners.lock() {
+            for &fd in fds.iter() {
+                // SAFETY: shutdown(2) on a listening socket the shard still
+                // owns (it is closed only after this wakes its accept); no
+                // memory is passed.
+                unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+            }
+        }
+    }
+
+    /// Shards whose listener is still open.
+    pub fn accepting(&self) -> usize {
+        self.listeners.lock().map_or(0, |fds| fds.len())
     }
 
     /// Whether the broker answers.

@@ -34,7 +34,7 @@ fn sighup(engine: &Engine) {
 
 #[test]
 fn notifies_systemd_reloads_on_sighup_and_stops_on_sigterm() {
-    let broker = Broker::start();
+    let mut broker = Broker::start();
     let dir = scratch_dir("service");
     let mut notify = NotifySocket::bind(&dir);
     let socket = notify.path.to_string_lossy().to_string();
@@ -98,6 +98,46 @@ fn notifies_systemd_reloads_on_sighup_and_stops_on_sigterm() {
     });
     assert_eq!(send_one(engine.port, ADDED_TENANT, ADDED_AUTH), 200);
     assert_eq!(get(engine.port, "/health/ready").unwrap().status, 200);
+
+    // Errors name their request, in the answer and in the log.
+    let body = batch(&[event(0, DEV_TENANT, "s")]);
+    let refused = post(
+        engine.port,
+        Some("Bearer 99999999-9999-9999-9999-999999999999:x"),
+        &[],
+        &body,
+    );
+    assert_eq!(refused.status, 401);
+    let id = refused
+        .header("x-request-id")
+        .expect("X-Request-Id on a 401")
+        .to_string();
+    use sonic_rs::JsonValueTrait;
+    assert_eq!(
+        refused.json().get("request_id").and_then(|v| v.as_str()),
+        Some(id.as_str())
+    );
+    broker.stop();
+    let mut failed = None;
+    wait_for(
+        "a 503 while the broker is down",
+        Duration::from_secs(30),
+        || {
+            let r = post(engine.port, Some(DEV_AUTH), &[], &body);
+            failed = r
+                .header("x-request-id")
+                .filter(|_| r.status == 503)
+                .map(str::to_string);
+            failed.is_some()
+        },
+    );
+    let failed = failed.unwrap();
+    wait_for("the 503's log line", Duration::from_secs(5), || {
+        engine
+            .log()
+            .lines()
+            .any(|l| l.contains("request failed") && l.contains(&failed))
+    });
 
     // 4. A stop: STOPPING=1, exit 0.
     // SAFETY: kill(2) on our own child's pid; no memory is shared.

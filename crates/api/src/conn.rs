@@ -357,6 +357,13 @@ async fn finish(
         .metrics
         .shard(shard.index)
         .count_status(resp.status);
+    let tagged;
+    let resp = if resp.status >= 400 {
+        tagged = shard.requests.tag(conn.peer, resp);
+        &tagged
+    } else {
+        resp
+    };
     let ok = conn.send(resp, keep_alive, head_only).await;
     if ok && (!keep_alive || resp.close) {
         linger(conn).await;

@@ -28,6 +28,7 @@ use uuid::Uuid;
 use crate::body::{decode, BodyError};
 use crate::http::{push_json_str, Encoding, Framing, RequestHead, Response};
 use crate::metrics::{ShardCounters, ShardHistograms, Stage};
+use crate::request_log::RequestLog;
 use crate::state::{AppState, Authed};
 
 /// Largest record sent to the broker, in bytes (estimated from raw event
@@ -44,6 +45,8 @@ pub struct Shard {
     pub histograms: RefCell<ShardHistograms>,
     pool: RefCell<Vec<Vec<u8>>>,
     pub connections: Cell<usize>,
+    /// Request ids of error answers and their log lines.
+    pub requests: RequestLog,
     /// Request bytes held now, at most `http.max_buffered_bytes_per_shard`.
     buffered: Cell<usize>,
     /// Debug builds only: a request for this path panics in the shard task,
@@ -61,6 +64,7 @@ impl Shard {
     /// A shard with an empty buffer pool.
     pub fn new(index: usize, state: Arc<AppState>) -> Self {
         Self {
+            requests: RequestLog::new(index, state.boot_id),
             index,
             state,
             histograms: RefCell::new(ShardHistograms::new(index)),

@@ -25,6 +25,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod query;
 pub mod ratelimit;
+pub mod request_log;
 pub mod shard;
 pub mod state;
 

@@ -75,6 +75,8 @@ pub struct AppState {
     /// when this node runs one); they do not make the edge unready.
     pub components: Vec<Arc<dyn HealthCheck>>,
     pub shutting_down: AtomicBool,
+    /// Tells this process run's request ids from another's.
+    pub boot_id: u32,
     /// The shards' listening sockets, shut down on a stop.
     pub listeners: Mutex<Vec<RawFd>>,
     /// Limits per client address (`[clients]`), shared by the shards.
@@ -111,6 +113,7 @@ impl AppState {
             components: parts.components,
             clients,
             shutting_down: AtomicBool::new(false),
+            boot_id: Uuid::new_v4().as_u128() as u32,
             listeners: Mutex::new(Vec::new()),
             io_driver: OnceLock::new(),
             query: OnceLock::new(),

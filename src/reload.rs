@@ -1,6 +1,7 @@
 //! `SIGHUP`: reads the config file again and applies what can change while
-//! the engine runs: the file's tenants, the tiers' rate limits and the log
-//! filter. Any other change is reported as needing a restart and is not
+//! the engine runs: the file's tenants, the tiers' rate limits, the log
+//! filter and the TLS certificate (read again even when its paths did not
+//! change, as a renewal rewrites the same files). Any other change is reported as needing a restart and is not
 //! applied; an invalid file changes nothing.
 
 use std::sync::Arc;
@@ -12,7 +13,13 @@ use tracing::{error, info, warn};
 use crate::config_file::{self, Source};
 
 /// Keys (or `section.` prefixes) applied in place on reload.
-const RELOADABLE: &[&str] = &["tenants", "rate_limits.", "log.level"];
+const RELOADABLE: &[&str] = &[
+    "tenants",
+    "rate_limits.",
+    "log.level",
+    "tls.cert_path",
+    "tls.key_path",
+];
 
 fn reloadable(key: &str) -> bool {
     RELOADABLE
@@ -71,6 +78,18 @@ pub fn apply(
             }
         }
     }
+    // Certificates are read again on every reload: a renewal usually
+    // replaces the files under the same names.
+    if let Some(tls) = edge.and_then(|s| s.tls.as_ref()) {
+        match tls.reload(&next.tls) {
+            Ok(loaded) => {
+                in_force.tls.cert_path = next.tls.cert_path.clone();
+                in_force.tls.key_path = next.tls.key_path.clone();
+                info!(fingerprint = %loaded.fingerprint, chain = loaded.chain, "TLS certificate reloaded");
+            }
+            Err(e) => error!(%e, "reload: TLS certificate not reloaded; the running one stays"),
+        }
+    }
     if restart.is_empty() {
         info!(file = %source.describe(), applied = ?applied, "configuration reloaded");
     } else {
@@ -85,8 +104,14 @@ mod tests {
     use super::reloadable;
 
     #[test]
-    fn only_tenants_rate_limits_and_log_level_reload() {
-        for k in ["tenants", "rate_limits.free_eps", "log.level"] {
+    fn only_tenants_rate_limits_log_level_and_certificates_reload() {
+        for k in [
+            "tenants",
+            "rate_limits.free_eps",
+            "log.level",
+            "tls.cert_path",
+            "tls.key_path",
+        ] {
             assert!(reloadable(k), "{k}");
         }
         for k in [

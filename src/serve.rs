@@ -69,7 +69,17 @@ fn start_edge(
     let broker = producer.metrics.broker().clone();
     let probe = redpanda::admin::start_health_probe(&config.redpanda, broker)
         .context("starting the broker health probe")?;
+    let tls = if config.tls.enabled() {
+        let (tls, loaded) =
+            api::tls::Tls::load(&config.tls).context("loading the TLS certificate")?;
+        info!(port = config.tls.port, fingerprint = %loaded.fingerprint, chain = loaded.chain,
+            plain_http = config.tls.plain_http, "TLS certificate loaded");
+        Some(tls)
+    } else {
+        None
+    };
     let parts = api::Parts {
+        tls,
         registry: registry.clone(),
         rings: producer.rings.clone(),
         producer: producer.metrics.clone(),

@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
-use monoio::net::TcpStream;
 
 use crate::admin::{self, Listener};
 use crate::clients::Request;
@@ -51,15 +50,19 @@ enum ReadError {
     TimedOut,
 }
 
-struct Conn {
-    stream: TcpStream,
+/// A connection's byte stream: a TCP stream, or TLS over one.
+pub trait Io: AsyncReadRent + AsyncWriteRent {}
+impl<T: AsyncReadRent + AsyncWriteRent> Io for T {}
+
+struct Conn<S> {
+    stream: S,
     /// The peer's address (a client, or a trusted proxy).
     peer: IpAddr,
     buf: Vec<u8>,
     out: Vec<u8>,
 }
 
-impl Conn {
+impl<S: Io> Conn<S> {
     /// One read of at least one and at most `need.max` bytes; fails on EOF,
     /// error or `deadline`.
     async fn fill(&mut self, need: Need, deadline: Instant) -> Result<(), ReadError> {
@@ -108,7 +111,7 @@ impl Conn {
 /// Answers a connection over its address's limit (`[clients]`) and closes
 /// it, lingering as every closing answer does, so a client that already sent
 /// its request reads the 429 instead of a reset.
-pub async fn refuse_client(stream: TcpStream, peer: IpAddr) {
+pub async fn refuse_client<S: Io>(stream: S, peer: IpAddr) {
     let mut conn = Conn {
         stream,
         peer,
@@ -126,9 +129,8 @@ pub async fn refuse_client(stream: TcpStream, peer: IpAddr) {
     }
 }
 
-/// Serves one accepted connection until it closes.
-pub async fn serve(stream: TcpStream, peer: IpAddr, shard: Rc<Shard>) {
-    let _ = stream.set_nodelay(true);
+/// Serves one accepted connection (plain TCP or TLS) until it closes.
+pub async fn serve<S: Io>(stream: S, peer: IpAddr, shard: Rc<Shard>) {
     let counters = shard.state.metrics.shard(shard.index);
     counters.connections_open.fetch_add(1, Ordering::Relaxed);
     let mut conn = Conn {
@@ -145,7 +147,7 @@ pub async fn serve(stream: TcpStream, peer: IpAddr, shard: Rc<Shard>) {
 /// client left) is not.
 type Stop = Option<Reject>;
 
-async fn serve_requests(conn: &mut Conn, shard: &Shard) {
+async fn serve_requests<S: Io>(conn: &mut Conn<S>, shard: &Shard) {
     let http = &shard.state.config.http;
     let bounds = Bounds::new(http.max_header_bytes, http.max_body_bytes);
     let read_timeout = Duration::from_millis(http.read_timeout_ms);
@@ -248,8 +250,8 @@ fn body_reservation(head: &RequestHead, max_body_bytes: usize) -> usize {
 
 /// Reads the next head and when its first byte arrived. Before that byte a
 /// connection may idle `idle`; after it the head must arrive in `read_timeout`.
-async fn read_head(
-    conn: &mut Conn,
+async fn read_head<S: Io>(
+    conn: &mut Conn<S>,
     bounds: &Bounds,
     idle: Duration,
     read_timeout: Duration,
@@ -282,8 +284,8 @@ async fn read_head(
 /// Reads `head`'s body by `deadline`: where it lies in the buffer and how
 /// many buffer bytes the request used. Chunked data of a route that reads its
 /// body goes into `pieces` (a pooled buffer); other routes discard it.
-async fn read_body(
-    conn: &mut Conn,
+async fn read_body<S: Io>(
+    conn: &mut Conn<S>,
     shard: &Shard,
     head: &RequestHead,
     mut reader: BodyReader,
@@ -329,14 +331,14 @@ async fn read_body(
 }
 
 /// Answers a request that cannot be served (if anyone listens), then closes.
-async fn refuse(conn: &mut Conn, shard: &Shard, stop: Stop) {
+async fn refuse<S: Io>(conn: &mut Conn<S>, shard: &Shard, stop: Stop) {
     if let Some(r) = stop {
         finish(conn, shard, &r.response(), false, false).await;
     }
 }
 
 /// [`refuse`] once the head is known: a browser may read the answer too.
-async fn refuse_request(conn: &mut Conn, shard: &Shard, head: &RequestHead, stop: Stop) {
+async fn refuse_request<S: Io>(conn: &mut Conn<S>, shard: &Shard, head: &RequestHead, stop: Stop) {
     if let Some(r) = stop {
         let resp = with_cors(r.response(), head, &conn.buf);
         finish(conn, shard, &resp, false, false).await;
@@ -345,8 +347,8 @@ async fn refuse_request(conn: &mut Conn, shard: &Shard, head: &RequestHead, stop
 
 /// Counts and writes a response; false when the connection broke. A response
 /// that closes the connection is followed by a lingering close.
-async fn finish(
-    conn: &mut Conn,
+async fn finish<S: Io>(
+    conn: &mut Conn<S>,
     shard: &Shard,
     resp: &Response,
     keep_alive: bool,
@@ -379,7 +381,7 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 /// Half-closes, then reads and discards what the client is still sending
 /// (bounded in bytes and time), so that closing with unread data does not
 /// reset the connection before the client has read our response.
-async fn linger(conn: &mut Conn) {
+async fn linger<S: Io>(conn: &mut Conn<S>) {
     let _ = conn.stream.shutdown().await;
     let deadline = Instant::now() + LINGER_TIME;
     let mut discarded = 0;

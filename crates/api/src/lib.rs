@@ -28,6 +28,7 @@ pub mod ratelimit;
 pub mod request_log;
 pub mod shard;
 pub mod state;
+pub mod tls;
 
 pub use edge_http as http;
 pub use edge_http::body;

@@ -76,6 +76,10 @@ pub struct ShardCounters {
     /// Rises every time the shard's event loop publishes its histograms
     /// (every 100 ms): the systemd watchdog's proof that the shard runs.
     pub heartbeats: AtomicU64,
+    /// TLS handshakes completed on the HTTPS listener.
+    pub tls_handshakes: AtomicU64,
+    /// TLS handshakes that failed or did not finish within `http.read_timeout_ms`.
+    pub tls_handshake_failures: AtomicU64,
 }
 
 impl ShardCounters {
@@ -95,6 +99,8 @@ impl ShardCounters {
             buffered_bytes: AtomicI64::new(0),
             busy_refusals: AtomicU64::new(0),
             heartbeats: AtomicU64::new(0),
+            tls_handshakes: AtomicU64::new(0),
+            tls_handshake_failures: AtomicU64::new(0),
         }
     }
 
@@ -233,6 +239,16 @@ impl Collector for EdgeMetrics {
                 "ingest_busy_refusals_total",
                 "Requests answered 503 server_busy: their shard held http.max_buffered_bytes_per_shard of requests.",
                 |s| &s.busy_refusals,
+            ),
+            (
+                "ingest_tls_handshakes_total",
+                "TLS handshakes completed on the HTTPS listener (tls.port).",
+                |s| &s.tls_handshakes,
+            ),
+            (
+                "ingest_tls_handshake_failures_total",
+                "TLS handshakes that failed (not TLS, no shared version or cipher) or took longer than http.read_timeout_ms.",
+                |s| &s.tls_handshake_failures,
             ),
         ] {
             out.counter(name, help, self.sum(f));

@@ -2,7 +2,7 @@
 //! `SO_REUSEPORT` listener so the kernel spreads connections across them.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -12,9 +12,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use engine_core::config::{Config, IoDriver};
-use monoio::net::{ListenerOpts, TcpListener};
+use monoio::net::{ListenerOpts, TcpListener, TcpStream};
 use monoio::{FusionDriver, IoUringDriver, LegacyDriver, RuntimeBuilder};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::clients::Connect;
 use crate::conn;
@@ -39,7 +39,17 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct ShardsHandle {
     pub threads: Vec<JoinHandle<()>>,
+    /// The plain HTTP address (the HTTPS one when plain HTTP is off).
     pub addr: SocketAddr,
+    /// The HTTPS address, when TLS is on.
+    pub tls_addr: Option<SocketAddr>,
+}
+
+/// What a shard listens on: plain HTTP, HTTPS, or both.
+#[derive(Debug, Clone, Copy)]
+struct Listen {
+    plain: Option<SocketAddr>,
+    tls: Option<SocketAddr>,
 }
 
 /// Number of shards the config asks for: `shards`, or one per core of
@@ -74,9 +84,18 @@ pub fn shard_cores(config: &Config, shards: usize) -> Vec<Option<usize>> {
 /// Starts the shards and returns once every one listens.
 pub fn start(state: Arc<AppState>) -> Result<ShardsHandle, StartError> {
     let cfg = &state.config;
-    let addr: SocketAddr = format!("{}:{}", cfg.host, cfg.port)
-        .parse()
-        .map_err(|_| StartError::Address(format!("{}:{}", cfg.host, cfg.port)))?;
+    let at = |port: u16| -> Result<SocketAddr, StartError> {
+        format!("{}:{}", cfg.host, port)
+            .parse()
+            .map_err(|_| StartError::Address(format!("{}:{}", cfg.host, port)))
+    };
+    let https = state.tls.is_some();
+    let listen = Listen {
+        plain: (!https || cfg.tls.plain_http)
+            .then(|| at(cfg.port))
+            .transpose()?,
+        tls: https.then(|| at(cfg.tls.port)).transpose()?,
+    };
     let shards = state.metrics.shard_count();
     let cores = shard_cores(cfg, shards);
     let placement: Vec<String> = cores
@@ -104,7 +123,7 @@ pub fn start(state: Arc<AppState>) -> Result<ShardsHandle, StartError> {
                         );
                     }
                 }
-                run_shard(index, addr, state, tx);
+                run_shard(index, listen, state, tx);
             })
             .map_err(|source| StartError::Io {
                 shard: index,
@@ -127,14 +146,27 @@ pub fn start(state: Arc<AppState>) -> Result<ShardsHandle, StartError> {
             }
         }
     }
-    info!(%addr, shards, driver = state.io_driver.get().copied().unwrap_or("?"), "listening");
+    let driver = state.io_driver.get().copied().unwrap_or("?");
+    if let Some(addr) = listen.plain {
+        info!(%addr, shards, driver, "listening (HTTP)");
+    }
+    if let Some(addr) = listen.tls {
+        info!(%addr, shards, driver, "listening (HTTPS)");
+    }
     info!(placement = placement.join(", "), "shard placement");
-    Ok(ShardsHandle { threads, addr })
+    Ok(ShardsHandle {
+        threads,
+        addr: listen
+            .plain
+            .or(listen.tls)
+            .unwrap_or_else(|| unreachable!("a listener is always configured")),
+        tls_addr: listen.tls,
+    })
 }
 
 type Ready = mpsc::Sender<Result<&'static str, StartError>>;
 
-fn run_shard(index: usize, addr: SocketAddr, state: Arc<AppState>, ready: Ready) {
+fn run_shard(index: usize, listen: Listen, state: Arc<AppState>, ready: Ready) {
     let fail = |ready: &Ready, source: io::Error| {
         let _ = ready.send(Err(StartError::Io {
             shard: index,
@@ -153,7 +185,7 @@ fn run_shard(index: usize, addr: SocketAddr, state: Arc<AppState>, ready: Ready)
                 .enable_timer()
                 .build()
             {
-                Ok(mut rt) => rt.block_on(shard_main(index, addr, state, ready, driver)),
+                Ok(mut rt) => rt.block_on(shard_main(index, listen, state, ready, driver)),
                 Err(e) => fail(&ready, e),
             }
         }
@@ -163,12 +195,12 @@ fn run_shard(index: usize, addr: SocketAddr, state: Arc<AppState>, ready: Ready)
                 .enable_timer()
                 .build()
             {
-                Ok(mut rt) => rt.block_on(shard_main(index, addr, state, ready, "io_uring")),
+                Ok(mut rt) => rt.block_on(shard_main(index, listen, state, ready, "io_uring")),
                 Err(e) => fail(&ready, e),
             }
         }
         IoDriver::Legacy => match RuntimeBuilder::<LegacyDriver>::new().enable_timer().build() {
-            Ok(mut rt) => rt.block_on(shard_main(index, addr, state, ready, "epoll")),
+            Ok(mut rt) => rt.block_on(shard_main(index, listen, state, ready, "epoll")),
             Err(e) => fail(&ready, e),
         },
     }
@@ -176,7 +208,7 @@ fn run_shard(index: usize, addr: SocketAddr, state: Arc<AppState>, ready: Ready)
 
 async fn shard_main(
     index: usize,
-    addr: SocketAddr,
+    listen: Listen,
     state: Arc<AppState>,
     ready: Ready,
     driver: &'static str,
@@ -185,19 +217,24 @@ async fn shard_main(
         .reuse_port(true)
         .reuse_addr(true)
         .backlog(4096);
-    let listener = match TcpListener::bind_with_config(addr, &opts) {
-        Ok(l) => l,
-        Err(source) => {
-            let _ = ready.send(Err(StartError::Io {
-                shard: index,
-                source,
-            }));
-            return;
+    let mut listeners = Vec::new();
+    for (addr, tls) in [(listen.plain, false), (listen.tls, true)] {
+        let Some(addr) = addr else { continue };
+        match TcpListener::bind_with_config(addr, &opts) {
+            Ok(l) => {
+                register_listener(&state, &l);
+                listeners.push((l, tls));
+            }
+            Err(source) => {
+                let _ = ready.send(Err(StartError::Io {
+                    shard: index,
+                    source,
+                }));
+                return;
+            }
         }
-    };
-    register_listener(&state, &listener);
+    }
     let _ = ready.send(Ok(driver));
-    let max_conns = state.config.http.max_connections_per_shard;
     let shard = Rc::new(Shard::new(index, state));
     {
         let shard = shard.clone();
@@ -217,6 +254,23 @@ async fn shard_main(
             }
         });
     }
+    let loops: Vec<_> = listeners
+        .into_iter()
+        .map(|(listener, tls)| monoio::spawn(accept_loop(listener, tls, shard.clone())))
+        .collect();
+    for l in loops {
+        l.await;
+    }
+    // Stopping: new connections go elsewhere; the ones open are still
+    // answered until the process exits.
+    info!(shard = index, "stopped accepting connections");
+    std::future::pending::<()>().await;
+}
+
+/// Accepts connections until the engine stops, each served in its own task.
+async fn accept_loop(listener: TcpListener, tls: bool, shard: Rc<Shard>) {
+    let index = shard.index;
+    let max_conns = shard.state.config.http.max_connections_per_shard;
     let counters = shard.state.metrics.shard(index);
     loop {
         match listener.accept().await {
@@ -236,14 +290,22 @@ async fn shard_main(
                     }
                     Connect::OverLimit => {
                         counters.clients_refused.fetch_add(1, Ordering::Relaxed);
-                        monoio::spawn(conn::refuse_client(stream, peer));
+                        // A plaintext 429 means nothing inside TLS: just close.
+                        if !tls {
+                            monoio::spawn(conn::refuse_client(stream, peer));
+                        }
                         continue;
                     }
                 };
+                let _ = stream.set_nodelay(true);
                 shard.connections.set(shard.connections.get() + 1);
                 let shard = shard.clone();
                 monoio::spawn(async move {
-                    conn::serve(stream, peer, shard.clone()).await;
+                    if tls {
+                        serve_tls(stream, peer, shard.clone()).await;
+                    } else {
+                        conn::serve(stream, peer, shard.clone()).await;
+                    }
                     drop(guard);
                     shard.connections.set(shard.connections.get() - 1);
                 });
@@ -256,12 +318,38 @@ async fn shard_main(
             }
         }
     }
-    // Stopping: new connections go elsewhere; the ones open are still
-    // answered until the process exits.
     close_listener(&shard.state, listener);
-    info!(shard = index, "stopped accepting connections");
-    std::future::pending::<()>().await;
 }
+
+/// The TLS handshake, bounded by `http.read_timeout_ms` (a client that
+/// sends garbage or stalls mid-handshake holds only its own connection, and
+/// not for long), then HTTP as on a plain connection.
+async fn serve_tls(stream: TcpStream, peer: IpAddr, shard: Rc<Shard>) {
+    let Some(tls) = shard.state.tls.as_ref() else {
+        return;
+    };
+    let counters = shard.state.metrics.shard(shard.index);
+    let limit = Duration::from_millis(shard.state.config.http.read_timeout_ms);
+    match monoio::time::timeout(limit, tls.acceptor().accept(stream)).await {
+        Ok(Ok(stream)) => {
+            counters.tls_handshakes.fetch_add(1, Ordering::Relaxed);
+            conn::serve(stream, peer, shard.clone()).await;
+        }
+        Ok(Err(e)) => {
+            counters
+                .tls_handshake_failures
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(%peer, %e, "TLS handshake failed");
+        }
+        Err(_) => {
+            counters
+                .tls_handshake_failures
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(%peer, "TLS handshake timed out");
+        }
+    }
+}
+
 /// Lets [`AppState::stop_accepting`] wake this listener's accept.
 fn register_listener(state: &AppState, listener: &TcpListener) {
     if let Ok(mut fds) = state.listeners.lock() {

@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::clients::ClientTable;
 use crate::metrics::EdgeMetrics;
 use crate::ratelimit::RateLimiter;
+use crate::tls::Tls;
 
 /// The tenants the edge knows, with their rate limiters. Replaced as a whole
 /// when the registry is refreshed; limiters of unchanged tenants carry over.
@@ -49,6 +50,8 @@ pub struct Parts {
     pub rings: Arc<Rings>,
     pub producer: Arc<ProducerMetrics>,
     pub components: Vec<Arc<dyn HealthCheck>>,
+    /// HTTPS, when `[tls]` names a certificate.
+    pub tls: Option<Tls>,
 }
 
 /// State shared by all shards (read-only but for atomics).
@@ -75,6 +78,8 @@ pub struct AppState {
     /// when this node runs one); they do not make the edge unready.
     pub components: Vec<Arc<dyn HealthCheck>>,
     pub shutting_down: AtomicBool,
+    /// The HTTPS listener's certificates, when TLS is on.
+    pub tls: Option<Tls>,
     /// Tells this process run's request ids from another's.
     pub boot_id: u32,
     /// The shards' listening sockets, shut down on a stop.
@@ -113,6 +118,7 @@ impl AppState {
             components: parts.components,
             clients,
             shutting_down: AtomicBool::new(false),
+            tls: parts.tls,
             boot_id: Uuid::new_v4().as_u128() as u32,
             listeners: Mutex::new(Vec::new()),
             io_driver: OnceLock::new(),

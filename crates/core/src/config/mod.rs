@@ -22,6 +22,7 @@ mod placement;
 mod producer;
 mod sink;
 mod tenants;
+mod tls;
 
 pub use admin::{AdminConfig, AdminToken};
 pub use clickhouse::ClickhouseConfig;
@@ -33,6 +34,7 @@ pub use placement::PlacementConfig;
 pub use producer::{AckMode, Compression, RedpandaConfig};
 pub use sink::SinkConfig;
 pub use tenants::TenantConfig;
+pub use tls::TlsConfig;
 
 use crate::tenant::Tier;
 use crate::validate::Limits;
@@ -49,6 +51,7 @@ const SECTIONS: &[&str] = &[
     "clients",
     "log",
     "placement",
+    "tls",
 ];
 
 /// What a node runs.
@@ -85,6 +88,7 @@ pub struct Config {
     pub clients: ClientsConfig,
     pub log: LogConfig,
     pub placement: PlacementConfig,
+    pub tls: TlsConfig,
     /// Tenants defined in the file (development and small installs).
     pub tenants: Vec<TenantConfig>,
 }
@@ -107,6 +111,7 @@ impl Default for Config {
             clients: ClientsConfig::default(),
             log: LogConfig::default(),
             placement: PlacementConfig::default(),
+            tls: TlsConfig::default(),
             tenants: Vec::new(),
         }
     }
@@ -231,6 +236,7 @@ impl Config {
         self.clients.check()?;
         self.log.check()?;
         self.placement.check(self.shards)?;
+        self.tls.check(self.port, self.admin.port)?;
         self.tenants()?;
         Ok(())
     }
@@ -315,6 +321,8 @@ fn is_string_key(path: &[String]) -> bool {
             | ["clickhouse", "user"]
             | ["clickhouse", "password"]
             | ["log", "level"]
+            | ["tls", "cert_path"]
+            | ["tls", "key_path"]
             | ["sink", "consumer_group"]
             | ["sink", "dlq_topic"]
             | ["admin", "host"]

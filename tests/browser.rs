@@ -65,11 +65,24 @@ fn out_dir() -> PathBuf {
     d
 }
 
+/// Where the page sends, and what Chromium needs to trust it.
+struct Target {
+    url: String,
+    chromium_args: String,
+}
+
+fn plain(port: u16) -> Target {
+    Target {
+        url: format!("http://127.0.0.1:{port}"),
+        chromium_args: String::new(),
+    }
+}
+
 /// Runs one scenario of the driver; `on_phase` acts at each handshake.
 /// Returns the driver's report.
 fn drive(
     scenario: &str,
-    port: u16,
+    engine: &Target,
     tenant: &str,
     key: &str,
     mut on_phase: impl FnMut(&str),
@@ -82,7 +95,8 @@ fn drive(
     let mut child = Command::new("node")
         .arg(&driver)
         .arg(scenario)
-        .env("ENGINE_URL", format!("http://127.0.0.1:{port}"))
+        .env("ENGINE_URL", &engine.url)
+        .env("CHROMIUM_ARGS", &engine.chromium_args)
         .env("TENANT", tenant)
         .env("WRITE_KEY", key)
         .env("OUT_DIR", out_dir())
@@ -178,9 +192,9 @@ fn pretty<T: sonic_rs::Serialize + ?Sized>(v: &T) -> String {
 }
 
 /// The tour: every event type, field by field, once each.
-fn tour(env: &Pipeline) {
+fn tour(env: &Pipeline, target: &Target) {
     let (id, pk, _) = tenant(env, "tour", &[]);
-    let report = drive("tour", env.engine.port, &id, &pk, |_| {});
+    let report = drive("tour", target, &id, &pk, |_| {});
     let site = report["site"].as_str().unwrap().to_string();
     // 2 pageviews, 3 clicks (button, input, SPA link; not the ignored one),
     // 2 scrolls (one per page), 1 performance, 1 custom.
@@ -273,7 +287,7 @@ fn tour(env: &Pipeline) {
 /// A page on an origin the tenant does not allow: the SDK says why, nothing stored.
 fn refused(env: &Pipeline) {
     let (id, pk, sk) = tenant(env, "refused", &["https://shop.example"]);
-    let report = drive("refused", env.engine.port, &id, &pk, |_| {});
+    let report = drive("refused", &plain(env.engine.port), &id, &pk, |_| {});
     let console = pretty(&report["console"]);
     assert!(
         console.contains("[overwatch] batch dropped (403 origin_not_allowed)")
@@ -299,7 +313,7 @@ fn refused(env: &Pipeline) {
 /// Events captured as the page closes arrive through the beacon.
 fn hide(env: &Pipeline) {
     let (id, pk, _) = tenant(env, "hide", &[]);
-    let report = drive("hide", env.engine.port, &id, &pk, |_| {});
+    let report = drive("hide", &plain(env.engine.port), &id, &pk, |_| {});
     // The driver sees every fetch (not beacons): with a flush interval of a
     // minute there was none, so what arrives came through the beacon.
     let requests = report["requests"].as_array().unwrap();
@@ -324,7 +338,7 @@ fn outage(env: &mut Pipeline) {
     let (id, pk, _) = tenant(env, "outage", &[]);
     let broker = &mut env.broker;
     let port = env.engine.port;
-    let report = drive("outage", port, &id, &pk, |phase| match phase {
+    let report = drive("outage", &plain(port), &id, &pk, |phase| match phase {
         "loaded" => {
             broker.stop();
             // The page produces once the edge knows: tansu 0.6 cannot take
@@ -363,10 +377,51 @@ fn the_sdk_in_a_real_chromium_on_another_origin() {
     let mut env = pipeline();
     let only = std::env::var("BROWSER_SCENARIO").unwrap_or_default();
     if only.is_empty() {
-        tour(&env);
+        tour(&env, &plain(env.engine.port));
         refused(&env);
         hide(&env);
     }
     // Last: it restarts the broker.
     outage(&mut env);
+}
+
+/// The same tour over HTTPS: the page loads the SDK from, and sends to, the
+/// engine's TLS port, with Chromium trusting only the test's CA.
+#[test]
+fn the_sdk_over_https_in_a_real_chromium() {
+    let ch = ClickHouse::start();
+    let broker = Broker::start();
+    let dir = scratch_dir("browser-tls");
+    let ca = common::tls::TestCa::new();
+    let issued = ca.issue(&dir, "server");
+    let tls_port = free_port().to_string();
+    let (url, cert, key) = (
+        ch.url(),
+        issued.cert_path.display().to_string(),
+        issued.key_path.display().to_string(),
+    );
+    let engine = Engine::start_with(
+        &broker,
+        TEST_CONFIG,
+        &[
+            ("INGESTION_ROLES", "ingest,sink"),
+            ("INGESTION_CLICKHOUSE_URL", &url),
+            ("INGESTION_CLICKHOUSE_TENANTS_REFRESH_MS", "200"),
+            ("INGESTION_SINK_BATCH_MAX_AGE_MS", "200"),
+            ("INGESTION_TLS__CERT_PATH", &cert),
+            ("INGESTION_TLS__KEY_PATH", &key),
+            ("INGESTION_TLS__PORT", &tls_port),
+        ],
+    );
+    let env = Pipeline { ch, broker, engine };
+    let target = Target {
+        url: format!("https://localhost:{tls_port}"),
+        chromium_args: format!(
+            "--ignore-certificate-errors-spki-list={}",
+            ca.spki_sha256_base64()
+        ),
+    };
+    tour(&env, &target);
+    let handshakes = metric(env.engine.port, "ingest_tls_handshakes_total").unwrap_or(0.0);
+    assert!(handshakes >= 1.0, "Chromium made no TLS handshake");
 }

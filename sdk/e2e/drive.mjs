@@ -5,7 +5,9 @@
 //
 //   node drive.mjs SCENARIO
 //   env: ENGINE_URL (http://127.0.0.1:PORT), TENANT, WRITE_KEY,
-//        CHROMIUM (default /usr/bin/chromium), OUT_DIR (screenshots)
+//        CHROMIUM (default /usr/bin/chromium), OUT_DIR (screenshots),
+//        CHROMIUM_ARGS (more switches, space-separated: the HTTPS test's
+//        --ignore-certificate-errors-spki-list, which trusts its test CA)
 //
 // Prints JSON lines: {"phase": NAME} where the caller must act (then it
 // waits for one line on stdin), and last {"report": {...}}.
@@ -73,7 +75,7 @@ const SITE = `http://localhost:${site.address().port}`;
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   // Root in CI: Chromium's sandbox needs a user namespace it may not get.
-  args: ['--no-sandbox'],
+  args: ['--no-sandbox', ...(process.env.CHROMIUM_ARGS || '').split(' ').filter(Boolean)],
 });
 const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
 

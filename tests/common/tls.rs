@@ -52,7 +52,8 @@ impl TestCa {
     }
 
     /// A certificate for `localhost` and 127.0.0.1, signed by this CA,
-    /// written to `dir/<name>.pem` and `dir/<name>.key`.
+    /// written with the CA's (a full chain) to `dir/<name>.pem`, its key to
+    /// `dir/<name>.key`.
     pub fn issue(&self, dir: &Path, name: &str) -> Issued {
         let mut params =
             CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
@@ -61,7 +62,9 @@ impl TestCa {
         let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
         let cert_path = dir.join(format!("{name}.pem"));
         let key_path = dir.join(format!("{name}.key"));
-        std::fs::write(&cert_path, cert.pem()).unwrap();
+        // The full chain, as servers are set up: the CA's certificate
+        // follows, so a client that pins the CA's key finds it.
+        std::fs::write(&cert_path, cert.pem() + &self.cert.pem()).unwrap();
         std::fs::write(&key_path, key.serialize_pem()).unwrap();
         Issued {
             cert_path,

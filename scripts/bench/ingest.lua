@@ -3,6 +3,9 @@
 local tenant = os.getenv("BENCH_TENANT") or "00000000-0000-0000-0000-000000000000"
 local auth = os.getenv("BENCH_AUTH") or ("Bearer " .. tenant .. ":secret")
 local per_batch = tonumber(os.getenv("BENCH_EVENTS_PER_BATCH") or "100")
+-- BENCH_CLOSE=1: one request per connection (wrk connects again after each
+-- answer), to measure connection setup (the TLS handshake with HTTPS).
+local close = os.getenv("BENCH_CLOSE") == "1"
 
 local function uuid()
   return (string.gsub("xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx", "[xy]", function(c)
@@ -43,10 +46,12 @@ local n = 0
 function init(args)
   math.randomseed(os.time() + math.random(1, 100000))
   for i = 1, 16 do
-    requests[i] = wrk.format("POST", "/ingest", {
+    local headers = {
       ["Content-Type"] = "application/json",
       ["Authorization"] = auth,
-    }, batch())
+    }
+    if close then headers["Connection"] = "close" end
+    requests[i] = wrk.format("POST", "/ingest", headers, batch())
   end
 end
 

@@ -242,7 +242,10 @@ pub fn command(config: &Config, action: TenantAction) -> Result<()> {
 /// of the file still applies.
 pub fn spawn_refresh(state: Arc<api::AppState>) -> Result<()> {
     let cfg = state.config.clone();
-    let interval = Duration::from_millis(cfg.clickhouse.tenants_refresh_ms.max(100));
+    let interval = cfg
+        .clickhouse
+        .tenants_refresh_ms
+        .max(Duration::from_millis(100));
     let thread = std::thread::Builder::new()
         .name("tenant-refresh".into())
         .spawn({

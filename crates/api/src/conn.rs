@@ -150,8 +150,8 @@ type Stop = Option<Reject>;
 async fn serve_requests<S: Io>(conn: &mut Conn<S>, shard: &Shard) {
     let http = &shard.state.config.http;
     let bounds = Bounds::new(http.max_header_bytes, http.max_body_bytes);
-    let read_timeout = Duration::from_millis(http.read_timeout_ms);
-    let idle = Duration::from_millis(http.idle_timeout_ms);
+    let read_timeout = http.read_timeout_ms;
+    let idle = http.idle_timeout_ms;
     loop {
         let (head, started) = match read_head(conn, &bounds, idle, read_timeout).await {
             Ok(h) => h,

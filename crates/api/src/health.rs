@@ -174,7 +174,7 @@ impl Node for AppState {
             m.shard_count(),
             self.broker_up(),
         );
-        push_json_str(b, &cfg.redpanda.brokers);
+        push_json_str(b, &cfg.redpanda.brokers.joined());
         b.extend_from_slice(b",\"topic\":");
         push_json_str(b, &cfg.redpanda.topic);
         let _ = write!(
@@ -182,7 +182,7 @@ impl Node for AppState {
             ",\"inflight_records\":{}}},\"clickhouse\":{{\"url\":",
             self.producer.inflight()
         );
-        push_json_str(b, &cfg.clickhouse.url);
+        push_json_str(b, cfg.clickhouse.url.as_str());
         let _ = write!(
             b,
             ",\"used_by_this_node\":{}}},\"rings\":[",

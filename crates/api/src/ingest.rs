@@ -12,7 +12,7 @@
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use engine_core::config::AckMode;
 use engine_core::event::{parse_envelope, parse_event, EnvelopeError, RawEvent};
@@ -487,7 +487,7 @@ pub async fn ingest(
         waits.push(rx);
     }
     if state.config.redpanda.ack_mode == AckMode::Broker {
-        let deadline = started + Duration::from_millis(state.config.http.request_timeout_ms);
+        let deadline = started + state.config.http.request_timeout_ms;
         for rx in waits {
             match monoio::time::timeout_at(deadline.into(), rx).await {
                 Ok(Ok(Ok(_stored))) => {}

@@ -329,7 +329,7 @@ async fn serve_tls(stream: TcpStream, peer: IpAddr, shard: Rc<Shard>) {
         return;
     };
     let counters = shard.state.metrics.shard(shard.index);
-    let limit = Duration::from_millis(shard.state.config.http.read_timeout_ms);
+    let limit = shard.state.config.http.read_timeout_ms;
     match monoio::time::timeout(limit, tls.acceptor().accept(stream)).await {
         Ok(Ok(stream)) => {
             counters.tls_handshakes.fetch_add(1, Ordering::Relaxed);

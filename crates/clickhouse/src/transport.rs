@@ -47,7 +47,7 @@ impl Client {
 
     /// A client for the configured server, with its credentials.
     pub fn from_config(config: &engine_core::config::ClickhouseConfig, timeout: Duration) -> Self {
-        let client = Self::new(&config.url, timeout);
+        let client = Self::new(config.url.as_str(), timeout);
         match config.credentials() {
             Some((user, password)) => client.with_credentials(user, password),
             None => client,

@@ -95,7 +95,7 @@ pub fn start_health_probe(cfg: &RedpandaConfig, up: BrokerHealth) -> Result<Heal
     let admin = admin(cfg)?;
     let cfg = cfg.clone();
     let stop = Arc::new(AtomicBool::new(false));
-    let interval = Duration::from_millis(cfg.health_interval_ms.max(50));
+    let interval = cfg.health_interval_ms.max(Duration::from_millis(50));
     let timeout = interval.max(Duration::from_secs(1));
     let thread = {
         let stop = stop.clone();

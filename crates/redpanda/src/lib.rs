@@ -33,7 +33,7 @@ pub enum Error {
 /// Base client config shared by producer, admin, reader and the sink's consumer.
 pub fn base_config(cfg: &engine_core::config::RedpandaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &cfg.brokers)
+    c.set("bootstrap.servers", cfg.brokers.joined())
         .set("client.id", "ingestion-engine")
         .set("socket.keepalive.enable", "true")
         .set("reconnect.backoff.max.ms", "1000");

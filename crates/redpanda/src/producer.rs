@@ -213,12 +213,13 @@ impl ProducerHandle {
 }
 
 /// librdkafka settings of the producer (exposed for `check-config` and tests).
-pub fn producer_config(cfg: &RedpandaConfig, message_timeout_ms: u64) -> rdkafka::ClientConfig {
+pub fn producer_config(cfg: &RedpandaConfig, message_timeout: Duration) -> rdkafka::ClientConfig {
+    let message_timeout_ms = message_timeout.as_millis().min(u128::from(u64::MAX)) as u64;
     let mut c = base_config(cfg);
     c.set("acks", "all")
         .set("enable.idempotence", "true")
         .set("compression.codec", cfg.compression.as_str())
-        .set("linger.ms", cfg.linger_ms.to_string())
+        .set("linger.ms", cfg.linger_ms.as_millis().to_string())
         .set("batch.num.messages", cfg.batch_size.to_string())
         .set("batch.size", cfg.batch_bytes.to_string())
         .set(
@@ -233,16 +234,16 @@ pub fn producer_config(cfg: &RedpandaConfig, message_timeout_ms: u64) -> rdkafka
     c
 }
 
-/// Starts the producer thread for `shards` shards. `message_timeout_ms` bounds
+/// Starts the producer thread for `shards` shards. `message_timeout` bounds
 /// how long librdkafka keeps retrying a record (the HTTP request deadline).
 pub fn start(
     cfg: &RedpandaConfig,
     shards: usize,
-    message_timeout_ms: u64,
+    message_timeout: Duration,
 ) -> Result<ProducerHandle, Error> {
     let rings = Arc::new(Rings::new(shards, cfg.ring_capacity));
     let metrics = Arc::new(ProducerMetrics::new(rings.clone()));
-    let producer: ThreadedProducer<Context> = producer_config(cfg, message_timeout_ms)
+    let producer: ThreadedProducer<Context> = producer_config(cfg, message_timeout)
         .create_with_context(Context {
             metrics: metrics.clone(),
         })?;

@@ -1,8 +1,11 @@
 //! `[clickhouse]`: where the sink, the query API and the tenant registry
 //! find ClickHouse.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
+use super::types::{millis, HttpUrl};
 use super::{invalid, ConfigError};
 
 /// ClickHouse connection (used by the sink).
@@ -10,7 +13,7 @@ use super::{invalid, ConfigError};
 #[serde(deny_unknown_fields, default)]
 pub struct ClickhouseConfig {
     /// HTTP interface, `http://` or `https://`.
-    pub url: String,
+    pub url: HttpUrl,
     pub database: String,
     /// User the engine connects as; empty = ClickHouse's `default` user
     /// without credentials.
@@ -18,29 +21,24 @@ pub struct ClickhouseConfig {
     /// Password of `user`. Never logged; `check-config` masks it.
     pub password: String,
     /// How often the edge reloads tenants from ClickHouse, in ms.
-    pub tenants_refresh_ms: u64,
+    #[serde(with = "millis")]
+    pub tenants_refresh_ms: Duration,
 }
 
 impl Default for ClickhouseConfig {
     fn default() -> Self {
         Self {
-            url: "http://localhost:8123".into(),
+            url: HttpUrl::parse("http://localhost:8123").unwrap_or_else(|_| unreachable!()),
             database: "overwatch".into(),
             user: String::new(),
             password: String::new(),
-            tenants_refresh_ms: 10_000,
+            tenants_refresh_ms: Duration::from_secs(10),
         }
     }
 }
 
 impl ClickhouseConfig {
     pub(super) fn check(&self) -> Result<(), ConfigError> {
-        if !self.url.starts_with("http://") && !self.url.starts_with("https://") {
-            return Err(invalid(
-                "clickhouse.url",
-                "must start with http:// or https://",
-            ));
-        }
         if self.user.is_empty() && !self.password.is_empty() {
             return Err(invalid(
                 "clickhouse.password",

@@ -1,8 +1,11 @@
 //! The HTTP edge: how the shards run (`io_driver`) and the bounds of
 //! `[http]` on every request and connection.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
+use super::types::millis;
 use super::{invalid, ConfigError};
 
 /// Which io driver the shards use.
@@ -28,11 +31,14 @@ pub struct HttpConfig {
     /// Most events in one batch; more gets 413.
     pub max_batch_events: usize,
     /// Time allowed to receive a whole request once it started, in ms.
-    pub read_timeout_ms: u64,
+    #[serde(with = "millis")]
+    pub read_timeout_ms: Duration,
     /// Time a keep-alive connection may sit idle between requests, in ms.
-    pub idle_timeout_ms: u64,
+    #[serde(with = "millis")]
+    pub idle_timeout_ms: Duration,
     /// Time allowed for the broker to acknowledge a batch before answering 503, in ms.
-    pub request_timeout_ms: u64,
+    #[serde(with = "millis")]
+    pub request_timeout_ms: Duration,
     /// Open connections per shard; more are closed at accept.
     pub max_connections_per_shard: usize,
     /// Body buffers kept for reuse per shard.
@@ -54,9 +60,9 @@ impl Default for HttpConfig {
             max_body_bytes: 1024 * 1024,
             max_decompressed_bytes: 8 * 1024 * 1024,
             max_batch_events: 1000,
-            read_timeout_ms: 10_000,
-            idle_timeout_ms: 60_000,
-            request_timeout_ms: 5_000,
+            read_timeout_ms: Duration::from_secs(10),
+            idle_timeout_ms: Duration::from_secs(60),
+            request_timeout_ms: Duration::from_secs(5),
             max_connections_per_shard: 10_000,
             body_buffer_pool: 64,
             max_buffered_bytes_per_shard: 64 * 1024 * 1024,
@@ -90,7 +96,7 @@ impl HttpConfig {
             ("http.idle_timeout_ms", self.idle_timeout_ms),
             ("http.request_timeout_ms", self.request_timeout_ms),
         ] {
-            if v == 0 {
+            if v.is_zero() {
                 return Err(invalid(key, "must be greater than 0"));
             }
         }

@@ -23,6 +23,7 @@ mod producer;
 mod sink;
 mod tenants;
 mod tls;
+mod types;
 
 pub use admin::{AdminConfig, AdminToken};
 pub use clickhouse::ClickhouseConfig;
@@ -35,6 +36,7 @@ pub use producer::{AckMode, Compression, RedpandaConfig};
 pub use sink::SinkConfig;
 pub use tenants::TenantConfig;
 pub use tls::TlsConfig;
+pub use types::{Brokers, HttpUrl};
 
 use crate::tenant::Tier;
 use crate::validate::Limits;
@@ -365,9 +367,9 @@ mod tests {
         let c = Config::load(None, []).unwrap();
         assert_eq!(c.host, "0.0.0.0");
         assert_eq!(c.port, 8080);
-        assert_eq!(c.redpanda.brokers, "localhost:9092");
+        assert_eq!(c.redpanda.brokers.joined(), "localhost:9092");
         assert_eq!(c.redpanda.batch_size, 1000);
-        assert_eq!(c.clickhouse.url, "http://localhost:8123");
+        assert_eq!(c.clickhouse.url.as_str(), "http://localhost:8123");
         assert_eq!(c.clickhouse.database, "overwatch");
     }
 
@@ -385,10 +387,10 @@ mod tests {
         ];
         let c = Config::load(Some(file), env).unwrap();
         assert_eq!(c.port, 9100);
-        assert_eq!(c.redpanda.brokers, "file:1");
-        assert_eq!(c.redpanda.linger_ms, 7);
+        assert_eq!(c.redpanda.brokers.joined(), "file:1");
+        assert_eq!(c.redpanda.linger_ms, std::time::Duration::from_millis(7));
         assert_eq!(c.redpanda.batch_size, 500);
-        assert_eq!(c.clickhouse.url, "http://ch:8123");
+        assert_eq!(c.clickhouse.url.as_str(), "http://ch:8123");
         assert_eq!(c.clickhouse.database, "db2");
         assert_eq!(c.host, "127.0.0.1");
         assert_eq!(c.http.max_body_bytes, 2048);
@@ -397,7 +399,7 @@ mod tests {
         let c = Config::load(Some(file), [("INGESTION_ROLES", "ingest, sink")]).unwrap();
         assert_eq!(c.roles, vec![Role::Ingest, Role::Sink]);
         let c = Config::load(Some(file), [("INGESTION_REDPANDA_BROKERS", "a:1,b:2")]).unwrap();
-        assert_eq!(c.redpanda.brokers, "a:1,b:2");
+        assert_eq!(c.redpanda.brokers.joined(), "a:1,b:2");
     }
 
     #[test]
@@ -429,6 +431,16 @@ mod tests {
         assert!(err.to_string().contains("io_driver"), "{err}");
         let err = Config::load(None, [("INGESTION_REDPANDA_BATCH_SIZE", "-1")]).unwrap_err();
         assert!(err.to_string().contains("redpanda.batch_size"), "{err}");
+        let err = Config::load(None, [("INGESTION_REDPANDA_BROKERS", "a:1,b")]).unwrap_err();
+        assert!(
+            err.to_string().contains("redpanda.brokers")
+                && err.to_string().contains("`b` is not host:port"),
+            "{err}"
+        );
+        let err = Config::load(Some("[clickhouse]\nurl = \"ch:8123\"\n"), []).unwrap_err();
+        assert!(err.to_string().contains("clickhouse.url"), "{err}");
+        let c = Config::load(Some("[redpanda]\nbrokers = [\"a:1\", \"b:2\"]\n"), []).unwrap();
+        assert_eq!(c.redpanda.brokers.joined(), "a:1,b:2");
         let err = Config::load(Some("port = [1"), []).unwrap_err();
         assert!(matches!(err, ConfigError::File(_)));
     }

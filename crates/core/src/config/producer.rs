@@ -1,9 +1,11 @@
 //! `[redpanda]`: the broker, the topic, and the producer that writes to it.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::types::{millis, Brokers};
 use super::{invalid, ConfigError};
 
 /// When `POST /ingest` answers.
@@ -41,8 +43,8 @@ impl Compression {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedpandaConfig {
-    /// Comma-separated `host:port` list.
-    pub brokers: String,
+    /// Bootstrap brokers: `"host:port,host:port"` or an array of them.
+    pub brokers: Brokers,
     /// Topic accepted events are written to.
     pub topic: String,
     /// Partitions when the engine creates the topic.
@@ -54,7 +56,8 @@ pub struct RedpandaConfig {
     /// Most bytes per produce batch (librdkafka `batch.size`).
     pub batch_bytes: u32,
     /// Time the producer waits to fill a batch (librdkafka `linger.ms`).
-    pub linger_ms: u32,
+    #[serde(with = "millis")]
+    pub linger_ms: Duration,
     pub compression: Compression,
     /// Records each shard may have queued for the producer thread; full = 503.
     pub ring_capacity: usize,
@@ -63,7 +66,8 @@ pub struct RedpandaConfig {
     /// `broker` (default) or `received`.
     pub ack_mode: AckMode,
     /// How often broker health is probed, in ms.
-    pub health_interval_ms: u64,
+    #[serde(with = "millis")]
+    pub health_interval_ms: Duration,
     /// Extra librdkafka properties (e.g. `security.protocol`), passed through.
     pub librdkafka: BTreeMap<String, String>,
 }
@@ -71,18 +75,18 @@ pub struct RedpandaConfig {
 impl Default for RedpandaConfig {
     fn default() -> Self {
         Self {
-            brokers: "localhost:9092".into(),
+            brokers: Brokers::parse(["localhost:9092"]).unwrap_or_else(|_| unreachable!()),
             topic: "events".into(),
             partitions: 6,
             replication_factor: 1,
             batch_size: 1000,
             batch_bytes: 1024 * 1024,
-            linger_ms: 2,
+            linger_ms: Duration::from_millis(2),
             compression: Compression::Lz4,
             ring_capacity: 1024,
             queue_max_kbytes: 256 * 1024,
             ack_mode: AckMode::Broker,
-            health_interval_ms: 1000,
+            health_interval_ms: Duration::from_secs(1),
             librdkafka: BTreeMap::new(),
         }
     }
@@ -90,9 +94,6 @@ impl Default for RedpandaConfig {
 
 impl RedpandaConfig {
     pub(super) fn check(&self) -> Result<(), ConfigError> {
-        if self.brokers.trim().is_empty() {
-            return Err(invalid("redpanda.brokers", "must not be empty"));
-        }
         if self.topic.trim().is_empty() {
             return Err(invalid("redpanda.topic", "must not be empty"));
         }

@@ -90,7 +90,7 @@ impl<'c> Sink<'c> {
             partitions: HashMap::new(),
             batch: Batch::new(),
             assigned: Vec::new(),
-            dedup: DedupWindow::new(k.dedup_window_secs, k.dedup_max_ids),
+            dedup: DedupWindow::new(k.dedup_window_secs.as_secs(), k.dedup_max_ids),
             offsets: BTreeMap::new(),
             oldest: None,
             agents: AgentCache::new(),
@@ -163,7 +163,7 @@ impl<'c> Sink<'c> {
         }
         // The newest ids of the window, oldest first, as 40-byte binary rows.
         let k = &self.cfg.sink;
-        let since = (now_us() / 1_000_000).saturating_sub(k.dedup_window_secs as i64);
+        let since = (now_us() / 1_000_000).saturating_sub(k.dedup_window_secs.as_secs() as i64);
         let recent = self.ch.query_binary(
             &format!(
                 "SELECT tenant_id, event_id, received_at_us FROM \
@@ -208,7 +208,7 @@ impl<'c> Sink<'c> {
             || block.bytes() >= k.batch_max_bytes
             || self
                 .oldest
-                .is_some_and(|t| t.elapsed() >= Duration::from_millis(k.batch_max_age_ms))
+                .is_some_and(|t| t.elapsed() >= k.batch_max_age_ms)
     }
 
     /// Closes the batch being filled, for the inserter. Its ids are in the

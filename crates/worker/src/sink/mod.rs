@@ -71,9 +71,9 @@ impl GroupTimes {
                 .and_then(|v| v.parse().ok());
             Duration::from_millis(v.unwrap_or(default))
         };
-        let ch_timeout = Duration::from_millis(k.clickhouse_timeout_ms);
+        let ch_timeout = k.clickhouse_timeout_ms;
         // A healthy partition commits once per batch: its age plus one insert.
-        let batch = Duration::from_millis(k.batch_max_age_ms) + ch_timeout;
+        let batch = k.batch_max_age_ms + ch_timeout;
         let max_poll_interval = ms(
             "max.poll.interval.ms",
             MAX_POLL_INTERVAL_MS.max((2 * ch_timeout + REBALANCE_MARGIN).as_millis() as u64),
@@ -110,11 +110,8 @@ impl SinkHandle {
 
 /// Runs the retention job every `sink.retention_interval_secs`.
 fn retention_loop(cfg: &Config, stop: &AtomicBool, metrics: &SinkMetrics) {
-    let every = Duration::from_secs(cfg.sink.retention_interval_secs);
-    let ch = Client::from_config(
-        &cfg.clickhouse,
-        Duration::from_millis(cfg.sink.clickhouse_timeout_ms),
-    );
+    let every = cfg.sink.retention_interval_secs;
+    let ch = Client::from_config(&cfg.clickhouse, cfg.sink.clickhouse_timeout_ms);
     let m = metrics;
     loop {
         let deadline = Instant::now() + every;
@@ -147,7 +144,7 @@ pub fn start(config: Config) -> Result<SinkHandle, Error> {
     let mut threads = Vec::new();
     let metrics = Arc::new(SinkMetrics::default());
     let handle_metrics = metrics.clone();
-    if config.sink.retention_interval_secs > 0 {
+    if !config.sink.retention_interval_secs.is_zero() {
         let (stop, config, metrics) = (stop.clone(), config.clone(), metrics.clone());
         threads.push(
             thread::Builder::new()
@@ -217,8 +214,8 @@ pub(super) fn with_backoff<T>(
 
 fn run(cfg: &Config, stop: &AtomicBool, metrics: Arc<SinkMetrics>) -> Result<(), Error> {
     let k = &cfg.sink;
-    let backoff_max = Duration::from_millis(k.retry_backoff_max_ms.max(100));
-    let timeout = Duration::from_millis(k.clickhouse_timeout_ms);
+    let backoff_max = k.retry_backoff_max_ms.max(Duration::from_millis(100));
+    let timeout = k.clickhouse_timeout_ms;
     let ch = Client::from_config(&cfg.clickhouse, timeout);
     let db = &cfg.clickhouse.database;
     let what = if k.migrate_on_start {
@@ -271,7 +268,10 @@ fn run(cfg: &Config, stop: &AtomicBool, metrics: Arc<SinkMetrics>) -> Result<(),
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
-        .set("fetch.wait.max.ms", k.fetch_wait_max_ms.to_string())
+        .set(
+            "fetch.wait.max.ms",
+            k.fetch_wait_max_ms.as_millis().to_string(),
+        )
         .set(
             "session.timeout.ms",
             times.session_timeout.as_millis().to_string(),
@@ -390,12 +390,12 @@ mod tests {
         assert_eq!(t.rebalance_wait, Duration::from_secs(260));
         // 2 × (1 s batch age + 30 s insert).
         assert_eq!(t.stall_after, Duration::from_secs(62));
-        cfg.sink.clickhouse_timeout_ms = 200_000;
-        cfg.sink.batch_max_age_ms = 200;
+        cfg.sink.clickhouse_timeout_ms = Duration::from_secs(200);
+        cfg.sink.batch_max_age_ms = Duration::from_millis(200);
         let t = GroupTimes::new(&cfg);
         assert_eq!(t.max_poll_interval, Duration::from_secs(410));
         assert_eq!(t.rebalance_wait, Duration::from_secs(200));
-        cfg.sink.clickhouse_timeout_ms = 1_000;
+        cfg.sink.clickhouse_timeout_ms = Duration::from_secs(1);
         cfg.redpanda
             .librdkafka
             .insert("session.timeout.ms".into(), "45000".into());

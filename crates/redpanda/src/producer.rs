@@ -25,7 +25,7 @@ use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
-use engine_core::config::RedpandaConfig;
+use engine_core::config::{Compression, RedpandaConfig};
 use futures_channel::oneshot;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
@@ -218,7 +218,7 @@ pub fn producer_config(cfg: &RedpandaConfig, message_timeout: Duration) -> rdkaf
     let mut c = base_config(cfg);
     c.set("acks", "all")
         .set("enable.idempotence", "true")
-        .set("compression.codec", cfg.compression.as_str())
+        .set("compression.codec", codec(cfg.compression))
         .set("linger.ms", cfg.linger_ms.as_millis().to_string())
         .set("batch.num.messages", cfg.batch_size.to_string())
         .set("batch.size", cfg.batch_bytes.to_string())
@@ -232,6 +232,15 @@ pub fn producer_config(cfg: &RedpandaConfig, message_timeout: Duration) -> rdkaf
             message_timeout_ms.clamp(1000, 30_000).to_string(),
         );
     c
+}
+
+/// librdkafka's `compression.codec` value.
+fn codec(c: Compression) -> &'static str {
+    match c {
+        Compression::None => "none",
+        Compression::Lz4 => "lz4",
+        Compression::Zstd => "zstd",
+    }
 }
 
 /// Starts the producer thread for `shards` shards. `message_timeout` bounds

@@ -28,17 +28,6 @@ pub enum Compression {
     Zstd,
 }
 
-impl Compression {
-    /// The librdkafka `compression.codec` value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Compression::None => "none",
-            Compression::Lz4 => "lz4",
-            Compression::Zstd => "zstd",
-        }
-    }
-}
-
 /// Broker and producer settings.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]

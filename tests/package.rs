@@ -182,9 +182,16 @@ fn installs_runs_as_the_unit_does_stops_cleanly_and_purges() {
         + TEST_CONFIG;
     assert_ne!(edited, installed);
     std::fs::write(CONFIG, &edited).unwrap();
-    let check = run(
-        "/usr/bin/ingestion-engine",
-        &["--config", CONFIG, "check-config"],
+    // As the unit runs it: no INGESTION_* from this test's environment.
+    let check = Command::new("/usr/bin/ingestion-engine")
+        .args(["--config", CONFIG, "check-config"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
     );
     assert!(String::from_utf8_lossy(&check.stdout)
         .starts_with(&format!("# config file: {CONFIG} (named)")));

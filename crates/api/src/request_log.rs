@@ -2,8 +2,9 @@
 //!
 //! Every answer with status 400 or more names its request (`X-Request-Id`
 //! and `request_id` in the JSON body): `<boot>-<shard>-<sequence>`, unique
-//! within a process run. A `5xx` (the engine's fault or the broker's) is
-//! logged at `warn` with that id; a `4xx` (the client's) at `debug`. Warn
+//! within a process run. A `5xx` error answer (the engine's fault or the
+//! broker's) is logged at `warn` with that id; a `4xx` (the client's) and a
+//! probe's "not ready" (a state, asked every few seconds) at `debug`. Warn
 //! lines are bounded per shard ([`WARN_LINES_PER_SEC`]), so an outage that
 //! answers thousands of `503` a second does not flood the journal: the lines
 //! left out are counted in the next one.
@@ -53,7 +54,7 @@ impl RequestLog {
     pub fn tag(&self, peer: IpAddr, resp: &Response) -> Response {
         let id = self.next_id();
         let answer = String::from_utf8_lossy(&resp.body[..resp.body.len().min(256)]);
-        if resp.status >= 500 {
+        if resp.status >= 500 && resp.is_error() {
             let now = Instant::now();
             if now.duration_since(self.window.get()) >= Duration::from_secs(1) {
                 self.window.set(now);

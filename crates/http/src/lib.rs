@@ -234,6 +234,10 @@ pub struct Response {
     pub close: bool,
 }
 
+/// How every body made by [`Response::error`] starts (and a batch's
+/// rejection, which has the same shape).
+const ERROR_BODY_START: &[u8] = b"{\"status\":\"error\",";
+
 impl Response {
     /// A JSON response.
     pub fn json(status: u16, body: Vec<u8>) -> Self {
@@ -268,12 +272,16 @@ impl Response {
         Self::json(status, body)
     }
 
+    /// Whether the body was made by [`Response::error`].
+    pub fn is_error(&self) -> bool {
+        self.body.starts_with(ERROR_BODY_START)
+    }
+
     /// Names the request: an `X-Request-Id` header, and in a body made by
     /// [`Response::error`] a `request_id` field, so a client's report and
     /// the engine's log line meet. `id` must need no JSON escaping.
     pub fn with_request_id(mut self, id: String) -> Self {
-        const ERROR_BODY: &[u8] = b"{\"status\":\"error\",";
-        if self.body.starts_with(ERROR_BODY) {
+        if self.is_error() {
             let field = format!("\"request_id\":\"{id}\",");
             self.body.splice(1..1, field.into_bytes());
         }

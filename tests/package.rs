@@ -45,7 +45,19 @@ fn unit_value(unit: &str, key: &str) -> String {
 
 /// `ExecStart` of the unit, as the service user, from its working
 /// directory, with systemd's notify socket; stderr into `log`.
-fn start_installed(unit: &str, socket: &Path, log: &Path) -> Child {
+/// The installed engine, killed if the test fails before stopping it (a
+/// leftover process of the service user would keep `dpkg -P` from removing
+/// the user).
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_installed(unit: &str, socket: &Path, log: &Path) -> Running {
     let exec: Vec<String> = unit_value(unit, "ExecStart")
         .split_whitespace()
         .map(str::to_string)
@@ -67,6 +79,7 @@ fn start_installed(unit: &str, socket: &Path, log: &Path) -> Child {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
+        .map(Running)
         .unwrap()
 }
 
@@ -198,11 +211,23 @@ fn installs_runs_as_the_unit_does_stops_cleanly_and_purges() {
 
     // Start as the unit does; it tells "systemd" when it is ready.
     let dir = scratch_dir("package");
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-    let mut notify = NotifySocket::bind(&dir);
-    let mut engine = start_installed(&unit, &notify.path, &dir.join("engine-1.log"));
-    notify.expect("READY=1", Duration::from_secs(90));
-    let user = std::fs::read_to_string(format!("/proc/{}/status", engine.id())).unwrap();
+    // The service user must reach the notify socket, as it reaches systemd's
+    // in /run: a directory of its own straight under /tmp, not inside the
+    // test's scratch folder (which may be private to root).
+    let sockets = std::env::temp_dir().join(format!("ingestion-package-{}", std::process::id()));
+    std::fs::create_dir_all(&sockets).unwrap();
+    std::fs::set_permissions(
+        &sockets,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let mut notify = NotifySocket::bind(&sockets);
+    let log1 = dir.join("engine-1.log");
+    let mut engine = start_installed(&unit, &notify.path, &log1);
+    notify.expect_or("READY=1", Duration::from_secs(90), || {
+        std::fs::read_to_string(&log1).unwrap_or_default()
+    });
+    let user = std::fs::read_to_string(format!("/proc/{}/status", engine.0.id())).unwrap();
     let euid = user
         .lines()
         .find(|l| l.starts_with("Uid:"))
@@ -221,7 +246,7 @@ fn installs_runs_as_the_unit_does_stops_cleanly_and_purges() {
     wait_for("events acknowledged", Duration::from_secs(30), || {
         load.acked().len() >= 2000
     });
-    let (status, took) = sigterm_and_wait(&mut engine, Duration::from_secs(stop_timeout));
+    let (status, took) = sigterm_and_wait(&mut engine.0, Duration::from_secs(stop_timeout));
     notify.expect("STOPPING=1", Duration::from_secs(1));
     load.finish();
     assert!(status.success(), "exit status {status} after SIGTERM");
@@ -233,11 +258,14 @@ fn installs_runs_as_the_unit_does_stops_cleanly_and_purges() {
     );
 
     // Started again, its sink moves whatever the stop left in the broker.
-    let mut again = start_installed(&unit, &notify.path, &dir.join("engine-2.log"));
-    notify.expect("READY=1", Duration::from_secs(90));
+    let log2 = dir.join("engine-2.log");
+    let mut again = start_installed(&unit, &notify.path, &log2);
+    notify.expect_or("READY=1", Duration::from_secs(90), || {
+        std::fs::read_to_string(&log2).unwrap_or_default()
+    });
     wait_landed(&ch, &acked, LANDING_BOUND, "after a SIGTERM under load");
     assert_exactly_once(&ch, &acked, &sent);
-    let (status, _) = sigterm_and_wait(&mut again, Duration::from_secs(stop_timeout));
+    let (status, _) = sigterm_and_wait(&mut again.0, Duration::from_secs(stop_timeout));
     assert!(status.success(), "exit status {status}");
 
     // Remove keeps the edited config (a conffile); purge removes every trace.
@@ -253,6 +281,7 @@ fn installs_runs_as_the_unit_does_stops_cleanly_and_purges() {
     ] {
         assert!(!Path::new(gone).exists(), "{gone} left after purge");
     }
+    let _ = std::fs::remove_dir_all(&sockets);
     assert!(
         !Command::new("id")
             .arg(USER)

@@ -34,6 +34,17 @@ impl NotifySocket {
     /// Waits for a message holding the line `line` (e.g. `READY=1`);
     /// returns that message.
     pub fn expect(&mut self, line: &str, timeout: Duration) -> String {
+        self.expect_or(line, timeout, String::new)
+    }
+
+    /// [`NotifySocket::expect`], and on failure `context()` (the engine's
+    /// log) in the message.
+    pub fn expect_or(
+        &mut self,
+        line: &str,
+        timeout: Duration,
+        context: impl FnOnce() -> String,
+    ) -> String {
         let until = Instant::now() + timeout;
         let mut buf = [0u8; 4096];
         while Instant::now() < until {
@@ -46,8 +57,9 @@ impl NotifySocket {
             }
         }
         panic!(
-            "no {line} from the engine within {timeout:?}; got {:?}",
-            self.seen
+            "no {line} from the engine within {timeout:?}; got {:?}\n{}",
+            self.seen,
+            context()
         );
     }
 

@@ -40,21 +40,29 @@ fn env_u64(name: &str, default: u64) -> u64 {
 }
 
 /// Waits until at least `n` more events than now are acknowledged.
-fn wait_acked_more(load: &Load, n: usize, what: &str) {
+fn wait_acked_more(load: &Load, node: &Node, n: usize, what: &str) {
     let before = load.acked().len();
-    wait_for(what, Duration::from_secs(60), || {
-        load.acked().len() >= before + n
-    });
+    let acked = wait_until(Duration::from_secs(60), || load.acked().len() >= before + n);
+    assert!(
+        acked,
+        "timed out waiting for {what}: {n} more acknowledged (statuses {:?})\n{}",
+        load.seen.statuses.lock().unwrap(),
+        node.story()
+    );
 }
 
 /// Waits until events flow end to end: `n` more acknowledged and `n` more
 /// rows in ClickHouse than now (the sink has joined and inserts).
-fn wait_flowing(load: &Load, ch: &ClickHouse, n: usize, what: &str) {
+fn wait_flowing(load: &Load, ch: &ClickHouse, node: &Node, n: usize, what: &str) {
     let rows = stored(ch).len();
-    wait_acked_more(load, n, what);
-    wait_for(what, Duration::from_secs(60), || {
-        stored(ch).len() >= rows + n
-    });
+    wait_acked_more(load, node, n, what);
+    let landed = wait_until(Duration::from_secs(60), || stored(ch).len() >= rows + n);
+    assert!(
+        landed,
+        "timed out waiting for {what}: {n} more rows in ClickHouse (from {rows}, now {})\n{}",
+        stored(ch).len(),
+        node.story()
+    );
 }
 
 /// Stops the load, waits for every acknowledged event to land, prints the
@@ -130,6 +138,7 @@ fn resume_after_broker_fault(
     wait_flowing(
         load,
         ch,
+        node,
         200,
         "events flowing after restarting tansu and the engine",
     );
@@ -161,7 +170,7 @@ fn a_hung_broker_longer_than_the_request_deadline() {
     let load = Load::start(node.port, usize::MAX, Duration::from_secs(600));
     let mut notes_seen = Vec::new();
     for _ in 0..rounds() {
-        wait_flowing(&load, &ch, 200, "events flowing before the hang");
+        wait_flowing(&load, &ch, &node, 200, "events flowing before the hang");
         let answered_503 = load.answered(503);
         let slowest = load.seen.slowest_ms.load(Ordering::Relaxed);
         signal(broker.pid(), libc::SIGSTOP);
@@ -202,7 +211,7 @@ fn a_broker_killed_and_restarted() {
     let load = Load::start(node.port, usize::MAX, Duration::from_secs(600));
     let mut notes_seen = Vec::new();
     for _ in 0..rounds() {
-        wait_flowing(&load, &ch, 200, "events flowing before the kill");
+        wait_flowing(&load, &ch, &node, 200, "events flowing before the kill");
         // SIGKILL, and up at once: an outage shorter than the request deadline.
         broker.restart();
         notes_seen.extend(resume_after_broker_fault(
@@ -212,7 +221,13 @@ fn a_broker_killed_and_restarted() {
             &ch,
         ));
         // And down for longer than the deadline, the client sending on.
-        wait_flowing(&load, &ch, 200, "events flowing before the second kill");
+        wait_flowing(
+            &load,
+            &ch,
+            &node,
+            200,
+            "events flowing before the second kill",
+        );
         broker.stop();
         std::thread::sleep(Duration::from_secs(fault_secs()));
         broker.restart();
@@ -283,18 +298,23 @@ fn clickhouse_disk_and_engine_log_full() {
     // ClickHouse's data, and the engine's log, on the small filesystem.
     let ch = ClickHouse::start_in(&disk.0.join("clickhouse"));
     let broker = Broker::start();
-    let mut node = Node::start_with(
+    let mut node = Node::new(
         &broker,
         &ch.url(),
         TEST_CONFIG,
         vec![("RUST_LOG", "info".into())],
     );
-    node.kill9();
     node.spawn_logging_to(&disk.0.join("engine.log"));
     let load = Load::start(node.port, usize::MAX, Duration::from_secs(600));
     let mut failures = 0.0;
     for _ in 0..rounds() {
-        wait_flowing(&load, &ch, 200, "events flowing before the disk fills");
+        wait_flowing(
+            &load,
+            &ch,
+            &node,
+            200,
+            "events flowing before the disk fills",
+        );
         let ballast = disk.fill();
         let failed = node.metric("sink_insert_failures_total").unwrap_or(0.0);
         wait_for(
@@ -303,12 +323,22 @@ fn clickhouse_disk_and_engine_log_full() {
             || node.metric("sink_insert_failures_total").unwrap_or(0.0) > failed,
         );
         // The edge keeps acknowledging: the broker holds the events.
-        wait_acked_more(&load, 200, "events acknowledged while the disk is full");
+        wait_acked_more(
+            &load,
+            &node,
+            200,
+            "events acknowledged while the disk is full",
+        );
         std::thread::sleep(Duration::from_secs(fault_secs()));
         assert!(node.alive(), "the engine died with its log disk full");
         failures += node.metric("sink_insert_failures_total").unwrap_or(0.0) - failed;
         std::fs::remove_file(ballast).unwrap();
-        wait_acked_more(&load, 200, "events acknowledged after space came back");
+        wait_acked_more(
+            &load,
+            &node,
+            200,
+            "events acknowledged after space came back",
+        );
     }
     settle(
         "ClickHouse disk and engine log full",
@@ -372,7 +402,7 @@ fn the_engine_clock_jumps_a_day_either_way() {
     let mut notes = Vec::new();
     for _ in 0..rounds() {
         for jump in ["+2d", "-1d"] {
-            wait_flowing(&load, &ch, 200, "events flowing before the jump");
+            wait_flowing(&load, &ch, &node, 200, "events flowing before the jump");
             let runs = node.metric("sink_retention_runs_total").unwrap_or(0.0);
             let refused = node.metric("sink_retention_failures_total").unwrap_or(0.0);
             let rejected = load.answered(400);
@@ -387,7 +417,13 @@ fn the_engine_clock_jumps_a_day_either_way() {
                 load.answered(400) - rejected
             ));
             std::fs::write(&offset, "+0\n").unwrap();
-            wait_flowing(&load, &ch, 200, "events flowing after the clock came back");
+            wait_flowing(
+                &load,
+                &ch,
+                &node,
+                200,
+                "events flowing after the clock came back",
+            );
         }
     }
     assert_eq!(
@@ -490,7 +526,13 @@ fn clickhouse_answers_slower_than_the_insert_timeout() {
     let load = Load::start(node.port, usize::MAX, Duration::from_secs(600));
     let mut timeouts = 0.0;
     for _ in 0..rounds() {
-        wait_flowing(&load, &ch, 200, "events flowing before ClickHouse slows");
+        wait_flowing(
+            &load,
+            &ch,
+            &node,
+            200,
+            "events flowing before ClickHouse slows",
+        );
         let failed = node.metric("sink_insert_failures_total").unwrap_or(0.0);
         proxy.delay_ms.store(1500, Ordering::SeqCst);
         std::thread::sleep(Duration::from_secs(fault_secs()));
@@ -501,7 +543,12 @@ fn clickhouse_answers_slower_than_the_insert_timeout() {
             "no insert timed out while ClickHouse was slow"
         );
         timeouts += now - failed;
-        wait_acked_more(&load, 200, "events acknowledged after ClickHouse sped up");
+        wait_acked_more(
+            &load,
+            &node,
+            200,
+            "events acknowledged after ClickHouse sped up",
+        );
     }
     settle(
         "ClickHouse slower than the insert timeout",

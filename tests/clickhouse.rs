@@ -6,10 +6,10 @@ use std::process::Command;
 
 mod common;
 use common::{free_port, ClickHouse};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clickhouse_client::native::{AgentColumns, EventsBlock, RowSource};
-use clickhouse_client::schema::{full_ddl, migrate, MIGRATIONS};
+use clickhouse_client::schema::{full_ddl, lease, migrate, MIGRATIONS};
 use clickhouse_client::{Client, Error, ServerVersion};
 use engine_core::record::{decode_record, encode_record, EventRecord, RecordBatch};
 use engine_core::Tier;
@@ -356,8 +356,73 @@ fn concurrent_migrators_build_each_roll_up_once() {
         clickhouse_client::schema::ROLLUP_INDEX_GRANULARITY
     );
     assert_eq!(engines.matches(&fine).count(), 2, "{engines}");
-    let lock = ch
-        .query("SELECT count() FROM system.tables WHERE database = 'race' AND name = 'migration_lock' FORMAT TabSeparated")
-        .unwrap();
-    assert_eq!(lock.trim(), "0", "the lock is released");
+    assert_eq!(lease_tables(&ch, "race"), "0", "the lease is released");
+}
+
+fn lease_tables(ch: &Client, db: &str) -> String {
+    ch.query(&format!(
+        "SELECT count() FROM system.tables WHERE database = '{db}' AND name = '{}' FORMAT TabSeparated",
+        lease::TABLE
+    ))
+    .unwrap()
+    .trim()
+    .to_string()
+}
+
+#[test]
+fn a_dead_migrators_lease_is_taken_over() {
+    let server = ClickHouse::start();
+    let ch = server.client();
+    migrate_up_to(&ch, "dead", 6);
+    // What a migrator killed mid-migration leaves: its lease, heartbeats
+    // stopped.
+    ch.execute(&format!(
+        "CREATE TABLE dead.{} (holder String, at DateTime) ENGINE = Memory",
+        lease::TABLE
+    ))
+    .unwrap();
+    ch.execute(&format!(
+        "INSERT INTO dead.{} VALUES ('gone:1', now())",
+        lease::TABLE
+    ))
+    .unwrap();
+    let started = Instant::now();
+    let report = migrate(&ch, "dead").unwrap();
+    let took = started.elapsed();
+    assert_eq!(report.applied, [7]);
+    assert!(
+        took >= lease::STALE_AFTER - Duration::from_secs(2),
+        "a fresh lease was respected: migrated after {took:?}"
+    );
+    assert!(
+        took < lease::STALE_AFTER + Duration::from_secs(20),
+        "taken over {took:?} after the holder stopped"
+    );
+    assert_eq!(lease_tables(&ch, "dead"), "0", "the lease is released");
+}
+
+#[test]
+fn a_live_migrator_keeps_its_lease_past_the_stale_time() {
+    let server = ClickHouse::start();
+    let (holder, waiter) = (server.client(), server.client());
+    migrate_up_to(&holder, "slow", 6);
+    let held_for = lease::STALE_AFTER + Duration::from_secs(5);
+    let (released, migrated) = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            lease::with_lease(&holder, "slow", || {
+                // One long statement: no heartbeat from this thread.
+                std::thread::sleep(held_for);
+                Ok(Instant::now())
+            })
+            .unwrap()
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        let report = migrate(&waiter, "slow").unwrap();
+        assert_eq!(report.applied, [7]);
+        (h.join().unwrap(), Instant::now())
+    });
+    assert!(
+        migrated > released,
+        "the waiter migrated while the holder (heartbeating) still held the lease"
+    );
 }

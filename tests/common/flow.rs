@@ -27,6 +27,8 @@ pub struct Node {
     env: Vec<(&'static str, String)>,
     pub dir: PathBuf,
     starts: usize,
+    /// Where the running engine writes its stderr.
+    log: PathBuf,
 }
 
 impl Node {
@@ -44,6 +46,18 @@ impl Node {
         config: &str,
         env: Vec<(&'static str, String)>,
     ) -> Node {
+        let mut node = Node::new(broker, ch_url, config, env);
+        node.spawn();
+        node
+    }
+
+    /// A node as [`Node::start_with`] makes it, not started yet.
+    pub fn new(
+        broker: &Broker,
+        ch_url: &str,
+        config: &str,
+        env: Vec<(&'static str, String)>,
+    ) -> Node {
         let dir = scratch_dir("node");
         let config_path = dir.join("config.toml");
         std::fs::write(&config_path, config).unwrap();
@@ -55,17 +69,16 @@ impl Node {
             ("INGESTION_SINK_CLICKHOUSE_TIMEOUT_MS", "5000".into()),
         ];
         all.extend(env);
-        let mut node = Node {
+        Node {
             child: None,
             port: free_port(),
             config: config_path,
             broker: broker.addr(),
             env: all,
+            log: dir.join("engine-0.log"),
             dir,
             starts: 0,
-        };
-        node.spawn();
-        node
+        }
     }
 
     /// Starts the engine again (after [`Node::kill9`]) and waits until ready.
@@ -79,6 +92,7 @@ impl Node {
     pub fn spawn_logging_to(&mut self, log: &std::path::Path) {
         let env = self.env.iter().map(|(k, v)| (*k, v.as_str()));
         self.child = Some(spawn_serve(&self.config, &self.broker, self.port, env, log));
+        self.log = log.to_path_buf();
         let port = self.port;
         wait_for("engine ready", Duration::from_secs(60), || {
             get(port, "/health/ready").is_ok_and(|r| r.status == 200)
@@ -107,6 +121,18 @@ impl Node {
     pub fn sink_health(&self) -> Option<Value> {
         let r = get(self.port, "/health").ok()?;
         Some(r.json().get("sink")?.clone())
+    }
+
+    /// What a failing test prints: the sink's health and the log's last lines.
+    pub fn story(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        format!(
+            "sink health: {:?}\nlast lines of {}:\n{tail}",
+            self.sink_health().map(|v| v.to_string()),
+            self.log.display()
+        )
     }
 }
 

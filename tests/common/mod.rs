@@ -61,15 +61,22 @@ api_key_sha256 = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a2
 "#;
 
 /// Waits for `cond` up to `timeout`, polling; panics with `what` on timeout.
-pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
+    if !wait_until(timeout, cond) {
+        panic!("timed out waiting for {what}");
+    }
+}
+
+/// Polls `cond` up to `timeout`; whether it came true.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if cond() {
-            return;
+            return true;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("timed out waiting for {what}");
+    false
 }
 
 pub fn free_port() -> u16 {

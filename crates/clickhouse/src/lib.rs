@@ -6,7 +6,8 @@
 //! - [`native`]: the columnar `Native` block encoder for the `events` table;
 //!   [`rowbinary`] reads `RowBinary` answers.
 //! - [`schema`]: database `overwatch`, its tables and materialized views, and
-//!   the idempotent, versioned migrations that create and upgrade them.
+//!   the idempotent, versioned migrations that create and upgrade them,
+//!   one migrator at a time ([`schema::lease`]).
 //!
 //! Start with [`schema::migrate`] and [`native::EventsBlock`].
 

@@ -40,6 +40,8 @@ impl SinkStage {
 /// Why a running sink is not making progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SinkProblem {
+    /// Migrating the schema at start, or waiting for another migrator.
+    Migrating,
     /// The last ClickHouse call failed.
     ClickHouseUnreachable,
     /// Partitions have records waiting and no commit for the stall time,
@@ -51,6 +53,7 @@ impl SinkProblem {
     /// The `reason` word of `/health/ready` and the sink's `state` in `/health`.
     pub fn reason(self) -> &'static str {
         match self {
+            SinkProblem::Migrating => "migrating",
             SinkProblem::ClickHouseUnreachable => "clickhouse_unreachable",
             SinkProblem::PartitionsStalled => "sink_stalled",
         }
@@ -80,6 +83,8 @@ pub struct SinkMetrics {
     pub(crate) retention_partitions_dropped: AtomicU64,
     /// True while the last ClickHouse call succeeded.
     pub(crate) clickhouse_up: AtomicBool,
+    /// True while the start-up migration runs (or waits for the lease).
+    pub(crate) migrating: AtomicBool,
     /// Records not yet committed by the group over the partitions this sink
     /// owns (-1: unknown).
     pub(crate) consumer_lag: AtomicI64,
@@ -117,6 +122,7 @@ impl Default for SinkMetrics {
             retention_failures: zero(),
             retention_partitions_dropped: zero(),
             clickhouse_up: AtomicBool::new(false),
+            migrating: AtomicBool::new(false),
             consumer_lag: AtomicI64::new(-1),
             group_lag: AtomicI64::new(-1),
             stalled_partitions: AtomicI64::new(0),
@@ -158,7 +164,9 @@ impl SinkMetrics {
 
     /// What keeps the sink from making progress, if anything.
     pub fn sink_problem(&self) -> Option<SinkProblem> {
-        if !self.clickhouse_up.load(Ordering::Acquire) {
+        if self.migrating.load(Ordering::Acquire) {
+            Some(SinkProblem::Migrating)
+        } else if !self.clickhouse_up.load(Ordering::Acquire) {
             Some(SinkProblem::ClickHouseUnreachable)
         } else if self.stalled_partitions.load(Ordering::Relaxed) > 0 {
             Some(SinkProblem::PartitionsStalled)
@@ -349,5 +357,8 @@ mod tests {
         assert!(m
             .state_json()
             .contains("\"state\":\"clickhouse_unreachable\""));
+        // A migration in progress (or waiting for another's) is not an outage.
+        m.migrating.store(true, Ordering::Release);
+        assert_eq!(m.problem(), Some("migrating"));
     }
 }

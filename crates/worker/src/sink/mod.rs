@@ -228,12 +228,15 @@ fn run(cfg: &Config, stop: &AtomicBool, metrics: Arc<SinkMetrics>) -> Result<(),
         backoff_max,
         || stop.load(Ordering::SeqCst),
         |_| {
+            let sink = &*metrics;
             let r = if k.migrate_on_start {
-                migrate(&ch, db).map(drop)
+                sink.migrating.store(true, Ordering::Release);
+                let r = migrate(&ch, db).map(drop);
+                sink.migrating.store(false, Ordering::Release);
+                r
             } else {
                 ch.version().map(drop)
             };
-            let sink = &*metrics;
             sink.clickhouse_up.store(r.is_ok(), Ordering::Release);
             Ok(r?)
         },

@@ -15,6 +15,8 @@ use crate::transport::Client;
 use crate::version::ServerVersion;
 use crate::Error;
 
+pub mod lease;
+
 /// The `events` table's columns, in order: the DDL and the Native encoder
 /// are both generated from this list.
 pub const EVENTS_COLUMNS: &[(&str, &str)] = &[
@@ -304,15 +306,9 @@ pub struct MigrateReport {
     pub already: Vec<u32>,
 }
 
-/// ClickHouse's code for "table already exists".
-const TABLE_EXISTS: u32 = 57;
-
-/// How long a migration lock may be held before another migrator takes it
-/// over (its holder died); longer than any backfill of migration 7 should
-/// take on a database within retention.
-pub const MIGRATION_LOCK_STALE_SECS: u64 = 1800;
-/// Between looks at a lock another migrator holds.
-const MIGRATION_LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+/// How long one migration statement may run: a backfill of migration 7 on
+/// a database within retention (3 min 20 s for 10M events on 2 cores).
+pub const MIGRATION_STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1800);
 
 fn done_migrations(client: &Client, db: &str) -> Result<Vec<u32>, Error> {
     Ok(client
@@ -324,43 +320,12 @@ fn done_migrations(client: &Client, db: &str) -> Result<Vec<u32>, Error> {
         .collect())
 }
 
-/// Takes the database's migration lock: a table only one `CREATE` can make.
-/// Sinks migrate at start and the CLI migrates too; without the lock two
-/// of them could rebuild a roll-up at once and count its backfill twice.
-fn lock(client: &Client, db: &str) -> Result<(), Error> {
-    let create = format!("CREATE TABLE {db}.migration_lock (held UInt8) ENGINE = TinyLog");
-    loop {
-        match client.execute(&create) {
-            Ok(()) => return Ok(()),
-            Err(Error::Server {
-                code: Some(TABLE_EXISTS),
-                ..
-            }) => {}
-            Err(e) => return Err(e),
-        }
-        let age: u64 = client
-            .query(&format!(
-                "SELECT now() - metadata_modification_time FROM system.tables \
-                 WHERE database = '{db}' AND name = 'migration_lock' FORMAT TabSeparated"
-            ))?
-            .trim()
-            .parse()
-            .unwrap_or(0);
-        if age > MIGRATION_LOCK_STALE_SECS {
-            tracing::warn!(age_secs = age, "taking over a stale migration lock");
-            client.execute(&format!("DROP TABLE IF EXISTS {db}.migration_lock"))?;
-        } else {
-            std::thread::sleep(MIGRATION_LOCK_POLL);
-        }
-    }
-}
-
 /// Creates or upgrades database `db`; runs each missing migration once,
-/// holding the database's migration lock while it does. Each statement may
-/// take up to the lock's stale time (a backfill of a large `events`), whatever
-/// bound `client` has.
+/// holding the database's [migration lease](lease) while it does. Each
+/// statement may take up to [`MIGRATION_STATEMENT_TIMEOUT`] (a backfill of a
+/// large `events`), whatever bound `client` has.
 pub fn migrate(client: &Client, db: &str) -> Result<MigrateReport, Error> {
-    let client = &client.with_timeout(std::time::Duration::from_secs(MIGRATION_LOCK_STALE_SECS));
+    let client = &client.with_timeout(MIGRATION_STATEMENT_TIMEOUT);
     let server = client.version()?;
     client.execute(&format!("CREATE DATABASE IF NOT EXISTS {db}"))?;
     client.execute(&format!(
@@ -373,11 +338,7 @@ pub fn migrate(client: &Client, db: &str) -> Result<MigrateReport, Error> {
     };
     let pending = |done: &[u32]| MIGRATIONS.iter().any(|m| !done.contains(&m.version));
     if pending(&done_migrations(client, db)?) {
-        lock(client, db)?;
-        let run = run_pending(client, db, server, &mut report);
-        let unlock = client.execute(&format!("DROP TABLE IF EXISTS {db}.migration_lock"));
-        run?;
-        unlock?;
+        lease::with_lease(client, db, || run_pending(client, db, server, &mut report))?;
     } else {
         report.already = MIGRATIONS.iter().map(|m| m.version).collect();
     }

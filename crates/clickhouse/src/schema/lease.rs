@@ -86,7 +86,13 @@ fn acquire(client: &Client, db: &str, holder: &str) -> Result<(), Error> {
     let mut waiting_on = None;
     loop {
         match client.execute(&create) {
-            Ok(()) => return heartbeat(client, db, holder),
+            Ok(()) => {
+                // A lease without its first heartbeat would hold the next
+                // try (this process's own) for the stale time.
+                return heartbeat(client, db, holder).inspect_err(|_| {
+                    let _ = client.execute(&format!("DROP TABLE IF EXISTS {db}.{TABLE}"));
+                });
+            }
             Err(Error::Server {
                 code: Some(TABLE_EXISTS),
                 ..

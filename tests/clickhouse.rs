@@ -9,7 +9,7 @@ use common::{free_port, ClickHouse};
 use std::time::{Duration, Instant};
 
 use clickhouse_client::native::{AgentColumns, EventsBlock, RowSource};
-use clickhouse_client::schema::{full_ddl, lease, migrate, MIGRATIONS};
+use clickhouse_client::schema::{self, full_ddl, lease, migrate, MIGRATIONS};
 use clickhouse_client::{Client, Error, ServerVersion};
 use engine_core::record::{decode_record, encode_record, EventRecord, RecordBatch};
 use engine_core::Tier;
@@ -409,7 +409,7 @@ fn a_live_migrator_keeps_its_lease_past_the_stale_time() {
     let held_for = lease::STALE_AFTER + Duration::from_secs(5);
     let (released, migrated) = std::thread::scope(|s| {
         let h = s.spawn(|| {
-            lease::with_lease(&holder, "slow", || {
+            lease::with_lease(&holder, "slow", &|| false, || {
                 // One long statement: no heartbeat from this thread.
                 std::thread::sleep(held_for);
                 Ok(Instant::now())
@@ -417,6 +417,11 @@ fn a_live_migrator_keeps_its_lease_past_the_stale_time() {
             .unwrap()
         });
         std::thread::sleep(Duration::from_secs(1));
+        // A waiter asked to stop (the engine's SIGTERM) gives up at once.
+        let asked = Instant::now() + Duration::from_secs(1);
+        let stopped = schema::migrate_unless_stopped(&waiter, "slow", &|| Instant::now() > asked);
+        assert!(matches!(stopped, Err(Error::Stopped)), "{stopped:?}");
+        assert!(asked.elapsed() < Duration::from_secs(2));
         let report = migrate(&waiter, "slow").unwrap();
         assert_eq!(report.applied, [7]);
         (h.join().unwrap(), Instant::now())

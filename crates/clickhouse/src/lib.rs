@@ -34,6 +34,9 @@ pub enum Error {
     /// The server answered something this client does not understand.
     #[error("unexpected answer from ClickHouse: {0}")]
     Protocol(String),
+    /// Asked to stop while waiting for another migrator's lease.
+    #[error("stopped while waiting for another migrator")]
+    Stopped,
 }
 
 impl Error {

@@ -38,14 +38,17 @@ const POLL: Duration = Duration::from_millis(200);
 const TABLE_EXISTS: u32 = 57;
 
 /// Runs `work` holding database `db`'s migration lease, heartbeating from a
-/// second thread; releases the lease after, whatever `work` returned.
+/// second thread; releases the lease after, whatever `work` returned. While
+/// another holds the lease it waits, or gives up with [`Error::Stopped`] once
+/// `stop` says so.
 pub fn with_lease<T>(
     client: &Client,
     db: &str,
+    stop: &dyn Fn() -> bool,
     work: impl FnOnce() -> Result<T, Error>,
 ) -> Result<T, Error> {
     let holder = holder();
-    acquire(client, db, &holder)?;
+    acquire(client, db, &holder, stop)?;
     let beat = client.with_timeout(HEARTBEAT);
     let (holder, beat) = (&holder, &beat);
     let result = std::thread::scope(|s| {
@@ -81,7 +84,7 @@ fn heartbeat(client: &Client, db: &str, holder: &str) -> Result<(), Error> {
 }
 
 /// Creates the lease table, waiting for (or taking over) another's.
-fn acquire(client: &Client, db: &str, holder: &str) -> Result<(), Error> {
+fn acquire(client: &Client, db: &str, holder: &str, stop: &dyn Fn() -> bool) -> Result<(), Error> {
     let create = format!("CREATE TABLE {db}.{TABLE} (holder String, at DateTime) ENGINE = Memory");
     let mut waiting_on = None;
     loop {
@@ -115,6 +118,9 @@ fn acquire(client: &Client, db: &str, holder: &str) -> Result<(), Error> {
                 client.execute(&format!("DROP TABLE IF EXISTS {db}.{TABLE}"))?;
             }
             continue;
+        }
+        if stop() {
+            return Err(Error::Stopped);
         }
         if waiting_on.as_ref() != Some(&other) {
             info!(holder = %other, "waiting for another migrator to finish");

@@ -325,6 +325,16 @@ fn done_migrations(client: &Client, db: &str) -> Result<Vec<u32>, Error> {
 /// statement may take up to [`MIGRATION_STATEMENT_TIMEOUT`] (a backfill of a
 /// large `events`), whatever bound `client` has.
 pub fn migrate(client: &Client, db: &str) -> Result<MigrateReport, Error> {
+    migrate_unless_stopped(client, db, &|| false)
+}
+
+/// [`migrate`], giving up with [`Error::Stopped`] if `stop` says so while it
+/// waits for another migrator.
+pub fn migrate_unless_stopped(
+    client: &Client,
+    db: &str,
+    stop: &dyn Fn() -> bool,
+) -> Result<MigrateReport, Error> {
     let client = &client.with_timeout(MIGRATION_STATEMENT_TIMEOUT);
     let server = client.version()?;
     client.execute(&format!("CREATE DATABASE IF NOT EXISTS {db}"))?;
@@ -338,7 +348,9 @@ pub fn migrate(client: &Client, db: &str) -> Result<MigrateReport, Error> {
     };
     let pending = |done: &[u32]| MIGRATIONS.iter().any(|m| !done.contains(&m.version));
     if pending(&done_migrations(client, db)?) {
-        lease::with_lease(client, db, || run_pending(client, db, server, &mut report))?;
+        lease::with_lease(client, db, stop, || {
+            run_pending(client, db, server, &mut report)
+        })?;
     } else {
         report.already = MIGRATIONS.iter().map(|m| m.version).collect();
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use clickhouse_client::schema::migrate;
+use clickhouse_client::schema::migrate_unless_stopped;
 use clickhouse_client::Client;
 use engine_core::config::Config;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -231,7 +231,7 @@ fn run(cfg: &Config, stop: &AtomicBool, metrics: Arc<SinkMetrics>) -> Result<(),
             let sink = &*metrics;
             let r = if k.migrate_on_start {
                 sink.migrating.store(true, Ordering::Release);
-                let r = migrate(&ch, db).map(drop);
+                let r = migrate_unless_stopped(&ch, db, &|| stop.load(Ordering::SeqCst)).map(drop);
                 sink.migrating.store(false, Ordering::Release);
                 r
             } else {

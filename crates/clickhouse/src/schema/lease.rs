@@ -36,6 +36,8 @@ const POLL: Duration = Duration::from_millis(200);
 
 /// ClickHouse's code for "table already exists".
 const TABLE_EXISTS: u32 = 57;
+/// ClickHouse's code for "table doesn't exist".
+const UNKNOWN_TABLE: u32 = 60;
 
 /// Runs `work` holding database `db`'s migration lease, heartbeating from a
 /// second thread; releases the lease after, whatever `work` returned. While
@@ -160,6 +162,3 @@ fn look(client: &Client, db: &str) -> Result<Option<(Duration, String)>, Error> 
         (Duration::from_secs(secs.max(0) as u64), who.to_string())
     }))
 }
-
-/// ClickHouse's code for "table doesn't exist".
-const UNKNOWN_TABLE: u32 = 60;

@@ -406,8 +406,11 @@ fn gzip_zstd_bombs_and_oversized_bodies() {
         assert_eq!(r.status, 413, "{}", r.body);
     }
     let grown = engine.rss_kib().saturating_sub(rss_before);
-    // Bounded by the 8 MiB decompression cap per shard, far below the 1 GiB bombs.
-    assert!(grown < 96 * 1024, "engine grew by {grown} KiB");
+    // Six 1 GiB bombs inflated would grow it by gigabytes; the 8 MiB cap per
+    // shard keeps it to the allocator's first segments and a fresh engine's
+    // first buffers (up to 110 MiB seen on a cold 2-core run): a quarter of
+    // one bomb is the bound.
+    assert!(grown < 256 * 1024, "engine grew by {grown} KiB");
 
     // Oversized body, declared: refused before it is read.
     let mut raw = Raw::connect(port);

@@ -118,13 +118,13 @@ struct Target {
 }
 
 fn parse_url(url: &str) -> anyhow::Result<Target> {
-    let rest = match url.get(..7) {
-        Some(scheme) if scheme.eq_ignore_ascii_case("http://") => &url[7..],
+    let rest = match url.split_at_checked(7) {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http://") => rest,
         _ => bail!("--url must start with http:// (plain HTTP only): {url}"),
     };
-    let (authority, path) = match rest.find(['/', '?']) {
-        Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
-        Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
+    let (authority, path) = match rest.find(['/', '?']).and_then(|i| rest.split_at_checked(i)) {
+        Some((authority, path)) if path.starts_with('/') => (authority, path.to_string()),
+        Some((authority, query)) => (authority, format!("/{query}")),
         None => (rest, "/".to_string()),
     };
     ensure!(!authority.is_empty(), "--url has no host: {url}");

@@ -28,6 +28,7 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
 use crate::admin::{self, Listener};
+use crate::budget::{Held, FREE_BUFFER_BYTES};
 use crate::clients::Request;
 use crate::http::{
     BodyReader, BodyStep, Bounds, Framing, HeadStep, Method, Need, Reject, RequestHead, Response,
@@ -38,8 +39,11 @@ use crate::metrics::Stage;
 use crate::state::Authed;
 use crate::{assets, cors, health};
 
-/// Read buffer kept by an idle connection; larger buffers shrink back to it.
-const IDLE_BUFFER_BYTES: usize = 16 * 1024;
+/// Read buffer kept by an idle connection; larger buffers shrink back to
+/// it. The shard's budget counts only what a request's buffers hold beyond.
+const IDLE_BUFFER_BYTES: usize = FREE_BUFFER_BYTES;
+/// Write buffer kept by a connection between answers.
+const OUT_BUFFER_BYTES: usize = 1024;
 /// Longest wait for a client to take a response (it stopped reading).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes asked of the socket per read, at least (where the reader allows).
@@ -95,10 +99,39 @@ impl<S: Io> Conn<S> {
     /// must not hold its connection, and the request bytes it holds).
     async fn send(&mut self, resp: &Response, keep_alive: bool, head_only: bool) -> bool {
         self.out.clear();
-        resp.write_to(&mut self.out, keep_alive, head_only);
+        // A small answer goes in one write; a large one's body is written
+        // from its own (maybe shared: a cached query answer) bytes, after
+        // the head, never copied.
+        let large_body = resp
+            .body_to_send(head_only)
+            .filter(|b| b.len() > FREE_BUFFER_BYTES);
+        match large_body {
+            Some(_) => resp.write_head_to(&mut self.out, keep_alive),
+            None => resp.write_to(&mut self.out, keep_alive, head_only),
+        }
+        if !self.write_out().await {
+            return false;
+        }
+        let Some(body) = large_body else {
+            return true;
+        };
+        matches!(
+            monoio::time::timeout(WRITE_TIMEOUT, self.stream.write_all(body.shared())).await,
+            Ok((Ok(_), _))
+        )
+    }
+
+    /// Writes `out`; false when the connection broke or the client did not
+    /// take it within `WRITE_TIMEOUT`.
+    async fn write_out(&mut self) -> bool {
         let out = std::mem::take(&mut self.out);
         match monoio::time::timeout(WRITE_TIMEOUT, self.stream.write_all(out)).await {
-            Ok((res, out)) => {
+            Ok((res, mut out)) => {
+                // A large answer's buffer goes (it was counted only while
+                // written): an idle connection keeps a small one.
+                if out.capacity() > OUT_BUFFER_BYTES * 4 {
+                    out = Vec::with_capacity(OUT_BUFFER_BYTES);
+                }
                 self.out = out;
                 res.is_ok()
             }
@@ -137,7 +170,7 @@ pub async fn serve<S: Io>(stream: S, peer: IpAddr, shard: Rc<Shard>) {
         stream,
         peer,
         buf: Vec::with_capacity(IDLE_BUFFER_BYTES),
-        out: Vec::with_capacity(1024),
+        out: Vec::with_capacity(OUT_BUFFER_BYTES),
     };
     serve_requests(&mut conn, &shard).await;
     counters.connections_open.fetch_sub(1, Ordering::Relaxed);
@@ -180,18 +213,10 @@ async fn serve_requests<S: Io>(conn: &mut Conn<S>, shard: &Shard) {
             Ok(r) => r,
             Err(r) => return refuse_request(conn, shard, &head, Some(r)).await,
         };
-        // The body's room in the shard's budget, before a byte of it is read.
-        let _held = match body_reservation(&head, http.max_body_bytes) {
-            0 => None,
-            bytes => match shard.reserve(bytes) {
-                Some(h) => Some(h),
-                None => {
-                    let resp = with_cors(shard.busy(), &head, &conn.buf);
-                    finish(conn, shard, &resp, false, head_only).await;
-                    return;
-                }
-            },
-        };
+        // The request's bytes in the shard's budget, taken as they arrive
+        // (budget.rs): a declared length costs nothing until it is sent.
+        let client = client_of(&head, shard, conn.peer, &conn.buf);
+        let mut held = shard.hold(client);
         let mut pieces = None;
         let body = read_body(
             conn,
@@ -199,6 +224,7 @@ async fn serve_requests<S: Io>(conn: &mut Conn<S>, shard: &Shard) {
             &head,
             reader,
             &mut pieces,
+            &mut held,
             started + read_timeout,
         )
         .await;
@@ -208,6 +234,17 @@ async fn serve_requests<S: Io>(conn: &mut Conn<S>, shard: &Shard) {
                 if let Some(b) = pieces {
                     shard.give_buffer(b);
                 }
+                // Given back before the answer and its lingering close.
+                drop(held);
+                let stop = match stop {
+                    BodyStop::Busy => {
+                        let resp = with_cors(shard.busy(), &head, &conn.buf);
+                        finish(conn, shard, &resp, false, head_only).await;
+                        return;
+                    }
+                    BodyStop::Answer(r) => Some(r),
+                    BodyStop::Left => None,
+                };
                 return refuse_request(conn, shard, &head, stop).await;
             }
         };
@@ -216,35 +253,23 @@ async fn serve_requests<S: Io>(conn: &mut Conn<S>, shard: &Shard) {
                 Some(b) => b,
                 None => &conn.buf[in_place],
             };
-            let resp = dispatch(shard, &head, tenant.as_ref(), body, started).await;
+            let resp = dispatch(shard, client, &head, tenant.as_ref(), body, started).await;
             with_cors(resp, &head, &conn.buf)
         };
+        // The request's bytes go back before its answer is written: a client
+        // that reads slowly holds only its answer.
         if let Some(b) = pieces {
             shard.give_buffer(b);
         }
         conn.buf.drain(..consumed);
+        if conn.buf.capacity() > 4 * IDLE_BUFFER_BYTES {
+            conn.buf.shrink_to(conn.buf.len().max(IDLE_BUFFER_BYTES));
+        }
+        drop(held);
         let keep = head.keep_alive && !shard.state.shutting_down.load(Ordering::Relaxed);
-        if !finish(conn, shard, &resp, keep, head_only).await || !keep || resp.close {
+        if !finish_held(conn, shard, client, &head, &resp, keep).await || !keep || resp.close {
             return;
         }
-        if conn.buf.is_empty() && conn.buf.capacity() > 4 * IDLE_BUFFER_BYTES {
-            conn.buf = Vec::with_capacity(IDLE_BUFFER_BYTES);
-        }
-    }
-}
-
-/// Bytes a request's body may take in the shard's budget: its declared
-/// length, or for a chunked body the most it may be, twice (the chunks stay
-/// in the read buffer while their data is copied out). Routes that discard
-/// their body take nothing.
-fn body_reservation(head: &RequestHead, max_body_bytes: usize) -> usize {
-    if !head.route.takes_body() {
-        return 0;
-    }
-    match head.framing {
-        Framing::None => 0,
-        Framing::Length(n) => usize::try_from(n).unwrap_or(usize::MAX).min(max_body_bytes),
-        Framing::Chunked => max_body_bytes.saturating_mul(2),
     }
 }
 
@@ -281,17 +306,37 @@ async fn read_head<S: Io>(
     }
 }
 
+/// Why a body was not read to its end.
+enum BodyStop {
+    /// The client left (nothing to answer).
+    Left,
+    /// Refused by the reader (framing, size, time).
+    Answer(Reject),
+    /// The shard's or the client's budget has no room for more of it.
+    Busy,
+}
+
+/// Most body bytes asked of the socket per read.
+const BODY_READ_WINDOW_BYTES: usize = 64 * 1024;
+/// A read buffer with less room than this (and than the body still needs)
+/// grows before the next read.
+const BODY_READ_MIN_BYTES: usize = 4 * 1024;
+/// Least growth of a full read buffer.
+const BODY_GROW_MIN_BYTES: usize = 16 * 1024;
+
 /// Reads `head`'s body by `deadline`: where it lies in the buffer and how
 /// many buffer bytes the request used. Chunked data of a route that reads its
-/// body goes into `pieces` (a pooled buffer); other routes discard it.
+/// body goes into `pieces` (a pooled buffer); other routes discard it. The
+/// buffers' growth is taken in `held` before each read.
 async fn read_body<S: Io>(
     conn: &mut Conn<S>,
     shard: &Shard,
     head: &RequestHead,
     mut reader: BodyReader,
     pieces: &mut Option<Vec<u8>>,
+    held: &mut Held<'_>,
     deadline: Instant,
-) -> Result<(Range<usize>, usize), Stop> {
+) -> Result<(Range<usize>, usize), BodyStop> {
     let mut continue_sent = !head.expect_continue;
     loop {
         let need = match reader.advance(&conn.buf) {
@@ -305,8 +350,9 @@ async fn read_body<S: Io>(
                 continue;
             }
             BodyStep::NeedMore(need) => need,
-            BodyStep::Reject(r) => return Err(Some(r)),
+            BodyStep::Reject(r) => return Err(BodyStop::Answer(r)),
         };
+        let need = budget_read(&mut conn.buf, pieces.as_ref(), need, held).ok_or(BodyStop::Busy)?;
         // The reader refused an oversized declared body already, so a client
         // told to continue will be read.
         if !continue_sent {
@@ -316,18 +362,69 @@ async fn read_body<S: Io>(
                     .stream
                     .write_all(&b"HTTP/1.1 100 Continue\r\n\r\n"[..])
                     .await;
-                res.map_err(|_| None)?;
+                res.map_err(|_| BodyStop::Left)?;
             }
         }
         match conn.fill(need, deadline).await {
             Ok(()) => {}
             Err(ReadError::TimedOut) => {
                 let r = Reject::new(408, "request_timeout", "request body not received in time");
-                return Err(Some(r));
+                return Err(BodyStop::Answer(r));
             }
-            Err(ReadError::Closed) => return Err(None),
+            Err(ReadError::Closed) => return Err(BodyStop::Left),
         }
     }
+}
+
+/// Makes room in `buf` for the next read, with the request's bytes beyond
+/// [`FREE_BUFFER_BYTES`] (the read buffer's capacity and the chunked data
+/// decoded so far) taken in `held` first; the need that read may take (at
+/// most [`BODY_READ_WINDOW_BYTES`], never past the buffer's capacity).
+/// `None`: no room in the budget. Called before every read, with no await
+/// since the last buffer growth, so what a request holds is counted before
+/// it waits for more.
+///
+/// The buffer grows only once what came fills it, by a quarter (at least
+/// [`BODY_GROW_MIN_BYTES`]) at a time: a body costs a few copies, and the
+/// budget is never more than a quarter and 16 KiB ahead of what the client
+/// sent. A connection that declares 1 MiB and sends a byte holds nothing.
+fn budget_read(
+    buf: &mut Vec<u8>,
+    pieces: Option<&Vec<u8>>,
+    need: Need,
+    held: &mut Held<'_>,
+) -> Option<Need> {
+    let len = buf.len();
+    let spare = buf.capacity() - len;
+    let mut cap = buf.capacity();
+    if spare < need.max.min(BODY_READ_MIN_BYTES) {
+        // Never past what this request may still send.
+        let most = len.saturating_add(need.max);
+        cap = cap
+            .saturating_add((cap / 4).max(BODY_GROW_MIN_BYTES))
+            .min(most)
+            .max(len.saturating_add(1));
+    }
+    // The decoded chunks by their length: a pooled buffer's spare capacity
+    // is the pool's (`http.body_buffer_pool`), not this request's.
+    let decoded = pieces.map_or(0, Vec::len);
+    let bytes = cap
+        .saturating_add(decoded)
+        .saturating_sub(FREE_BUFFER_BYTES);
+    if !held.grow_to(bytes) {
+        return None;
+    }
+    if cap > buf.capacity() {
+        buf.reserve_exact(cap - len);
+    }
+    let window = need
+        .max
+        .min(buf.capacity() - len)
+        .clamp(1, BODY_READ_WINDOW_BYTES);
+    Some(Need {
+        min: need.min.min(window),
+        max: window,
+    })
 }
 
 /// Answers a request that cannot be served (if anyone listens), then closes.
@@ -354,6 +451,51 @@ async fn finish<S: Io>(
     keep_alive: bool,
     head_only: bool,
 ) -> bool {
+    let ok = answer(conn, shard, resp, keep_alive, head_only).await;
+    if ok && (!keep_alive || resp.close) {
+        linger(conn).await;
+    }
+    ok
+}
+
+/// [`finish`] for a served request: an answer larger than
+/// [`FREE_BUFFER_BYTES`] counts in `client`'s budget while it is written
+/// (a cached answer's bytes are shared, but a client that does not read
+/// keeps them alive), and is given back before any lingering. No room: `503 server_busy` instead, and the connection closes.
+async fn finish_held<S: Io>(
+    conn: &mut Conn<S>,
+    shard: &Shard,
+    client: IpAddr,
+    head: &RequestHead,
+    resp: &Response,
+    keep_alive: bool,
+) -> bool {
+    let head_only = head.method == Method::Head;
+    let size = resp.body.len();
+    if size <= FREE_BUFFER_BYTES {
+        return finish(conn, shard, resp, keep_alive, head_only).await;
+    }
+    let Some(held) = shard.reserve(client, size) else {
+        let busy = with_cors(shard.busy(), head, &conn.buf);
+        finish(conn, shard, &busy, false, head_only).await;
+        return false;
+    };
+    let ok = answer(conn, shard, resp, keep_alive, head_only).await;
+    drop(held);
+    if ok && (!keep_alive || resp.close) {
+        linger(conn).await;
+    }
+    ok
+}
+
+/// Counts, names (an error gets a request id) and writes a response.
+async fn answer<S: Io>(
+    conn: &mut Conn<S>,
+    shard: &Shard,
+    resp: &Response,
+    keep_alive: bool,
+    head_only: bool,
+) -> bool {
     shard
         .state
         .metrics
@@ -366,11 +508,7 @@ async fn finish<S: Io>(
     } else {
         resp
     };
-    let ok = conn.send(resp, keep_alive, head_only).await;
-    if ok && (!keep_alive || resp.close) {
-        linger(conn).await;
-    }
-    ok
+    conn.send(resp, keep_alive, head_only).await
 }
 
 /// Most bytes discarded after a closing response.
@@ -427,6 +565,14 @@ fn route_check(
     }
 }
 
+/// The client a request comes from: the peer, or the client a trusted
+/// proxy names (`[clients]`); the key of its limits and of its share of the
+/// shard's budget.
+fn client_of(head: &RequestHead, shard: &Shard, peer: IpAddr, buf: &[u8]) -> IpAddr {
+    let forwarded_for = head.forwarded_for.clone().map(|r| &buf[r]);
+    shard.state.clients.client_of(peer, forwarded_for)
+}
+
 /// The per-client request limit (`[clients]`); the probes are never limited.
 fn client_check(
     head: &RequestHead,
@@ -438,7 +584,7 @@ fn client_check(
     if !clients.enabled() || matches!(head.route, Route::Live | Route::Ready) {
         return Ok(());
     }
-    let client = clients.client_of(peer, head.forwarded_for.clone().map(|r| &buf[r]));
+    let client = client_of(head, shard, peer, buf);
     let counters = shard.state.metrics.shard(shard.index);
     match clients.request(client) {
         Request::Allowed => Ok(()),
@@ -471,6 +617,7 @@ fn with_cors(resp: Response, head: &RequestHead, buf: &[u8]) -> Response {
 
 async fn dispatch(
     shard: &Shard,
+    client: IpAddr,
     head: &RequestHead,
     tenant: Option<&Authed>,
     body: &[u8],
@@ -480,7 +627,7 @@ async fn dispatch(
         return crate::query::answer(shard, authed, body).await;
     }
     if let (Route::Ingest, Some(tenant)) = (head.route, tenant) {
-        let resp = ingest(shard, tenant, head.encoding, body, started).await;
+        let resp = ingest(shard, client, tenant, head.encoding, body, started).await;
         Stage::Request.record(
             &mut shard.histograms.borrow_mut(),
             started.elapsed().as_micros() as u64,

@@ -10,6 +10,7 @@
 //!    awaits every delivery report until the request deadline, then answers.
 
 use std::cell::{Cell, RefCell};
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -26,6 +27,7 @@ use redpanda::producer::ProduceRequest;
 use uuid::Uuid;
 
 use crate::body::{decode, BodyError};
+use crate::budget::Budget;
 use crate::http::{push_json_str, Encoding, Framing, RequestHead, Response};
 use crate::metrics::{ShardCounters, ShardHistograms, Stage};
 use crate::request_log::RequestLog;
@@ -47,8 +49,8 @@ pub struct Shard {
     pub connections: Cell<usize>,
     /// Request ids of error answers and their log lines.
     pub requests: RequestLog,
-    /// Request bytes held now, at most `http.max_buffered_bytes_per_shard`.
-    buffered: Cell<usize>,
+    /// Request bytes held now, in all and per client (`budget.rs`).
+    pub budget: Budget,
     /// Debug builds only: a request for this path panics in the shard task,
     /// so tests can check the failure policy (README: "Failure policy").
     #[cfg(debug_assertions)]
@@ -70,7 +72,7 @@ impl Shard {
             histograms: RefCell::new(ShardHistograms::new(index)),
             pool: RefCell::new(Vec::new()),
             connections: Cell::new(0),
-            buffered: Cell::new(0),
+            budget: Budget::default(),
             #[cfg(debug_assertions)]
             fault_panic_path: std::env::var_os(FAULT_PANIC_PATH_ENV)
                 .map(std::ffi::OsString::into_encoded_bytes),
@@ -98,52 +100,10 @@ impl Shard {
     fn counters(&self) -> &ShardCounters {
         self.state.metrics.shard(self.index)
     }
-
-    /// Reserves `bytes` of the shard's request budget until the returned
-    /// guard drops; `None` (counted) when the budget cannot take them.
-    pub fn reserve(&self, bytes: usize) -> Option<Held<'_>> {
-        let held = self.buffered.get().saturating_add(bytes);
-        if held > self.state.config.http.max_buffered_bytes_per_shard {
-            self.counters()
-                .busy_refusals
-                .fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        self.buffered.set(held);
-        self.counters()
-            .buffered_bytes
-            .store(held as i64, Ordering::Relaxed);
-        Some(Held { shard: self, bytes })
-    }
-
-    /// The answer when [`Shard::reserve`] said no.
-    pub fn busy(&self) -> Response {
-        Response::error(
-            503,
-            "server_busy",
-            "this server holds as many requests as it may; retry later",
-        )
-        .retry_after(retry_after(&self.state))
-    }
 }
 
-/// Bytes of a shard's request budget, given back on drop.
-#[derive(Debug)]
-pub struct Held<'s> {
-    shard: &'s Shard,
-    bytes: usize,
-}
-
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        let s = self.shard;
-        let held = s.buffered.get().saturating_sub(self.bytes);
-        s.buffered.set(held);
-        s.counters()
-            .buffered_bytes
-            .store(held as i64, Ordering::Relaxed);
-    }
-}
+/// Most bytes of a refused `Origin` quoted in the answer.
+const MAX_SHOWN_ORIGIN_BYTES: usize = 256;
 
 fn retry_after(state: &AppState) -> u32 {
     state.config.http.retry_after_secs
@@ -212,13 +172,19 @@ pub fn precheck(shard: &Shard, head: &RequestHead, buf: &[u8]) -> Result<Authed,
     };
     if let Some(origin) = head.origin.clone().map(|r| &buf[r]) {
         if !tenant.allowed_origins.allows(origin) {
-            let shown = String::from_utf8_lossy(origin);
+            let shown = engine_text::clip_lossy(origin, MAX_SHOWN_ORIGIN_BYTES);
             return Err(crate::cors::origin_refused(&shown));
         }
     }
     // The declared size is the request reader's to bound (`http::reader`).
     if head.framing == Framing::None {
         return Err(Response::error(400, "empty_body", "request body is empty"));
+    }
+    // A tenant already over its limit is told so now: its body would only
+    // be read, held and refused.
+    let limiter = tenants.limiters.get(&tenant.id);
+    if let Some(wait) = limiter.and_then(|l| l.check(1).err()) {
+        return Err(rate_limited(tenant, wait));
     }
     if !state.broker_up() {
         return Err(Response::error(
@@ -230,8 +196,22 @@ pub fn precheck(shard: &Shard, head: &RequestHead, buf: &[u8]) -> Result<Authed,
     }
     Ok(Authed {
         tenant: tenant.clone(),
-        limiter: tenants.limiters.get(&tenant.id).cloned(),
+        limiter: limiter.cloned(),
     })
+}
+
+/// 429 for a tenant over its rate limit, with the wait as `Retry-After`.
+fn rate_limited(tenant: &Tenant, wait: std::time::Duration) -> Response {
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u32;
+    Response::error(
+        429,
+        "rate_limited",
+        &format!(
+            "tenant is over its rate limit of {} events/s",
+            tenant.rate_limit_eps
+        ),
+    )
+    .retry_after(secs)
 }
 
 /// A broker record: key (tenant + session) and encoded value.
@@ -413,9 +393,11 @@ fn encode_groups(
     Ok(records)
 }
 
-/// Handles `POST /ingest` once the body is framed.
+/// Handles `POST /ingest` once the body is framed; the records it makes
+/// count in `client`'s share of the budget until the broker acknowledges.
 pub async fn ingest(
     shard: &Shard,
+    client: IpAddr,
     authed: &Authed,
     encoding: Encoding,
     body: &[u8],
@@ -448,21 +430,12 @@ pub async fn ingest(
             counters
                 .rate_limited_events
                 .fetch_add(p.accepted as u64, Ordering::Relaxed);
-            let secs = wait.as_secs_f64().ceil() as u32;
-            return Response::error(
-                429,
-                "rate_limited",
-                &format!(
-                    "tenant is over its rate limit of {} events/s",
-                    tenant.rate_limit_eps
-                ),
-            )
-            .retry_after(secs);
+            return rate_limited(tenant, wait);
         }
     }
     // The records live until the broker acknowledges them (or the deadline).
     let record_bytes = p.records.iter().map(|(_, r)| r.len()).sum();
-    let Some(_held) = shard.reserve(record_bytes) else {
+    let Some(_held) = shard.reserve(client, record_bytes) else {
         return shard.busy();
     };
     // Only this shard pushes into its ring, so room seen now is room at push.

@@ -17,6 +17,7 @@
 
 pub mod admin;
 pub mod assets;
+pub mod budget;
 pub mod clients;
 pub mod conn;
 pub mod cors;

@@ -44,6 +44,24 @@ impl RateLimiter {
         self.try_acquire_at(n, self.epoch.elapsed().as_nanos() as u64)
     }
 
+    /// Whether `n` events would be admitted now, taking nothing: a request
+    /// of a tenant already over its limit is refused on its head, before its
+    /// body is read (issue 19: a public write key must not make the edge
+    /// read and hold bodies it will refuse anyway).
+    pub fn check(&self, n: u64) -> Result<(), Duration> {
+        self.check_at(n, self.epoch.elapsed().as_nanos() as u64)
+    }
+
+    fn check_at(&self, n: u64, now: u64) -> Result<(), Duration> {
+        let cost = n.saturating_mul(self.emission_ns);
+        let tat = self.tat_ns.load(Ordering::Relaxed);
+        let ahead = tat.max(now).saturating_add(cost) - now;
+        if ahead > self.burst_ns {
+            return Err(Duration::from_nanos(ahead - self.burst_ns));
+        }
+        Ok(())
+    }
+
     fn try_acquire_at(&self, n: u64, now: u64) -> Result<(), Duration> {
         let cost = n.saturating_mul(self.emission_ns);
         // Relaxed suffices: the TAT is the only shared state and the CAS orders it.
@@ -70,6 +88,17 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_takes_nothing() {
+        let l = RateLimiter::new(100, 1, 10);
+        for _ in 0..1000 {
+            assert!(l.check_at(100, 0).is_ok());
+        }
+        assert!(l.try_acquire_at(100, 0).is_ok());
+        assert_eq!(l.check_at(1, 0), Err(Duration::from_millis(10)));
+        assert!(l.check_at(1, 10_000_000).is_ok());
+    }
 
     #[test]
     fn admits_the_burst_then_the_rate() {

@@ -53,7 +53,7 @@ impl RequestLog {
     /// `resp` named with a new request id, logged when it is an error.
     pub fn tag(&self, peer: IpAddr, resp: &Response) -> Response {
         let id = self.next_id();
-        let answer = String::from_utf8_lossy(&resp.body[..resp.body.len().min(256)]);
+        let answer = engine_text::clip_lossy(&resp.body, 256);
         if resp.status >= 500 && resp.is_error() {
             let now = Instant::now();
             if now.duration_since(self.window.get()) >= Duration::from_secs(1) {

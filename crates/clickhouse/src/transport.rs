@@ -183,6 +183,10 @@ impl Client {
 
 /// Parses `Code: 60, e.displayText() = DB::Exception: …` (old) or
 /// `Code: 60. DB::Exception: …` (new) into code and message.
+/// Longest ClickHouse error message kept, in bytes: it may quote a query's
+/// values (a tenant's filter, say), so it is cut on a character boundary.
+pub const MAX_SERVER_MESSAGE_BYTES: usize = 4096;
+
 fn server_error(text: &str) -> Error {
     let text = text.trim();
     let code = text
@@ -191,7 +195,7 @@ fn server_error(text: &str) -> Error {
         .and_then(|d| d.parse().ok());
     Error::Server {
         code,
-        message: text.to_string(),
+        message: engine_text::shown(text, MAX_SERVER_MESSAGE_BYTES).into_owned(),
     }
 }
 

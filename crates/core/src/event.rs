@@ -183,10 +183,26 @@ pub enum EnvelopeError {
     MissingEvents,
 }
 
+/// Longest parser message kept, in bytes: sonic-rs quotes the input around
+/// the fault (any UTF-8), so it is cut, on a character boundary.
+pub const MAX_PARSE_MESSAGE_BYTES: usize = 256;
+
+fn parse_message(e: &sonic_rs::Error) -> String {
+    engine_text::shown(&e.to_string(), MAX_PARSE_MESSAGE_BYTES).into_owned()
+}
+
 /// Parses the envelope of a batch in place.
 pub fn parse_envelope(body: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
-    let env: Envelope<'_> = sonic_rs::from_slice(body).map_err(|e| EnvelopeError::Malformed {
-        message: e.to_string(),
+    // sonic-rs does not check UTF-8 inside the raw events it keeps (a
+    // `LazyValue` is made with `from_utf8_unchecked`: a debug assertion, and
+    // undefined behaviour in a release build), so the whole body is checked
+    // first. Found by the error-path property test (issue 19).
+    let body = std::str::from_utf8(body).map_err(|e| EnvelopeError::Malformed {
+        message: "invalid UTF-8".to_string(),
+        offset: e.valid_up_to(),
+    })?;
+    let env: Envelope<'_> = sonic_rs::from_str(body).map_err(|e| EnvelopeError::Malformed {
+        message: parse_message(&e),
         offset: e.offset(),
     })?;
     if env.events.is_none() {
@@ -214,7 +230,7 @@ pub fn parse_event<'a>(raw: &'a LazyValue<'a>) -> Result<RawEvent<'a>, EventPars
     let text = raw.as_raw_str();
     sonic_rs::from_str::<RawEvent<'a>>(text).map_err(|e| EventParseError {
         field: key_before(text, e.offset()),
-        message: e.to_string(),
+        message: parse_message(&e),
     })
 }
 

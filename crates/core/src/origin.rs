@@ -55,17 +55,16 @@ fn split_origin(s: &str) -> Result<Parts<'_>, &'static str> {
     } else {
         rest.find(':').unwrap_or(rest.len())
     };
-    let (host, port) = match &rest[host_end..] {
-        "" => (&rest[..host_end], None),
+    // `host_end` follows an ASCII byte, but a checked split costs nothing.
+    let (host, after) = rest.split_at_checked(host_end).ok_or("bad host")?;
+    let port = match after {
+        "" => None,
         p => {
             let port = p.strip_prefix(':').ok_or("bad host")?;
             if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
                 return Err("bad port");
             }
-            (
-                &rest[..host_end],
-                Some(port.parse::<u16>().map_err(|_| "bad port")?),
-            )
+            Some(port.parse::<u16>().map_err(|_| "bad port")?)
         }
     };
     if host.is_empty()

@@ -219,12 +219,100 @@ pub fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
+/// A response's body: bytes of its own, or bytes shared with others (a
+/// cached query answer served to many connections): cloning one counts a
+/// reference, never copies the bytes. Reads as a `[u8]`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Body(bytes::Bytes);
+
+impl Body {
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The bytes as shared [`bytes::Bytes`] (a reference, not a copy), for
+    /// a writer that sends them as they are.
+    pub fn shared(&self) -> bytes::Bytes {
+        self.0.clone()
+    }
+}
+
+impl std::ops::Deref for Body {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl AsRef<[u8]> for Body {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Body({} bytes)", self.0.len())
+    }
+}
+
+impl From<Vec<u8>> for Body {
+    /// Takes the vector's allocation (no copy).
+    fn from(v: Vec<u8>) -> Self {
+        Self(bytes::Bytes::from(v))
+    }
+}
+
+impl From<&'static [u8]> for Body {
+    fn from(b: &'static [u8]) -> Self {
+        Self(bytes::Bytes::from_static(b))
+    }
+}
+
+impl From<bytes::Bytes> for Body {
+    fn from(b: bytes::Bytes) -> Self {
+        Self(b)
+    }
+}
+
+impl PartialEq<[u8]> for Body {
+    fn eq(&self, other: &[u8]) -> bool {
+        self.as_slice() == other
+    }
+}
+
+impl PartialEq<&[u8]> for Body {
+    fn eq(&self, other: &&[u8]) -> bool {
+        self.as_slice() == *other
+    }
+}
+
+impl<const N: usize> PartialEq<[u8; N]> for Body {
+    fn eq(&self, other: &[u8; N]) -> bool {
+        self.as_slice() == other
+    }
+}
+
+impl<const N: usize> PartialEq<&[u8; N]> for Body {
+    fn eq(&self, other: &&[u8; N]) -> bool {
+        self.as_slice() == *other
+    }
+}
+
+impl PartialEq<Vec<u8>> for Body {
+    fn eq(&self, other: &Vec<u8>) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
 /// A response about to be written.
 #[derive(Debug, Clone)]
 pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
-    pub body: Vec<u8>,
+    /// Shared, not copied, when it came from a cache ([`Body`]).
+    pub body: Body,
     pub retry_after_secs: Option<u32>,
     pub allow: Option<&'static str>,
     pub www_authenticate: bool,
@@ -237,14 +325,18 @@ pub struct Response {
 /// How every body made by [`Response::error`] starts (and a batch's
 /// rejection, which has the same shape).
 const ERROR_BODY_START: &[u8] = b"{\"status\":\"error\",";
+/// Longest `message` of an error body, in bytes (before JSON escaping); a
+/// longer one is cut on a character boundary and ends with `…`.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
 
 impl Response {
-    /// A JSON response.
-    pub fn json(status: u16, body: Vec<u8>) -> Self {
+    /// A JSON response (`body`: a `Vec<u8>`, static bytes, or shared
+    /// [`bytes::Bytes`], none of them copied).
+    pub fn json(status: u16, body: impl Into<Body>) -> Self {
         Self {
             status,
             content_type: "application/json",
-            body,
+            body: body.into(),
             retry_after_secs: None,
             allow: None,
             www_authenticate: status == 401,
@@ -254,7 +346,7 @@ impl Response {
     }
 
     /// A plain-text response.
-    pub fn text(status: u16, content_type: &'static str, body: Vec<u8>) -> Self {
+    pub fn text(status: u16, content_type: &'static str, body: impl Into<Body>) -> Self {
         Self {
             content_type,
             ..Self::json(status, body)
@@ -263,11 +355,14 @@ impl Response {
 
     /// `{"status":"error","error":<code>,"message":<message>}`.
     pub fn error(status: u16, code: &str, message: &str) -> Self {
+        // Messages may quote the client's input: bounded here, once, on a
+        // character boundary (engine-text), whoever built them.
+        let message = engine_text::shown(message, MAX_ERROR_MESSAGE_BYTES);
         let mut body = Vec::with_capacity(96 + message.len());
         body.extend_from_slice(b"{\"status\":\"error\",\"error\":");
         push_json_str(&mut body, code);
         body.extend_from_slice(b",\"message\":");
-        push_json_str(&mut body, message);
+        push_json_str(&mut body, &message);
         body.push(b'}');
         Self::json(status, body)
     }
@@ -283,7 +378,12 @@ impl Response {
     pub fn with_request_id(mut self, id: String) -> Self {
         if self.is_error() {
             let field = format!("\"request_id\":\"{id}\",");
-            self.body.splice(1..1, field.into_bytes());
+            // `{` + the field + the rest (an error body is small and owned).
+            let mut body = Vec::with_capacity(self.body.len() + field.len());
+            body.extend_from_slice(b"{");
+            body.extend_from_slice(field.as_bytes());
+            body.extend_from_slice(self.body.get(1..).unwrap_or_default());
+            self.body = body.into();
         }
         self.headers.push(("X-Request-Id", Cow::Owned(id)));
         self
@@ -314,6 +414,24 @@ impl Response {
 
     /// Serialises into `out` (appending). `head_only` omits the body (HEAD).
     pub fn write_to(&self, out: &mut Vec<u8>, keep_alive: bool, head_only: bool) {
+        self.write_head_to(out, keep_alive);
+        if let Some(body) = self.body_to_send(head_only) {
+            out.extend_from_slice(body);
+        }
+    }
+
+    /// The body bytes that follow the head on the wire: none for HEAD, 204
+    /// and 304. A writer that sends the head ([`Response::write_head_to`])
+    /// and then [`Body::shared`] of this body sends a cached body without
+    /// copying it.
+    pub fn body_to_send(&self, head_only: bool) -> Option<&Body> {
+        let bodiless = matches!(self.status, 204 | 304);
+        (!head_only && !bodiless).then_some(&self.body)
+    }
+
+    /// Serialises the status line and headers, up to and including the blank
+    /// line, into `out` (appending); the body is [`Response::body_to_send`].
+    pub fn write_head_to(&self, out: &mut Vec<u8>, keep_alive: bool) {
         let mut h = String::with_capacity(192);
         let _ = write!(
             h,
@@ -349,9 +467,6 @@ impl Response {
             "Connection: close\r\n\r\n"
         });
         out.extend_from_slice(h.as_bytes());
-        if !head_only && !bodiless {
-            out.extend_from_slice(&self.body);
-        }
     }
 }
 
@@ -384,7 +499,7 @@ mod request_id_tests {
     #[test]
     fn an_error_names_its_request_in_header_and_body() {
         let r = Response::error(503, "broker_unavailable", "x").with_request_id("ab-1-7".into());
-        let body = String::from_utf8(r.body.clone()).unwrap();
+        let body = String::from_utf8(r.body.to_vec()).unwrap();
         assert_eq!(
             body,
             r#"{"request_id":"ab-1-7","status":"error","error":"broker_unavailable","message":"x"}"#
@@ -403,6 +518,32 @@ mod request_id_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shared_body_is_served_without_a_copy() {
+        let cached = bytes::Bytes::from(br#"{"results":[]}"#.to_vec());
+        let a = Response::json(200, cached.clone());
+        let b = a.clone();
+        // Every response made of the cached bytes points at them.
+        for r in [&a, &b] {
+            assert_eq!(r.body.shared().as_ptr(), cached.as_ptr());
+            assert_eq!(r.body, br#"{"results":[]}"#);
+        }
+        // The head, then the body as it is: the same bytes as `write_to`.
+        let mut whole = Vec::new();
+        a.write_to(&mut whole, true, false);
+        let mut parts = Vec::new();
+        a.write_head_to(&mut parts, true);
+        parts.extend_from_slice(a.body_to_send(false).unwrap());
+        assert_eq!(whole, parts);
+        assert!(a.body_to_send(true).is_none());
+        assert!(Response::empty(304).body_to_send(false).is_none());
+        let mut head = Vec::new();
+        a.write_to(&mut head, true, true);
+        assert!(String::from_utf8(head)
+            .unwrap()
+            .ends_with("Content-Length: 14\r\nConnection: keep-alive\r\n\r\n"));
+    }
 
     #[test]
     fn route_table() {

@@ -7,15 +7,21 @@
 //!   (closed vocabularies, bounded values, ranges, limits).
 //! - [`sql`]: the query as ClickHouse SQL, the tenant taken from the key,
 //!   every value an escaped literal.
-//! - [`service`]: the worker threads that run it (limits, cache, rate), and
-//!   [`metrics`], the service's own metrics.
+//! - [`service`]: the worker threads that run it, behind [`admission`]
+//!   (rate and each tenant's share of the queue) and the bounded [`cache`];
+//!   [`runner`] runs one query on ClickHouse with a `query_id`, its time
+//!   bound, and a kill when no answer came; [`metrics`], the service's own
+//!   metrics.
 //!
 //! The first two steps have no I/O: pure functions, unit- and
 //! property-tested on hostile input. Start with [`request::parse`], then
 //! [`sql::build`].
 
+pub mod admission;
+pub mod cache;
 pub mod metrics;
 pub mod request;
+pub mod runner;
 pub mod service;
 pub mod sql;
 

@@ -507,7 +507,7 @@ mod tests {
             let sql = build(&q, "overwatch", tenant);
             let first_where = sql.find(" WHERE ").unwrap();
             assert!(
-                sql[first_where..].starts_with(
+                sql.get(first_where..).unwrap().starts_with(
                     " WHERE tenant_id = toUUID('00000000-0000-0000-0000-000000000007') AND "
                 ),
                 "{sql}"

@@ -43,12 +43,19 @@ pub struct HttpConfig {
     pub max_connections_per_shard: usize,
     /// Body buffers kept for reuse per shard.
     pub body_buffer_pool: usize,
-    /// Bytes of requests one shard holds at once: bodies being read (their
-    /// declared size, or `max_body_bytes` for chunked ones) and the records
-    /// made of them until the broker acknowledges. A request that would go
-    /// past it gets `503 server_busy` before its body is read. Bounds the
-    /// edge's memory under overload (README, "Overload and memory").
+    /// Bytes of requests one shard holds at once: bodies as their bytes
+    /// arrive (beyond the 16 KiB read buffer every connection has), the
+    /// records made of them until the broker acknowledges, and large answers
+    /// while they are written. A request that would go past it gets
+    /// `503 server_busy`. Bounds the edge's memory under overload (README,
+    /// "Overload and memory").
     pub max_buffered_bytes_per_shard: usize,
+    /// Most of a shard's `max_buffered_bytes_per_shard` one client (address,
+    /// or IPv6 prefix; behind a trusted proxy the client it names) may hold,
+    /// so one client cannot fill a shard's budget and starve the others;
+    /// past it, that client's request gets `503 server_busy`. At least twice
+    /// `max_body_bytes`.
+    pub max_buffered_bytes_per_client: usize,
     /// `Retry-After` sent with 503 and 429, in seconds.
     pub retry_after_secs: u32,
 }
@@ -66,6 +73,7 @@ impl Default for HttpConfig {
             max_connections_per_shard: 10_000,
             body_buffer_pool: 64,
             max_buffered_bytes_per_shard: 64 * 1024 * 1024,
+            max_buffered_bytes_per_client: 16 * 1024 * 1024,
             retry_after_secs: 1,
         }
     }
@@ -85,6 +93,10 @@ impl HttpConfig {
             (
                 "http.max_buffered_bytes_per_shard",
                 self.max_buffered_bytes_per_shard,
+            ),
+            (
+                "http.max_buffered_bytes_per_client",
+                self.max_buffered_bytes_per_client,
             ),
         ] {
             if v == 0 {
@@ -108,6 +120,12 @@ impl HttpConfig {
         if self.max_buffered_bytes_per_shard < 2 * self.max_body_bytes {
             return Err(invalid(
                 "http.max_buffered_bytes_per_shard",
+                "must be at least twice http.max_body_bytes",
+            ));
+        }
+        if self.max_buffered_bytes_per_client < 2 * self.max_body_bytes {
+            return Err(invalid(
+                "http.max_buffered_bytes_per_client",
                 "must be at least twice http.max_body_bytes",
             ));
         }

@@ -143,10 +143,10 @@ fn env_key_path(name: &str) -> Vec<String> {
     }
     let section = SECTIONS
         .iter()
-        .filter(|s| lower.starts_with(*s) && lower.as_bytes().get(s.len()) == Some(&b'_'))
-        .max_by_key(|s| s.len());
+        .filter_map(|s| Some((*s, lower.strip_prefix(*s)?.strip_prefix('_')?)))
+        .max_by_key(|(s, _)| s.len());
     match section {
-        Some(s) => vec![s.to_string(), lower[s.len() + 1..].to_string()],
+        Some((s, key)) => vec![s.to_string(), key.to_string()],
         None => vec![lower],
     }
 }

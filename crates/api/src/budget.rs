@@ -1,0 +1,169 @@
+//! A shard's request budget: the bytes of requests it holds, taken as they
+//! arrive and given back before anything lingers.
+//!
+//! What counts (`http.max_buffered_bytes_per_shard` in all, at most
+//! `http.max_buffered_bytes_per_client` of it for one client):
+//!
+//! - a request's read buffer beyond the [`FREE_BUFFER_BYTES`] every
+//!   connection has anyway (bounded by `http.max_connections_per_shard`),
+//!   and the pooled buffer its chunked data is decoded into: **as the
+//!   buffers grow**, never for a declared length before a byte of it came;
+//! - the records made of a body, until the broker acknowledges them;
+//! - an answer larger than [`FREE_BUFFER_BYTES`] while it is written.
+//!
+//! Invariants:
+//! - `held` is the sum of the live [`Held`] guards' bytes, and each client's
+//!   entry the sum of its guards' (an entry at zero is removed, so the map
+//!   has at most one entry per connection holding bytes);
+//! - a guard only grows while the totals stay within both bounds; a guard
+//!   that cannot grow leaves everything as it was (the caller answers
+//!   `503 server_busy`);
+//! - a guard gives back all it holds when dropped.
+//!
+//! Why: a write key is public, so anyone can open connections that declare
+//! a 1 MiB body and send one byte. When the budget was reserved for the
+//! declared length, 1,000 such connections (or 80 chunked heads) refused
+//! every other client with 503 (issue 19). Now each holds what it sent, one
+//! client at most its share, and a well-behaved client is served beside it.
+//!
+//! A shard is one thread: `Cell`/`RefCell`, no atomics but the gauge.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+
+use crate::http::Response;
+use crate::ingest::Shard;
+
+/// Read buffer every connection has whatever it sends (its idle buffer);
+/// only bytes beyond it count. Small answers (most) count nothing either.
+pub const FREE_BUFFER_BYTES: usize = 16 * 1024;
+
+/// A shard's held bytes, in all and per client.
+#[derive(Debug, Default)]
+pub struct Budget {
+    held: Cell<usize>,
+    by_client: RefCell<HashMap<IpAddr, usize>>,
+}
+
+impl Budget {
+    /// Bytes held now, in all.
+    pub fn held(&self) -> usize {
+        self.held.get()
+    }
+
+    /// Bytes `client` holds now.
+    pub fn held_by(&self, client: IpAddr) -> usize {
+        self.by_client.borrow().get(&client).copied().unwrap_or(0)
+    }
+}
+
+/// Bytes of a shard's budget held for one client, given back on drop.
+#[derive(Debug)]
+pub struct Held<'s> {
+    shard: &'s Shard,
+    client: IpAddr,
+    bytes: usize,
+}
+
+impl Shard {
+    /// An empty guard for `client`, to grow as its request's bytes arrive.
+    pub fn hold(&self, client: IpAddr) -> Held<'_> {
+        Held {
+            shard: self,
+            client,
+            bytes: 0,
+        }
+    }
+
+    /// `bytes` of the budget for `client` until the guard drops; `None`
+    /// (counted) when the shard or the client has no room for them.
+    pub fn reserve(&self, client: IpAddr, bytes: usize) -> Option<Held<'_>> {
+        let mut h = self.hold(client);
+        h.grow_to(bytes).then_some(h)
+    }
+
+    /// The answer when the budget said no.
+    pub fn busy(&self) -> Response {
+        Response::error(
+            503,
+            "server_busy",
+            "this server holds as many requests as it may; retry later",
+        )
+        .retry_after(self.state.config.http.retry_after_secs)
+    }
+
+    fn publish_held(&self, held: usize) {
+        self.state
+            .metrics
+            .shard(self.index)
+            .buffered_bytes
+            .store(held as i64, Ordering::Relaxed);
+    }
+}
+
+impl Held<'_> {
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Grows the guard to `bytes` in all (a smaller number changes nothing);
+    /// false (counted as a busy refusal), and nothing taken, when the shard
+    /// or the client would pass its bound.
+    pub fn grow_to(&mut self, bytes: usize) -> bool {
+        let Some(more) = bytes.checked_sub(self.bytes).filter(|&m| m > 0) else {
+            return true;
+        };
+        let s = self.shard;
+        let http = &s.state.config.http;
+        let budget = &s.budget;
+        let mut clients = budget.by_client.borrow_mut();
+        let mine = clients.get(&self.client).copied().unwrap_or(0);
+        let total = budget.held.get().checked_add(more);
+        let client_total = mine.checked_add(more);
+        match (total, client_total) {
+            (Some(t), Some(c))
+                if t <= http.max_buffered_bytes_per_shard
+                    && c <= http.max_buffered_bytes_per_client =>
+            {
+                budget.held.set(t);
+                clients.insert(self.client, c);
+                self.bytes = bytes;
+                drop(clients);
+                s.publish_held(t);
+                true
+            }
+            _ => {
+                s.state
+                    .metrics
+                    .shard(s.index)
+                    .busy_refusals
+                    .fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if self.bytes == 0 {
+            return;
+        }
+        let s = self.shard;
+        let budget = &s.budget;
+        let held = budget.held.get().saturating_sub(self.bytes);
+        budget.held.set(held);
+        let mut clients = budget.by_client.borrow_mut();
+        if let Some(c) = clients.get_mut(&self.client) {
+            *c = c.saturating_sub(self.bytes);
+            if *c == 0 {
+                clients.remove(&self.client);
+            }
+        }
+        drop(clients);
+        s.publish_held(held);
+    }
+}

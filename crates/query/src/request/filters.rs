@@ -1,0 +1,292 @@
+//! Filters: `[op, dimension, values]`, the only free text of a request
+//! besides the timezone, and the part that decides how much work a query
+//! is: every `contains` value and `matches` pattern is one scan of a text
+//! column per row read, over up to [`MAX_RANGE_DAYS`](super::MAX_RANGE_DAYS)
+//! of rows. So besides each value's own bounds, the filters together are
+//! bounded ([`MAX_TOTAL_FILTER_VALUES`], [`MAX_SCAN_VALUES`],
+//! [`MAX_TOTAL_PATTERN_BYTES`], [`MAX_TOTAL_PATTERN_PROGRAM`]), and each
+//! pattern by what RE2 would make of it ([`pattern_program`]): a 256-byte
+//! pattern can repeat a large piece a thousand times. Every refusal names
+//! the filter, by position (from 1), operator and dimension.
+
+use regex_syntax::ast::{self, Ast, ClassSet, ClassSetItem, RepetitionKind, RepetitionRange};
+
+use super::{bad, parse::parse_dimension, shown};
+use super::{Dimension, Filter, Op};
+use super::{
+    EVENT_TYPES, MAX_FILTERS, MAX_FILTER_VALUES, MAX_NESTED_REPEAT, MAX_PATTERN_BYTES,
+    MAX_PATTERN_PROGRAM, MAX_REGEX_NESTING, MAX_REPEAT, MAX_SCAN_VALUES, MAX_TOTAL_FILTER_VALUES,
+    MAX_TOTAL_PATTERN_BYTES, MAX_TOTAL_PATTERN_PROGRAM, MAX_VALUE_BYTES,
+};
+use crate::QueryError;
+
+/// How a refusal names filter `i` (0-based): `filter 3 ["matches", "event:page"]`.
+/// Both are names (the longest is 18 bytes), so anything longer is cut short:
+/// the message quotes the offending value too.
+fn named(i: usize, op: &str, dimension: &str) -> String {
+    format!(
+        "filter {} [{:?}, {:?}]",
+        i + 1,
+        engine_text::shown(op, 24),
+        engine_text::shown(dimension, 24)
+    )
+}
+
+/// Checks one value of filter `at` (named as [`named`] does); returns the
+/// estimated program of a `matches` pattern (0 for other operators).
+fn check_value(at: &str, op: Op, v: &str) -> Result<u64, QueryError> {
+    if v.len() > MAX_VALUE_BYTES {
+        return Err(bad(format!(
+            "{at}: a filter value is longer than {MAX_VALUE_BYTES} bytes"
+        )));
+    }
+    if v.contains('\0') {
+        return Err(bad(format!("{at}: a filter value holds a NUL character")));
+    }
+    if op != Op::Matches {
+        return Ok(0);
+    }
+    if v.len() > MAX_PATTERN_BYTES {
+        return Err(bad(format!(
+            "{at}: a `matches` pattern is longer than {MAX_PATTERN_BYTES} bytes"
+        )));
+    }
+    let invalid = || {
+        bad(format!(
+            "{at}: {} is not a valid regular expression (RE2 syntax)",
+            shown(v)
+        ))
+    };
+    regex_syntax::ParserBuilder::new()
+        .nest_limit(MAX_REGEX_NESTING)
+        .build()
+        .parse(v)
+        .map_err(|_| invalid())?;
+    let ast = ast::parse::ParserBuilder::new()
+        .nest_limit(MAX_REGEX_NESTING)
+        .build()
+        .parse(v)
+        .map_err(|_| invalid())?;
+    let program = pattern_program(&ast)
+        .map_err(|e| bad(format!("{at}: the pattern {} {e}; narrow it", shown(v))))?;
+    if program > MAX_PATTERN_PROGRAM {
+        return Err(bad(format!(
+            "{at}: the pattern {} is too large for a filter (about {program} RE2 instructions, \
+             at most {MAX_PATTERN_PROGRAM}); narrow its repetitions and classes",
+            shown(v)
+        )));
+    }
+    Ok(program)
+}
+
+/// The request's filters, validated, alone and together.
+pub(super) fn parse_filters(
+    raw: &[(String, String, Vec<String>)],
+) -> Result<Vec<Filter>, QueryError> {
+    if raw.len() > MAX_FILTERS {
+        return Err(bad(format!("give at most {MAX_FILTERS} filters")));
+    }
+    let mut values_in_all = 0usize;
+    let mut scans = 0usize;
+    let mut pattern_bytes = 0usize;
+    let mut program = 0u64;
+    let mut filters = Vec::with_capacity(raw.len());
+    for (i, (op, d, values)) in raw.iter().enumerate() {
+        let at = named(i, op, d);
+        let op = match op.as_str() {
+            "is" => Op::Is,
+            "is_not" => Op::IsNot,
+            "contains" => Op::Contains,
+            "matches" => Op::Matches,
+            other => {
+                return Err(bad(format!(
+                    "{at}: unknown filter operator {} (is, is_not, contains, matches)",
+                    shown(other)
+                )))
+            }
+        };
+        if values.is_empty() || values.len() > MAX_FILTER_VALUES {
+            return Err(bad(format!(
+                "{at}: a filter takes 1 to {MAX_FILTER_VALUES} values"
+            )));
+        }
+        values_in_all += values.len();
+        if values_in_all > MAX_TOTAL_FILTER_VALUES {
+            return Err(bad(format!(
+                "{at}: the filters hold more than {MAX_TOTAL_FILTER_VALUES} values in all"
+            )));
+        }
+        for v in values {
+            program += check_value(&at, op, v)?;
+        }
+        if matches!(op, Op::Contains | Op::Matches) {
+            scans += values.len();
+            if scans > MAX_SCAN_VALUES {
+                return Err(bad(format!(
+                    "{at}: the filters hold more than {MAX_SCAN_VALUES} `contains`/`matches` \
+                     values in all (each one scans every row of the range)"
+                )));
+            }
+            pattern_bytes += values.iter().map(String::len).sum::<usize>();
+            if pattern_bytes > MAX_TOTAL_PATTERN_BYTES {
+                return Err(bad(format!(
+                    "{at}: the `contains`/`matches` values of the filters are longer than \
+                     {MAX_TOTAL_PATTERN_BYTES} bytes in all"
+                )));
+            }
+            if program > MAX_TOTAL_PATTERN_PROGRAM {
+                return Err(bad(format!(
+                    "{at}: the `matches` patterns of the filters are too large together \
+                     (about {program} RE2 instructions, at most {MAX_TOTAL_PATTERN_PROGRAM})"
+                )));
+            }
+        }
+        let dimension = parse_dimension(d)
+            .map_err(|QueryError::Invalid(m)| bad(format!("filter {}: {m}", i + 1)))?;
+        // Compared to the column itself (its index serves it), so only
+        // the types there are.
+        if dimension == Dimension::EventType && matches!(op, Op::Is | Op::IsNot) {
+            if let Some(v) = values.iter().find(|v| !EVENT_TYPES.contains(&v.as_str())) {
+                return Err(bad(format!(
+                    "{at}: unknown event type {} (one of {})",
+                    shown(v),
+                    EVENT_TYPES.join(", ")
+                )));
+            }
+        }
+        filters.push(Filter {
+            op,
+            dimension,
+            values: values.clone(),
+        });
+    }
+    Ok(filters)
+}
+
+/// About how many RE2 instructions a pattern compiles to, from its syntax
+/// tree; or why it is refused outright (a counted repetition over
+/// [`MAX_REPEAT`], or nested ones multiplying past [`MAX_NESTED_REPEAT`]).
+///
+/// RE2 compiles `x{n,m}` to `m` copies of `x` (and `x{n,}` to `n + 1`), so
+/// repetitions multiply the size of what they repeat. A byte of a literal
+/// is one instruction; `.` and ranges beyond ASCII are a few UTF-8
+/// sequences; a Unicode class (`\pL`) is hundreds. RE2's Perl classes
+/// (`\d`, `\w`, `\s`) are ASCII. The numbers are deliberately coarse: they
+/// only need to tell a filter from a program of tens of thousands of
+/// instructions run on every row. The walk is as deep as the nesting the
+/// parser allowed ([`MAX_REGEX_NESTING`]).
+pub(crate) fn pattern_program(ast: &Ast) -> Result<u64, String> {
+    walk(ast, 1)
+}
+
+/// Instructions of `.` in UTF-8 (every character but `\n`).
+const DOT: u64 = 8;
+/// Instructions of a non-ASCII range, or a negated class.
+const WIDE_RANGE: u64 = 8;
+/// Instructions of a Unicode class such as `\pL`.
+const UNICODE_CLASS: u64 = 256;
+
+fn walk(ast: &Ast, nested: u64) -> Result<u64, String> {
+    Ok(match ast {
+        Ast::Empty(_) | Ast::Flags(_) => 0,
+        Ast::Literal(l) => l.c.len_utf8() as u64,
+        Ast::Dot(_) => DOT,
+        Ast::Assertion(_) => 1,
+        Ast::ClassUnicode(_) => UNICODE_CLASS,
+        Ast::ClassPerl(p) => {
+            if p.negated {
+                WIDE_RANGE
+            } else {
+                4
+            }
+        }
+        Ast::ClassBracketed(b) => class(&b.kind, b.negated),
+        Ast::Repetition(r) => {
+            let copies = match &r.op.kind {
+                RepetitionKind::ZeroOrOne
+                | RepetitionKind::ZeroOrMore
+                | RepetitionKind::OneOrMore => 1,
+                RepetitionKind::Range(range) => {
+                    let (low, high) = match *range {
+                        RepetitionRange::Exactly(n) => (n, n),
+                        RepetitionRange::AtLeast(n) => (n, n),
+                        RepetitionRange::Bounded(m, n) => (m, n),
+                    };
+                    let most = low.max(high);
+                    if most > MAX_REPEAT {
+                        return Err(format!(
+                            "repeats a part {most} times (at most {MAX_REPEAT})"
+                        ));
+                    }
+                    match *range {
+                        RepetitionRange::AtLeast(n) => u64::from(n) + 1,
+                        _ => u64::from(most).max(1),
+                    }
+                }
+            };
+            let nested = nested.saturating_mul(copies);
+            if nested > MAX_NESTED_REPEAT {
+                return Err(format!(
+                    "nests repetitions that copy a part {nested} times (at most {MAX_NESTED_REPEAT})"
+                ));
+            }
+            walk(&r.ast, nested)?.saturating_mul(copies)
+        }
+        Ast::Group(g) => walk(&g.ast, nested)?.saturating_add(2),
+        Ast::Alternation(a) => {
+            let mut n = a.asts.len() as u64;
+            for x in &a.asts {
+                n = n.saturating_add(walk(x, nested)?);
+            }
+            n
+        }
+        Ast::Concat(c) => {
+            let mut n = 0u64;
+            for x in &c.asts {
+                n = n.saturating_add(walk(x, nested)?);
+            }
+            n
+        }
+    })
+}
+
+/// Instructions of a bracketed class (`[a-z\pL]`), at least one.
+fn class(set: &ClassSet, negated: bool) -> u64 {
+    let n = match set {
+        ClassSet::Item(item) => class_item(item),
+        ClassSet::BinaryOp(op) => class(&op.lhs, false).saturating_add(class(&op.rhs, false)),
+    };
+    if negated {
+        n.saturating_add(WIDE_RANGE)
+    } else {
+        n.max(1)
+    }
+}
+
+fn class_item(item: &ClassSetItem) -> u64 {
+    match item {
+        ClassSetItem::Empty(_) => 0,
+        ClassSetItem::Literal(l) => l.c.len_utf8() as u64,
+        ClassSetItem::Range(r) => {
+            if r.end.c.is_ascii() {
+                1
+            } else {
+                WIDE_RANGE
+            }
+        }
+        ClassSetItem::Ascii(_) => 4,
+        ClassSetItem::Unicode(_) => UNICODE_CLASS,
+        ClassSetItem::Perl(p) => {
+            if p.negated {
+                WIDE_RANGE
+            } else {
+                4
+            }
+        }
+        ClassSetItem::Bracketed(b) => class(&b.kind, b.negated),
+        ClassSetItem::Union(u) => u
+            .items
+            .iter()
+            .fold(0u64, |n, i| n.saturating_add(class_item(i))),
+    }
+}

@@ -10,15 +10,29 @@
 //! The client is the peer, unless the peer is a trusted proxy: then it is the
 //! right-most address of `X-Forwarded-For` that is not itself a trusted
 //! proxy (the addresses to its left were written by the client and prove
-//! nothing).
+//! nothing). Every `X-Forwarded-For` line counts, as one list (RFC 9110
+//! §5.3); a request with more lines than the head keeps is the peer's.
+//!
+//! A client is counted by its key ([`ClientTable::client_key`]): an IPv4
+//! address, or an IPv6 address cut to `clients.ipv6_prefix_len` bits (a
+//! `/64` by default), so rotating through the addresses of one's own `/64`
+//! neither escapes the limits nor fills the table.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use engine_core::config::ClientsConfig;
+
+use crate::http::head::ForwardedFor;
+
+/// The mask of an IPv6 prefix of `len` bits (all bits from 128 up).
+fn prefix_mask(len: u8) -> u128 {
+    let host_bits = 128u32.saturating_sub(u32::from(len));
+    u128::MAX.checked_shl(host_bits).unwrap_or(0)
+}
 
 /// Stripes of the table (a power of two).
 const STRIPES: usize = 64;
@@ -64,19 +78,22 @@ pub struct ClientTable {
     stripes: Vec<Mutex<HashMap<IpAddr, Entry>>>,
     hasher: std::collections::hash_map::RandomState,
     epoch: Instant,
+    /// The leading `clients.ipv6_prefix_len` bits of an IPv6 address.
+    v6_mask: u128,
 }
 
 /// An open connection of a tracked address; closing it (drop) frees it.
 #[derive(Debug)]
 pub struct ClientConn {
     table: Arc<ClientTable>,
-    ip: IpAddr,
+    /// The client's key.
+    key: IpAddr,
 }
 
 impl Drop for ClientConn {
     fn drop(&mut self) {
-        let mut stripe = self.table.stripe(self.ip);
-        if let Some(e) = stripe.get_mut(&self.ip) {
+        let mut stripe = self.table.stripe(self.key);
+        if let Some(e) = stripe.get_mut(&self.key) {
             e.conns = e.conns.saturating_sub(1);
         }
     }
@@ -86,10 +103,25 @@ impl ClientTable {
     pub fn new(cfg: ClientsConfig) -> Self {
         Self {
             per_stripe: cfg.max_tracked.div_ceil(STRIPES).max(1),
-            cfg,
             stripes: (0..STRIPES).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: std::collections::hash_map::RandomState::new(),
             epoch: Instant::now(),
+            v6_mask: prefix_mask(cfg.ipv6_prefix_len),
+            cfg,
+        }
+    }
+
+    /// The key `ip` is counted by, for every per-client limit: an IPv4
+    /// address itself (an IPv4-mapped IPv6 address as that IPv4 address),
+    /// an IPv6 address with all but its leading `clients.ipv6_prefix_len`
+    /// bits cleared.
+    pub fn client_key(&self, ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(_) => ip,
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & self.v6_mask)),
+            },
         }
     }
 
@@ -98,8 +130,14 @@ impl ClientTable {
         self.cfg.enabled()
     }
 
+    /// Whether `ip` is a trusted proxy (an IPv4-mapped IPv6 address as its
+    /// IPv4 address, as a dual-stack listener reports IPv4 peers).
     fn trusted(&self, ip: IpAddr) -> bool {
-        self.cfg.trusted_proxies.contains(&ip)
+        let ip = ip.to_canonical();
+        self.cfg
+            .trusted_proxies
+            .iter()
+            .any(|p| p.to_canonical() == ip)
     }
 
     fn now_ms(&self) -> u64 {
@@ -111,24 +149,51 @@ impl ClientTable {
         self.stripes[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The request's client: `peer`, or what a trusted proxy says it is.
-    pub fn client_of(&self, peer: IpAddr, forwarded_for: Option<&[u8]>) -> IpAddr {
-        let Some(header) = forwarded_for.filter(|_| self.trusted(peer)) else {
+    /// The request's client from one `X-Forwarded-For` line (the tests'
+    /// shorthand for [`ClientTable::client_of_request`]).
+    #[cfg(test)]
+    fn client_of(&self, peer: IpAddr, forwarded_for: Option<&[u8]>) -> IpAddr {
+        let Some(line) = forwarded_for.filter(|_| self.trusted(peer)) else {
             return peer;
         };
-        let Ok(header) = std::str::from_utf8(header) else {
+        let hops = line
+            .rsplit(|&b| b == b',')
+            .map(<[u8]>::trim_ascii)
+            .filter(|hop| !hop.is_empty());
+        self.rightmost_untrusted(peer, hops)
+    }
+
+    /// The request's client: `peer`, or, when `peer` is a trusted proxy,
+    /// the right-most address of all its `X-Forwarded-For` lines (one list)
+    /// that is not itself a trusted proxy. More lines than the head keeps,
+    /// or a malformed hop before such an address: the proxy is the client.
+    pub fn client_of_request(&self, peer: IpAddr, forwarded: &ForwardedFor, buf: &[u8]) -> IpAddr {
+        if forwarded.is_empty() || !self.trusted(peer) {
             return peer;
-        };
-        for part in header.rsplit(',') {
-            let part = part.trim();
-            let ip = part
-                .parse::<IpAddr>()
-                .ok()
-                .or_else(|| part.parse::<SocketAddr>().ok().map(|s| s.ip()));
+        }
+        match forwarded.hops_from_right(buf) {
+            Some(hops) => self.rightmost_untrusted(peer, hops),
+            None => peer,
+        }
+    }
+
+    /// The first of `hops` (right to left) that is not a trusted proxy;
+    /// `peer` when there is none or a hop before it is malformed (nothing
+    /// to its left can be trusted).
+    fn rightmost_untrusted<'b>(
+        &self,
+        peer: IpAddr,
+        hops: impl Iterator<Item = &'b [u8]>,
+    ) -> IpAddr {
+        for hop in hops {
+            let ip = std::str::from_utf8(hop).ok().and_then(|part| {
+                part.parse::<IpAddr>()
+                    .ok()
+                    .or_else(|| part.parse::<SocketAddr>().ok().map(|s| s.ip()))
+            });
             match ip {
                 Some(ip) if self.trusted(ip) => continue,
                 Some(ip) => return ip,
-                // A malformed hop: nothing to its left can be trusted.
                 None => return peer,
             }
         }
@@ -168,19 +233,20 @@ impl ClientTable {
         if max == 0 || self.trusted(peer) {
             return Connect::Admitted(None);
         }
+        let key = self.client_key(peer);
         let now = self.now_ms();
-        let mut stripe = self.stripe(peer);
-        let Some(e) = self.entry(&mut stripe, peer, now) else {
+        let mut stripe = self.stripe(key);
+        let Some(e) = self.entry(&mut stripe, key, now) else {
             return Connect::Untracked;
         };
         if e.conns >= max {
             return Connect::OverLimit;
         }
-        e.conns += 1;
+        e.conns = e.conns.saturating_add(1);
         e.seen_ms = now;
         Connect::Admitted(Some(ClientConn {
             table: self.clone(),
-            ip: peer,
+            key,
         }))
     }
 
@@ -190,9 +256,10 @@ impl ClientTable {
         if rate == 0 {
             return Request::Allowed;
         }
+        let key = self.client_key(client);
         let now = self.now_ms();
-        let mut stripe = self.stripe(client);
-        let Some(e) = self.entry(&mut stripe, client, now) else {
+        let mut stripe = self.stripe(key);
+        let Some(e) = self.entry(&mut stripe, key, now) else {
             return Request::Untracked;
         };
         let rate = f64::from(rate);
@@ -212,6 +279,7 @@ impl ClientTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::head::MAX_FORWARDED_FOR_LINES;
 
     fn table(conns: u32, rps: u32, proxies: &[&str], tracked: usize) -> Arc<ClientTable> {
         Arc::new(ClientTable::new(ClientsConfig {
@@ -219,6 +287,16 @@ mod tests {
             max_requests_per_sec: rps,
             trusted_proxies: proxies.iter().map(|p| p.parse().unwrap()).collect(),
             max_tracked: tracked,
+            ..ClientsConfig::default()
+        }))
+    }
+
+    fn table_v6(conns: u32, rps: u32, prefix: u8) -> Arc<ClientTable> {
+        Arc::new(ClientTable::new(ClientsConfig {
+            max_connections: conns,
+            max_requests_per_sec: rps,
+            ipv6_prefix_len: prefix,
+            ..ClientsConfig::default()
         }))
     }
 
@@ -289,6 +367,127 @@ mod tests {
         assert_eq!(client("10.0.0.1", "203.0.113.5, nonsense"), ip("10.0.0.1"));
         assert_eq!(client("10.0.0.1", "10.0.0.2"), ip("10.0.0.1"));
         assert_eq!(t.client_of(ip("10.0.0.1"), None), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn a_client_key_is_an_ipv4_address_or_an_ipv6_prefix() {
+        let t = table_v6(1, 0, 64);
+        assert_eq!(t.client_key(ip("192.0.2.1")), ip("192.0.2.1"));
+        assert_eq!(
+            t.client_key(ip("2001:db8:1:2:3:4:5:6")),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(t.client_key(ip("2001:db8:1:2::")), ip("2001:db8:1:2::"));
+        assert_eq!(t.client_key(ip("::ffff:192.0.2.9")), ip("192.0.2.9"));
+        assert_eq!(t.client_key(ip("::1")), ip("::"));
+        let t = table_v6(1, 0, 48);
+        assert_eq!(t.client_key(ip("2001:db8:1:2:3:4:5:6")), ip("2001:db8:1::"));
+        let t = table_v6(1, 0, 128);
+        assert_eq!(t.client_key(ip("2001:db8::7")), ip("2001:db8::7"));
+        let t = table_v6(1, 0, 57);
+        assert_eq!(
+            t.client_key(ip("2001:db8:0:ffff::1")),
+            ip("2001:db8:0:ff80::")
+        );
+        // Even an unchecked configuration cannot overflow the shift.
+        assert_eq!(prefix_mask(0), 0);
+        assert_eq!(prefix_mask(200), u128::MAX);
+    }
+
+    #[test]
+    fn a_client_rotating_through_its_ipv6_64_is_one_client() {
+        let t = table_v6(2, 3, 64);
+        let in_64 = |i: u16| IpAddr::from([0x2001, 0xdb8, 0, 7, i, 0, 0, i]);
+        let held: Vec<_> = (1..=5).map(|i| t.connect(in_64(i))).collect();
+        let admitted = held
+            .iter()
+            .filter(|c| matches!(c, Connect::Admitted(Some(_))))
+            .count();
+        assert_eq!(admitted, 2, "{held:?}");
+        assert!(matches!(held[4], Connect::OverLimit));
+        // The next /64 is someone else.
+        let other = IpAddr::from([0x2001, 0xdb8, 0, 8, 0, 0, 0, 1]);
+        assert!(matches!(t.connect(other), Connect::Admitted(Some(_))));
+        // Closing one from any address of the /64 frees its place.
+        drop(held);
+        assert!(matches!(t.connect(in_64(99)), Connect::Admitted(Some(_))));
+        // Requests: one bucket for the /64.
+        let allowed = (1..=20)
+            .filter(|&i| t.request(in_64(i)) == Request::Allowed)
+            .count();
+        assert_eq!(allowed, 3);
+        assert_eq!(t.request(other), Request::Allowed);
+        // One entry for the whole /64, however many addresses it used.
+        let total: usize = t.stripes.iter().map(|s| s.lock().unwrap().len()).sum();
+        assert_eq!(total, 2, "{total}");
+        // With /128, every address is a client of its own.
+        let t = table_v6(0, 1, 128);
+        for i in 1..=5 {
+            assert_eq!(t.request(in_64(i)), Request::Allowed);
+        }
+    }
+
+    #[test]
+    fn every_forwarded_for_line_counts_from_the_right() {
+        let t = table(0, 1, &["10.0.0.1", "10.0.0.2", "10.0.0.3"], 1024);
+        let client = |peer: &str, lines: &[&str]| {
+            let xff: String = lines
+                .iter()
+                .map(|l| format!("X-Forwarded-For: {l}\r\n"))
+                .collect();
+            let raw = format!("GET /metrics HTTP/1.1\r\nHost: a\r\n{xff}\r\n");
+            let head = crate::http::parse_head(raw.as_bytes()).unwrap().unwrap();
+            t.client_of_request(ip(peer), &head.forwarded, raw.as_bytes())
+        };
+        // A proxy that adds its own line after the client's.
+        assert_eq!(
+            client("10.0.0.1", &["203.0.113.5", "10.0.0.2"]),
+            ip("203.0.113.5")
+        );
+        assert_eq!(
+            client("10.0.0.1", &["6.6.6.6, 203.0.113.5", "10.0.0.3, 10.0.0.2"]),
+            ip("203.0.113.5")
+        );
+        // The right-most untrusted address wins, whichever line holds it.
+        assert_eq!(
+            client("10.0.0.1", &["6.6.6.6", "203.0.113.5, 10.0.0.2"]),
+            ip("203.0.113.5")
+        );
+        // A client's own lines from an untrusted peer prove nothing.
+        assert_eq!(
+            client("192.0.2.7", &["203.0.113.5", "10.0.0.2"]),
+            ip("192.0.2.7")
+        );
+        // A malformed hop in an earlier line, before any untrusted address.
+        assert_eq!(
+            client("10.0.0.1", &["nonsense", "10.0.0.2"]),
+            ip("10.0.0.1")
+        );
+        assert_eq!(
+            client("10.0.0.1", &["6.6.6.6, nonsense", "10.0.0.2"]),
+            ip("10.0.0.1")
+        );
+        // Empty elements and lines are skipped (RFC 9110 §5.6.1).
+        assert_eq!(
+            client("10.0.0.1", &["203.0.113.5,", "", " , 10.0.0.2"]),
+            ip("203.0.113.5")
+        );
+        // None at all, all trusted, or more lines than are kept: the proxy.
+        assert_eq!(client("10.0.0.1", &[]), ip("10.0.0.1"));
+        assert_eq!(
+            client("10.0.0.1", &["10.0.0.3", "10.0.0.2"]),
+            ip("10.0.0.1")
+        );
+        let mut many = vec!["10.0.0.2"; MAX_FORWARDED_FOR_LINES];
+        many[0] = "203.0.113.5";
+        assert_eq!(client("10.0.0.1", &many), ip("203.0.113.5"));
+        many.insert(0, "203.0.113.6");
+        assert_eq!(client("10.0.0.1", &many), ip("10.0.0.1"));
+        // An IPv4-mapped peer is the trusted IPv4 proxy it names.
+        assert_eq!(
+            client("::ffff:10.0.0.1", &["203.0.113.5", "::ffff:10.0.0.2"]),
+            ip("203.0.113.5")
+        );
     }
 
     #[test]

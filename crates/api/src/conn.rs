@@ -566,11 +566,11 @@ fn route_check(
 }
 
 /// The client a request comes from: the peer, or the client a trusted
-/// proxy names (`[clients]`); the key of its limits and of its share of the
-/// shard's budget.
+/// proxy names (`[clients]`), IPv6 by its prefix (`clients.ipv6_prefix_len`);
+/// the key of its limits and of its share of the shard's budget.
 fn client_of(head: &RequestHead, shard: &Shard, peer: IpAddr, buf: &[u8]) -> IpAddr {
-    let forwarded_for = head.forwarded_for.clone().map(|r| &buf[r]);
-    shard.state.clients.client_of(peer, forwarded_for)
+    let clients = &shard.state.clients;
+    clients.client_key(clients.client_of_request(peer, &head.forwarded, buf))
 }
 
 /// The per-client request limit (`[clients]`); the probes are never limited.

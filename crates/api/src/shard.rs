@@ -1,6 +1,7 @@
 //! Shard threads: one monoio runtime per core, pinned, each with its own
 //! `SO_REUSEPORT` listener so the kernel spreads connections across them.
 
+use std::cell::Cell;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -25,6 +26,15 @@ use crate::state::AppState;
 const PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
 /// Entries of each io_uring submission queue.
 const URING_ENTRIES: u32 = 1024;
+/// Connections over their address's limit (`[clients]`) a shard answers
+/// `429` at once, at most; beyond, one is closed at accept without an answer.
+/// Each is one of the shard's connections (`http.max_connections_per_shard`)
+/// while it is answered, and holds a descriptor and a read buffer for at most
+/// `REFUSAL_TIME`, so a flood of them costs a bounded few.
+pub const MAX_REFUSALS_IN_FLIGHT: usize = 64;
+/// Longest a refused connection is held: its 429 written and a lingering
+/// close (so a client that sent its request reads the answer, not a reset).
+pub const REFUSAL_TIME: Duration = Duration::from_secs(2);
 
 /// Errors starting the shards.
 #[derive(Debug, thiserror::Error)]
@@ -254,9 +264,13 @@ async fn shard_main(
             }
         });
     }
+    // Shared by the shard's listeners, like its connection count.
+    let refusing = Rc::new(Cell::new(0));
     let loops: Vec<_> = listeners
         .into_iter()
-        .map(|(listener, tls)| monoio::spawn(accept_loop(listener, tls, shard.clone())))
+        .map(|(listener, tls)| {
+            monoio::spawn(accept_loop(listener, tls, shard.clone(), refusing.clone()))
+        })
         .collect();
     for l in loops {
         l.await;
@@ -268,7 +282,14 @@ async fn shard_main(
 }
 
 /// Accepts connections until the engine stops, each served in its own task.
-async fn accept_loop(listener: TcpListener, tls: bool, shard: Rc<Shard>) {
+/// `refusing` counts the shard's connections being refused (see
+/// [`MAX_REFUSALS_IN_FLIGHT`]).
+async fn accept_loop(
+    listener: TcpListener,
+    tls: bool,
+    shard: Rc<Shard>,
+    refusing: Rc<Cell<usize>>,
+) {
     let index = shard.index;
     let max_conns = shard.state.config.http.max_connections_per_shard;
     let counters = shard.state.metrics.shard(index);
@@ -290,9 +311,11 @@ async fn accept_loop(listener: TcpListener, tls: bool, shard: Rc<Shard>) {
                     }
                     Connect::OverLimit => {
                         counters.clients_refused.fetch_add(1, Ordering::Relaxed);
-                        // A plaintext 429 means nothing inside TLS: just close.
-                        if !tls {
-                            monoio::spawn(conn::refuse_client(stream, peer));
+                        // A plaintext 429 means nothing inside TLS, and past
+                        // the bound on refusals an answer costs too much:
+                        // just close.
+                        if !tls && refusing.get() < MAX_REFUSALS_IN_FLIGHT {
+                            refuse(stream, peer, &shard, &refusing);
                         }
                         continue;
                     }
@@ -319,6 +342,24 @@ async fn accept_loop(listener: TcpListener, tls: bool, shard: Rc<Shard>) {
         }
     }
     close_listener(&shard.state, listener);
+}
+
+/// Answers a connection over its address's limit in a task of its own,
+/// counted in the shard's connections and in `refusing` until it ends, and
+/// ended after [`REFUSAL_TIME`] at the latest.
+fn refuse(stream: TcpStream, peer: IpAddr, shard: &Rc<Shard>, refusing: &Rc<Cell<usize>>) {
+    refusing.set(refusing.get().saturating_add(1));
+    shard
+        .connections
+        .set(shard.connections.get().saturating_add(1));
+    let (shard, refusing) = (shard.clone(), refusing.clone());
+    monoio::spawn(async move {
+        let _ = monoio::time::timeout(REFUSAL_TIME, conn::refuse_client(stream, peer)).await;
+        refusing.set(refusing.get().saturating_sub(1));
+        shard
+            .connections
+            .set(shard.connections.get().saturating_sub(1));
+    });
 }
 
 /// The TLS handshake, bounded by `http.read_timeout_ms` (a client that

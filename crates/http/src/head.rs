@@ -19,6 +19,152 @@ use super::{Encoding, Framing, Method, Reject, Route};
 /// Most headers in one request (431 beyond).
 pub const MAX_HEADERS: usize = 64;
 
+/// Most `X-Forwarded-For` lines of one request that are read. A request
+/// with more is not read as a chain at all ([`ForwardedFor::hops_from_right`]
+/// is `None`): its client is the peer. Each proxy adds at most one line, so
+/// this is far more proxies than any path has.
+pub const MAX_FORWARDED_FOR_LINES: usize = 8;
+
+/// Where a request's `X-Forwarded-For` lines are, in a few bytes (no
+/// allocation, and a head stays small): the span of the head from the first
+/// line's value to the last line's, and how many lines there are. The lines
+/// in between are found again in that span when the list is read
+/// ([`ForwardedFor::hops_from_right`]); several lines are one
+/// comma-separated list (RFC 9110 §5.3), the first line's elements first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ForwardedFor {
+    /// Offsets in the head's buffer: the first line's value starts at
+    /// `start`, the last line's value ends at `end`.
+    start: u32,
+    end: u32,
+    /// Lines seen, at most `MAX_FORWARDED_FOR_LINES + 1`.
+    lines: u8,
+    /// More than `MAX_FORWARDED_FOR_LINES` lines, or a head too large for
+    /// the offsets: not read as a chain.
+    unreadable: bool,
+}
+
+/// A hop that stands for a span outside the buffer given to
+/// [`ForwardedFor::hops_from_right`]: not an address, so it reads as a
+/// malformed hop.
+const NOT_AN_ADDRESS: &[u8] = b"?";
+const NAME: &[u8] = b"x-forwarded-for";
+
+impl ForwardedFor {
+    /// Counts one more line, whose value is `value` (in the head's buffer).
+    fn push(&mut self, value: Range<usize>) {
+        let (Ok(start), Ok(end)) = (u32::try_from(value.start), u32::try_from(value.end)) else {
+            self.unreadable = true;
+            return;
+        };
+        if self.lines == 0 {
+            self.start = start;
+        }
+        self.end = end;
+        self.lines = self.lines.saturating_add(1);
+        if usize::from(self.lines) > MAX_FORWARDED_FOR_LINES {
+            self.unreadable = true;
+        }
+    }
+
+    /// No `X-Forwarded-For` line was sent.
+    pub fn is_empty(&self) -> bool {
+        self.lines == 0 && !self.unreadable
+    }
+
+    /// Lines sent (counted up to `MAX_FORWARDED_FOR_LINES + 1`).
+    pub fn lines(&self) -> usize {
+        usize::from(self.lines)
+    }
+
+    /// Whether the list cannot be read as a chain: more than
+    /// [`MAX_FORWARDED_FOR_LINES`] lines were sent.
+    pub fn unreadable(&self) -> bool {
+        self.unreadable
+    }
+
+    /// The list's elements from the right (the one the nearest proxy added
+    /// first), over every line as one list, each trimmed of whitespace;
+    /// empty elements are skipped (RFC 9110 §5.6.1). `buf` is the buffer
+    /// the head was parsed from. `None` when the list cannot be read
+    /// ([`ForwardedFor::unreadable`]).
+    pub fn hops_from_right<'b>(&self, buf: &'b [u8]) -> Option<Hops<'b>> {
+        if self.unreadable {
+            return None;
+        }
+        if self.lines == 0 {
+            return Some(Hops {
+                lines: None,
+                list: None,
+            });
+        }
+        let span = usize::try_from(self.start).ok()?..usize::try_from(self.end).ok()?;
+        Some(Hops {
+            lines: Some(buf.get(span).unwrap_or(NOT_AN_ADDRESS)),
+            list: None,
+        })
+    }
+}
+
+/// The elements of an `X-Forwarded-For` list, right to left
+/// ([`ForwardedFor::hops_from_right`]).
+#[derive(Debug, Clone)]
+pub struct Hops<'b> {
+    /// What is left of the span, to the left of the line being read: it
+    /// starts with the first line's value, then whole header lines.
+    lines: Option<&'b [u8]>,
+    /// What is left of the line being read, to the left of the hops given.
+    list: Option<&'b [u8]>,
+}
+
+impl<'b> Hops<'b> {
+    /// The next `X-Forwarded-For` value to the left, if any.
+    fn next_value(&mut self) -> Option<&'b [u8]> {
+        loop {
+            let span = self.lines.take()?;
+            let Some(nl) = span.iter().rposition(|&b| b == b'\n') else {
+                // The first line's value (the span starts at it).
+                return Some(span);
+            };
+            self.lines = span.get(..nl);
+            // A whole header line (httparse checked its syntax): its name
+            // ends at the first colon.
+            let line = span.get(nl + 1..).unwrap_or_default();
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
+                continue;
+            };
+            let (name, value) = line.split_at(colon);
+            if name.eq_ignore_ascii_case(NAME) {
+                return Some(value.get(1..).unwrap_or_default());
+            }
+        }
+    }
+}
+
+impl<'b> Iterator for Hops<'b> {
+    type Item = &'b [u8];
+
+    fn next(&mut self) -> Option<&'b [u8]> {
+        loop {
+            let Some(list) = self.list.take() else {
+                self.list = Some(self.next_value()?);
+                continue;
+            };
+            let hop = match list.iter().rposition(|&b| b == b',') {
+                Some(comma) => {
+                    self.list = list.get(..comma);
+                    list.get(comma + 1..).unwrap_or_default()
+                }
+                None => list,
+            };
+            let hop = hop.trim_ascii();
+            if !hop.is_empty() {
+                return Some(hop);
+            }
+        }
+    }
+}
+
 /// What the server needs from a request head; header values are ranges into
 /// the buffer the head was parsed from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,9 +186,10 @@ pub struct RequestHead {
     pub origin: Option<Range<usize>>,
     /// The `If-None-Match` header.
     pub if_none_match: Option<Range<usize>>,
-    /// The last `X-Forwarded-For` header (its right-most address is the one
-    /// the nearest proxy added); read only from trusted proxies.
-    pub forwarded_for: Option<Range<usize>>,
+    /// Every `X-Forwarded-For` line, in order (one list; its right-most
+    /// address is the one the nearest proxy added); read only from trusted
+    /// proxies.
+    pub forwarded: ForwardedFor,
     /// `Accept-Encoding` lists gzip.
     pub accepts_gzip: bool,
     pub keep_alive: bool,
@@ -128,7 +275,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, Reject> {
     let mut content_type_ok = true;
     let mut authorization = None;
     let mut origin = None;
-    let mut forwarded_for = None;
+    let mut forwarded = ForwardedFor::default();
     let mut if_none_match = None;
     let mut accepts_gzip = false;
     let mut conn_close = false;
@@ -175,7 +322,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, Reject> {
         } else if name.eq_ignore_ascii_case("origin") {
             origin = Some(range_of(buf, v));
         } else if name.eq_ignore_ascii_case("x-forwarded-for") {
-            forwarded_for = Some(range_of(buf, v));
+            forwarded.push(range_of(buf, v));
         } else if name.eq_ignore_ascii_case("if-none-match") {
             if_none_match = Some(range_of(buf, v));
         } else if name.eq_ignore_ascii_case("accept-encoding") {
@@ -237,7 +384,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, Reject> {
         authorization,
         origin,
         if_none_match,
-        forwarded_for,
+        forwarded,
         accepts_gzip,
         keep_alive,
         len,
@@ -286,6 +433,95 @@ mod tests {
             assert!(!head(&raw).accepts_gzip, "{refused}");
         }
         assert!(head("GET /sdk.js HTTP/1.1\r\nAccept-Encoding: GZIP;q=0.5\r\n\r\n").accepts_gzip);
+    }
+
+    fn hops<'b>(h: &RequestHead, raw: &'b str) -> Option<Vec<&'b str>> {
+        let hops = h.forwarded.hops_from_right(raw.as_bytes())?;
+        Some(hops.map(|b| std::str::from_utf8(b).unwrap()).collect())
+    }
+
+    #[test]
+    fn every_forwarded_for_line_is_one_list_read_from_the_right() {
+        let raw = "GET /metrics HTTP/1.1\r\nX-Forwarded-For: 6.6.6.6, 198.51.100.1\r\nHost: a\r\nx-forwarded-for:10.0.0.2 ,, \r\nX-FORWARDED-FOR: 10.0.0.3\r\n\r\n";
+        let h = head(raw);
+        assert_eq!(h.forwarded.lines(), 3);
+        assert!(!h.forwarded.is_empty() && !h.forwarded.unreadable());
+        assert_eq!(
+            hops(&h, raw).unwrap(),
+            ["10.0.0.3", "10.0.0.2", "198.51.100.1", "6.6.6.6"]
+        );
+        // None at all, and empty lines.
+        let none = "GET / HTTP/1.1\r\n\r\n";
+        let h = head(none);
+        assert!(h.forwarded.is_empty());
+        assert_eq!(hops(&h, none).unwrap(), Vec::<&str>::new());
+        let empty = "GET / HTTP/1.1\r\nX-Forwarded-For:\r\nX-Forwarded-For: , \r\n\r\n";
+        let h = head(empty);
+        assert!(!h.forwarded.is_empty());
+        assert_eq!(hops(&h, empty).unwrap(), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn too_many_forwarded_for_lines_are_not_a_chain() {
+        let lines = |n: usize| -> String {
+            let xff: String = (0..n)
+                .map(|i| format!("X-Forwarded-For: 10.0.0.{i}\r\n"))
+                .collect();
+            format!("GET / HTTP/1.1\r\n{xff}\r\n")
+        };
+        let most = lines(MAX_FORWARDED_FOR_LINES);
+        let h = head(&most);
+        assert_eq!(hops(&h, &most).unwrap().len(), MAX_FORWARDED_FOR_LINES);
+        assert_eq!(hops(&h, &most).unwrap()[0], "10.0.0.7");
+        let over = lines(MAX_FORWARDED_FOR_LINES + 1);
+        let h = head(&over);
+        assert!(h.forwarded.unreadable() && !h.forwarded.is_empty());
+        assert_eq!(h.forwarded.lines(), MAX_FORWARDED_FOR_LINES + 1);
+        assert_eq!(hops(&h, &over), None);
+    }
+
+    #[test]
+    fn forwarded_for_hops_never_index_outside_the_buffer() {
+        let raw = "GET / HTTP/1.1\r\nX-Forwarded-For: 198.51.100.1, 10.0.0.1\r\n\r\n";
+        let h = head(raw);
+        // Another, shorter buffer: the line reads as one malformed hop.
+        let got: Vec<&[u8]> = h.forwarded.hops_from_right(b"GET").unwrap().collect();
+        assert_eq!(got, [NOT_AN_ADDRESS]);
+    }
+
+    proptest::proptest! {
+        /// However the lines split the list, whatever other headers lie
+        /// between them and however their names are cased, the hops are the
+        /// list's non-empty elements from the right, as if it were one line.
+        #[test]
+        fn hops_are_the_joined_list_from_the_right(
+            lines in proptest::collection::vec(
+                ("[0-9a-f:., \\[\\]]{0,24}", proptest::option::of("[0-9a-f:, ]{0,12}"), proptest::bool::ANY),
+                1..12,
+            ),
+            lf_only in proptest::bool::ANY,
+        ) {
+            let eol = if lf_only { "\n" } else { "\r\n" };
+            let mut raw = format!("GET / HTTP/1.1{eol}");
+            for (value, other, upper) in &lines {
+                if let Some(o) = other {
+                    raw.push_str(&format!("X-Forwarded-Host: {o}{eol}"));
+                }
+                let name = if *upper { "X-FORWARDED-FOR" } else { "x-forwarded-for" };
+                raw.push_str(&format!("{name}: {value}{eol}"));
+            }
+            raw.push_str(eol);
+            let h = head(&raw);
+            let joined = lines.iter().map(|(v, _, _)| v.as_str()).collect::<Vec<_>>().join(",");
+            let want: Vec<&str> = joined.rsplit(',').map(str::trim).filter(|p| !p.is_empty()).collect();
+            match hops(&h, &raw) {
+                Some(got) => {
+                    proptest::prop_assert!(lines.len() <= MAX_FORWARDED_FOR_LINES);
+                    proptest::prop_assert_eq!(got, want);
+                }
+                None => proptest::prop_assert!(lines.len() > MAX_FORWARDED_FOR_LINES),
+            }
+        }
     }
 
     #[test]

@@ -32,7 +32,16 @@ pub struct ClientsConfig {
     /// address that still finds no room is served unlimited (and counted in
     /// `ingest_clients_untracked_total`) rather than refused.
     pub max_tracked: usize,
+    /// Leading bits of an IPv6 address that name one client (64: a `/64`,
+    /// what one subscriber or host is usually given, so a client rotating
+    /// through its own `/64` stays one client). IPv4 clients are counted by
+    /// their whole address (`/32`). From 32 to 128.
+    pub ipv6_prefix_len: u8,
 }
+
+/// Shortest `clients.ipv6_prefix_len` accepted: a shorter prefix would make
+/// whole providers one client.
+pub const MIN_IPV6_PREFIX_LEN: u8 = 32;
 
 impl Default for ClientsConfig {
     fn default() -> Self {
@@ -41,6 +50,7 @@ impl Default for ClientsConfig {
             max_requests_per_sec: 0,
             trusted_proxies: Vec::new(),
             max_tracked: 65_536,
+            ipv6_prefix_len: 64,
         }
     }
 }
@@ -58,6 +68,37 @@ impl ClientsConfig {
                 "must be at least 1 when a client limit is set",
             ));
         }
+        if !(MIN_IPV6_PREFIX_LEN..=128).contains(&self.ipv6_prefix_len) {
+            return Err(invalid(
+                "clients.ipv6_prefix_len",
+                format!("must be from {MIN_IPV6_PREFIX_LEN} to 128"),
+            ));
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+
+    #[test]
+    fn ipv6_prefix_len_defaults_to_a_64_and_is_bounded() {
+        let c = Config::load(None, []).unwrap();
+        assert_eq!(c.clients.ipv6_prefix_len, 64);
+        let c = Config::load(Some("[clients]\nipv6_prefix_len = 56\n"), []).unwrap();
+        assert_eq!(c.clients.ipv6_prefix_len, 56);
+        let env = [("INGESTION_CLIENTS__IPV6_PREFIX_LEN", "128")];
+        assert_eq!(
+            Config::load(None, env).unwrap().clients.ipv6_prefix_len,
+            128
+        );
+        for bad in ["0", "31", "129"] {
+            let file = format!("[clients]\nipv6_prefix_len = {bad}\n");
+            let e = Config::load(Some(&file), []).unwrap_err().to_string();
+            assert!(e.contains("clients.ipv6_prefix_len"), "{bad}: {e}");
+        }
+        // More than a u8 holds is refused too, not wrapped.
+        assert!(Config::load(Some("[clients]\nipv6_prefix_len = 320\n"), []).is_err());
     }
 }

@@ -39,6 +39,111 @@ const REJOIN_PAUSE: Duration = Duration::from_millis(500);
 const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes of one row of the dedup reload: tenant id, event id, receive time.
 const RECENT_ROW_BYTES: usize = 16 + 16 + 8;
+/// How long a record of a tenant the registry does not list waits for it
+/// (held, the registry read again at each retry) before it goes to the
+/// dead-letter topic: a tenant created a moment ago, or a replica of the
+/// registry that is behind, shows up within it.
+const UNKNOWN_TENANT_GRACE: Duration = Duration::from_secs(60);
+/// How often the registry is read again for a tenant past its grace, at
+/// most; its records go to the dead-letter topic in between.
+const UNKNOWN_TENANT_RECHECK: Duration = Duration::from_secs(30);
+/// Tenants the registry did not list, remembered at once (beyond, the
+/// oldest are forgotten and wait their grace again).
+const MAX_UNKNOWN_TENANTS: usize = 1024;
+
+/// A tenant the registry did not list.
+#[derive(Debug, Clone, Copy)]
+struct Unknown {
+    /// When the registry first did not list it.
+    since: Instant,
+    /// When the registry was last read for it.
+    checked: Instant,
+}
+
+/// The retention class (tier, days) of each tenant's rows, as the registry
+/// says. Only what the registry (or the config file) says is kept: a tenant
+/// it cannot tell about now is asked about again, never given a default,
+/// since its rows' retention is a privacy promise.
+#[derive(Debug, Default)]
+pub(super) struct TenantClasses {
+    known: HashMap<Uuid, (Tier, u16)>,
+    unknown: HashMap<Uuid, Unknown>,
+}
+
+/// A tenant's rows cannot be classed yet: the record waits (see
+/// [`TenantClasses::class`]).
+fn not_listed(id: Uuid) -> Error {
+    Error::ClickHouse(clickhouse_client::Error::Protocol(format!(
+        "tenant {id} is not in the tenant registry (yet); its records wait up to {}s for it, then go to the dead-letter topic",
+        UNKNOWN_TENANT_GRACE.as_secs()
+    )))
+}
+
+impl TenantClasses {
+    pub(super) fn new(known: HashMap<Uuid, (Tier, u16)>) -> Self {
+        Self {
+            known,
+            unknown: HashMap::new(),
+        }
+    }
+
+    /// The class of `id`'s rows at `now`: cached, else from `read` (the
+    /// whole registry, read again). `Err`: not known now (the registry could
+    /// not be read, or does not list the tenant and has not for less than
+    /// [`UNKNOWN_TENANT_GRACE`]): the record waits and is tried again, and
+    /// nothing is cached. `Ok(None)`: the registry has not listed it for the
+    /// grace: the record goes to the dead-letter topic (`dlq replay` once
+    /// the tenant is registered), never stored under a guessed retention.
+    pub(super) fn class<E>(
+        &mut self,
+        id: Uuid,
+        now: Instant,
+        read: impl FnOnce() -> Result<Vec<(Uuid, Tier, u16)>, E>,
+    ) -> Result<Option<(Tier, u16)>, Error>
+    where
+        Error: From<E>,
+    {
+        if let Some(c) = self.known.get(&id) {
+            return Ok(Some(*c));
+        }
+        if let Some(u) = self.unknown.get(&id) {
+            let past_grace = now.saturating_duration_since(u.since) >= UNKNOWN_TENANT_GRACE;
+            let checked_lately = now.saturating_duration_since(u.checked) < UNKNOWN_TENANT_RECHECK;
+            if past_grace && checked_lately {
+                return Ok(None);
+            }
+        }
+        // A tenant created since the last look: read the registry again.
+        let rows = read()?;
+        for (tenant, tier, days) in rows {
+            self.known.insert(tenant, (tier, days));
+            self.unknown.remove(&tenant);
+        }
+        if let Some(c) = self.known.get(&id) {
+            return Ok(Some(*c));
+        }
+        if !self.unknown.contains_key(&id) && self.unknown.len() >= MAX_UNKNOWN_TENANTS {
+            let oldest = self
+                .unknown
+                .iter()
+                .min_by_key(|(_, u)| u.since)
+                .map(|(k, _)| *k);
+            if let Some(k) = oldest {
+                self.unknown.remove(&k);
+            }
+        }
+        let u = self.unknown.entry(id).or_insert(Unknown {
+            since: now,
+            checked: now,
+        });
+        u.checked = now;
+        if now.saturating_duration_since(u.since) >= UNKNOWN_TENANT_GRACE {
+            Ok(None)
+        } else {
+            Err(not_listed(id))
+        }
+    }
+}
 
 /// Per-partition state, loaded from ClickHouse when the partition is first seen.
 struct PartitionState {
@@ -54,7 +159,7 @@ pub(super) struct Sink<'c> {
     cfg: &'c Config,
     ch: Client,
     table: String,
-    tenants: HashMap<Uuid, (Tier, u16)>,
+    tenants: TenantClasses,
     partitions: HashMap<i32, PartitionState>,
     batch: Batch,
     /// Partitions of the topic assigned to this sink (after the last rebalance).
@@ -86,7 +191,7 @@ impl<'c> Sink<'c> {
             cfg,
             ch,
             table,
-            tenants,
+            tenants: TenantClasses::new(tenants),
             partitions: HashMap::new(),
             batch: Batch::new(),
             assigned: Vec::new(),
@@ -99,28 +204,20 @@ impl<'c> Sink<'c> {
         }
     }
 
-    fn tenant_class(&mut self, tenant: &[u8; 16]) -> (Tier, u16) {
+    /// The class of `tenant`'s rows (see [`TenantClasses::class`]).
+    fn tenant_class(&mut self, tenant: &[u8; 16]) -> Result<Option<(Tier, u16)>, Error> {
         let id = Uuid::from_bytes(*tenant);
-        if let Some(c) = self.tenants.get(&id) {
-            return *c;
-        }
-        // A tenant created since the last look: read the registry again.
-        match clickhouse_client::tenants::list(&self.ch, &self.cfg.clickhouse.database) {
-            Ok(rows) => {
-                for r in rows {
-                    let days = u16::try_from(r.retention_days).unwrap_or(u16::MAX);
-                    self.tenants.insert(r.id, (r.tier, days));
-                }
-                if let Some(c) = self.tenants.get(&id) {
-                    return *c;
-                }
-            }
-            Err(e) => warn!(%e, "cannot read the tenant registry"),
-        }
-        warn!(tenant = %id, "unknown tenant; stored with paid-tier retention");
-        let class = (Tier::Paid, Tier::Paid.default_retention_days() as u16);
-        self.tenants.insert(id, class);
-        class
+        let (ch, db) = (&self.ch, &self.cfg.clickhouse.database);
+        self.tenants.class(id, Instant::now(), || {
+            clickhouse_client::tenants::list(ch, db).map(|rows| {
+                rows.into_iter()
+                    .map(|r| {
+                        let days = u16::try_from(r.retention_days).unwrap_or(u16::MAX);
+                        (r.id, r.tier, days)
+                    })
+                    .collect()
+            })
+        })
     }
 
     /// Reads where partitions `parts` stand in ClickHouse (two queries for
@@ -300,7 +397,17 @@ impl<'c> Sink<'c> {
                 return Ok(());
             }
         };
-        let (tier, retention_days) = self.tenant_class(&batch.tenant_id);
+        // Not known yet: the record waits (`Err`), nothing of it kept.
+        let Some((tier, retention_days)) = self.tenant_class(&batch.tenant_id)? else {
+            let tenant = Uuid::from_bytes(batch.tenant_id);
+            let reason = format!("unknown tenant {tenant}: not in the tenant registry");
+            let topic = &self.cfg.sink.dlq_topic;
+            dlq::send(dlq, topic, m.key(), payload, &reason, p, off)?;
+            warn!(partition = p, offset = off, %tenant, "record of a tenant the registry does not list sent to the dead-letter topic");
+            self.metrics.dead_letters.fetch_add(1, Ordering::Relaxed);
+            self.handled(p, off);
+            return Ok(());
+        };
         let received = batch.received_at_us.to_native();
         let src = RowSource {
             partition: p,
@@ -545,4 +652,98 @@ fn rejoin_if_stalled(
     sink.metrics.rejoins.fetch_add(1, Ordering::Relaxed);
     consumer.unsubscribe();
     flow.resubscribe_at = Some(now + REJOIN_PAUSE);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    type Rows = Vec<(Uuid, Tier, u16)>;
+
+    fn down() -> Result<Rows, Error> {
+        Err(Error::ClickHouse(clickhouse_client::Error::Connection {
+            url: "http://ch".into(),
+            message: "refused".into(),
+        }))
+    }
+
+    #[test]
+    fn a_failed_registry_read_is_not_cached_as_a_guess() {
+        let free = Uuid::from_u128(7);
+        let mut t = TenantClasses::default();
+        let now = Instant::now();
+        // ClickHouse cannot be asked: the record waits, nothing is cached.
+        for i in 0..3 {
+            let at = now + UNKNOWN_TENANT_GRACE * i;
+            assert!(t.class(free, at, down).is_err());
+        }
+        assert!(t.known.is_empty() && t.unknown.is_empty());
+        // Once it answers, the tenant's own class, whenever that is.
+        let later = now + UNKNOWN_TENANT_GRACE * 5;
+        let rows = || Ok::<_, Error>(vec![(free, Tier::Free, 1)]);
+        assert_eq!(t.class(free, later, rows).unwrap(), Some((Tier::Free, 1)));
+        // And from the cache from then on.
+        assert_eq!(
+            t.class(free, later, || -> Result<Rows, Error> {
+                panic!("read again")
+            })
+            .unwrap(),
+            Some((Tier::Free, 1))
+        );
+    }
+
+    #[test]
+    fn a_tenant_the_registry_does_not_list_waits_then_goes_to_the_dead_letters() {
+        let new = Uuid::from_u128(9);
+        let other = Uuid::from_u128(10);
+        let mut t = TenantClasses::default();
+        let reads = Cell::new(0);
+        let listing = |rows: Rows| {
+            reads.set(reads.get() + 1);
+            Ok::<_, Error>(rows)
+        };
+        let now = Instant::now();
+        // Within the grace: every try reads the registry again, and waits.
+        assert!(t
+            .class(new, now, || listing(vec![(other, Tier::Paid, 90)]))
+            .is_err());
+        let half = now + UNKNOWN_TENANT_GRACE / 2;
+        assert!(t.class(new, half, || listing(vec![])).is_err());
+        assert_eq!(reads.get(), 2);
+        // A registry that fails meanwhile changes nothing.
+        assert!(t.class(new, half, down).is_err());
+        // Past the grace: dead letters, the registry read at most once per
+        // recheck interval.
+        let past = now + UNKNOWN_TENANT_GRACE;
+        assert_eq!(t.class(new, past, || listing(vec![])).unwrap(), None);
+        assert_eq!(reads.get(), 3);
+        let soon = past + UNKNOWN_TENANT_RECHECK / 2;
+        assert_eq!(t.class(new, soon, || listing(vec![])).unwrap(), None);
+        assert_eq!(reads.get(), 3, "not read again so soon");
+        // Registered at last: its class, no guess ever cached.
+        let then = past + UNKNOWN_TENANT_RECHECK;
+        let rows = vec![(new, Tier::Free, 1)];
+        assert_eq!(
+            t.class(new, then, || listing(rows)).unwrap(),
+            Some((Tier::Free, 1))
+        );
+        assert!(t.unknown.is_empty());
+        assert_eq!(t.known.get(&other), Some(&(Tier::Paid, 90)));
+    }
+
+    #[test]
+    fn unknown_tenants_are_bounded() {
+        let mut t = TenantClasses::default();
+        let now = Instant::now();
+        for i in 0..(MAX_UNKNOWN_TENANTS as u128 + 10) {
+            let at = now + Duration::from_millis(i as u64);
+            let _ = t.class(Uuid::from_u128(i), at, || Ok::<_, Error>(Vec::new()));
+        }
+        assert_eq!(t.unknown.len(), MAX_UNKNOWN_TENANTS);
+        assert!(
+            !t.unknown.contains_key(&Uuid::from_u128(0)),
+            "oldest forgotten"
+        );
+    }
 }

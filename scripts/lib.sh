@@ -153,11 +153,38 @@ ensure_cargo_deb() {
 }
 
 # build_package [cargo-deb args...]: target/debian/ingestion-engine_<version>_amd64.deb
-# from the binary already built (the release one by default); prints its path.
+# from the binary already built (the release one by default); prints the path
+# of the package this call wrote. Fails when cargo deb fails or wrote none: an
+# older package left in target/debian/ is never taken for it. Call it as
+# `deb="$(build_package …)"` on its own line, so that set -e sees a failure.
 build_package() {
-  ensure_cargo_deb >&2
-  cargo deb --no-build --fast -o "$ROOT/target/debian/" "$@" 2>&1 | grep -v 'dev profile is not supported\|make releases\|To enable debug symbols' >&2 || true
-  ls -t "$ROOT"/target/debian/ingestion-engine_*_amd64.deb | head -1
+  ensure_cargo_deb >&2 || return 1
+  local dir="$ROOT/target/debian" marker rc=0 deb
+  mkdir -p "$dir"
+  # Packages written after this marker are this build's.
+  marker="$(mktemp "$dir/.build.XXXXXX")"
+  cargo deb --no-build --fast -o "$dir/" "$@" >"$marker.out" 2>"$marker.err" || rc=$?
+  grep -v 'dev profile is not supported\|make releases\|To enable debug symbols' "$marker.err" >&2 || true
+  if [ "$rc" -ne 0 ]; then
+    cat "$marker.out" >&2
+    echo "error: cargo deb failed (exit $rc)" >&2
+    rm -f "$marker" "$marker.out" "$marker.err"
+    return 1
+  fi
+  # cargo deb prints the path of the package it wrote.
+  deb="$(grep '\.deb$' "$marker.out" | tail -1 || true)"
+  case "$deb" in "" | /*) ;; *) deb="$PWD/$deb" ;; esac
+  if [ -z "$deb" ]; then
+    deb="$(find "$dir" -maxdepth 1 -name 'ingestion-engine_*.deb' -newer "$marker" | head -1)"
+  fi
+  if [ -z "$deb" ] || [ ! -f "$deb" ] || [ ! "$deb" -nt "$marker" ]; then
+    cat "$marker.out" >&2
+    echo "error: cargo deb succeeded but wrote no new package in $dir (got: '${deb}')" >&2
+    rm -f "$marker" "$marker.out" "$marker.err"
+    return 1
+  fi
+  rm -f "$marker" "$marker.out" "$marker.err"
+  echo "$deb"
 }
 
 # start_tansu_install: builds tansu in the background, at low CPU priority, so
@@ -184,9 +211,10 @@ wait_tansu_install() {
   [ -n "$TANSU_INSTALL_PID" ] || { ensure_tansu; return; }
   log "waiting for the tansu build"
   if ! wait "$TANSU_INSTALL_PID"; then
+    TANSU_INSTALL_PID=""
     tail -30 "$ROOT/target/tansu-install.log" >&2
     echo "error: building tansu failed (log: target/tansu-install.log)" >&2
-    exit 1
+    return 1
   fi
   TANSU_INSTALL_PID=""
 }
@@ -203,14 +231,36 @@ port_open() {
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-# wait_port PORT SECONDS NAME
+# pid_running PID: the process runs (not gone, not a zombie).
+pid_running() {
+  local stat
+  { read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 1
+  # The state is the field after the command name's closing parenthesis.
+  stat="${stat##*) }"
+  [ "${stat%% *}" != Z ]
+}
+
+# wait_port PORT SECONDS NAME [PID [LOG...]]: waits for something to answer
+# on 127.0.0.1:PORT. With PID, fails at once when that process exits first;
+# either failure prints the last lines of each LOG.
 wait_port() {
-  local port=$1 secs=$2 name=$3 i
+  local port=$1 secs=$2 name=$3 pid=${4:-} i f why
+  shift 3
+  [ $# -gt 0 ] && shift
   for ((i = 0; i < secs * 10; i++)); do
     port_open "$port" && return 0
+    if [ -n "$pid" ] && ! pid_running "$pid"; then
+      why="exited (pid $pid) before it opened port $port"
+      break
+    fi
     sleep 0.1
   done
-  echo "error: $name did not open port $port within ${secs}s" >&2
+  echo "error: $name ${why:-did not open port $port within ${secs}s}" >&2
+  for f in "$@"; do
+    [ -s "$f" ] || continue
+    echo "--- last lines of $f:" >&2
+    tail -n 30 "$f" >&2
+  done
   return 1
 }
 
@@ -218,24 +268,35 @@ wait_port() {
 # Prints the pid.
 start_tansu() {
   local port=$1 dir=$2
+  if port_open "$port"; then
+    echo "error: port $port is already taken: it is not tansu's to open" >&2
+    return 1
+  fi
   mkdir -p "$dir"
   (cd "$dir" && exec tansu broker \
     --listener-url "tcp://127.0.0.1:$port" \
     --advertised-listener-url "tcp://127.0.0.1:$port" \
     --storage-engine "sqlite://tansu.db" >"broker.log" 2>&1) &
-  echo $!
-  wait_port "$port" 30 "tansu"
+  local pid=$!
+  echo "$pid"
+  wait_port "$port" 30 "tansu" "$pid" "$dir/broker.log"
 }
 
-# start_clickhouse HTTP_PORT TCP_PORT DIR: a private clickhouse-server with its
-# data, logs and config under DIR. Prints the pid.
+# start_clickhouse HTTP_PORT TCP_PORT DIR [INTERSERVER_PORT]: a private
+# clickhouse-server with its data, logs and config under DIR (its interserver
+# port TCP_PORT + 9 unless given). Prints the pid; fails at once, with the
+# server's last log lines, if it exits before it listens.
 start_clickhouse() {
-  local http=$1 tcp=$2 dir
+  local http=$1 tcp=$2 dir interserver=${4:-$(($2 + 9))}
+  if port_open "$http"; then
+    echo "error: port $http is already taken: it is not this clickhouse-server's to open" >&2
+    return 1
+  fi
   dir="$(mkdir -p "$3" && cd "$3" && pwd)"
   mkdir -p "$dir/data" "$dir/tmp" "$dir/user_files" "$dir/format_schemas" "$dir/log"
   sed -e "s#<http_port>8123</http_port>#<http_port>$http</http_port>#" \
       -e "s#<tcp_port>9000</tcp_port>#<tcp_port>$tcp</tcp_port>#" \
-      -e "s#<interserver_http_port>9009</interserver_http_port>#<interserver_http_port>$((tcp + 9))</interserver_http_port>#" \
+      -e "s#<interserver_http_port>9009</interserver_http_port>#<interserver_http_port>$interserver</interserver_http_port>#" \
       -e "s#/var/lib/clickhouse/tmp/#$dir/tmp/#" \
       -e "s#/var/lib/clickhouse/user_files/#$dir/user_files/#" \
       -e "s#/var/lib/clickhouse/format_schemas/#$dir/format_schemas/#" \
@@ -245,6 +306,54 @@ start_clickhouse() {
       /etc/clickhouse-server/config.xml >"$dir/config.xml"
   cp /etc/clickhouse-server/users.xml "$dir/users.xml"
   (cd "$dir" && exec clickhouse-server --config-file="$dir/config.xml" >"$dir/log/stdout.log" 2>&1) &
-  echo $!
-  wait_port "$http" 60 "clickhouse-server"
+  local pid=$!
+  echo "$pid"
+  wait_port "$http" 60 "clickhouse-server" "$pid" \
+    "$dir/log/stdout.log" "$dir/log/clickhouse-server.err.log"
+}
+
+# test_totals LOG TOTALS: from cargo test output collected in LOG (each run
+# after a line `=== step: NAME`), prints one line per test binary (step,
+# binary, passed, failed, ignored) and each failed test, and writes
+# "passed failed ignored binaries-failed" to TOTALS. A binary that printed no
+# `test result:` line (it crashed, or was killed) counts as one failure.
+test_totals() {
+  awk -v totals="$2" '
+    function flush() {
+      if (open) {
+        rows[++nrows] = sprintf("  %-12s %-44s  no result: crashed or killed", step, name)
+        failed++; bad++
+      }
+      open = 0
+    }
+    { gsub(/\033\[[0-9;]*[mK]/, "") }
+    /^=== step: / { flush(); step = substr($0, 11); next }
+    /^ +Running / {
+      flush()
+      if ($2 == "unittests") {
+        path = $NF; gsub(/[()]/, "", path); n = split(path, parts, "/")
+        name = parts[n]; sub(/-[0-9a-f]+$/, "", name); name = name " (unit)"
+      } else name = $2
+      open = 1; next
+    }
+    /^ +Doc-tests / { flush(); name = $2 " (doc)"; open = 1; next }
+    open && /^test .* \.\.\. FAILED$/ { sub(/^test /, ""); sub(/ \.\.\. FAILED$/, ""); fails[++nfails] = name ": " $0; next }
+    open && /^test result: / {
+      p = f = i = 0
+      for (k = 2; k <= NF; k++) {
+        if ($k ~ /^passed;?$/) p = $(k - 1)
+        if ($k ~ /^failed;?$/) f = $(k - 1)
+        if ($k ~ /^ignored;?$/) i = $(k - 1)
+      }
+      rows[++nrows] = sprintf("  %-12s %-44s %5d passed %4d failed %4d ignored%s", step, name, p, f, i, f > 0 ? "  FAILED" : "")
+      passed += p; failed += f; ignored += i; if (f > 0) bad++
+      open = 0; next
+    }
+    END {
+      flush()
+      for (r = 1; r <= nrows; r++) print rows[r]
+      for (r = 1; r <= nfails; r++) print "  failed: " fails[r]
+      printf "%d %d %d %d\n", passed, failed, ignored, bad > totals
+    }
+  ' "$1"
 }

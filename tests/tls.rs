@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -149,11 +149,11 @@ fn garbage_and_stalled_handshakes_hold_no_shard() {
         took < Duration::from_secs(1),
         "a handshake and a batch took {took:?} beside 250 bad clients"
     );
-    // Garbage is closed at once: an alert or nothing, then EOF.
-    for s in &mut garbage {
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut rest = Vec::new();
-        let _ = s.read_to_end(&mut rest);
+    // Garbage is closed at once: an alert or nothing, then EOF (or a
+    // reset); a connection still open after 5 s fails.
+    for (i, s) in garbage.iter_mut().enumerate() {
+        let rest = read_until_closed(s, Duration::from_secs(5))
+            .unwrap_or_else(|state| panic!("garbage client {i} not closed within 5 s: {state:?}"));
         assert!(
             !rest.starts_with(b"HTTP/"),
             "a plaintext answer on the TLS port"
@@ -161,12 +161,12 @@ fn garbage_and_stalled_handshakes_hold_no_shard() {
     }
     // The stalled ones are closed after http.read_timeout_ms (2 s).
     std::thread::sleep(Duration::from_millis(2500));
-    for mut s in stalled {
+    for (i, mut s) in stalled.into_iter().enumerate() {
         s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        let mut b = [0u8; 1];
+        let state = peer_state(&mut s);
         assert!(
-            matches!(s.read(&mut b), Ok(0) | Err(_)),
-            "a stalled handshake still open"
+            state.is_closed(),
+            "stalled handshake {i} still open 5.5 s after it connected: {state:?}"
         );
     }
     wait_for("failures counted", Duration::from_secs(5), || {
@@ -205,4 +205,52 @@ fn a_renewed_certificate_applies_on_sighup_without_dropping_connections() {
     });
     let c = HttpsConn::connect(h.tls_port, h.ca.client()).unwrap();
     assert_eq!(c.server_fingerprint(), renewed.fingerprint);
+}
+
+/// The harness's closing checks, which the handshake, idle, slow-client and
+/// abuse tests rely on, tell a connection the server left open from one it
+/// closed: a read timeout is "open", not "closed".
+#[test]
+fn closing_checks_tell_an_open_connection_from_a_closed_one() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Held open: not closed, however long the client waits.
+    let mut raw = Raw::connect(port);
+    let (mut server, _) = listener.accept().unwrap();
+    assert_eq!(
+        raw.state_within(Duration::from_millis(300)),
+        PeerState::Open
+    );
+    assert!(!raw.closed_within(Duration::from_millis(300)));
+    // More bytes: not closed either.
+    server.write_all(b"x").unwrap();
+    assert_eq!(
+        raw.state_within(Duration::from_secs(5)),
+        PeerState::Sent(b'x')
+    );
+    // Closed: at once, well before the timeout.
+    drop(server);
+    let started = Instant::now();
+    assert!(raw.closed());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Reset (closed with unread bytes): closed.
+    let mut raw = Raw::connect(port);
+    let (server, _) = listener.accept().unwrap();
+    raw.send(b"unread");
+    std::thread::sleep(Duration::from_millis(100));
+    drop(server);
+    assert!(raw.closed_within(Duration::from_secs(5)));
+    // The same for a plain stream read to its end.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    server.write_all(b"bye").unwrap();
+    assert_eq!(
+        read_until_closed(&mut s, Duration::from_millis(300)),
+        Err(PeerState::Sent(b'b'))
+    );
+    drop(server);
+    assert_eq!(
+        read_until_closed(&mut s, Duration::from_secs(5)),
+        Ok(Vec::new())
+    );
 }

@@ -11,6 +11,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub const DEV_TENANT: &str = "00000000-0000-0000-0000-000000000000";
@@ -79,21 +81,179 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     false
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The ports [`free_port`] hands out: `INGESTION_TEST_PORTS` (`LOW-HIGH`),
+/// or 20000 up to the kernel's ephemeral range (`ip_local_port_range`,
+/// 32768 by default) and at most 32000. Below the ephemeral range no
+/// outgoing connection and no `bind(0)` of another program is given one of
+/// them, so a port claimed here stays free until its server binds it.
+fn port_range() -> (u16, u16) {
+    if let Some((lo, hi)) = std::env::var("INGESTION_TEST_PORTS")
+        .ok()
+        .and_then(|v| {
+            let (lo, hi) = v.split_once('-')?;
+            Some((lo.trim().parse().ok()?, hi.trim().parse().ok()?))
+        })
+        .filter(|(lo, hi): &(u16, u16)| lo < hi)
+    {
+        return (lo, hi);
+    }
+    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let hi = ephemeral_low.min(32000);
+    let lo = if hi > 21000 {
+        20000
+    } else {
+        10000.min(hi - 1000)
+    };
+    (lo, hi)
 }
 
+/// Where test processes record which ports they hold: one file per port,
+/// `flock`ed by the process that claimed it for as long as it lives.
+fn port_lock_dir() -> PathBuf {
+    let dir = std::env::var_os("INGESTION_TEST_PORT_LOCKS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp/ingestion-test-ports"));
+    if std::fs::create_dir_all(&dir).is_ok() {
+        use std::os::unix::fs::PermissionsExt;
+        // Shared by every user's test runs on this machine.
+        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777));
+    }
+    dir
+}
+
+/// The port locks this process holds (released when it exits).
+static HELD_PORTS: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+/// The next candidate, an offset into [`port_range`].
+static NEXT_PORT: AtomicU32 = AtomicU32::new(u32::MAX);
+
+/// Takes the lock of `port` for the rest of this process, unless another
+/// process holds it.
+fn claim_port(dir: &Path, port: u16) -> Option<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(port.to_string()))
+        .ok()?;
+    // SAFETY: flock(2) on a descriptor this function owns; no memory is shared.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    (rc == 0).then_some(f)
+}
+
+/// A loopback port for a server of this test, that no other test (in this
+/// process or another) is handed: claimed with a lock held until this
+/// process exits, outside the ephemeral range, and free to bind right now.
+/// A test that restarts its server on the same port keeps it.
+pub fn free_port() -> u16 {
+    let (lo, hi) = port_range();
+    let span = u32::from(hi - lo);
+    // Each process starts its walk elsewhere in the range, so concurrent
+    // runs rarely try the same ports.
+    let _ = NEXT_PORT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % span,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    let dir = port_lock_dir();
+    for _ in 0..span {
+        let port = lo + (NEXT_PORT.fetch_add(1, Ordering::SeqCst) % span) as u16;
+        let Some(lock) = claim_port(&dir, port) else {
+            continue;
+        };
+        // Not ours, but taken: something that does not take part in the
+        // locking (a `scripts/up`, a server left over by a killed run).
+        if TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        HELD_PORTS.lock().unwrap().push(lock);
+        return port;
+    }
+    panic!(
+        "no free port in {lo}-{hi}: every one is locked under {} or bound",
+        dir.display()
+    );
+}
+
+/// A new folder under `$INGESTION_TEST_TMP` (or the system's temp folder),
+/// unique to this process and call.
 pub fn scratch_dir(name: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
     let base = std::env::var_os("INGESTION_TEST_TMP")
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
-    let dir = base.join(format!("{name}-{}-{}", std::process::id(), free_port()));
+    let dir = base.join(format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// The last `lines` lines of the file at `path` (empty if unreadable).
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Waits up to `timeout` for `ready` while `child` runs; panics with the
+/// tail of `log` at once when `child` exits, and on the timeout.
+pub fn wait_started(
+    what: &str,
+    child: &mut Child,
+    log: &Path,
+    timeout: Duration,
+    mut ready: impl FnMut() -> bool,
+) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if ready() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "{what} exited before it was ready ({status}); last lines of {}:\n{}",
+                log.display(),
+                tail(log, 40)
+            );
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "{what} was not ready within {timeout:?}; last lines of {}:\n{}",
+                log.display(),
+                tail(log, 40)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A fault test that cannot run here (e.g. no `mount`): says so on the
+/// terminal even under cargo's capture, and records it as
+/// `$INGESTION_TEST_TMP/skipped/<test>` (the reason), which `scripts/test`
+/// lists at the end. Panics instead where `INGESTION_REQUIRE_FAULTS=1`
+/// (`scripts/test` sets it when it runs as root, where faults can be made).
+pub fn skip(test: &str, reason: &str) {
+    if std::env::var("INGESTION_REQUIRE_FAULTS").is_ok_and(|v| v == "1") {
+        panic!(
+            "{test} cannot run here ({reason}), and INGESTION_REQUIRE_FAULTS=1 says it must \
+             (set INGESTION_REQUIRE_FAULTS=0 to let it be skipped)"
+        );
+    }
+    // Straight to the terminal: the harness captures eprintln!, not this.
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
+    if let Some(base) = std::env::var_os("INGESTION_TEST_TMP") {
+        let dir = PathBuf::from(base).join("skipped");
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::write(dir.join(test), format!("{reason}\n"));
+    }
 }
 
 fn tansu_bin() -> PathBuf {
@@ -165,11 +325,15 @@ impl Broker {
             .stderr(log)
             .spawn()
             .expect("tansu must be installed (scripts/test installs it)");
-        self.child = Some(child);
         let port = self.port;
-        wait_for("broker port", Duration::from_secs(30), || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        let child = self.child.insert(child);
+        wait_started(
+            &format!("tansu on port {port}"),
+            child,
+            &self.dir.join("broker.log"),
+            Duration::from_secs(30),
+            || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
     }
 
     pub fn stop(&mut self) {
@@ -252,6 +416,7 @@ pub struct ClickHouse {
     pid: Option<u32>,
     pub http_port: u16,
     tcp_port: u16,
+    interserver_port: u16,
     dir: PathBuf,
 }
 
@@ -266,6 +431,7 @@ impl ClickHouse {
             pid: None,
             http_port: free_port(),
             tcp_port: free_port(),
+            interserver_port: free_port(),
             dir: dir.to_path_buf(),
         };
         c.spawn();
@@ -275,25 +441,26 @@ impl ClickHouse {
     fn spawn(&mut self) {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let script = format!(
-            "source '{}/scripts/lib.sh' && start_clickhouse {} {} '{}'",
+            "source '{}/scripts/lib.sh' && start_clickhouse {} {} '{}' {}",
             root.display(),
             self.http_port,
             self.tcp_port,
-            self.dir.display()
+            self.dir.display(),
+            self.interserver_port
         );
         let out = Command::new("bash").args(["-c", &script]).output().unwrap();
-        assert!(
-            out.status.success(),
-            "clickhouse did not start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        self.pid = Some(
-            String::from_utf8(out.stdout)
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap(),
-        );
+        let pid: Option<u32> = String::from_utf8_lossy(&out.stdout).trim().parse().ok();
+        if !out.status.success() {
+            // It may still run (not ready in time): not past this test.
+            if let Some(pid) = pid {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+            panic!(
+                "clickhouse did not start: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        self.pid = Some(pid.expect("start_clickhouse prints the server's pid"));
     }
 
     pub fn url(&self) -> String {
@@ -371,14 +538,15 @@ impl Engine {
         let config_path = dir.join("config.toml");
         std::fs::write(&config_path, config).unwrap();
         let port = free_port();
+        let log = dir.join("engine.log");
         let child = spawn_serve(
             &config_path,
             &broker.addr(),
             port,
             env.iter().copied(),
-            &dir.join("engine.log"),
+            &log,
         );
-        let engine = Engine {
+        let mut engine = Engine {
             child,
             port,
             config: config_path,
@@ -390,21 +558,30 @@ impl Engine {
             .any(|(k, v)| *k == "INGESTION_ROLES" && v.trim() == "sink");
         if sink_only {
             // A sink-only node serves /health and /metrics once it runs.
-            wait_for("sink status endpoint", Duration::from_secs(60), || {
-                get(engine.port, "/health/live").is_ok_and(|r| r.status == 200)
-            });
+            wait_started(
+                &format!("the sink-only engine's status port {port}"),
+                &mut engine.child,
+                &log,
+                Duration::from_secs(60),
+                || get(port, "/health/live").is_ok_and(|r| r.status == 200),
+            );
         } else {
             engine.wait_ready();
         }
         engine
     }
 
-    pub fn wait_ready(&self) {
-        wait_for("engine ready", Duration::from_secs(60), || {
-            get(self.port, "/health/ready")
-                .map(|r| r.status == 200)
-                .unwrap_or(false)
-        });
+    /// Waits until `/health/ready` answers 200; panics at once (with the
+    /// log's tail) if the engine exits meanwhile.
+    pub fn wait_ready(&mut self) {
+        let port = self.port;
+        wait_started(
+            &format!("the engine on port {port}"),
+            &mut self.child,
+            &self.dir.join("engine.log"),
+            Duration::from_secs(60),
+            || get(port, "/health/ready").is_ok_and(|r| r.status == 200),
+        );
     }
 
     pub fn config_path(&self) -> &Path {
@@ -560,10 +737,99 @@ impl Raw {
         read_response(&mut self.reader).unwrap()
     }
 
-    /// True when the server closed the connection.
+    /// True when the server closed the connection (EOF or a reset) within
+    /// the connection's read timeout (30 s). A connection the server left
+    /// open (the read timed out) or that sent more bytes is not closed.
     pub fn closed(&mut self) -> bool {
-        let mut b = [0u8; 1];
-        matches!(self.reader.read(&mut b), Ok(0) | Err(_))
+        self.state_within(Duration::from_secs(30)).is_closed()
+    }
+
+    /// True when the server closes the connection within `within`; false
+    /// when it is still open then (or sent more bytes).
+    pub fn closed_within(&mut self, within: Duration) -> bool {
+        self.state_within(within).is_closed()
+    }
+
+    /// What the server does with the connection within `within`: closes
+    /// it, resets it, leaves it open, or sends more.
+    pub fn state_within(&mut self, within: Duration) -> PeerState {
+        let s = self.reader.get_ref();
+        let before = s.read_timeout().ok().flatten();
+        s.set_read_timeout(Some(within)).unwrap();
+        let state = peer_state(&mut self.reader);
+        let _ = self.reader.get_ref().set_read_timeout(before);
+        state
+    }
+}
+
+/// What a read finds on a connection the client expects to be closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerState {
+    /// End of stream: the server closed it.
+    Closed,
+    /// The server reset it (`ECONNRESET`, or a write side already gone).
+    Reset(std::io::ErrorKind),
+    /// Nothing came before the read timeout: the server left it open.
+    Open,
+    /// The server sent more bytes (the first of them).
+    Sent(u8),
+}
+
+impl PeerState {
+    /// Closed or reset.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, PeerState::Closed | PeerState::Reset(_))
+    }
+}
+
+/// Reads one byte from `r` (whose read timeout bounds the wait) and says
+/// what that means: closed (EOF), reset, still open (timed out), or data.
+pub fn peer_state(r: &mut impl Read) -> PeerState {
+    use std::io::ErrorKind;
+    let mut b = [0u8; 1];
+    loop {
+        return match r.read(&mut b) {
+            Ok(0) => PeerState::Closed,
+            Ok(_) => PeerState::Sent(b[0]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            // A read timeout is WouldBlock on Unix (TimedOut elsewhere).
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                PeerState::Open
+            }
+            Err(e) => PeerState::Reset(e.kind()),
+        };
+    }
+}
+
+/// Reads `s` to its end within `within`: what it sent before closing (or
+/// resetting) it, or the state it was in when `within` ran out (open, or
+/// still sending).
+pub fn read_until_closed(s: &mut TcpStream, within: Duration) -> Result<Vec<u8>, PeerState> {
+    use std::io::ErrorKind;
+    let deadline = Instant::now() + within;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let read = if left.is_zero() {
+            Err(ErrorKind::TimedOut.into())
+        } else {
+            s.set_read_timeout(Some(left)).unwrap();
+            s.read(&mut buf)
+        };
+        match read {
+            Ok(0) => return Ok(got),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Err(match got.first() {
+                    Some(&b) => PeerState::Sent(b),
+                    None => PeerState::Open,
+                });
+            }
+            // Reset: closed, with what came before.
+            Err(_) => return Ok(got),
+        }
     }
 }
 

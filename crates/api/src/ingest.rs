@@ -184,6 +184,10 @@ pub fn precheck(shard: &Shard, head: &RequestHead, buf: &[u8]) -> Result<Authed,
     // be read, held and refused.
     let limiter = tenants.limiters.get(&tenant.id);
     if let Some(wait) = limiter.and_then(|l| l.check(1).err()) {
+        shard
+            .counters()
+            .rate_limited_requests
+            .fetch_add(1, Ordering::Relaxed);
         return Err(rate_limited(tenant, wait));
     }
     if !state.broker_up() {

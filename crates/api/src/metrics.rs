@@ -63,6 +63,9 @@ pub struct ShardCounters {
     pub connections_total: AtomicU64,
     pub connections_refused: AtomicU64,
     pub rate_limited_events: AtomicU64,
+    /// Requests refused with 429 on their head: the tenant was already over
+    /// its rate limit, so the body (and its events) was never read.
+    pub rate_limited_requests: AtomicU64,
     /// Connections refused for their address's limit (`[clients]`).
     pub clients_refused: AtomicU64,
     /// Requests refused for their client's rate (`[clients]`).
@@ -93,6 +96,7 @@ impl ShardCounters {
             connections_total: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
             rate_limited_events: AtomicU64::new(0),
+            rate_limited_requests: AtomicU64::new(0),
             clients_refused: AtomicU64::new(0),
             clients_rate_limited: AtomicU64::new(0),
             clients_untracked: AtomicU64::new(0),
@@ -217,8 +221,13 @@ impl Collector for EdgeMetrics {
             ),
             (
                 "ingest_rate_limited_events_total",
-                "Events refused with 429.",
+                "Events refused with 429 (read, then over their tenant's rate limit).",
                 |s| &s.rate_limited_events,
+            ),
+            (
+                "ingest_rate_limited_requests_total",
+                "Requests refused with 429 on their head, body unread: their tenant was already over its rate limit.",
+                |s| &s.rate_limited_requests,
             ),
             (
                 "ingest_clients_refused_connections_total",

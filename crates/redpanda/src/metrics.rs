@@ -31,6 +31,8 @@ pub struct ProducerMetrics {
     pub(crate) records_failed: AtomicU64,
     pub(crate) bytes_produced: AtomicU64,
     pub(crate) broker_errors: AtomicU64,
+    /// Producers replaced because the broker refused every record for a while.
+    pub(crate) producer_resets: AtomicU64,
     /// Records handed to librdkafka and not yet reported.
     pub(crate) inflight_records: AtomicI64,
     pub(crate) broker: BrokerHealth,
@@ -45,6 +47,7 @@ impl ProducerMetrics {
             records_failed: AtomicU64::new(0),
             bytes_produced: AtomicU64::new(0),
             broker_errors: AtomicU64::new(0),
+            producer_resets: AtomicU64::new(0),
             inflight_records: AtomicI64::new(0),
             broker: BrokerHealth::default(),
             rings,
@@ -104,6 +107,11 @@ impl Collector for ProducerMetrics {
                 "broker_errors_total",
                 "Client-level broker errors.",
                 &self.broker_errors,
+            ),
+            (
+                "broker_producer_resets_total",
+                "Producers replaced by a new one (a new producer id): the broker refused every record for PRODUCER_RESET_AFTER, or librdkafka raised a fatal error.",
+                &self.producer_resets,
             ),
         ] {
             out.counter(name, help, load(v));

@@ -14,12 +14,23 @@
 //!   or with an error if the producer refuses it. A request dropped without a
 //!   report (only at process exit) drops its sender, which the shard sees as an
 //!   error, never as success.
+//! - A producer whose records the broker keeps refusing is replaced: when
+//!   the broker has answered records with errors (not timeouts: a broker
+//!   that is down is waited for) and acknowledged none for
+//!   [`PRODUCER_RESET_AFTER`], or librdkafka raised a fatal error, the
+//!   thread purges the old producer (every record in it gets its failure
+//!   report, so its shard answers 503 and the client retries; dedup keeps
+//!   retries single) and starts a new one, which gets a new producer id.
+//!   The idempotent producer's state can disagree with the broker's for
+//!   good (librdkafka's fatal idempotence errors; tansu after a `kill -9`
+//!   lost a producer's sequence rows and then failed every one of its
+//!   batches), and before this only a restart of the engine recovered.
 //! - The producer thread sleeps only when every ring is empty. The sleep
 //!   handshake (`sleeping` flag, `SeqCst` on both sides) guarantees a push is
 //!   never left unseen: either the pusher sees `sleeping == true` and unparks,
 //!   or the thread sees the pushed item before it parks.
 
-use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
@@ -29,7 +40,9 @@ use engine_core::config::{Compression, RedpandaConfig};
 use futures_channel::oneshot;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer,
+};
 use rdkafka::ClientContext;
 use tracing::{info, warn};
 
@@ -132,15 +145,88 @@ struct Pending {
     bytes: usize,
 }
 
+/// A broker that refuses every record for this long gets a new producer.
+pub const PRODUCER_RESET_AFTER: Duration = Duration::from_secs(10);
+/// Least time between two producer resets.
+const PRODUCER_RESET_INTERVAL: Duration = Duration::from_secs(20);
+
+/// What the delivery reports say about the broker, for the reset decision.
+#[derive(Debug)]
+struct Refusals {
+    epoch: Instant,
+    /// Milliseconds since `epoch` of the first refusal after the last
+    /// acknowledgement; 0 while none.
+    since_ms: AtomicU64,
+    /// librdkafka raised a fatal error: this producer can produce no more.
+    fatal: AtomicBool,
+}
+
+impl Refusals {
+    fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            since_ms: AtomicU64::new(0),
+            fatal: AtomicBool::new(false),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        (self.epoch.elapsed().as_millis() as u64).max(1)
+    }
+
+    fn acknowledged(&self) {
+        self.since_ms.store(0, Ordering::Relaxed);
+    }
+
+    fn refused(&self) {
+        let now = self.now_ms();
+        let _ = self
+            .since_ms
+            .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Whether the producer should be replaced now.
+    fn due(&self) -> bool {
+        if self.fatal.load(Ordering::Relaxed) {
+            return true;
+        }
+        let since = self.since_ms.load(Ordering::Relaxed);
+        since != 0
+            && self.now_ms().saturating_sub(since) >= PRODUCER_RESET_AFTER.as_millis() as u64
+    }
+
+    fn reset(&self) {
+        self.since_ms.store(0, Ordering::Relaxed);
+        self.fatal.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Errors that say the broker is away (wait for it), not that it refused.
+fn broker_away(code: Option<RDKafkaErrorCode>) -> bool {
+    matches!(
+        code,
+        Some(
+            RDKafkaErrorCode::MessageTimedOut
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::PurgeQueue
+                | RDKafkaErrorCode::PurgeInflight
+        )
+    )
+}
+
 struct Context {
     metrics: Arc<ProducerMetrics>,
+    refusals: Arc<Refusals>,
 }
 
 impl ClientContext for Context {
     fn error(&self, error: KafkaError, reason: &str) {
         self.metrics.broker_errors.fetch_add(1, Ordering::Relaxed);
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
-            self.metrics.broker.set(false);
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::AllBrokersDown) => self.metrics.broker.set(false),
+            Some(RDKafkaErrorCode::Fatal) => self.refusals.fatal.store(true, Ordering::Relaxed),
+            _ => {}
         }
         warn!(%error, reason, "broker client error");
     }
@@ -158,6 +244,7 @@ impl ProducerContext for Context {
                 p.bytes_produced
                     .fetch_add(pending.bytes as u64, Ordering::Relaxed);
                 p.broker.set(true);
+                self.refusals.acknowledged();
                 Ok(Stored {
                     partition: m.partition(),
                     offset: m.offset(),
@@ -165,6 +252,9 @@ impl ProducerContext for Context {
             }
             Err((e, _)) => {
                 p.records_failed.fetch_add(1, Ordering::Relaxed);
+                if !broker_away(e.rdkafka_error_code()) {
+                    self.refusals.refused();
+                }
                 if matches!(
                     e.rdkafka_error_code(),
                     Some(RDKafkaErrorCode::MessageTimedOut | RDKafkaErrorCode::AllBrokersDown)
@@ -252,10 +342,18 @@ pub fn start(
 ) -> Result<ProducerHandle, Error> {
     let rings = Arc::new(Rings::new(shards, cfg.ring_capacity));
     let metrics = Arc::new(ProducerMetrics::new(rings.clone()));
-    let producer: ThreadedProducer<Context> = producer_config(cfg, message_timeout)
-        .create_with_context(Context {
-            metrics: metrics.clone(),
-        })?;
+    let refusals = Arc::new(Refusals::new());
+    let client = producer_config(cfg, message_timeout);
+    let make = {
+        let (metrics, refusals) = (metrics.clone(), refusals.clone());
+        move || -> Result<ThreadedProducer<Context>, Error> {
+            Ok(client.create_with_context(Context {
+                metrics: metrics.clone(),
+                refusals: refusals.clone(),
+            })?)
+        }
+    };
+    let producer = make()?;
     let stop = Arc::new(AtomicBool::new(false));
     let topic = cfg.topic.clone();
     let thread = {
@@ -263,7 +361,16 @@ pub fn start(
         let (stop, metrics) = (stop.clone(), metrics.clone());
         thread::Builder::new()
             .name("producer".into())
-            .spawn(move || run(producer, &topic, &rings, &stop, &metrics))
+            .spawn(move || {
+                let io = ProducerIo {
+                    topic: &topic,
+                    rings: &rings,
+                    stop: &stop,
+                    metrics: &metrics,
+                    refusals: &refusals,
+                };
+                run(producer, &make, &io)
+            })
             .map_err(Error::Thread)?
     };
     let _ = rings.thread.set(thread.thread().clone());
@@ -276,13 +383,27 @@ pub fn start(
     })
 }
 
+/// What the producer thread works with besides its producer.
+struct ProducerIo<'a> {
+    topic: &'a str,
+    rings: &'a Rings,
+    stop: &'a AtomicBool,
+    metrics: &'a ProducerMetrics,
+    refusals: &'a Refusals,
+}
+
 fn run(
-    producer: ThreadedProducer<Context>,
-    topic: &str,
-    rings: &Rings,
-    stop: &AtomicBool,
-    metrics: &ProducerMetrics,
+    mut producer: ThreadedProducer<Context>,
+    make: &dyn Fn() -> Result<ThreadedProducer<Context>, Error>,
+    io: &ProducerIo<'_>,
 ) {
+    let ProducerIo {
+        topic,
+        rings,
+        stop,
+        metrics,
+        refusals,
+    } = *io;
     // Learn the topic's partitions now, so the first batch does not wait for it.
     if let Err(e) = producer
         .client()
@@ -290,6 +411,7 @@ fn run(
     {
         warn!(%e, "no topic metadata yet; the first records will fetch it");
     }
+    let mut last_reset: Option<Instant> = None;
     loop {
         let mut sent = 0usize;
         for ring in &rings.rings {
@@ -300,6 +422,24 @@ fn run(
         }
         if stop.load(Ordering::SeqCst) && rings.all_empty() {
             break;
+        }
+        if refusals.due() && last_reset.is_none_or(|t| t.elapsed() >= PRODUCER_RESET_INTERVAL) {
+            match make() {
+                Ok(fresh) => {
+                    warn!(
+                        inflight = producer.in_flight_count(),
+                        fatal = refusals.fatal.load(Ordering::Relaxed),
+                        "the broker refused every record for {PRODUCER_RESET_AFTER:?}: \
+                         replacing the producer (a new producer id); its records fail and are retried"
+                    );
+                    let old = std::mem::replace(&mut producer, fresh);
+                    retire(old);
+                    metrics.producer_resets.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => warn!(%e, "could not make a new producer; keeping the old one"),
+            }
+            refusals.reset();
+            last_reset = Some(Instant::now());
         }
         if sent == 0 {
             rings.park_if_idle(Duration::from_millis(100));
@@ -312,6 +452,15 @@ fn run(
     if let Err(e) = producer.flush(Duration::from_secs(10)) {
         warn!(%e, "producer flush incomplete");
     }
+}
+
+/// Ends a replaced producer: every record it holds gets its failure report
+/// (purged), so each shard answers its request and nothing is left waiting.
+fn retire(old: ThreadedProducer<Context>) {
+    old.purge(PurgeConfig::default().queue().inflight());
+    // The purge reports come through the poll thread; give them a moment.
+    let _ = old.flush(Duration::from_secs(1));
+    drop(old);
 }
 
 fn send(
@@ -345,5 +494,36 @@ fn send(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod reset_tests {
+    use super::*;
+
+    #[test]
+    fn a_producer_is_replaced_only_after_refusals_without_an_acknowledgement() {
+        // An epoch a minute back, so "10 s ago" is a time on its clock.
+        let r = Refusals {
+            epoch: Instant::now() - Duration::from_secs(60),
+            ..Refusals::new()
+        };
+        assert!(!r.due());
+        r.refused();
+        assert!(!r.due(), "at once");
+        let after = PRODUCER_RESET_AFTER.as_millis() as u64;
+        r.since_ms.store(r.now_ms() - after + 500, Ordering::Relaxed);
+        assert!(!r.due(), "before PRODUCER_RESET_AFTER");
+        r.since_ms.store(r.now_ms() - after, Ordering::Relaxed);
+        assert!(r.due(), "after PRODUCER_RESET_AFTER");
+        r.acknowledged();
+        assert!(!r.due(), "an acknowledgement clears the refusals");
+        r.fatal.store(true, Ordering::Relaxed);
+        assert!(r.due(), "a fatal error replaces it at once");
+        r.reset();
+        assert!(!r.due());
+        // A broker that is away (timeouts, transport) is waited for.
+        assert!(broker_away(Some(RDKafkaErrorCode::MessageTimedOut)));
+        assert!(!broker_away(Some(RDKafkaErrorCode::Unknown)));
     }
 }

@@ -191,8 +191,7 @@ impl Refusals {
             return true;
         }
         let since = self.since_ms.load(Ordering::Relaxed);
-        since != 0
-            && self.now_ms().saturating_sub(since) >= PRODUCER_RESET_AFTER.as_millis() as u64
+        since != 0 && self.now_ms().saturating_sub(since) >= PRODUCER_RESET_AFTER.as_millis() as u64
     }
 
     fn reset(&self) {
@@ -512,7 +511,8 @@ mod reset_tests {
         r.refused();
         assert!(!r.due(), "at once");
         let after = PRODUCER_RESET_AFTER.as_millis() as u64;
-        r.since_ms.store(r.now_ms() - after + 500, Ordering::Relaxed);
+        r.since_ms
+            .store(r.now_ms() - after + 500, Ordering::Relaxed);
         assert!(!r.due(), "before PRODUCER_RESET_AFTER");
         r.since_ms.store(r.now_ms() - after, Ordering::Relaxed);
         assert!(r.due(), "after PRODUCER_RESET_AFTER");

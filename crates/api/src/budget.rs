@@ -8,8 +8,13 @@
 //!   connection has anyway (bounded by `http.max_connections_per_shard`),
 //!   and the pooled buffer its chunked data is decoded into: **as the
 //!   buffers grow**, never for a declared length before a byte of it came;
-//! - the records made of a body, until the broker acknowledges them;
-//! - an answer larger than [`FREE_BUFFER_BYTES`] while it is written.
+//! - the records made of a body, until the broker acknowledges them.
+//!
+//! Answers larger than [`FREE_BUFFER_BYTES`] count while they are written,
+//! in a pool of their own ([`Pool::Answers`], a quarter of the shard's
+//! budget, and the same per-client bound), so clients that ask for large
+//! answers and never read them cannot refuse anyone's requests (a review
+//! found that one query client could push every ingest to 503).
 //!
 //! Invariants:
 //! - `held` is the sum of the live [`Held`] guards' bytes, and each client's
@@ -40,17 +45,51 @@ use crate::ingest::Shard;
 /// only bytes beyond it count. Small answers (most) count nothing either.
 pub const FREE_BUFFER_BYTES: usize = 16 * 1024;
 
-/// A shard's held bytes, in all and per client.
+/// Which of a shard's pools a guard holds bytes of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pool {
+    /// Requests: bodies and their records (`http.max_buffered_bytes_per_shard`).
+    Requests,
+    /// Large answers being written: a quarter of the requests' bound.
+    Answers,
+}
+
+/// A shard's held bytes, in all and per client, per pool.
 #[derive(Debug, Default)]
 pub struct Budget {
     held: Cell<usize>,
     by_client: RefCell<HashMap<IpAddr, usize>>,
+    answers: Cell<usize>,
+    answers_by_client: RefCell<HashMap<IpAddr, usize>>,
 }
 
 impl Budget {
-    /// Bytes held now, in all.
+    fn pool(&self, pool: Pool) -> (&Cell<usize>, &RefCell<HashMap<IpAddr, usize>>) {
+        match pool {
+            Pool::Requests => (&self.held, &self.by_client),
+            Pool::Answers => (&self.answers, &self.answers_by_client),
+        }
+    }
+}
+
+/// The bounds of `pool` in `http`: the shard's, and one client's.
+pub fn bounds(http: &engine_core::config::HttpConfig, pool: Pool) -> (usize, usize) {
+    let shard = match pool {
+        Pool::Requests => http.max_buffered_bytes_per_shard,
+        Pool::Answers => http.max_buffered_bytes_per_shard / 4,
+    };
+    (shard, http.max_buffered_bytes_per_client.min(shard))
+}
+
+impl Budget {
+    /// Request bytes held now, in all.
     pub fn held(&self) -> usize {
         self.held.get()
+    }
+
+    /// Answer bytes held now, in all.
+    pub fn answers_held(&self) -> usize {
+        self.answers.get()
     }
 
     /// Bytes `client` holds now.
@@ -63,25 +102,36 @@ impl Budget {
 #[derive(Debug)]
 pub struct Held<'s> {
     shard: &'s Shard,
+    pool: Pool,
     client: IpAddr,
     bytes: usize,
 }
 
 impl Shard {
-    /// An empty guard for `client`, to grow as its request's bytes arrive.
+    /// An empty guard of request bytes for `client`, to grow as its
+    /// request's bytes arrive.
     pub fn hold(&self, client: IpAddr) -> Held<'_> {
         Held {
             shard: self,
+            pool: Pool::Requests,
             client,
             bytes: 0,
         }
     }
 
-    /// `bytes` of the budget for `client` until the guard drops; `None`
+    /// `bytes` of `pool` for `client` until the guard drops; `None`
     /// (counted) when the shard or the client has no room for them.
-    pub fn reserve(&self, client: IpAddr, bytes: usize) -> Option<Held<'_>> {
-        let mut h = self.hold(client);
+    pub fn reserve_in(&self, pool: Pool, client: IpAddr, bytes: usize) -> Option<Held<'_>> {
+        let mut h = Held {
+            pool,
+            ..self.hold(client)
+        };
         h.grow_to(bytes).then_some(h)
+    }
+
+    /// `bytes` of request budget for `client` (records, until acknowledged).
+    pub fn reserve(&self, client: IpAddr, bytes: usize) -> Option<Held<'_>> {
+        self.reserve_in(Pool::Requests, client, bytes)
     }
 
     /// The answer when the budget said no.
@@ -94,7 +144,9 @@ impl Shard {
         .retry_after(self.state.config.http.retry_after_secs)
     }
 
-    fn publish_held(&self, held: usize) {
+    /// The gauge: both pools (what the shard holds for clients).
+    fn publish_held(&self) {
+        let held = self.budget.held() + self.budget.answers_held();
         self.state
             .metrics
             .shard(self.index)
@@ -117,22 +169,19 @@ impl Held<'_> {
             return true;
         };
         let s = self.shard;
-        let http = &s.state.config.http;
-        let budget = &s.budget;
-        let mut clients = budget.by_client.borrow_mut();
+        let (max_shard, max_client) = bounds(&s.state.config.http, self.pool);
+        let (total_cell, clients) = s.budget.pool(self.pool);
+        let mut clients = clients.borrow_mut();
         let mine = clients.get(&self.client).copied().unwrap_or(0);
-        let total = budget.held.get().checked_add(more);
+        let total = total_cell.get().checked_add(more);
         let client_total = mine.checked_add(more);
         match (total, client_total) {
-            (Some(t), Some(c))
-                if t <= http.max_buffered_bytes_per_shard
-                    && c <= http.max_buffered_bytes_per_client =>
-            {
-                budget.held.set(t);
+            (Some(t), Some(c)) if t <= max_shard && c <= max_client => {
+                total_cell.set(t);
                 clients.insert(self.client, c);
                 self.bytes = bytes;
                 drop(clients);
-                s.publish_held(t);
+                s.publish_held();
                 true
             }
             _ => {
@@ -153,10 +202,9 @@ impl Drop for Held<'_> {
             return;
         }
         let s = self.shard;
-        let budget = &s.budget;
-        let held = budget.held.get().saturating_sub(self.bytes);
-        budget.held.set(held);
-        let mut clients = budget.by_client.borrow_mut();
+        let (total, clients) = s.budget.pool(self.pool);
+        total.set(total.get().saturating_sub(self.bytes));
+        let mut clients = clients.borrow_mut();
         if let Some(c) = clients.get_mut(&self.client) {
             *c = c.saturating_sub(self.bytes);
             if *c == 0 {
@@ -164,6 +212,6 @@ impl Drop for Held<'_> {
             }
         }
         drop(clients);
-        s.publish_held(held);
+        s.publish_held();
     }
 }

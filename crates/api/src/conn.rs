@@ -28,7 +28,7 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
 use crate::admin::{self, Listener};
-use crate::budget::{Held, FREE_BUFFER_BYTES};
+use crate::budget::{self, Held, Pool, FREE_BUFFER_BYTES};
 use crate::clients::Request;
 use crate::http::{
     BodyReader, BodyStep, Bounds, Framing, HeadStep, Method, Need, Reject, RequestHead, Response,
@@ -231,21 +231,25 @@ async fn serve_requests<S: Io>(conn: &mut Conn<S>, shard: &Shard) {
         let (in_place, consumed) = match body {
             Ok(framed) => framed,
             Err(stop) => {
+                // The answer first (CORS reads the head in the buffer), then
+                // the request's buffers and budget go back, before the answer
+                // is written and the connection lingers.
+                let resp = match stop {
+                    BodyStop::Busy => Some(shard.busy()),
+                    BodyStop::Answer(r) => Some(r.response()),
+                    BodyStop::Left => None,
+                };
+                let resp = resp.map(|r| with_cors(r, &head, &conn.buf));
                 if let Some(b) = pieces {
                     shard.give_buffer(b);
                 }
-                // Given back before the answer and its lingering close.
+                conn.buf.clear();
+                conn.buf.shrink_to(IDLE_BUFFER_BYTES);
                 drop(held);
-                let stop = match stop {
-                    BodyStop::Busy => {
-                        let resp = with_cors(shard.busy(), &head, &conn.buf);
-                        finish(conn, shard, &resp, false, head_only).await;
-                        return;
-                    }
-                    BodyStop::Answer(r) => Some(r),
-                    BodyStop::Left => None,
-                };
-                return refuse_request(conn, shard, &head, stop).await;
+                if let Some(resp) = resp {
+                    finish(conn, shard, &resp, false, head_only).await;
+                }
+                return;
             }
         };
         let resp = {
@@ -267,7 +271,8 @@ async fn serve_requests<S: Io>(conn: &mut Conn<S>, shard: &Shard) {
         }
         drop(held);
         let keep = head.keep_alive && !shard.state.shutting_down.load(Ordering::Relaxed);
-        if !finish_held(conn, shard, client, &head, &resp, keep).await || !keep || resp.close {
+        let close = resp.close;
+        if !finish_held(conn, shard, client, &head, resp, keep).await || !keep || close {
             return;
         }
     }
@@ -338,13 +343,28 @@ async fn read_body<S: Io>(
     deadline: Instant,
 ) -> Result<(Range<usize>, usize), BodyStop> {
     let mut continue_sent = !head.expect_continue;
+    // The pooled buffer's capacity when taken: the pool's, not this request's.
+    let mut pooled = 0;
     loop {
         let need = match reader.advance(&conn.buf) {
-            BodyStep::Done { body, end } => return Ok((body, end)),
+            BodyStep::Done { body, end } => {
+                // The last read's decoded data counts too, while the request
+                // is served.
+                let bytes = request_bytes(conn.buf.capacity(), pieces.as_ref(), pooled);
+                return if held.grow_to(bytes) {
+                    Ok((body, end))
+                } else {
+                    Err(BodyStop::Busy)
+                };
+            }
             BodyStep::Data(r) => {
                 if head.route.takes_body() {
                     pieces
-                        .get_or_insert_with(|| shard.take_buffer())
+                        .get_or_insert_with(|| {
+                            let b = shard.take_buffer();
+                            pooled = b.capacity();
+                            b
+                        })
                         .extend_from_slice(&conn.buf[r]);
                 }
                 continue;
@@ -352,17 +372,20 @@ async fn read_body<S: Io>(
             BodyStep::NeedMore(need) => need,
             BodyStep::Reject(r) => return Err(BodyStop::Answer(r)),
         };
-        let need = budget_read(&mut conn.buf, pieces.as_ref(), need, held).ok_or(BodyStop::Busy)?;
+        let need = budget_read(&mut conn.buf, pieces.as_ref(), pooled, need, held)
+            .ok_or(BodyStop::Busy)?;
         // The reader refused an oversized declared body already, so a client
         // told to continue will be read.
         if !continue_sent {
             continue_sent = true;
             if conn.buf.len() == head.len {
-                let (res, _) = conn
+                let write = conn
                     .stream
-                    .write_all(&b"HTTP/1.1 100 Continue\r\n\r\n"[..])
-                    .await;
-                res.map_err(|_| BodyStop::Left)?;
+                    .write_all(&b"HTTP/1.1 100 Continue\r\n\r\n"[..]);
+                match monoio::time::timeout_at(deadline.into(), write).await {
+                    Ok((Ok(_), _)) => {}
+                    _ => return Err(BodyStop::Left),
+                }
             }
         }
         match conn.fill(need, deadline).await {
@@ -391,6 +414,7 @@ async fn read_body<S: Io>(
 fn budget_read(
     buf: &mut Vec<u8>,
     pieces: Option<&Vec<u8>>,
+    pooled: usize,
     need: Need,
     held: &mut Held<'_>,
 ) -> Option<Need> {
@@ -405,13 +429,7 @@ fn budget_read(
             .min(most)
             .max(len.saturating_add(1));
     }
-    // The decoded chunks by their length: a pooled buffer's spare capacity
-    // is the pool's (`http.body_buffer_pool`), not this request's.
-    let decoded = pieces.map_or(0, Vec::len);
-    let bytes = cap
-        .saturating_add(decoded)
-        .saturating_sub(FREE_BUFFER_BYTES);
-    if !held.grow_to(bytes) {
+    if !held.grow_to(request_bytes(cap, pieces, pooled)) {
         return None;
     }
     if cap > buf.capacity() {
@@ -425,6 +443,16 @@ fn budget_read(
         min: need.min.min(window),
         max: window,
     })
+}
+
+/// What a request holds beyond [`FREE_BUFFER_BYTES`]: its read buffer's
+/// capacity `cap`, and the chunked data decoded so far, by its length or by
+/// its buffer's growth past the capacity it had in the pool (`pooled`: that
+/// much is the pool's, `http.body_buffer_pool`), whichever is more.
+fn request_bytes(cap: usize, pieces: Option<&Vec<u8>>, pooled: usize) -> usize {
+    let decoded = pieces.map_or(0, |p| p.len().max(p.capacity().saturating_sub(pooled)));
+    cap.saturating_add(decoded)
+        .saturating_sub(FREE_BUFFER_BYTES)
 }
 
 /// Answers a request that cannot be served (if anyone listens), then closes.
@@ -467,22 +495,37 @@ async fn finish_held<S: Io>(
     shard: &Shard,
     client: IpAddr,
     head: &RequestHead,
-    resp: &Response,
+    resp: Response,
     keep_alive: bool,
 ) -> bool {
     let head_only = head.method == Method::Head;
-    let size = resp.body.len();
+    // What is written: nothing of a HEAD answer's body, or a 204's/304's.
+    let size = resp.body_to_send(head_only).map_or(0, |b| b.len());
     if size <= FREE_BUFFER_BYTES {
-        return finish(conn, shard, resp, keep_alive, head_only).await;
+        return finish(conn, shard, &resp, keep_alive, head_only).await;
     }
-    let Some(held) = shard.reserve(client, size) else {
+    // An answer no pool could ever take is not worth retrying.
+    let (_, most) = budget::bounds(&shard.state.config.http, Pool::Answers);
+    if size > most {
+        let resp = Response::error(
+            413,
+            "answer_too_large",
+            &format!("the answer is {size} bytes, more than this server sends at once ({most}); narrow the query"),
+        );
+        let resp = with_cors(resp, head, &conn.buf);
+        return finish(conn, shard, &resp, keep_alive, head_only).await;
+    }
+    let Some(held) = shard.reserve_in(Pool::Answers, client, size) else {
         let busy = with_cors(shard.busy(), head, &conn.buf);
         finish(conn, shard, &busy, false, head_only).await;
         return false;
     };
-    let ok = answer(conn, shard, resp, keep_alive, head_only).await;
+    let ok = answer(conn, shard, &resp, keep_alive, head_only).await;
+    let close = resp.close;
+    // The answer's bytes and their count go before any lingering.
+    drop(resp);
     drop(held);
-    if ok && (!keep_alive || resp.close) {
+    if ok && (!keep_alive || close) {
         linger(conn).await;
     }
     ok
@@ -520,8 +563,9 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 /// (bounded in bytes and time), so that closing with unread data does not
 /// reset the connection before the client has read our response.
 async fn linger<S: Io>(conn: &mut Conn<S>) {
-    let _ = conn.stream.shutdown().await;
     let deadline = Instant::now() + LINGER_TIME;
+    // A TLS close_notify is a write: bounded like the rest of the linger.
+    let _ = monoio::time::timeout_at(deadline.into(), conn.stream.shutdown()).await;
     let mut discarded = 0;
     conn.buf.clear();
     conn.buf.shrink_to(IDLE_BUFFER_BYTES);

@@ -429,14 +429,6 @@ pub async fn ingest(
     if p.accepted == 0 {
         return batch_response(400, "error", &p, started);
     }
-    if let Some(limiter) = &authed.limiter {
-        if let Err(wait) = limiter.try_acquire(p.accepted as u64) {
-            counters
-                .rate_limited_events
-                .fetch_add(p.accepted as u64, Ordering::Relaxed);
-            return rate_limited(tenant, wait);
-        }
-    }
     // The records live until the broker acknowledges them (or the deadline).
     let record_bytes = p.records.iter().map(|(_, r)| r.len()).sum();
     let Some(_held) = shard.reserve(client, record_bytes) else {
@@ -447,6 +439,16 @@ pub async fn ingest(
     if rings.capacity() - rings.depth(shard.index) < p.records.len() {
         return Response::error(503, "backpressure", "the engine is saturated; retry later")
             .retry_after(retry_after(state));
+    }
+    // Rate tokens are taken last, once the batch will be produced: a batch
+    // refused for room (503) costs its client nothing of its rate.
+    if let Some(limiter) = &authed.limiter {
+        if let Err(wait) = limiter.try_acquire(p.accepted as u64) {
+            counters
+                .rate_limited_events
+                .fetch_add(p.accepted as u64, Ordering::Relaxed);
+            return rate_limited(tenant, wait);
+        }
     }
     let t_ack = Instant::now();
     let mut waits = Vec::with_capacity(p.records.len());

@@ -54,7 +54,8 @@ pub struct HttpConfig {
     /// or IPv6 prefix; behind a trusted proxy the client it names) may hold,
     /// so one client cannot fill a shard's budget and starve the others;
     /// past it, that client's request gets `503 server_busy`. At least twice
-    /// `max_body_bytes`.
+    /// `max_body_bytes` plus 64 KiB and `max_header_bytes` (the largest
+    /// chunked request).
     pub max_buffered_bytes_per_client: usize,
     /// `Retry-After` sent with 503 and 429, in seconds.
     pub retry_after_secs: u32,
@@ -78,6 +79,10 @@ impl Default for HttpConfig {
         }
     }
 }
+
+/// Chunked framing a body may carry on top of its limit (`edge-http`'s
+/// `CHUNK_OVERHEAD_BYTES`; engine-core cannot depend on it).
+const CHUNK_OVERHEAD_BYTES: usize = 64 * 1024;
 
 impl HttpConfig {
     pub(super) fn check(&self) -> Result<(), ConfigError> {
@@ -123,10 +128,21 @@ impl HttpConfig {
                 "must be at least twice http.max_body_bytes",
             ));
         }
-        if self.max_buffered_bytes_per_client < 2 * self.max_body_bytes {
+        // The largest chunked request holds its framed bytes (the body, up
+        // to 64 KiB of chunk framing, the head) and the data decoded from
+        // them at once: one client's share must take it.
+        let largest = self
+            .max_body_bytes
+            .saturating_mul(2)
+            .saturating_add(CHUNK_OVERHEAD_BYTES)
+            .saturating_add(self.max_header_bytes);
+        if self.max_buffered_bytes_per_client < largest {
             return Err(invalid(
                 "http.max_buffered_bytes_per_client",
-                "must be at least twice http.max_body_bytes",
+                &format!(
+                    "must be at least twice http.max_body_bytes, plus 64 KiB and \
+                     http.max_header_bytes ({largest}): the largest chunked request"
+                ),
             ));
         }
         Ok(())

@@ -379,9 +379,7 @@ async fn read_body<S: Io>(
         if !continue_sent {
             continue_sent = true;
             if conn.buf.len() == head.len {
-                let write = conn
-                    .stream
-                    .write_all(&b"HTTP/1.1 100 Continue\r\n\r\n"[..]);
+                let write = conn.stream.write_all(&b"HTTP/1.1 100 Continue\r\n\r\n"[..]);
                 match monoio::time::timeout_at(deadline.into(), write).await {
                     Ok((Ok(_), _)) => {}
                     _ => return Err(BodyStop::Left),

@@ -139,7 +139,7 @@ impl HttpConfig {
         if self.max_buffered_bytes_per_client < largest {
             return Err(invalid(
                 "http.max_buffered_bytes_per_client",
-                &format!(
+                format!(
                     "must be at least twice http.max_body_bytes, plus 64 KiB and \
                      http.max_header_bytes ({largest}): the largest chunked request"
                 ),

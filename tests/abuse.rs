@@ -108,6 +108,26 @@ fn under(port: u16, what: &str, attack: impl FnOnce(Arc<AtomicBool>) -> String +
     assert!(p99 < HELD_SHARD, "{what}: well-behaved p99 {p99:?}");
 }
 
+/// Idle connections opened and held, at least (fewer: the attack is not the
+/// one the README's table reports).
+const MIN_IDLE: usize = 5_000;
+
+/// The engine's open connections (`ingest_connections_open`), this
+/// request's own among them.
+fn open_connections(port: u16) -> f64 {
+    metric(port, "ingest_connections_open").expect("ingest_connections_open")
+}
+
+/// Whether the server still holds `c` open: nothing to read and no end of
+/// stream.
+fn still_open(c: &TcpStream) -> bool {
+    c.set_nonblocking(true).unwrap();
+    let open =
+        matches!(c.peek(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    c.set_nonblocking(false).unwrap();
+    open
+}
+
 /// Opens connections until `n` or the stop; each gets `first` written.
 fn open(port: u16, n: usize, first: &[u8], stop: &AtomicBool) -> Vec<TcpStream> {
     let mut v = Vec::with_capacity(n);
@@ -190,15 +210,46 @@ fn abusive_connections_hold_no_shard_and_the_well_behaved_client_is_served() {
     under(port, "none (baseline)", |_| String::new());
 
     // Idle connections: as many as the descriptor limit allows, up to 20k
-    // (this process and the engine each hold one end).
+    // (this process and the engine each hold one end), and never fewer than
+    // MIN_IDLE: below that the attack proves nothing. All of them are open,
+    // and counted open by the engine, before the well-behaved client starts;
+    // all of them are still open when it is done.
     let idle = (limit.saturating_sub(1000) as usize).min(20_000);
+    assert!(
+        idle >= MIN_IDLE,
+        "the descriptor limit ({limit}) allows {idle} idle connections, not {MIN_IDLE}: \
+         raise the hard limit (ulimit -Hn)"
+    );
+    let open_before = open_connections(port);
+    let opening = Arc::new(AtomicBool::new(false));
+    let deadline = {
+        let opening = opening.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(120));
+            opening.store(true, Ordering::SeqCst);
+        })
+    };
+    let conns = open(port, idle, b"", &opening);
+    assert_eq!(conns.len(), idle, "idle connections opened in 2 minutes");
+    wait_for(
+        "the engine to count every idle connection open",
+        Duration::from_secs(60),
+        || open_connections(port) >= open_before + idle as f64,
+    );
+    drop(deadline);
     under(port, &format!("{idle} idle connections"), move |stop| {
-        let conns = open(port, idle, b"", &stop);
-        let n = conns.len();
         while !stop.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(50));
         }
-        format!("{n} held open")
+        // Still open (nothing to read, no end of stream), on both ends.
+        let still = conns.iter().filter(|c| still_open(c)).count();
+        let counted = open_connections(port);
+        assert_eq!(still, idle, "idle connections closed during the window");
+        assert!(
+            counted >= open_before + idle as f64,
+            "the engine counts {counted} open, not the {idle} idle ones"
+        );
+        format!("{still} of {idle} held open throughout")
     });
 
     under(port, "1000 slowloris heads", move |stop| {

@@ -13,7 +13,7 @@ mod common;
 use std::collections::HashSet;
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,18 @@ fn bound_above_idle() -> u64 {
 
 /// How long the attack lasts.
 const ATTACK: Duration = Duration::from_secs(15);
+/// `http.read_timeout_ms`: when a body that stopped arriving is given up
+/// (`408`). A refusal for want of room comes before one byte of the body is
+/// read, so before this: one at or after it waited for the body.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// `http.request_timeout_ms`: the most a request may take; a shed request
+/// (`503 server_busy` or `backpressure`) is answered before it.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// What a staller sends of the 1 MB it declares.
+const STALLED_BYTES: u64 = 900_000;
+/// Stallers the budget admits at once: each admitted one holds at least
+/// what it sent, and a shard holds `MAX_BUFFERED_BYTES_PER_SHARD`.
+const ADMITTED_STALLERS: u64 = SHARDS * (MAX_BUFFERED_BYTES_PER_SHARD / STALLED_BYTES);
 
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -58,7 +70,7 @@ fn senders(
     threads: usize,
     stop: &Arc<AtomicBool>,
     acked: &Arc<Mutex<HashSet<String>>>,
-    statuses: &Arc<Mutex<Vec<(u16, Duration)>>>,
+    statuses: &Arc<Mutex<Vec<Answer>>>,
 ) -> Vec<std::thread::JoinHandle<()>> {
     (0..threads)
         .map(|t| {
@@ -87,12 +99,19 @@ fn senders(
                         plain
                     };
                     let asked = Instant::now();
-                    let status = match req.send_bytes(&body) {
-                        Ok(r) => r.status(),
-                        Err(ureq::Error::Status(s, _)) => s,
-                        Err(_) => 0,
+                    let (status, error) = match req.send_bytes(&body) {
+                        Ok(r) => (r.status(), None),
+                        Err(ureq::Error::Status(s, r)) => {
+                            (s, error_of(&r.into_string().unwrap_or_default()))
+                        }
+                        Err(_) => (0, None),
                     };
-                    statuses.lock().unwrap().push((status, asked.elapsed()));
+                    let took = asked.elapsed();
+                    statuses.lock().unwrap().push(Answer {
+                        status,
+                        error,
+                        took,
+                    });
                     if status == 200 {
                         acked.lock().unwrap().extend(ids);
                     }
@@ -102,9 +121,32 @@ fn senders(
         .collect()
 }
 
-/// Clients that declare 1 MB, send 900 kB of it and stall. Each either is
-/// refused at once (its status and how long that took) or holds its room in
-/// the budget until the read timeout.
+/// One answer: its status, its `error` (for an error), and how long it took
+/// from before the request was sent.
+#[derive(Debug, Clone)]
+struct Answer {
+    status: u16,
+    error: Option<String>,
+    took: Duration,
+}
+
+impl Answer {
+    /// A request shed for want of room, not one that failed at its deadline.
+    fn shed(&self) -> bool {
+        self.status == 503 && matches!(self.error.as_deref(), Some("server_busy" | "backpressure"))
+    }
+}
+
+/// The `error` of an error answer's JSON body.
+fn error_of(body: &str) -> Option<String> {
+    let v: Value = sonic_rs::from_str(body).ok()?;
+    v["error"].as_str().map(String::from)
+}
+
+/// Clients that declare 1 MB, send 900 kB of it and stall. Each is refused
+/// (`503 server_busy`, before its body is read) or admitted, holding its
+/// room in the budget until the read timeout answers it `408`; every answer
+/// is read, with an upper bound on when it came.
 fn stallers(
     port: u16,
     threads: usize,
@@ -112,6 +154,44 @@ fn stallers(
     stop: &Arc<AtomicBool>,
 ) -> Vec<std::thread::JoinHandle<StallReport>> {
     (0..threads).map(|_| staller(port, each, stop)).collect()
+}
+
+/// A staller's connection that had no answer at once: when its request was
+/// sent.
+struct Held {
+    stream: TcpStream,
+    sent: Instant,
+}
+
+impl Held {
+    /// Its answer, if one has arrived (or the connection closed: status 0).
+    fn poll(&mut self) -> Option<Answer> {
+        self.stream.set_nonblocking(true).unwrap();
+        let waiting = self.stream.peek(&mut [0u8; 1]);
+        self.stream.set_nonblocking(false).unwrap();
+        match waiting {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+            _ => {
+                // Arrived since the last poll: `took` is an upper bound.
+                let took = self.sent.elapsed();
+                self.stream
+                    .set_read_timeout(Some(Duration::from_secs(2)))
+                    .unwrap();
+                Some(match read_response(&mut BufReader::new(&self.stream)) {
+                    Ok(r) => Answer {
+                        status: r.status,
+                        error: error_of(&r.body),
+                        took,
+                    },
+                    Err(_) => Answer {
+                        status: 0,
+                        error: None,
+                        took,
+                    },
+                })
+            }
+        }
+    }
 }
 
 fn staller(
@@ -125,13 +205,23 @@ fn staller(
             "POST /ingest HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
              Authorization: {DEV_AUTH}\r\nContent-Length: 1000000\r\n\r\n"
         );
-        let body = vec![b' '; 900_000];
+        let body = vec![b' '; STALLED_BYTES as usize];
         let mut report = StallReport::default();
-        let mut held = Vec::new();
+        let mut held: Vec<Held> = Vec::new();
+        let poll = |held: &mut Vec<Held>, report: &mut StallReport| {
+            held.retain_mut(|h| match h.poll() {
+                Some(a) => {
+                    report.late.push(a);
+                    false
+                }
+                None => true,
+            });
+        };
         for _ in 0..count {
             if stop.load(Ordering::SeqCst) {
                 break;
             }
+            poll(&mut held, &mut report);
             let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
                 report.unconnected += 1;
                 continue;
@@ -144,32 +234,42 @@ fn staller(
                 .write_all(head.as_bytes())
                 .and_then(|_| s.write_all(&body));
             match read_response(&mut BufReader::new(&s)) {
-                Ok(r) => {
-                    report.refused.push((r.status, sent.elapsed()));
-                    assert!(r.status == 503, "a staller got {} {}", r.status, r.body);
-                    assert_eq!(
-                        r.json()["error"].as_str(),
-                        Some("server_busy"),
-                        "{}",
-                        r.body
-                    );
-                }
-                // No answer yet: admitted, holding its room until the read timeout.
-                Err(_) => held.push(s),
+                Ok(r) => report.refused.push(Answer {
+                    status: r.status,
+                    error: error_of(&r.body),
+                    took: sent.elapsed(),
+                }),
+                // No answer yet: admitted (or refused late); polled from now on.
+                Err(_) => held.push(Held { stream: s, sent }),
             }
         }
-        report.held = held.len();
+        report.held = held.len() + report.late.len();
         while !stop.load(Ordering::SeqCst) {
+            poll(&mut held, &mut report);
             std::thread::sleep(Duration::from_millis(50));
         }
+        // Every held one is answered by the read timeout; a little longer
+        // for the answers to be read.
+        let until = Instant::now() + READ_TIMEOUT + Duration::from_secs(5);
+        while !held.is_empty() && Instant::now() < until {
+            poll(&mut held, &mut report);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        report.unanswered = held.len();
         report
     })
 }
 
 #[derive(Default, Debug)]
 struct StallReport {
-    refused: Vec<(u16, Duration)>,
+    /// Answered at once (within the 300 ms the staller waits).
+    refused: Vec<Answer>,
+    /// Answered later, or closed (status 0).
+    late: Vec<Answer>,
+    /// With no answer at once.
     held: usize,
+    /// Never answered, long after the read timeout.
+    unanswered: usize,
     unconnected: usize,
 }
 
@@ -199,6 +299,23 @@ fn non_readers(port: u16, count: usize, stop: &Arc<AtomicBool>) -> std::thread::
         }
         sent
     })
+}
+
+/// A field of `/proc/PID/status` (`VmRSS`, `VmHWM`), in KiB.
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Resets the process's peak resident size (`VmHWM`) to its resident size
+/// now (`clear_refs`, Linux 4.0 and later).
+fn reset_peak_rss(pid: u32) {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
+        .unwrap_or_else(|e| panic!("resetting the engine's VmHWM: {e}"));
 }
 
 fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
@@ -235,7 +352,14 @@ fn overload_is_refused_quickly_in_bounded_memory_and_loses_nothing() {
             "INGESTION_REDPANDA__QUEUE_MAX_KBYTES",
             QUEUE_MAX_KBYTES.to_string(),
         ),
-        ("INGESTION_HTTP__READ_TIMEOUT_MS", "5000".into()),
+        (
+            "INGESTION_HTTP__READ_TIMEOUT_MS",
+            READ_TIMEOUT.as_millis().to_string(),
+        ),
+        (
+            "INGESTION_HTTP__REQUEST_TIMEOUT_MS",
+            REQUEST_TIMEOUT.as_millis().to_string(),
+        ),
     ];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let engine = Engine::start_with(&broker, TEST_CONFIG, &env);
@@ -248,31 +372,16 @@ fn overload_is_refused_quickly_in_bounded_memory_and_loses_nothing() {
         &batch(&[event(0, DEV_TENANT, SESSION)]),
     );
     assert_eq!(r.status, 200, "{}", r.body);
-    let idle_kib = engine.rss_kib();
+    let pid = engine.pid();
+    let idle_kib = proc_status_kib(pid, "VmRSS");
     let bound_kib = idle_kib + bound_above_idle() / 1024;
+    // The peak from here on is the kernel's (VmHWM, reset to the resident
+    // size now), not a sample that may miss it.
+    reset_peak_rss(pid);
 
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(HashSet::new()));
     let statuses = Arc::new(Mutex::new(Vec::new()));
-    let peak = Arc::new(AtomicU64::new(idle_kib));
-    let sampler = {
-        let (stop, peak) = (stop.clone(), peak.clone());
-        let pid = engine.pid();
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-                    if let Some(kib) = s
-                        .lines()
-                        .find_map(|l| l.strip_prefix("VmRSS:"))
-                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                    {
-                        peak.fetch_max(kib, Ordering::Relaxed);
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-    };
     let started = Instant::now();
     let send = senders(port, 6, &stop, &acked, &statuses);
     let stall = stallers(port, 8, 50, &stop);
@@ -286,52 +395,102 @@ fn overload_is_refused_quickly_in_bounded_memory_and_loses_nothing() {
     for t in stall {
         let r = t.join().unwrap();
         stall_all.refused.extend(r.refused);
+        stall_all.late.extend(r.late);
         stall_all.held += r.held;
+        stall_all.unanswered += r.unanswered;
         stall_all.unconnected += r.unconnected;
     }
     let stall = stall_all;
     let pipelined = readers.join().unwrap();
-    sampler.join().unwrap();
     let attack = started.elapsed();
+    let peak_kib = proc_status_kib(pid, "VmHWM");
 
-    // Refused quickly, and in bounded memory.
-    let refusal_p99 = percentile(stall.refused.iter().map(|r| r.1).collect(), 0.99);
-    let peak_kib = peak.load(Ordering::Relaxed);
     let all = statuses.lock().unwrap().clone();
-    let count = |s: u16| all.iter().filter(|r| r.0 == s).count();
-    let busy_p99 = percentile(
-        all.iter().filter(|r| r.0 == 503).map(|r| r.1).collect(),
-        0.99,
-    );
+    let count = |s: u16| all.iter().filter(|r| r.status == s).count();
+    let shed: Vec<&Answer> = all.iter().filter(|a| a.shed()).collect();
+    let busy_p99 = percentile(shed.iter().map(|a| a.took).collect(), 0.99);
+    let busy_max = shed.iter().map(|a| a.took).max().unwrap_or_default();
+    // Refusals of stallers, at once or late (answered 503 after the 300 ms
+    // the staller waited); the admitted ones are answered 408.
+    let refusals: Vec<&Answer> = stall
+        .refused
+        .iter()
+        .chain(stall.late.iter().filter(|a| a.status == 503))
+        .collect();
+    let admitted = stall.late.iter().filter(|a| a.status == 408).count();
+    let refusal_p99 = percentile(refusals.iter().map(|a| a.took).collect(), 0.99);
+    let refusal_max = refusals.iter().map(|a| a.took).max().unwrap_or_default();
     println!(
-        "overload: {attack:?}; senders 200 {} / 503 {} / other {} (503 p99 {busy_p99:?}); \
-         stallers refused {} (p99 {refusal_p99:?}), held {}, unconnected {}; \
-         {pipelined} pipelined requests never read; RSS idle {} MiB, peak {} MiB, bound {} MiB; \
-         busy refusals {:?}",
+        "overload: {attack:?}; senders 200 {} / 503 {} ({} shed, p99 {busy_p99:?}, max \
+         {busy_max:?}) / other {}; stallers refused {} (p99 {refusal_p99:?}, max \
+         {refusal_max:?}, {} of them late), admitted {admitted} (408), held {}, unanswered {}, \
+         unconnected {}; {pipelined} pipelined requests never read; RSS idle {} MiB, peak {} \
+         MiB, bound {} MiB; busy refusals {:?}",
         count(200),
         count(503),
+        shed.len(),
         all.len() - count(200) - count(503),
-        stall.refused.len(),
+        refusals.len(),
+        refusals.len() - stall.refused.len(),
         stall.held,
+        stall.unanswered,
         stall.unconnected,
         idle_kib / 1024,
         peak_kib / 1024,
         bound_kib / 1024,
         metric(port, "ingest_busy_refusals_total"),
     );
-    assert!(
-        stall.refused.len() > 300,
-        "most stalled 1 MB bodies must be refused: {stall:?}"
-    );
+
+    // In bounded memory: the peak itself.
     assert!(
         peak_kib <= bound_kib,
         "peak RSS {peak_kib} KiB over the bound {bound_kib} KiB"
     );
+    // Refused quickly: every refusal is `503 server_busy`, answered before
+    // the body it has no room for would have been given up (the read
+    // timeout), so without waiting for it; only what the budget holds is
+    // admitted, and answered 408 at that timeout.
+    for a in &refusals {
+        assert_eq!(
+            (a.status, a.error.as_deref()),
+            (503, Some("server_busy")),
+            "a staller's answer: {a:?}"
+        );
+    }
     assert!(
-        all.iter().all(|r| [200, 503].contains(&r.0)),
+        refusal_max < READ_TIMEOUT,
+        "a staller was refused after {refusal_max:?}, not before its body's {READ_TIMEOUT:?}"
+    );
+    assert!(
+        refusals.len() > 300,
+        "most stalled 1 MB bodies must be refused: {} of {}",
+        refusals.len(),
+        refusals.len() + admitted
+    );
+    assert!(
+        admitted as u64 <= ADMITTED_STALLERS,
+        "{admitted} stallers admitted, the budget holds {ADMITTED_STALLERS}"
+    );
+    let other: Vec<&Answer> = stall
+        .late
+        .iter()
+        .filter(|a| ![408, 503].contains(&a.status))
+        .collect();
+    assert!(
+        other.is_empty() && stall.unanswered == 0,
+        "held stallers closed without an answer {other:?}, or never answered: {}",
+        stall.unanswered
+    );
+    // Senders: shed before their request's deadline, never by waiting it out.
+    assert!(
+        busy_max < REQUEST_TIMEOUT,
+        "a sender was shed after {busy_max:?}, not before its {REQUEST_TIMEOUT:?} deadline"
+    );
+    assert!(
+        all.iter().all(|r| [200, 503].contains(&r.status)),
         "senders got other answers: {:?}",
         all.iter()
-            .filter(|r| ![200, 503].contains(&r.0))
+            .filter(|r| ![200, 503].contains(&r.status))
             .take(5)
             .collect::<Vec<_>>()
     );

@@ -110,7 +110,27 @@ mod tests {
         d.insert(k(5), 8_000_000);
         assert_eq!(d.len(), 3);
         assert!(!d.contains(&k(2)));
-        // Other tenants' identical event ids are not duplicates.
-        assert!(!d.contains(&([1; 16], [5; 16])));
+    }
+
+    #[test]
+    fn the_same_event_id_under_another_tenant_is_not_a_duplicate() {
+        let (a, b) = ([0xa; 16], [0xb; 16]);
+        let id = [7; 16];
+        let mut d = DedupWindow::new(10, 100);
+        assert!(d.insert((a, id), 0), "tenant A's first insert is new");
+        assert!(d.contains(&(a, id)));
+        // B's event with A's id: not seen, and its insert is new, not a repeat.
+        assert!(!d.contains(&(b, id)), "tenant B sees tenant A's id");
+        assert!(
+            d.insert((b, id), 1),
+            "tenant B's event taken for A's repeat"
+        );
+        assert_eq!(d.len(), 2);
+        // Each tenant's own retry is still a duplicate.
+        assert!(!d.insert((a, id), 2), "tenant A's retry not caught");
+        assert!(!d.insert((b, id), 3), "tenant B's retry not caught");
+        // And forgetting one tenant's key forgets only that one.
+        d.expire(10_000_001);
+        assert!(!d.contains(&(a, id)) && d.contains(&(b, id)));
     }
 }

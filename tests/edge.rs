@@ -339,11 +339,23 @@ fn every_error_status_comes_from_a_real_request() {
     // limit refilled between the batches (one event's worth takes 20 ms):
     // refused on its head, body unread (one request), or read and then
     // refused (its 50 events). Exactly one of them.
-    let early = metrics.body.contains("ingest_rate_limited_requests_total 1\n")
-        && metrics.body.contains("ingest_rate_limited_events_total 0\n");
-    let read = metrics.body.contains("ingest_rate_limited_requests_total 0\n")
-        && metrics.body.contains("ingest_rate_limited_events_total 50\n");
-    assert!(early ^ read, "the 429 counted neither way\n{}", metrics.body);
+    let early = metrics
+        .body
+        .contains("ingest_rate_limited_requests_total 1\n")
+        && metrics
+            .body
+            .contains("ingest_rate_limited_events_total 0\n");
+    let read = metrics
+        .body
+        .contains("ingest_rate_limited_requests_total 0\n")
+        && metrics
+            .body
+            .contains("ingest_rate_limited_events_total 50\n");
+    assert!(
+        early ^ read,
+        "the 429 counted neither way\n{}",
+        metrics.body
+    );
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {

@@ -64,6 +64,10 @@ struct Conn<S> {
     peer: IpAddr,
     buf: Vec<u8>,
     out: Vec<u8>,
+    /// A read was cancelled (timed out): its buffer went with it, and a TLS
+    /// stream cannot be read again (monoio-rustls lost its read buffer too:
+    /// a later read panics). Nothing reads this connection any more.
+    read_cancelled: bool,
 }
 
 impl<S: Io> Conn<S> {
@@ -89,8 +93,14 @@ impl<S: Io> Conn<S> {
                     Ok(())
                 }
             }
-            Ok((Err(_), _)) => Err(ReadError::Closed),
-            Err(_) => Err(ReadError::TimedOut),
+            Ok((Err(_), slice)) => {
+                self.buf = slice.into_inner();
+                Err(ReadError::Closed)
+            }
+            Err(_) => {
+                self.read_cancelled = true;
+                Err(ReadError::TimedOut)
+            }
         }
     }
 
@@ -150,6 +160,7 @@ pub async fn refuse_client<S: Io>(stream: S, peer: IpAddr) {
         peer,
         buf: Vec::with_capacity(IDLE_BUFFER_BYTES),
         out: Vec::with_capacity(256),
+        read_cancelled: false,
     };
     let resp = Response::error(
         429,
@@ -171,6 +182,7 @@ pub async fn serve<S: Io>(stream: S, peer: IpAddr, shard: Rc<Shard>) {
         peer,
         buf: Vec::with_capacity(IDLE_BUFFER_BYTES),
         out: Vec::with_capacity(OUT_BUFFER_BYTES),
+        read_cancelled: false,
     };
     serve_requests(&mut conn, &shard).await;
     counters.connections_open.fetch_sub(1, Ordering::Relaxed);
@@ -195,11 +207,13 @@ async fn serve_requests<S: Io>(conn: &mut Conn<S>, shard: &Shard) {
             panic!("fault injection: a request for the shard panic path");
         }
         let head_only = head.method == Method::Head;
+        let origin = cors_origin(&head, &conn.buf);
+        let origin = origin.as_deref();
         // Route and early checks, before the body.
         let tenant = match route_check(&head, shard, conn.peer, &conn.buf) {
             Ok(t) => t,
             Err(resp) => {
-                let resp = with_cors(resp, &head, &conn.buf);
+                let resp = with_cors(resp, origin);
                 // The body was not read: the connection cannot be reused.
                 let keep = head.keep_alive && head.framing == Framing::None;
                 if !finish(conn, shard, &resp, keep, head_only).await || !keep {
@@ -211,7 +225,7 @@ async fn serve_requests<S: Io>(conn: &mut Conn<S>, shard: &Shard) {
         };
         let reader = match bounds.body(&head) {
             Ok(r) => r,
-            Err(r) => return refuse_request(conn, shard, &head, Some(r)).await,
+            Err(r) => return refuse_request(conn, shard, origin, Some(r)).await,
         };
         // The request's bytes in the shard's budget, taken as they arrive
         // (budget.rs): a declared length costs nothing until it is sent.
@@ -239,7 +253,7 @@ async fn serve_requests<S: Io>(conn: &mut Conn<S>, shard: &Shard) {
                     BodyStop::Answer(r) => Some(r.response()),
                     BodyStop::Left => None,
                 };
-                let resp = resp.map(|r| with_cors(r, &head, &conn.buf));
+                let resp = resp.map(|r| with_cors(r, origin));
                 if let Some(b) = pieces {
                     shard.give_buffer(b);
                 }
@@ -258,7 +272,7 @@ async fn serve_requests<S: Io>(conn: &mut Conn<S>, shard: &Shard) {
                 None => &conn.buf[in_place],
             };
             let resp = dispatch(shard, client, &head, tenant.as_ref(), body, started).await;
-            with_cors(resp, &head, &conn.buf)
+            with_cors(resp, origin)
         };
         // The request's bytes go back before its answer is written: a client
         // that reads slowly holds only its answer.
@@ -272,7 +286,7 @@ async fn serve_requests<S: Io>(conn: &mut Conn<S>, shard: &Shard) {
         drop(held);
         let keep = head.keep_alive && !shard.state.shutting_down.load(Ordering::Relaxed);
         let close = resp.close;
-        if !finish_held(conn, shard, client, &head, resp, keep).await || !keep || close {
+        if !finish_held(conn, shard, client, (&head, origin), resp, keep).await || !keep || close {
             return;
         }
     }
@@ -461,9 +475,14 @@ async fn refuse<S: Io>(conn: &mut Conn<S>, shard: &Shard, stop: Stop) {
 }
 
 /// [`refuse`] once the head is known: a browser may read the answer too.
-async fn refuse_request<S: Io>(conn: &mut Conn<S>, shard: &Shard, head: &RequestHead, stop: Stop) {
+async fn refuse_request<S: Io>(
+    conn: &mut Conn<S>,
+    shard: &Shard,
+    origin: Option<&str>,
+    stop: Stop,
+) {
     if let Some(r) = stop {
-        let resp = with_cors(r.response(), head, &conn.buf);
+        let resp = with_cors(r.response(), origin);
         finish(conn, shard, &resp, false, false).await;
     }
 }
@@ -492,7 +511,7 @@ async fn finish_held<S: Io>(
     conn: &mut Conn<S>,
     shard: &Shard,
     client: IpAddr,
-    head: &RequestHead,
+    (head, origin): (&RequestHead, Option<&str>),
     resp: Response,
     keep_alive: bool,
 ) -> bool {
@@ -510,11 +529,11 @@ async fn finish_held<S: Io>(
             "answer_too_large",
             &format!("the answer is {size} bytes, more than this server sends at once ({most}); narrow the query"),
         );
-        let resp = with_cors(resp, head, &conn.buf);
+        let resp = with_cors(resp, origin);
         return finish(conn, shard, &resp, keep_alive, head_only).await;
     }
     let Some(held) = shard.reserve_in(Pool::Answers, client, size) else {
-        let busy = with_cors(shard.busy(), head, &conn.buf);
+        let busy = with_cors(shard.busy(), origin);
         finish(conn, shard, &busy, false, head_only).await;
         return false;
     };
@@ -561,6 +580,13 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 /// (bounded in bytes and time), so that closing with unread data does not
 /// reset the connection before the client has read our response.
 async fn linger<S: Io>(conn: &mut Conn<S>) {
+    // A connection whose read was cancelled is closed as it is: reading it
+    // again would panic inside the TLS stream (a remote kill switch with
+    // `panic = "abort"`, found by review), and its client was too slow
+    // anyway.
+    if conn.read_cancelled {
+        return;
+    }
     let deadline = Instant::now() + LINGER_TIME;
     // A TLS close_notify is a write: bounded like the rest of the linger.
     let _ = monoio::time::timeout_at(deadline.into(), conn.stream.shutdown()).await;
@@ -648,13 +674,20 @@ fn client_check(
     }
 }
 
-/// Lets a browser read an `/ingest` answer (a preflight has its own headers).
-fn with_cors(resp: Response, head: &RequestHead, buf: &[u8]) -> Response {
+/// The `Origin` an `/ingest` answer lets read it (a preflight has its own
+/// headers), copied out of the head once: the read buffer changes (drained,
+/// or lost with a cancelled read) before some answers are written.
+fn cors_origin(head: &RequestHead, buf: &[u8]) -> Option<String> {
     if head.route == Route::Ingest && head.method != Method::Options {
-        cors::allow(resp, cors::origin(head, buf))
+        cors::origin(head, buf).map(str::to_owned)
     } else {
-        resp
+        None
     }
+}
+
+/// Lets a browser read an `/ingest` answer.
+fn with_cors(resp: Response, origin: Option<&str>) -> Response {
+    cors::allow(resp, origin)
 }
 
 async fn dispatch(

@@ -34,7 +34,7 @@ pub const ALLOWED_HEADERS: &str = "authorization, content-type, content-encoding
 /// `null` (a `file:` page, a sandboxed frame) is echoed too: without
 /// credentials that exposes nothing, and it lets such a page read answers.
 pub fn origin<'b>(head: &RequestHead, buf: &'b [u8]) -> Option<&'b str> {
-    let o = &buf[head.origin.clone()?];
+    let o = buf.get(head.origin.clone()?)?;
     if o == b"null" || is_origin(o) {
         std::str::from_utf8(o).ok()
     } else {
@@ -44,7 +44,7 @@ pub fn origin<'b>(head: &RequestHead, buf: &'b [u8]) -> Option<&'b str> {
 
 /// A query parameter, percent-decoded (first occurrence).
 pub fn query_param<'b>(head: &RequestHead, buf: &'b [u8], name: &str) -> Option<Cow<'b, str>> {
-    let q = &buf[head.query.clone()?];
+    let q = buf.get(head.query.clone()?)?;
     form_urlencoded::parse(q)
         .find(|(k, _)| k == name)
         .map(|(_, v)| v)

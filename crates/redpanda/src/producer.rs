@@ -422,23 +422,39 @@ fn run(
         if stop.load(Ordering::SeqCst) && rings.all_empty() {
             break;
         }
-        if refusals.due() && last_reset.is_none_or(|t| t.elapsed() >= PRODUCER_RESET_INTERVAL) {
+        // librdkafka's own fatal state, too: a fatal producer fails every
+        // send at once, so no delivery report would tell.
+        let fatal = producer.client().fatal_error();
+        if (refusals.due() || fatal.is_some())
+            && last_reset.is_none_or(|t| t.elapsed() >= PRODUCER_RESET_INTERVAL)
+        {
+            last_reset = Some(Instant::now());
+            // Cleared before the new producer exists, so what it reports
+            // counts for it; kept when no new one could be made.
             match make() {
                 Ok(fresh) => {
+                    refusals.reset();
                     warn!(
                         inflight = producer.in_flight_count(),
-                        fatal = refusals.fatal.load(Ordering::Relaxed),
-                        "the broker refused every record for {PRODUCER_RESET_AFTER:?}: \
-                         replacing the producer (a new producer id); its records fail and are retried"
+                        fatal = ?fatal,
+                        "the broker refused every record for {PRODUCER_RESET_AFTER:?}, or the \
+                         producer failed for good: replacing it (a new producer id); its \
+                         records fail and are retried"
                     );
                     let old = std::mem::replace(&mut producer, fresh);
-                    retire(old);
+                    // Off this thread: a purge waits for the old broker
+                    // threads (a DNS lookup may hold one), and the rings
+                    // must keep moving meanwhile.
+                    let spawned = thread::Builder::new()
+                        .name("producer-retire".into())
+                        .spawn(move || retire(old));
+                    if let Err(e) = spawned {
+                        warn!(%e, "no thread to retire the old producer on; it is dropped as it is");
+                    }
                     metrics.producer_resets.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => warn!(%e, "could not make a new producer; keeping the old one"),
             }
-            refusals.reset();
-            last_reset = Some(Instant::now());
         }
         if sent == 0 {
             rings.park_if_idle(Duration::from_millis(100));

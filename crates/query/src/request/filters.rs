@@ -85,6 +85,13 @@ fn check_value(at: &str, op: Op, v: &str) -> Result<u64, QueryError> {
         .translate(v, &plain)
         .map_err(|_| invalid())?;
     if folding {
+        if let Err(why) = foldable(&ast) {
+            return Err(bad(format!(
+                "{at}: the case-insensitive pattern {} uses {why}, which `(?i)` does not \
+                 allow in a filter; list the characters instead",
+                shown(v)
+            )));
+        }
         let widest = widest_class(&ast, v);
         if widest > MAX_FOLDED_CLASS_CODEPOINTS {
             return Err(bad(format!(
@@ -98,6 +105,72 @@ fn check_value(at: &str, op: Op, v: &str) -> Result<u64, QueryError> {
             .map_err(|_| invalid())?;
     }
     Ok(program)
+}
+
+/// Whether the translator's case folding of `ast`'s classes costs what
+/// [`widest_class`] measures: it folds each class before negating it and
+/// each operand of a set operation, so `(?i)[^\s\S]` (empty once negated)
+/// folds all of Unicode; and `x` mode changes how a class's text reads
+/// alone. So with `(?i)`, classes may not be negated (`[^…]`, `\P{…}`,
+/// `\W`, `\S`, `\D`), use set operations, or sit in `x` mode (a second
+/// review found each of these passing the size check while costing
+/// ~13 ms a class).
+fn foldable(ast: &Ast) -> Result<(), &'static str> {
+    fn unicode(u: &ast::ClassUnicode) -> Result<(), &'static str> {
+        let not_equal = matches!(
+            &u.kind,
+            ast::ClassUnicodeKind::NamedValue {
+                op: ast::ClassUnicodeOpKind::NotEqual,
+                ..
+            }
+        );
+        if u.negated || not_equal {
+            Err("a negated Unicode class")
+        } else {
+            Ok(())
+        }
+    }
+    fn item(i: &ClassSetItem) -> Result<(), &'static str> {
+        match i {
+            ClassSetItem::Unicode(u) => unicode(u),
+            ClassSetItem::Perl(p) if p.negated => Err("a negated class"),
+            ClassSetItem::Bracketed(b) => bracketed(b),
+            ClassSetItem::Union(u) => u.items.iter().try_for_each(item),
+            _ => Ok(()),
+        }
+    }
+    fn bracketed(b: &ast::ClassBracketed) -> Result<(), &'static str> {
+        if b.negated {
+            return Err("a negated class");
+        }
+        match &b.kind {
+            ClassSet::BinaryOp(_) => Err("a class set operation"),
+            ClassSet::Item(i) => item(i),
+        }
+    }
+    let flags = |f: &ast::Flags| {
+        if f.flag_state(ast::Flag::IgnoreWhitespace).is_some() {
+            Err("the `x` flag")
+        } else {
+            Ok(())
+        }
+    };
+    match ast {
+        Ast::ClassUnicode(u) => unicode(u),
+        Ast::ClassPerl(p) if p.negated => Err("a negated class"),
+        Ast::ClassBracketed(b) => bracketed(b),
+        Ast::Flags(f) => flags(&f.flags),
+        Ast::Group(g) => {
+            if let ast::GroupKind::NonCapturing(f) = &g.kind {
+                flags(f)?;
+            }
+            foldable(&g.ast)
+        }
+        Ast::Repetition(r) => foldable(&r.ast),
+        Ast::Alternation(a) => a.asts.iter().try_for_each(foldable),
+        Ast::Concat(c) => c.asts.iter().try_for_each(foldable),
+        _ => Ok(()),
+    }
 }
 
 /// Most characters a class of a case-insensitive pattern may hold.

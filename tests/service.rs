@@ -163,6 +163,11 @@ fn logs_json_lines_and_names_its_config_file() {
         &format!("[log]\nformat = \"json\"\n{TEST_CONFIG}"),
         &[("RUST_LOG", "info")],
     );
+    // A shard logs its placement from its own thread, which may come after
+    // readiness on a loaded machine (a clean-clone CI run read the log first).
+    wait_for("the shard placement line", Duration::from_secs(10), || {
+        engine.log().contains("shard placement")
+    });
     let log = engine.log();
     let lines: Vec<sonic_rs::Value> = log
         .lines()

@@ -89,6 +89,7 @@ fn settle(fault: &str, ch: &ClickHouse, mut load: Load, note: &str) {
         load.seen.slowest_ms.load(Ordering::Relaxed),
     );
     assert_exactly_once(ch, &acked, &sent);
+    assert_rollups_agree(ch, fault);
 }
 
 fn signal(pid: u32, sig: i32) {

@@ -80,6 +80,7 @@ pub fn sample_block(now_us: i64) -> (EventsBlock, usize) {
                 offset: n as i64,
                 tier: Tier::Paid,
                 retention_days: 90,
+                insert_id: [0; 16],
             };
             let agent = AgentColumns {
                 browser: ["Chrome", "Firefox"][usize::from(t)],

@@ -68,6 +68,7 @@ fn kill9_of_the_engine_under_load_twice_loses_nothing_and_doubles_nothing() {
     let sent = load.sent();
     wait_landed(&ch, &acked, LANDING_BOUND, "after the load");
     assert_exactly_once(&ch, &acked, &sent);
+    assert_rollups_agree(&ch, "kill -9 of the engine");
     // Caught up: the group's lag is 0 and nothing is stalled.
     wait_for("group lag back to 0", Duration::from_secs(30), || {
         node.metric("sink_group_lag") == Some(0.0)

@@ -211,6 +211,7 @@ fn insert_aged(ch: &ClickHouse, today_us: i64, rows: &[(Tier, u16, i64)]) {
             offset: n as i64,
             tier,
             retention_days: retention,
+            insert_id: [0; 16],
         };
         block.push(rec, &rec.events[0], src, Default::default());
     }

@@ -88,6 +88,27 @@ impl Node {
         self.spawn_logging_to(&log);
     }
 
+    /// Starts a sink-only engine again and waits until it answers `/health`
+    /// (its readiness follows the sink's state, which may be "stalled"
+    /// while its group settles).
+    pub fn spawn_sink(&mut self) {
+        self.starts += 1;
+        let log = self.dir.join(format!("engine-{}.log", self.starts));
+        let env = self.env.iter().map(|(k, v)| (*k, v.as_str()));
+        self.child = Some(spawn_serve(
+            &self.config,
+            &self.broker,
+            self.port,
+            env,
+            &log,
+        ));
+        self.log = log;
+        let port = self.port;
+        wait_for("sink answering /health", Duration::from_secs(60), || {
+            get(port, "/health").is_ok()
+        });
+    }
+
     /// Starts the engine with its stderr in `log`, and waits until ready.
     pub fn spawn_logging_to(&mut self, log: &std::path::Path) {
         let env = self.env.iter().map(|(k, v)| (*k, v.as_str()));
@@ -306,7 +327,7 @@ impl Drop for Load {
 pub fn stored(ch: &ClickHouse) -> HashMap<String, u64> {
     let out = ch
         .client()
-        .query("SELECT toString(event_id), count() FROM overwatch.events GROUP BY event_id FORMAT TabSeparated")
+        .query("SELECT toString(event_id), count() FROM overwatch.events WHERE tenant_id != toUUID('ffffffff-ffff-ffff-ffff-ffffffffffff') GROUP BY event_id FORMAT TabSeparated")
         .unwrap_or_default();
     out.lines()
         .filter_map(|l| l.split_once('\t'))
@@ -364,4 +385,38 @@ pub fn assert_exactly_once(ch: &ClickHouse, acked: &HashSet<String>, sent: &Hash
         (0, 0, 0),
         "{t:?}: acknowledged events lost, rows stored twice, rows nobody sent"
     );
+}
+
+/// The roll-ups equal their views' `GROUP BY` over `events`, row for row:
+/// pageviews per (tenant, day, session) and per (tenant, hour, path).
+/// Receipt rows take part on both sides, like any pageview.
+pub fn assert_rollups_agree(ch: &ClickHouse, what: &str) {
+    let pairs = [
+        (
+            "SELECT tenant_id, day, session_id, retention_days, sum(pageviews) AS n FROM overwatch.sessions \
+             GROUP BY tenant_id, day, session_id, retention_days HAVING n > 0 ORDER BY tenant_id, day, session_id, retention_days",
+            "SELECT tenant_id, toDate(event_time) AS day, session_id, retention_days, count() FROM overwatch.events \
+             WHERE event_type = 'pageview' GROUP BY tenant_id, day, session_id, retention_days ORDER BY tenant_id, day, session_id, retention_days",
+        ),
+        (
+            "SELECT tenant_id, hour, path, retention_days, sum(pageviews) AS n FROM overwatch.pageviews_hourly \
+             GROUP BY tenant_id, hour, path, retention_days HAVING n > 0 ORDER BY tenant_id, hour, path, retention_days",
+            "SELECT tenant_id, toStartOfHour(event_time) AS hour, path, retention_days, count() FROM overwatch.events \
+             WHERE event_type = 'pageview' GROUP BY tenant_id, hour, path, retention_days ORDER BY tenant_id, hour, path, retention_days",
+        ),
+    ];
+    for (rollup, direct) in pairs {
+        let (a, b) = (ch.query(rollup), ch.query(direct));
+        if a != b {
+            let (ra, rb): (HashSet<&str>, HashSet<&str>) =
+                (a.lines().collect(), b.lines().collect());
+            let only_rollup: Vec<_> = ra.difference(&rb).take(5).collect();
+            let only_events: Vec<_> = rb.difference(&ra).take(5).collect();
+            panic!(
+                "{what}: roll-up and GROUP BY over events differ ({} vs {} rows); only in the roll-up: {only_rollup:?}; only in events: {only_events:?}\n{rollup}",
+                ra.len(),
+                rb.len()
+            );
+        }
+    }
 }

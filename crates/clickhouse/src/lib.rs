@@ -5,6 +5,8 @@
 //! - [`version::ServerVersion`]: what the server is and can do (TTL or not).
 //! - [`native`]: the columnar `Native` block encoder for the `events` table;
 //!   [`rowbinary`] reads `RowBinary` answers.
+//! - [`receipts`]: the sink's insert receipts and staging tables (its
+//!   exactly-once protocol's footprint in ClickHouse).
 //! - [`schema`]: database `overwatch`, its tables and materialized views, and
 //!   the idempotent, versioned migrations that create and upgrade them,
 //!   one migrator at a time ([`schema::lease`]).
@@ -13,6 +15,7 @@
 
 pub mod native;
 pub mod native_decode;
+pub mod receipts;
 pub mod rowbinary;
 pub mod schema;
 pub mod tenants;
@@ -43,5 +46,20 @@ impl Error {
     /// Whether retrying later may succeed (connection trouble, not a bad query).
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::Connection { .. })
+    }
+
+    /// ClickHouse's error code, where the server answered with one.
+    pub fn code(&self) -> Option<u32> {
+        match self {
+            Error::Server { code, .. } => *code,
+            _ => None,
+        }
+    }
+
+    /// Whether the server answered at all: a statement that got no answer
+    /// may still run, or run later (a request that reached the server
+    /// before the connection broke).
+    pub fn answered(&self) -> bool {
+        matches!(self, Error::Server { .. } | Error::Protocol(_))
     }
 }

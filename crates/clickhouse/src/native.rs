@@ -22,6 +22,8 @@ pub struct RowSource {
     pub offset: i64,
     pub tier: Tier,
     pub retention_days: u16,
+    /// The insert the row goes in (`insert_id`, see [`crate::receipts`]).
+    pub insert_id: [u8; 16],
 }
 
 #[derive(Debug, Default)]
@@ -73,6 +75,7 @@ pub struct EventsBlock {
     broker_offset: Vec<i64>,
     /// In [`AGENT_COLUMNS`] order.
     agent: [Strings; 3],
+    insert_id: Vec<[u8; 16]>,
     bytes: usize,
 }
 
@@ -149,6 +152,7 @@ impl EventsBlock {
             &mut self.event_id,
             &mut self.session_id,
             &mut self.batch_id,
+            &mut self.insert_id,
         ] {
             v.clear();
         }
@@ -236,7 +240,50 @@ impl EventsBlock {
             len += s.len() + 1;
             col.push(s);
         }
-        self.bytes += len + 4 * 16 + 12 * 8 + 9 * 9 + 10;
+        self.insert_id.push(src.insert_id);
+        self.bytes += len + 5 * 16 + 12 * 8 + 9 * 9 + 10;
+    }
+
+    /// Appends an insert's receipt row (see [`crate::receipts::Receipt`]).
+    pub fn push_receipt(&mut self, r: &crate::receipts::Receipt) {
+        let id = *r.insert_id.as_bytes();
+        self.rows += 1;
+        self.tenant_id
+            .push(*crate::receipts::RECEIPT_TENANT.as_bytes());
+        self.event_id.push(id);
+        self.session_id.push(id);
+        self.batch_id.push([0; 16]);
+        // A pageview, so that every roll-up's view writes its own receipt row.
+        self.event_type.push(0);
+        self.event_time.push(r.event_time);
+        self.event_time_us.push(i64::from(r.event_time) * 1_000_000);
+        self.client_time_us.push(0);
+        self.received_at.push(secs(r.written_at_us));
+        self.received_at_us.push(r.written_at_us);
+        self.tier.push(tier_code(r.tier));
+        self.retention_days.push(r.retention_days);
+        let path = r.path();
+        let properties = r.properties();
+        for (col, name) in self.strings.iter_mut().zip(STRING_COLUMNS) {
+            col.push(match name {
+                "path" => &path,
+                "name" => crate::receipts::RECEIPT_NAME,
+                "properties" => &properties,
+                _ => "",
+            });
+        }
+        self.screen_width.push(None);
+        self.screen_height.push(None);
+        for col in &mut self.floats {
+            col.push(None);
+        }
+        self.broker_partition.push(r.partition);
+        self.broker_offset.push(r.last_offset);
+        for col in &mut self.agent {
+            col.push("");
+        }
+        self.insert_id.push(id);
+        self.bytes += path.len() + properties.len() + 256;
     }
 
     /// Encodes the block (appending to `out`).
@@ -287,6 +334,7 @@ impl EventsBlock {
             }),
             "broker_partition" => put_le(out, &self.broker_partition, |v| v.to_le_bytes()),
             "broker_offset" => put_le(out, &self.broker_offset, |v| v.to_le_bytes()),
+            "insert_id" => put_uuids(out, &self.insert_id),
             other => unreachable!("column {other} of EVENTS_COLUMNS has no encoder"),
         }
     }
@@ -391,6 +439,7 @@ mod tests {
             offset: 2,
             tier: Tier::Free,
             retention_days: 1,
+            insert_id: [0; 16],
         };
         let mut fresh = EventsBlock::new();
         fresh.push(rec, e, src, AgentColumns::default());

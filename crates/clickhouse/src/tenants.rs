@@ -219,6 +219,12 @@ fn put_array<T>(row: &mut Vec<u8>, items: &[T], mut put: impl FnMut(&mut Vec<u8>
 /// Writes a new revision of a tenant, as `RowBinary`: no quoting rules
 /// between a name and what is stored.
 pub fn put(client: &Client, db: &str, t: &TenantRow) -> Result<(), Error> {
+    if t.id == crate::receipts::RECEIPT_TENANT {
+        return Err(Error::Protocol(format!(
+            "tenant id {} is reserved for the sink's insert receipts",
+            t.id
+        )));
+    }
     let mut row = Vec::with_capacity(256 + t.name.len() + t.keys.len() * 96);
     put_uuid(&mut row, t.id.as_bytes());
     put_str(&mut row, &t.name);

@@ -161,6 +161,21 @@ impl Client {
             .map(drop)
     }
 
+    /// Runs `query` (in the URL) with `body` as its data and per-query
+    /// settings (`query_id`, …) as URL parameters.
+    pub fn query_with_body_settings(
+        &self,
+        query: &str,
+        body: &[u8],
+        settings: &[(&str, &str)],
+    ) -> Result<String, Error> {
+        let mut req = self.request(Some(query));
+        for (k, v) in settings {
+            req = req.query(k, v);
+        }
+        self.answer(req.send_bytes(body))
+    }
+
     /// Runs `query` (in the URL) with `body` as its data.
     pub fn query_with_body(&self, query: &str, body: &[u8]) -> Result<String, Error> {
         self.answer(self.request(Some(query)).send_bytes(body))

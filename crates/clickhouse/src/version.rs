@@ -24,6 +24,17 @@ impl ServerVersion {
         })
     }
 
+    /// `DROP TABLE … SYNC`: from 20.10 databases are `Atomic` and a plain
+    /// `DROP` returns while queries still read the table; `SYNC` waits for
+    /// them, as every `DROP` did before.
+    pub fn drop_suffix(&self) -> &'static str {
+        if (self.major, self.minor) >= (20, 10) {
+            " SYNC"
+        } else {
+            ""
+        }
+    }
+
     /// Table TTL (`TTL expr`) exists from 19.6.
     pub fn supports_ttl(&self) -> bool {
         (self.major, self.minor) >= (19, 6)

@@ -16,6 +16,10 @@ use uuid::Uuid;
 
 use crate::origin::AllowedOrigins;
 
+/// Reserved for the sink's insert receipts in ClickHouse (a row per insert
+/// that says it landed): no tenant may have this id.
+pub const RECEIPT_TENANT_ID: Uuid = Uuid::from_u128(u128::MAX);
+
 /// Billing tier, which sets default retention and rate limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -6,13 +6,15 @@
 //! (for records that failed because of a bug since fixed), tracking what it
 //! replayed with its own consumer group so a replay never repeats.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use engine_core::config::Config;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::Error;
 
@@ -23,47 +25,108 @@ pub const SOURCE_OFFSET: &str = "source_offset";
 /// Consumer group that remembers what `dlq replay` already replayed.
 const REPLAY_GROUP: &str = "ingestion-engine-dlq-replay";
 
-/// A producer for dead letters (and replays): `acks=all`, idempotent.
-pub fn producer(cfg: &Config) -> Result<ThreadedProducer<DefaultProducerContext>, Error> {
-    Ok(redpanda::base_config(&cfg.redpanda)
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("message.timeout.ms", "30000")
-        .create()?)
+/// How long one dead letter (or replayed record) may take to be delivered.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Remembers the outcome of the last delivery: librdkafka reports a failed
+/// delivery (the topic refused, the message timed out) only to this
+/// callback; `flush` itself returns `Ok`.
+#[derive(Debug, Default)]
+pub struct Deliveries {
+    last: Mutex<Option<Result<(), KafkaError>>>,
 }
 
-/// Writes one dead letter and waits until the broker has it.
-pub fn send(
-    producer: &ThreadedProducer<DefaultProducerContext>,
-    topic: &str,
-    key: Option<&[u8]>,
-    value: &[u8],
-    reason: &str,
-    partition: i32,
-    offset: i64,
-) -> Result<(), Error> {
-    let headers = OwnedHeaders::new()
-        .insert(Header {
-            key: REASON,
-            value: Some(reason),
-        })
-        .insert(Header {
-            key: SOURCE_PARTITION,
-            value: Some(&partition.to_string()),
-        })
-        .insert(Header {
-            key: SOURCE_OFFSET,
-            value: Some(&offset.to_string()),
-        });
-    let mut record = BaseRecord::<[u8], [u8]>::to(topic)
-        .payload(value)
-        .headers(headers);
-    if let Some(k) = key {
-        record = record.key(k);
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        let outcome = match result {
+            Ok(_) => Ok(()),
+            Err((e, _)) => Err(e.clone()),
+        };
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
     }
-    producer.send(record).map_err(|(e, _)| e)?;
-    producer.flush(Duration::from_secs(30))?;
-    Ok(())
+}
+
+/// A producer for dead letters (and replays): `acks=all`, idempotent, one
+/// record at a time, each confirmed by its delivery report.
+pub struct Producer {
+    inner: BaseProducer<Deliveries>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer").finish_non_exhaustive()
+    }
+}
+
+/// A producer for dead letters (and replays).
+pub fn producer(cfg: &Config) -> Result<Producer, Error> {
+    Ok(Producer {
+        inner: redpanda::base_config(&cfg.redpanda)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set(
+                "message.timeout.ms",
+                DELIVERY_TIMEOUT.as_millis().to_string(),
+            )
+            .create_with_context(Deliveries::default())?,
+    })
+}
+
+impl Producer {
+    /// Produces `record` and waits for its delivery report: `Ok` only once
+    /// the broker has it, so nothing is committed past a dead letter that
+    /// was not written.
+    pub fn deliver(&self, record: BaseRecord<'_, [u8], [u8]>) -> Result<(), Error> {
+        let ctx = self.inner.context();
+        *ctx.last.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.inner.send(record).map_err(|(e, _)| e)?;
+        // Serves the delivery callback on this thread.
+        self.inner
+            .flush(DELIVERY_TIMEOUT + Duration::from_secs(5))?;
+        match ctx.last.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(e.into()),
+            None => {
+                Err(KafkaError::Flush(rdkafka::types::RDKafkaErrorCode::MessageTimedOut).into())
+            }
+        }
+    }
+
+    /// Writes one dead letter and waits until the broker has it.
+    pub fn send(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: &[u8],
+        reason: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<(), Error> {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: REASON,
+                value: Some(reason),
+            })
+            .insert(Header {
+                key: SOURCE_PARTITION,
+                value: Some(&partition.to_string()),
+            })
+            .insert(Header {
+                key: SOURCE_OFFSET,
+                value: Some(&offset.to_string()),
+            });
+        let mut record = BaseRecord::<[u8], [u8]>::to(topic)
+            .payload(value)
+            .headers(headers);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        self.deliver(record)
+    }
 }
 
 /// One dead letter as listed.
@@ -154,8 +217,7 @@ pub fn replay(cfg: &Config) -> Result<u64, Error> {
         if let Some(k) = m.key() {
             record = record.key(k);
         }
-        producer.send(record).map_err(|(e, _)| e)?;
-        producer.flush(Duration::from_secs(30))?;
+        producer.deliver(record)?;
         let mut done = TopicPartitionList::new();
         done.add_partition_offset(topic, m.partition(), Offset::Offset(m.offset() + 1))?;
         consumer.commit(&done, CommitMode::Sync)?;

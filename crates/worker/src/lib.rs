@@ -48,6 +48,22 @@ pub enum Error {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("could not start the sink thread: {0}")]
     Thread(std::io::Error),
+    /// A newer owner of this broker partition dropped the sink's staging
+    /// table: the partition is not this sink's any more.
+    #[error("partition {0} was taken over by another sink")]
+    Fenced(i32),
+    /// ClickHouse holds offsets of this partition at or past the broker's
+    /// end: the topic is not the one they were stored from.
+    #[error(
+        "partition {partition}: ClickHouse stores offsets up to {stored} but the broker's end is {end}: \
+         the topic was recreated or the broker lost its data; the sink holds this partition \
+         rather than skip its records as stored (see the README, \"Topic reset\")"
+    )]
+    TopicReset {
+        partition: i32,
+        stored: i64,
+        end: i64,
+    },
     /// Retention would drop data on a clock that ClickHouse's contradicts.
     #[error(
         "this node's clock is {skew_secs} s off ClickHouse's (more than {max_secs} s): \

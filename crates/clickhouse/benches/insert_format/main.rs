@@ -97,6 +97,7 @@ const SRC: RowSource = RowSource {
     offset: 0,
     tier: Tier::Paid,
     retention_days: 90,
+    insert_id: [0; 16],
 };
 
 fn native(recs: &[&ArchivedRecordBatch<'static>]) -> Vec<u8> {

@@ -62,11 +62,15 @@ pub const EVENTS_COLUMNS: &[(&str, &str)] = &[
     ("browser", "String"),
     ("os", "String"),
     ("device", "String"),
+    // Migration 8: which insert of the sink wrote the row (see `receipts`).
+    ("insert_id", "UUID"),
 ];
 
 /// How many of [`EVENTS_COLUMNS`] migration 1 created; later ones are added
 /// by the migration that introduced them.
 const EVENTS_V1_COLUMNS: usize = 38;
+/// How many of [`EVENTS_COLUMNS`] exist after migration 5.
+const EVENTS_V5_COLUMNS: usize = 41;
 
 /// `event_type` codes match `engine_core::EventType`.
 pub const EVENT_TYPE_ENUM: &str =
@@ -160,6 +164,19 @@ const PAGEVIEWS_HOURLY_SELECT: &str = "SELECT tenant_id, toStartOfHour(event_tim
     uniqState(if(user_id != '', cityHash64(user_id), cityHash64(reinterpretAsString(session_id)))) AS visitors\n\
     FROM {events} WHERE event_type = 'pageview' GROUP BY tenant_id, hour, path, retention_days";
 
+/// Each roll-up and its view's `SELECT`, reading from `source` (a table, or
+/// a subquery in parentheses): what the views push, and what the sink runs
+/// to repair a roll-up for exactly one insert's rows.
+pub fn rollup_selects(source: &str) -> [(&'static str, String); 2] {
+    [
+        ("sessions", SESSIONS_SELECT.replace("{events}", source)),
+        (
+            "pageviews_hourly",
+            PAGEVIEWS_HOURLY_SELECT.replace("{events}", source),
+        ),
+    ]
+}
+
 /// Rows per index mark of the roll-ups. A tenant's rows of a day are a few
 /// hundred among every tenant's, in each day's partition: with ClickHouse's
 /// 8192 a 30-day panel read ~25 times the rows it needed (254k rows for a
@@ -235,11 +252,33 @@ fn tenant_keys_ddl(db: &str, _: ServerVersion) -> Vec<String> {
 
 /// Browser, OS and device columns, filled by the sink from `user_agent`.
 fn agent_columns_ddl(db: &str, _: ServerVersion) -> Vec<String> {
-    EVENTS_COLUMNS[EVENTS_V1_COLUMNS..]
+    EVENTS_COLUMNS[EVENTS_V1_COLUMNS..EVENTS_V5_COLUMNS]
         .iter()
         .map(|(n, t)| format!("ALTER TABLE {db}.events ADD COLUMN {n} {t}"))
         .collect()
 }
+
+/// The sink's insert receipts (see [`crate::receipts`]): each row names the
+/// insert that wrote it, and the offsets an older sink stored are kept
+/// where the new one reads them (records at or below are fully stored: the
+/// older sink resumed from that maximum). Sinks of an older version must be
+/// stopped before this runs (`crates/worker/README.md`).
+fn insert_receipts_ddl(db: &str, _: ServerVersion) -> Vec<String> {
+    let mut out: Vec<String> = EVENTS_COLUMNS[EVENTS_V5_COLUMNS..]
+        .iter()
+        .map(|(n, t)| format!("ALTER TABLE {db}.events ADD COLUMN {n} {t}"))
+        .collect();
+    out.push(format!(
+        "CREATE TABLE IF NOT EXISTS {db}.{LEGACY_OFFSETS} ENGINE = TinyLog AS \
+         SELECT broker_partition, max(broker_offset) AS stored FROM {db}.events \
+         GROUP BY broker_partition"
+    ));
+    out
+}
+
+/// Per broker partition, the highest offset a sink from before receipts
+/// stored (migration 8).
+pub const LEGACY_OFFSETS: &str = "sink_legacy_offsets";
 
 /// ClickHouse's code for "column with this name already exists": an
 /// `ADD COLUMN` that ran before a crash ended its migration (18.16 has no
@@ -286,6 +325,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 7,
         name: "rollups_fine_granularity",
         statements: rollups_ddl,
+    },
+    Migration {
+        version: 8,
+        name: "insert_receipts",
+        statements: insert_receipts_ddl,
     },
 ];
 
@@ -400,6 +444,9 @@ mod tests {
         assert!(!events_ddl("db", old)[0].contains("TTL"));
         assert!(events_ddl("db", new)[0].contains("TTL event_time + toIntervalDay(retention_days)"));
         assert_eq!(EVENTS_COLUMNS[EVENTS_V1_COLUMNS - 1].0, "broker_offset");
+        assert_eq!(EVENTS_COLUMNS[EVENTS_V5_COLUMNS - 1].0, "device");
+        assert_eq!(rollup_selects("x")[0].0, ROLLUPS[0]);
+        assert_eq!(rollup_selects("x")[1].0, ROLLUPS[1]);
         let versions: Vec<u32> = MIGRATIONS.iter().map(|m| m.version).collect();
         assert!(versions.windows(2).all(|w| w[0] < w[1]));
     }

@@ -131,6 +131,12 @@ impl Config {
             .map(|(i, t)| {
                 let id = Uuid::try_parse(&t.id)
                     .map_err(|_| invalid(&format!("tenants[{i}].id"), "must be a UUID"))?;
+                if id == crate::tenant::RECEIPT_TENANT_ID {
+                    return Err(invalid(
+                        &format!("tenants[{i}].id"),
+                        "is reserved for the sink's insert receipts; pick another id",
+                    ));
+                }
                 let retention_days = t.retention_days.unwrap_or(t.tier.default_retention_days());
                 if retention_days == 0 {
                     return Err(invalid(

@@ -1,7 +1,7 @@
 //! The consumer side: resume partitions from ClickHouse, decode, dedup, fill
 //! the block, hand it off.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -9,20 +9,23 @@ use std::time::{Duration, Instant};
 
 use super::metrics::SinkMetrics;
 use clickhouse_client::native::{get_uuid, AgentColumns, RowSource};
+use clickhouse_client::receipts::{self, LoadedReceipt, Receipt, RECEIPT_TENANT};
+use clickhouse_client::schema::LEGACY_OFFSETS;
 use clickhouse_client::Client;
 use engine_core::config::Config;
 use engine_core::record::decode_record;
 use engine_core::Tier;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::producer::{DefaultProducerContext, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::agent::AgentCache;
 use super::batch::Batch;
+use super::calendar::Calendar;
 use super::lag::Stalls;
+use super::land::{Lander, NotLanded, Progress, Rows, Stages};
 use super::now_us;
 use super::rebalance::{Context, Inflight, Watchdog};
 use crate::dedup::DedupWindow;
@@ -37,6 +40,8 @@ const HELD_RETRY_START: Duration = Duration::from_millis(200);
 const REJOIN_PAUSE: Duration = Duration::from_millis(500);
 /// Timeout of a seek back to a record fetched while paused.
 const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Timeout of reading a partition's high watermark when it is resumed.
+const WATERMARK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes of one row of the dedup reload: tenant id, event id, receive time.
 const RECENT_ROW_BYTES: usize = 16 + 16 + 8;
 /// How long a record of a tenant the registry does not list waits for it
@@ -145,21 +150,46 @@ impl TenantClasses {
     }
 }
 
-/// Per-partition state, loaded from ClickHouse when the partition is first seen.
+/// Most receipts read when a partition is resumed: the inserts since its
+/// last commit (normally a batch or two). More means commits failed for a
+/// long time; the partition then waits with this error in the log.
+const MAX_RESUME_RECEIPTS: usize = 10_000;
+
+/// Per-partition state, loaded from ClickHouse when the partition is first
+/// seen (after taking it over: no earlier owner can write it any more).
 struct PartitionState {
-    /// Highest offset ClickHouse holds, or will hold once the batch in flight
-    /// lands, for this partition (-1: none).
-    stored: i64,
+    /// Records at or below are fully stored: a sink from before receipts
+    /// stored up to there (migration 8), or -1.
+    legacy: i64,
+    /// `(retention_days, day, first, last)` of every receipt whose batch
+    /// reaches the offset the partition resumed at: an event of record `o`
+    /// in ClickHouse partition `(retention_days, day)` is stored iff one of
+    /// them has `first <= o <= last` (README, "Exactly once").
+    covered: Vec<(u16, u16, i64, i64)>,
+    /// The highest `last` of `covered` (-1: none): past it nothing is.
+    covered_until: i64,
     /// The offset the next record should have (after the first one seen).
     next: Option<i64>,
+}
+
+impl PartitionState {
+    fn covers(&self, offset: i64, retention_days: u16, day: u16) -> bool {
+        offset <= self.covered_until
+            && self
+                .covered
+                .iter()
+                .any(|&(r, d, f, l)| r == retention_days && d == day && f <= offset && offset <= l)
+    }
 }
 
 /// The consumer side: decode, dedup, fill the block.
 pub(super) struct Sink<'c> {
     cfg: &'c Config,
     ch: Client,
+    lander: Lander,
     table: String,
     tenants: TenantClasses,
+    calendar: Calendar,
     partitions: HashMap<i32, PartitionState>,
     batch: Batch,
     /// Partitions of the topic assigned to this sink (after the last rebalance).
@@ -167,12 +197,14 @@ pub(super) struct Sink<'c> {
     /// Ids handed to ClickHouse recently, over all assigned partitions
     /// (those in `batch` included).
     dedup: DedupWindow,
-    /// Highest offset handled per partition since the last hand-off.
-    offsets: BTreeMap<i32, i64>,
     /// Set when the first record of the current batch arrived.
     oldest: Option<Instant>,
     /// Browser, OS and device of the user agents seen lately.
     agents: AgentCache,
+    /// Partitions held because ClickHouse stores offsets past the broker's end.
+    reset: BTreeSet<i32>,
+    /// The ClickHouse day of each event of the record being handled.
+    days: Vec<u16>,
     backoff_max: Duration,
     metrics: Arc<SinkMetrics>,
 }
@@ -181,7 +213,7 @@ impl<'c> Sink<'c> {
     pub(super) fn new(
         cfg: &'c Config,
         ch: Client,
-        table: String,
+        lander: Lander,
         tenants: HashMap<Uuid, (Tier, u16)>,
         backoff_max: Duration,
         metrics: Arc<SinkMetrics>,
@@ -190,15 +222,18 @@ impl<'c> Sink<'c> {
         Self {
             cfg,
             ch,
-            table,
+            lander,
+            table: format!("{}.events", cfg.clickhouse.database),
             tenants: TenantClasses::new(tenants),
+            calendar: Calendar::default(),
             partitions: HashMap::new(),
             batch: Batch::new(),
             assigned: Vec::new(),
             dedup: DedupWindow::new(k.dedup_window_secs.as_secs(), k.dedup_max_ids),
-            offsets: BTreeMap::new(),
             oldest: None,
             agents: AgentCache::new(),
+            reset: BTreeSet::new(),
+            days: Vec::new(),
             backoff_max,
             metrics,
         }
@@ -220,52 +255,112 @@ impl<'c> Sink<'c> {
         })
     }
 
-    /// Reads where partitions `parts` stand in ClickHouse (two queries for
-    /// all of them); their recent ids join the dedup window.
-    fn load_partitions(&mut self, parts: &[i32]) -> Result<(), Error> {
-        let t = &self.table;
-        let list = parts
-            .iter()
-            .map(i32::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
-        let stored = self.ch.query(&format!(
-            "SELECT broker_partition, max(broker_offset) FROM {t} \
-             WHERE broker_partition IN ({list}) GROUP BY broker_partition FORMAT TabSeparated"
-        ))?;
-        let mut state: HashMap<i32, PartitionState> = parts
-            .iter()
-            .map(|&p| {
-                (
-                    p,
-                    PartitionState {
-                        stored: -1,
-                        next: None,
-                    },
-                )
-            })
-            .collect();
-        for line in stored.lines() {
-            if let Some((p, max)) = line.split_once('\t') {
-                if let (Ok(p), Ok(max)) = (p.parse::<i32>(), max.parse::<i64>()) {
-                    state.insert(
-                        p,
-                        PartitionState {
-                            stored: max,
-                            next: None,
-                        },
-                    );
+    /// Takes partition `p` over and reads where it stands in ClickHouse,
+    /// its first record here being `from` (the group's committed offset):
+    /// the receipts of every insert since, repairing roll-ups an earlier
+    /// owner left short, and its recent ids for the dedup window.
+    fn load_partition(
+        &mut self,
+        p: i32,
+        from: i64,
+        consumer: &BaseConsumer<Context>,
+    ) -> Result<(), Error> {
+        let topic = &self.cfg.redpanda.topic;
+        let db = &self.cfg.clickhouse.database;
+        self.lander.take_over(p)?;
+        let answer = self
+            .ch
+            .query(&receipts::load_sql(db, topic, p, from, MAX_RESUME_RECEIPTS))?;
+        let loaded: Vec<LoadedReceipt> = answer.lines().filter_map(LoadedReceipt::parse).collect();
+        if loaded.len() > MAX_RESUME_RECEIPTS {
+            return Err(Error::ClickHouse(clickhouse_client::Error::Protocol(format!(
+                "partition {p}: more than {MAX_RESUME_RECEIPTS} inserts since offset {from}, the group's committed offset: \
+                 offsets have not been committed for long; commit them past what ClickHouse holds, or raise the limit"
+            ))));
+        }
+        // Inserts an earlier owner landed in `events` whose roll-up push failed.
+        for r in &loaded {
+            if r.copies > 1 {
+                self.metrics
+                    .receipts_duplicated
+                    .fetch_add(1, Ordering::Relaxed);
+                warn!(partition = p, insert = %r.insert_id, copies = r.copies, "an insert is stored more than once");
+            }
+            let l = self.lander.landing(r.insert_id, r.retention_days, r.day)?;
+            if l.rollups.contains(&0) {
+                let receipt = Receipt {
+                    insert_id: r.insert_id,
+                    topic: topic.clone(),
+                    partition: p,
+                    first_offset: r.first_offset,
+                    last_offset: r.last_offset,
+                    index: r.index,
+                    inserts: r.inserts,
+                    rows: r.rows,
+                    retention_days: r.retention_days,
+                    day: r.day,
+                    event_time: 0,
+                    tier: Tier::Free,
+                    written_at_us: 0,
+                };
+                let mut progress = Progress::new(1, true);
+                match self.lander.land(p, &[receipt], Rows::Events, &mut progress) {
+                    Ok(()) => {}
+                    Err(NotLanded::Fenced) => return Err(Error::Fenced(p)),
+                    Err(NotLanded::Failed(e)) => return Err(e),
                 }
             }
         }
+        let legacy = self
+            .ch
+            .query(&format!(
+                "SELECT max(stored), count() FROM {db}.{LEGACY_OFFSETS} WHERE broker_partition = {p} FORMAT TabSeparated"
+            ))?;
+        let legacy = match legacy.trim().split_once('\t') {
+            Some((max, n)) if n != "0" => max.parse().unwrap_or(-1),
+            _ => -1,
+        };
+        let covered: Vec<(u16, u16, i64, i64)> = loaded
+            .iter()
+            .map(|r| (r.retention_days, r.day, r.first_offset, r.last_offset))
+            .collect();
+        let covered_until = covered.iter().map(|c| c.3).max().unwrap_or(-1);
+        // A topic recreated, or a broker that lost its data, starts its
+        // offsets again: what ClickHouse holds for them is another record.
+        let stored = self.ch.query(&receipts::max_stored_sql(db, topic, p))?;
+        let stored = match stored.trim().split_once('\t') {
+            Some((max, n)) if n != "0" => max.parse().unwrap_or(-1),
+            _ => -1,
+        }
+        .max(legacy);
+        let (_, end) = consumer.fetch_watermarks(topic, p, WATERMARK_TIMEOUT)?;
+        if stored >= end {
+            if self.reset.insert(p) {
+                self.metrics
+                    .topic_resets
+                    .store(self.reset.len() as i64, Ordering::Relaxed);
+            }
+            return Err(Error::TopicReset {
+                partition: p,
+                stored,
+                end,
+            });
+        }
+        if self.reset.remove(&p) {
+            self.metrics
+                .topic_resets
+                .store(self.reset.len() as i64, Ordering::Relaxed);
+        }
         // The newest ids of the window, oldest first, as 40-byte binary rows.
+        let t = &self.table;
         let k = &self.cfg.sink;
         let since = (now_us() / 1_000_000).saturating_sub(k.dedup_window_secs.as_secs() as i64);
         let recent = self.ch.query_binary(
             &format!(
                 "SELECT tenant_id, event_id, received_at_us FROM \
                  (SELECT tenant_id, event_id, received_at_us FROM {t} \
-                  WHERE broker_partition IN ({list}) AND received_at >= toDateTime({since}) \
+                  WHERE broker_partition = {p} AND received_at >= toDateTime({since}) \
+                  AND tenant_id != toUUID('{RECEIPT_TENANT}') \
                   ORDER BY received_at_us DESC LIMIT {max}) \
                  ORDER BY received_at_us FORMAT RowBinary",
                 max = k.dedup_max_ids
@@ -280,11 +375,22 @@ impl<'c> Sink<'c> {
                 .insert((get_uuid(&field(0)), get_uuid(&field(16))), at);
         }
         info!(
-            partitions = %list,
+            partition = p,
+            from,
+            receipts = loaded.len(),
+            legacy,
             dedup_ids = self.dedup.len(),
-            "partitions resumed from ClickHouse"
+            "partition taken over and resumed from ClickHouse"
         );
-        self.partitions.extend(state);
+        self.partitions.insert(
+            p,
+            PartitionState {
+                legacy,
+                covered,
+                covered_until,
+                next: None,
+            },
+        );
         Ok(())
     }
 
@@ -294,22 +400,20 @@ impl<'c> Sink<'c> {
         self.batch.clear();
         self.partitions.clear();
         self.dedup.clear();
-        self.offsets.clear();
         self.oldest = None;
     }
 
     fn due(&self) -> bool {
         let k = &self.cfg.sink;
-        let block = &self.batch.block;
-        block.rows() >= k.batch_max_rows
-            || block.bytes() >= k.batch_max_bytes
+        self.batch.rows() >= k.batch_max_rows
+            || self.batch.bytes() >= k.batch_max_bytes
             || self
                 .oldest
                 .is_some_and(|t| t.elapsed() >= k.batch_max_age_ms)
     }
 
-    /// Closes the batch being filled, for the inserter. Its ids are in the
-    /// dedup window already and its offsets count as stored from now: the
+    /// Closes the batch being filled, for the inserter: each insert gets
+    /// its receipt row. Its ids are in the dedup window already: the
     /// inserter retries until they land, and a rebalance waits for it (or
     /// drops it with the rest of the partition state).
     fn close(&mut self, spare: &Receiver<Batch>) -> Option<Batch> {
@@ -318,22 +422,27 @@ impl<'c> Sink<'c> {
         let mut next = spare.try_recv().unwrap_or_else(|_| Batch::new());
         next.clear();
         let mut batch = std::mem::replace(&mut self.batch, next);
-        for (&p, &o) in &self.offsets {
-            if let Some(s) = self.partitions.get_mut(&p) {
-                s.stored = s.stored.max(o);
+        let now = now_us();
+        for part in &mut batch.parts {
+            let k = u32::try_from(part.inserts.len()).unwrap_or(u32::MAX);
+            for (j, r) in part.inserts.iter_mut().enumerate() {
+                r.first_offset = part.first;
+                r.last_offset = part.last;
+                r.index = u32::try_from(j).unwrap_or(u32::MAX);
+                r.inserts = k;
+                r.written_at_us = now;
+                part.block.push_receipt(r);
             }
-            batch.commit.push((p, o + 1));
         }
         batch.opened = self.oldest.take().unwrap_or_else(Instant::now);
-        self.offsets.clear();
         Some(batch)
     }
 
     /// Counts record `off` of `p` as handled: the batch commits past it.
     fn handled(&mut self, p: i32, off: i64) {
         self.oldest.get_or_insert_with(Instant::now);
-        let prev = self.offsets.entry(p).or_insert(off);
-        *prev = (*prev).max(off);
+        let part = self.batch.part(p, off);
+        part.last = part.last.max(off);
     }
 
     /// Counts a gap when `off` is past the offset expected next on `p`. Our
@@ -366,19 +475,15 @@ impl<'c> Sink<'c> {
     fn handle(
         &mut self,
         m: &impl Message,
-        dlq: &ThreadedProducer<DefaultProducerContext>,
+        dlq: &dlq::Producer,
+        consumer: &BaseConsumer<Context>,
     ) -> Result<(), Error> {
         let (p, off) = (m.partition(), m.offset());
         if !self.partitions.contains_key(&p) {
-            // Every assigned partition not loaded yet, at once.
-            let mut parts: Vec<i32> = self.assigned.iter().copied().chain([p]).collect();
-            parts.retain(|q| !self.partitions.contains_key(q));
-            parts.sort_unstable();
-            parts.dedup();
-            self.load_partitions(&parts)?;
+            self.load_partition(p, off, consumer)?;
         }
         self.check_contiguous(p, off);
-        if off <= self.partitions[&p].stored {
+        if off <= self.partitions[&p].legacy {
             let sink = &*self.metrics;
             sink.records_already_stored.fetch_add(1, Ordering::Relaxed);
             self.handled(p, off);
@@ -390,7 +495,7 @@ impl<'c> Sink<'c> {
             Err(e) => {
                 let reason = e.to_string();
                 let topic = &self.cfg.sink.dlq_topic;
-                dlq::send(dlq, topic, m.key(), payload, &reason, p, off)?;
+                dlq.send(topic, m.key(), payload, &reason, p, off)?;
                 warn!(partition = p, offset = off, %reason, "undecodable record sent to the dead-letter topic");
                 self.metrics.dead_letters.fetch_add(1, Ordering::Relaxed);
                 self.handled(p, off);
@@ -402,25 +507,70 @@ impl<'c> Sink<'c> {
             let tenant = Uuid::from_bytes(batch.tenant_id);
             let reason = format!("unknown tenant {tenant}: not in the tenant registry");
             let topic = &self.cfg.sink.dlq_topic;
-            dlq::send(dlq, topic, m.key(), payload, &reason, p, off)?;
+            dlq.send(topic, m.key(), payload, &reason, p, off)?;
             warn!(partition = p, offset = off, %tenant, "record of a tenant the registry does not list sent to the dead-letter topic");
             self.metrics.dead_letters.fetch_add(1, Ordering::Relaxed);
             self.handled(p, off);
             return Ok(());
         };
-        let received = batch.received_at_us.to_native();
-        let src = RowSource {
-            partition: p,
-            offset: off,
-            tier,
-            retention_days,
-        };
-        let (mut rows, mut dups) = (0, 0);
+        // Every event's ClickHouse day first: a failure here keeps nothing.
+        self.days.clear();
         for e in batch.events.iter() {
+            let secs = u32::try_from(e.timestamp_us.to_native().div_euclid(1_000_000)).unwrap_or(0);
+            let day = self.calendar.day(&self.ch, secs)?;
+            self.days.push(day);
+        }
+        let received = batch.received_at_us.to_native();
+        let (mut rows, mut dups, mut stored) = (0, 0, 0);
+        let topic = &self.cfg.redpanda.topic;
+        let state = &self.partitions[&p];
+        self.oldest.get_or_insert_with(Instant::now);
+        let part = self.batch.part(p, off);
+        part.last = part.last.max(off);
+        for (e, &day) in batch.events.iter().zip(&self.days) {
+            if state.covers(off, retention_days, day) {
+                stored += 1;
+                continue;
+            }
             if !self.dedup.insert((batch.tenant_id, e.id), received) {
                 dups += 1;
                 continue;
             }
+            let at = match part
+                .inserts
+                .iter()
+                .position(|r| r.retention_days == retention_days && r.day == day)
+            {
+                Some(i) => i,
+                None => {
+                    part.inserts.push(Receipt {
+                        insert_id: Uuid::new_v4(),
+                        topic: topic.clone(),
+                        partition: p,
+                        first_offset: part.first,
+                        last_offset: off,
+                        index: 0,
+                        inserts: 0,
+                        rows: 0,
+                        retention_days,
+                        day,
+                        event_time: u32::try_from(e.timestamp_us.to_native().div_euclid(1_000_000))
+                            .unwrap_or(0),
+                        tier,
+                        written_at_us: 0,
+                    });
+                    part.inserts.len() - 1
+                }
+            };
+            let insert = &mut part.inserts[at];
+            insert.rows += 1;
+            let src = RowSource {
+                partition: p,
+                offset: off,
+                tier,
+                retention_days,
+                insert_id: *insert.insert_id.as_bytes(),
+            };
             let ua = e.user_agent.as_ref().map_or("", |s| s);
             let agent = self.agents.get(ua);
             let agent = AgentColumns {
@@ -428,18 +578,19 @@ impl<'c> Sink<'c> {
                 os: &agent.os,
                 device: agent.device,
             };
-            self.batch.block.push(batch, e, src, agent);
+            part.block.push(batch, e, src, agent);
             rows += 1;
         }
         if rows > 0 {
             self.batch.received.push((received, rows));
-            self.batch.last_row = Some((p, off));
         }
+        let sink = &*self.metrics;
         if dups > 0 {
-            let sink = &*self.metrics;
             sink.duplicates_skipped.fetch_add(dups, Ordering::Relaxed);
         }
-        self.handled(p, off);
+        if stored > 0 && rows == 0 && dups == 0 {
+            sink.records_already_stored.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(())
     }
 }
@@ -502,6 +653,7 @@ pub(super) struct ToInserter<'a> {
     pub(super) batches: &'a SyncSender<Batch>,
     pub(super) spare: &'a Receiver<Batch>,
     pub(super) inflight: &'a Inflight,
+    pub(super) stages: &'a Stages,
 }
 
 /// The consumer loop. Returns once `stop` is set, after handing the last
@@ -509,9 +661,9 @@ pub(super) struct ToInserter<'a> {
 pub(super) fn consume(
     sink: &mut Sink<'_>,
     consumer: &BaseConsumer<Context>,
-    dlq: &ThreadedProducer<DefaultProducerContext>,
+    dlq: &dlq::Producer,
     inserter: ToInserter<'_>,
-    stall_after: Duration,
+    times: super::GroupTimes,
     stalls: &Stalls,
     stop: &AtomicBool,
 ) {
@@ -519,6 +671,7 @@ pub(super) fn consume(
         batches: to_inserter,
         spare,
         inflight,
+        stages,
     } = inserter;
     let topic = sink.cfg.redpanda.topic.clone();
     let metrics = sink.metrics.clone();
@@ -528,12 +681,15 @@ pub(super) fn consume(
         held: None,
         held_wait: Duration::ZERO,
         paused: false,
-        watchdog: Watchdog::new(stall_after, Instant::now()),
+        watchdog: Watchdog::new(times.stall_after, times.quiet_after, Instant::now()),
         resubscribe_at: None,
     };
     while !stop.load(Ordering::SeqCst) {
         let msg = consumer.poll(POLL_MAX);
         let now = Instant::now();
+        if inserter_fenced(sink, consumer, &mut flow, stages, now) {
+            continue;
+        }
         if consumer.context().rebalanced.swap(false, Ordering::SeqCst) {
             // Partitions moved: what is not with the inserter will be
             // consumed again by whoever owns them now; drop it here and
@@ -563,7 +719,7 @@ pub(super) fn consume(
                 }
             }
             Some(Ok(m)) => {
-                if let Err(e) = sink.handle(&m, dlq) {
+                if let Err(e) = sink.handle(&m, dlq, consumer) {
                     warn!(%e, partition = m.partition(), offset = m.offset(), "record held; retrying");
                     flow.hold(m.detach(), backoff_max);
                 }
@@ -574,7 +730,7 @@ pub(super) fn consume(
         if let Some((m, at)) = flow.held.take() {
             if now < at {
                 flow.held = Some((m, at));
-            } else if let Err(e) = sink.handle(&m, dlq) {
+            } else if let Err(e) = sink.handle(&m, dlq, consumer) {
                 if flow.held_wait >= backoff_max {
                     warn!(%e, partition = m.partition(), offset = m.offset(), "held record still fails");
                 }
@@ -615,6 +771,34 @@ pub(super) fn consume(
     }
 }
 
+/// A newer owner dropped one of this sink's staging tables (see
+/// [`super::land`]): the group moved a partition without this sink noticing
+/// (or both think they own it). Everything held is dropped and the sink
+/// rejoins the group, so that it works from an assignment it shares with
+/// the others.
+fn inserter_fenced(
+    sink: &mut Sink<'_>,
+    consumer: &BaseConsumer<Context>,
+    flow: &mut Flow,
+    stages: &Stages,
+    now: Instant,
+) -> bool {
+    if !stages.fenced.swap(false, Ordering::SeqCst) {
+        return false;
+    }
+    sink.metrics.fenced.fetch_add(1, Ordering::Relaxed);
+    warn!("another sink took over a partition of this one; dropping what is held and rejoining the group");
+    sink.discard();
+    flow.ready = None;
+    flow.held = None;
+    flow.held_wait = Duration::ZERO;
+    if flow.resubscribe_at.is_none() {
+        consumer.unsubscribe();
+        flow.resubscribe_at = Some(now + REJOIN_PAUSE);
+    }
+    true
+}
+
 /// Leaves and rejoins the group when the watchdog says so (see [`Watchdog`]).
 fn rejoin_if_stalled(
     sink: &mut Sink<'_>,
@@ -634,6 +818,24 @@ fn rejoin_if_stalled(
             flow.watchdog.group_changed(now);
         }
         return;
+    }
+    if sink.assigned.is_empty() && flow.watchdog.quick_due(now) {
+        let quiet = stalls
+            .quiet
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if !quiet.is_empty() && sink.ch.ping() && !sink.lander.anyone_writing(&quiet) {
+            flow.watchdog.backed_off(now, quiet.len() as i64);
+            warn!(
+                partitions = ?quiet,
+                "this sink owns nothing while partitions nobody writes wait; rejoining the group"
+            );
+            sink.metrics.rejoins.fetch_add(1, Ordering::Relaxed);
+            consumer.unsubscribe();
+            flow.resubscribe_at = Some(now + REJOIN_PAUSE);
+            return;
+        }
     }
     let elsewhere = stalls.elsewhere.load(Ordering::Relaxed);
     let here = stalls.here.load(Ordering::Relaxed);

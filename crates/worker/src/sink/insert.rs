@@ -1,5 +1,6 @@
-//! The insert side: one atomic `INSERT … FORMAT Native` per batch, retried
-//! until it lands (or a rebalance gives it up), then the offsets commit.
+//! The insert side: each broker partition's part of a batch lands through
+//! [`super::land`] (one insert per ClickHouse partition, retried until it
+//! lands or a rebalance gives it up), then that partition's offsets commit.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
@@ -7,37 +8,43 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::metrics::SinkMetrics;
-use clickhouse_client::Client;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, warn};
 
-use super::batch::Batch;
+use super::batch::{Batch, Part};
+use super::land::{Lander, NotLanded, Progress, Rows};
 use super::rebalance::{Context, Inflight};
 use super::{now_us, with_backoff};
 
-/// The insert side: encode, insert (retrying), commit, return the buffers.
+/// How one partition's part ended.
+enum Outcome {
+    Landed,
+    /// Another sink owns the partition now: nothing of it is committed.
+    Fenced,
+    /// Stopping, or a rebalance dropped it: its records come again.
+    GaveUp,
+}
+
+/// The insert side: encode, land (retrying), commit, return the buffers.
 pub(super) struct Inserter<'c> {
-    ch: Client,
-    table: String,
+    lander: Lander,
     topic: &'c str,
     backoff_max: Duration,
     metrics: Arc<SinkMetrics>,
-    /// The encoded block, reused across batches.
+    /// The encoded block, reused across parts.
     encoded: Vec<u8>,
 }
 
 impl<'c> Inserter<'c> {
     pub(super) fn new(
-        ch: Client,
-        table: String,
+        lander: Lander,
         topic: &'c str,
         backoff_max: Duration,
         metrics: Arc<SinkMetrics>,
     ) -> Self {
         Self {
-            ch,
-            table,
+            lander,
             topic,
             backoff_max,
             metrics,
@@ -45,83 +52,94 @@ impl<'c> Inserter<'c> {
         }
     }
 
-    /// Inserts `batch`; false if `give_up()` said so before it landed.
-    fn insert(&mut self, batch: &Batch, give_up: impl Fn() -> bool) -> bool {
-        if batch.block.rows() == 0 {
-            return true;
+    /// Lands `part`: encoded once, the same bytes on every retry.
+    fn land(&mut self, part: &Part, give_up: &impl Fn() -> bool) -> Outcome {
+        if part.inserts.is_empty() {
+            return Outcome::Landed;
         }
-        let sink = &*self.metrics;
         let mut bytes = std::mem::take(&mut self.encoded);
         bytes.clear();
-        batch.block.encode(&mut bytes);
-        let started = Instant::now();
-        let (ch, table) = (&self.ch, &self.table);
-        // Failures are counted before `clickhouse_up` drops, so a reader that
-        // sees it down also sees the failure.
-        let seen = |ok: bool| {
-            if !ok {
-                sink.insert_failures.fetch_add(1, Ordering::Relaxed);
+        part.block.encode(&mut bytes);
+        let mut progress = Progress::new(part.inserts.len(), false);
+        let p = part.partition;
+        let lander = &self.lander;
+        let outcome =
+            with_backoff(
+                "insert into ClickHouse",
+                self.backoff_max,
+                give_up,
+                |_| match lander.land(p, &part.inserts, Rows::Block(&bytes), &mut progress) {
+                    Ok(()) => Ok(true),
+                    Err(NotLanded::Fenced) => Ok(false),
+                    Err(NotLanded::Failed(e)) => Err(e),
+                },
+            );
+        let sink = &*self.metrics;
+        let outcome = match outcome {
+            Some(true) => {
+                sink.bytes_inserted
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                sink.batches_inserted
+                    .fetch_add(part.inserts.len() as u64, Ordering::Relaxed);
+                sink.rows_inserted.fetch_add(part.rows(), Ordering::Relaxed);
+                Outcome::Landed
             }
-            sink.clickhouse_up.store(ok, Ordering::Release);
+            Some(false) => {
+                warn!(
+                    partition = p,
+                    rows = part.rows(),
+                    "another sink took this partition over; its part of the batch is dropped (its new owner consumes it again)"
+                );
+                Outcome::Fenced
+            }
+            None => Outcome::GaveUp,
         };
-        let done = with_backoff("insert into ClickHouse", self.backoff_max, give_up, |attempt| {
-            if attempt > 0 {
-                // The previous attempt may have landed (e.g. timed out after the write).
-                if let Some((p, o)) = batch.last_row {
-                    let n = ch.query(&format!(
-                        "SELECT count() FROM {table} WHERE broker_partition = {p} AND broker_offset = {o} FORMAT TabSeparated"
-                    ));
-                    seen(n.is_ok());
-                    if n?.trim() != "0" {
-                        return Ok(());
-                    }
-                }
-            }
-            let r = ch.insert_native(table, &bytes);
-            seen(r.is_ok());
-            Ok(r?)
-        })
-        .is_some();
-        if done {
-            let now = now_us();
-            let rows = batch.block.rows() as u64;
-            sink.rows_inserted.fetch_add(rows, Ordering::Relaxed);
-            sink.batches_inserted.fetch_add(1, Ordering::Relaxed);
-            sink.bytes_inserted
-                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-            let insert = started.elapsed();
-            let age = started.saturating_duration_since(batch.opened);
-            self.metrics.record_batch(
-                age.as_micros() as u64,
-                insert.as_micros() as u64,
-                batch
-                    .received
-                    .iter()
-                    .map(|&(at, n)| (u64::try_from(now - at).unwrap_or(0), n)),
-            );
-            debug!(
-                rows,
-                bytes = bytes.len(),
-                ms = insert.as_millis() as u64,
-                "batch inserted"
-            );
-        }
         self.encoded = bytes;
-        done
+        outcome
     }
 
-    /// Commits the batch's offsets. A failed commit is safe: on restart the
-    /// offsets ClickHouse holds are skipped.
-    fn commit(&self, batch: &Batch, consumer: &BaseConsumer<Context>) {
-        if batch.commit.is_empty() {
-            return;
+    /// Lands every part of `batch`; false if `give_up()` said so first.
+    fn insert(
+        &mut self,
+        batch: &Batch,
+        consumer: &BaseConsumer<Context>,
+        give_up: impl Fn() -> bool,
+    ) -> bool {
+        let started = Instant::now();
+        for part in &batch.parts {
+            match self.land(part, &give_up) {
+                Outcome::Landed => self.commit(part, consumer),
+                Outcome::Fenced => {}
+                Outcome::GaveUp => return false,
+            }
         }
+        let now = now_us();
+        let insert = started.elapsed();
+        let age = started.saturating_duration_since(batch.opened);
+        self.metrics.record_batch(
+            age.as_micros() as u64,
+            insert.as_micros() as u64,
+            batch
+                .received
+                .iter()
+                .map(|&(at, n)| (u64::try_from(now - at).unwrap_or(0), n)),
+        );
+        debug!(
+            rows = batch.rows(),
+            parts = batch.parts.len(),
+            ms = insert.as_millis() as u64,
+            "batch inserted"
+        );
+        true
+    }
+
+    /// Commits one part's offsets. A failed commit is safe: on restart the
+    /// receipts in ClickHouse say what is stored.
+    fn commit(&self, part: &Part, consumer: &BaseConsumer<Context>) {
         let mut tpl = TopicPartitionList::new();
-        for &(p, next) in &batch.commit {
-            let _ = tpl.add_partition_offset(self.topic, p, Offset::Offset(next));
-        }
+        let _ = tpl.add_partition_offset(self.topic, part.partition, Offset::Offset(part.last + 1));
         if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-            warn!(%e, "offset commit failed; ClickHouse offsets cover it");
+            warn!(%e, "offset commit failed; the receipts in ClickHouse cover it");
         }
     }
 
@@ -135,13 +153,12 @@ impl<'c> Inserter<'c> {
     ) {
         for batch in batches {
             let give_up = || stop.load(Ordering::SeqCst) || inflight.abandoned();
-            if self.insert(&batch, give_up) {
-                self.commit(&batch, consumer);
-            } else if inflight.abandoned() {
+            if !self.insert(&batch, consumer, give_up) && inflight.abandoned() {
                 // A rebalance moved its partitions on: their next owner
-                // consumes these records again from the committed offsets.
+                // consumes these records again from the committed offsets
+                // (and skips what the receipts show landed).
                 warn!(
-                    rows = batch.block.rows(),
+                    rows = batch.rows(),
                     "batch dropped unlanded: its partitions were rebalanced"
                 );
             }

@@ -55,6 +55,29 @@ pub(super) struct LagSummary {
     pub(super) stalled_own: i64,
 }
 
+/// Partitions this sink does not own with pending records and no commit
+/// for the quiet time (shorter than the stall time): what an idle sink
+/// checks before rejoining early.
+pub(super) fn quiet_elsewhere(
+    progress: &Progress,
+    now: Instant,
+    parts: &[PartitionOffsets],
+    own: &[i32],
+    quiet_after: Duration,
+) -> Vec<i32> {
+    parts
+        .iter()
+        .filter(|o| !own.contains(&o.partition) && o.pending() > 0)
+        .filter(|o| {
+            progress
+                .seen
+                .get(&o.partition)
+                .is_some_and(|(_, since)| now.saturating_duration_since(*since) >= quiet_after)
+        })
+        .map(|o| o.partition)
+        .collect()
+}
+
 /// The stalls the monitor last saw, for the consumer loop's watchdog.
 #[derive(Debug, Default)]
 pub(super) struct Stalls {
@@ -62,6 +85,8 @@ pub(super) struct Stalls {
     pub(super) elsewhere: AtomicI64,
     /// Stalled partitions this sink owns.
     pub(super) here: AtomicI64,
+    /// Partitions others own (or nobody does) quiet for the quiet time.
+    pub(super) quiet: std::sync::Mutex<Vec<i32>>,
 }
 
 /// Tracks, per partition, when the group last made progress on it.
@@ -154,6 +179,7 @@ pub(super) fn monitor(
     consumer: &BaseConsumer<Context>,
     topic: &str,
     stall_after: Duration,
+    quiet_after: Duration,
     stalls: &Stalls,
     metrics: &SinkMetrics,
     stop: impl Fn() -> bool,
@@ -173,7 +199,10 @@ pub(super) fn monitor(
                             .collect()
                     })
                     .unwrap_or_default();
-                let s = progress.observe(Instant::now(), &parts, &own);
+                let now = Instant::now();
+                let s = progress.observe(now, &parts, &own);
+                *stalls.quiet.lock().unwrap_or_else(|e| e.into_inner()) =
+                    quiet_elsewhere(&progress, now, &parts, &own, quiet_after);
                 debug!(?s, "group lag");
                 m.group_lag.store(s.group, Ordering::Relaxed);
                 m.consumer_lag.store(s.own, Ordering::Relaxed);
@@ -258,6 +287,21 @@ mod tests {
         ];
         let r = p.observe(secs(22), &done, &[0, 1, 2]);
         assert_eq!((r.group, r.own, r.stalled), (0, 0, 0));
+    }
+
+    #[test]
+    fn quiet_partitions_are_those_of_others_without_commits_for_the_quiet_time() {
+        let t0 = Instant::now();
+        let secs = |n: u64| t0 + Duration::from_secs(n);
+        let mut p = Progress::new(Duration::from_secs(60));
+        let parts = [at(0, Some(90), 100), at(1, None, 40), at(2, Some(7), 7)];
+        p.observe(t0, &parts, &[]);
+        let q = Duration::from_secs(14);
+        assert!(quiet_elsewhere(&p, secs(13), &parts, &[], q).is_empty());
+        p.observe(secs(14), &parts, &[]);
+        // 2 is caught up; 0 is this sink's own.
+        assert_eq!(quiet_elsewhere(&p, secs(14), &parts, &[0], q), vec![1]);
+        assert_eq!(quiet_elsewhere(&p, secs(14), &parts, &[], q), vec![0, 1]);
     }
 
     #[test]

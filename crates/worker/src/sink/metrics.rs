@@ -47,6 +47,10 @@ pub enum SinkProblem {
     /// Partitions have records waiting and no commit for the stall time,
     /// e.g. nobody in the group owns them.
     PartitionsStalled,
+    /// ClickHouse holds offsets of a partition at or past the broker's end:
+    /// the topic was recreated, or the broker lost its data. The sink holds
+    /// those partitions rather than skip records as stored.
+    TopicReset,
 }
 
 impl SinkProblem {
@@ -56,6 +60,7 @@ impl SinkProblem {
             SinkProblem::Migrating => "migrating",
             SinkProblem::ClickHouseUnreachable => "clickhouse_unreachable",
             SinkProblem::PartitionsStalled => "sink_stalled",
+            SinkProblem::TopicReset => "topic_reset",
         }
     }
 }
@@ -101,6 +106,22 @@ pub struct SinkMetrics {
     /// Times the sink left and rejoined its group because it owned no
     /// partition while partitions stalled.
     pub(crate) rejoins: AtomicU64,
+    /// Partitions this sink took over from earlier owners' staging tables
+    /// (each dropped, after the queries reading it ended).
+    pub(crate) fences: AtomicU64,
+    /// Times the sink replaced its own staging table after an attempt whose
+    /// outcome it could not learn, so that the attempt cannot land later.
+    pub(crate) self_fences: AtomicU64,
+    /// Times this sink found its staging table dropped by a newer owner:
+    /// it dropped its batch for that partition and rejoined the group.
+    pub(crate) fenced: AtomicU64,
+    /// Roll-up parts written for an insert whose view push had failed.
+    pub(crate) rollup_repairs: AtomicU64,
+    /// Inserts found stored more than once in a table: must stay 0.
+    pub(crate) receipts_duplicated: AtomicU64,
+    /// Partitions whose stored offsets are at or past the broker's end: the
+    /// topic was recreated or the broker's data reset.
+    pub(crate) topic_resets: AtomicI64,
     /// One slot: the inserter records once per batch, under the lock.
     histograms: SharedHistograms<3>,
 }
@@ -129,6 +150,12 @@ impl Default for SinkMetrics {
             assigned_partitions: AtomicI64::new(0),
             paused: AtomicBool::new(false),
             rejoins: zero(),
+            fences: zero(),
+            self_fences: zero(),
+            fenced: zero(),
+            rollup_repairs: zero(),
+            receipts_duplicated: zero(),
+            topic_resets: AtomicI64::new(0),
             histograms: SharedHistograms::new(1),
         }
     }
@@ -168,6 +195,8 @@ impl SinkMetrics {
             Some(SinkProblem::Migrating)
         } else if !self.clickhouse_up.load(Ordering::Acquire) {
             Some(SinkProblem::ClickHouseUnreachable)
+        } else if self.topic_resets.load(Ordering::Relaxed) > 0 {
+            Some(SinkProblem::TopicReset)
         } else if self.stalled_partitions.load(Ordering::Relaxed) > 0 {
             Some(SinkProblem::PartitionsStalled)
         } else {
@@ -260,6 +289,31 @@ impl Collector for SinkMetrics {
                 "Times the sink rejoined its group because it owned nothing while partitions stalled.",
                 &self.rejoins,
             ),
+            (
+                "sink_partition_fences_total",
+                "Partitions taken over: earlier owners' staging tables dropped after their queries ended.",
+                &self.fences,
+            ),
+            (
+                "sink_self_fences_total",
+                "Own staging table replaced after an attempt with an unknown outcome.",
+                &self.self_fences,
+            ),
+            (
+                "sink_fenced_total",
+                "Times a newer owner had dropped this sink's staging table (batch part dropped, group rejoined).",
+                &self.fenced,
+            ),
+            (
+                "sink_rollup_repairs_total",
+                "Roll-up parts written for an insert whose view had failed.",
+                &self.rollup_repairs,
+            ),
+            (
+                "sink_receipts_duplicated_total",
+                "Inserts found stored more than once in events or a roll-up (must stay 0).",
+                &self.receipts_duplicated,
+            ),
         ] {
             out.counter(name, help, load(v));
         }
@@ -294,6 +348,11 @@ impl Collector for SinkMetrics {
                 "sink_paused",
                 "1 while this sink's partitions are paused (a batch waits for the inserter, or a record for ClickHouse).",
                 flag(&self.paused),
+            ),
+            (
+                "sink_topic_reset_partitions",
+                "Partitions held because ClickHouse stores offsets at or past the broker's end (topic recreated or broker reset).",
+                self.topic_resets.load(Ordering::Relaxed),
             ),
             ("sink_running", "1 when this process runs the sink role.", 1),
         ] {

@@ -20,15 +20,18 @@ use crate::{dlq, Error};
 
 mod agent;
 mod batch;
+mod calendar;
 mod consumer;
 mod insert;
 mod lag;
+mod land;
 pub mod metrics;
 mod rebalance;
 
 use batch::Batch;
 use consumer::{consume, Sink, ToInserter};
 use insert::Inserter;
+use land::{Lander, Stages};
 use metrics::SinkMetrics;
 use rebalance::{Context, Inflight};
 
@@ -46,18 +49,25 @@ const MAX_POLL_INTERVAL_MS: u64 = 300_000;
 /// Kept free below `max.poll.interval.ms` when a rebalance waits for the batch
 /// in flight: for its last attempt to end and the member to rejoin.
 const REBALANCE_MARGIN: Duration = Duration::from_secs(10);
+/// Past the session timeout before an idle sink rejoins for partitions
+/// nobody writes: two looks of the lag monitor and a heartbeat.
+const QUIET_MARGIN: Duration = Duration::from_secs(6);
 /// Least time without a commit before a partition with lag counts as stalled.
 const STALL_AFTER_MIN: Duration = Duration::from_secs(10);
 
 /// Timeouts of the sink's group membership.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct GroupTimes {
-    session_timeout: Duration,
-    max_poll_interval: Duration,
+pub(super) struct GroupTimes {
+    pub(super) session_timeout: Duration,
+    pub(super) max_poll_interval: Duration,
     /// How long a rebalance waits for the batch in flight before dropping it.
-    rebalance_wait: Duration,
+    pub(super) rebalance_wait: Duration,
     /// No commit for this long, with records waiting: the partition stalled.
-    stall_after: Duration,
+    pub(super) stall_after: Duration,
+    /// A sink that owns nothing rejoins after partitions that nobody writes
+    /// (no query on their staging tables) waited this long without a
+    /// commit: a dead member's session has expired by then.
+    pub(super) quiet_after: Duration,
 }
 
 impl GroupTimes {
@@ -78,11 +88,14 @@ impl GroupTimes {
             "max.poll.interval.ms",
             MAX_POLL_INTERVAL_MS.max((2 * ch_timeout + REBALANCE_MARGIN).as_millis() as u64),
         );
+        let session_timeout = ms("session.timeout.ms", SESSION_TIMEOUT_MS);
+        let stall_after = (2 * batch).max(STALL_AFTER_MIN);
         Self {
-            session_timeout: ms("session.timeout.ms", SESSION_TIMEOUT_MS),
+            session_timeout,
             max_poll_interval,
             rebalance_wait: max_poll_interval.saturating_sub(ch_timeout + REBALANCE_MARGIN),
-            stall_after: (2 * batch).max(STALL_AFTER_MIN),
+            stall_after,
+            quiet_after: (session_timeout + QUIET_MARGIN).min(stall_after.max(session_timeout)),
         }
     }
 }
@@ -223,6 +236,7 @@ fn run(cfg: &Config, stop: &AtomicBool, metrics: Arc<SinkMetrics>) -> Result<(),
     } else {
         "ClickHouse connection"
     };
+    let mut server = None;
     let reached = with_backoff(
         what,
         backoff_max,
@@ -231,19 +245,24 @@ fn run(cfg: &Config, stop: &AtomicBool, metrics: Arc<SinkMetrics>) -> Result<(),
             let sink = &*metrics;
             let r = if k.migrate_on_start {
                 sink.migrating.store(true, Ordering::Release);
-                let r = migrate_unless_stopped(&ch, db, &|| stop.load(Ordering::SeqCst)).map(drop);
+                let r = migrate_unless_stopped(&ch, db, &|| stop.load(Ordering::SeqCst))
+                    .map(|r| r.server);
                 sink.migrating.store(false, Ordering::Release);
                 r
             } else {
-                ch.version().map(drop)
+                ch.version()
             };
+            if let Ok(v) = &r {
+                server = Some(*v);
+            }
+            let r = r.map(drop);
             sink.clickhouse_up.store(r.is_ok(), Ordering::Release);
             Ok(r?)
         },
     );
-    if reached.is_none() {
+    let (Some(()), Some(server)) = (reached, server) else {
         return Ok(());
-    }
+    };
     // The events topic too: a sink started before any edge would otherwise
     // subscribe to nothing until librdkafka's next metadata refresh.
     for topic in [&cfg.redpanda.topic, &k.dlq_topic] {
@@ -304,18 +323,28 @@ fn run(cfg: &Config, stop: &AtomicBool, metrics: Arc<SinkMetrics>) -> Result<(),
             )
         })
         .collect();
-    let table = format!("{db}.events");
+    let stages = Arc::new(Stages::default());
+    let lander = |ch: Client| {
+        Lander::new(
+            ch,
+            db,
+            &cfg.redpanda.topic,
+            server,
+            stages.clone(),
+            metrics.clone(),
+            k.batch_max_rows,
+        )
+    };
     let mut sink = Sink::new(
         cfg,
-        ch,
-        table.clone(),
+        ch.clone(),
+        lander(ch),
         tenants,
         backoff_max,
         metrics.clone(),
     );
     let mut inserter = Inserter::new(
-        Client::from_config(&cfg.clickhouse, timeout),
-        table,
+        lander(Client::from_config(&cfg.clickhouse, timeout)),
         &cfg.redpanda.topic,
         backoff_max,
         metrics.clone(),
@@ -352,6 +381,7 @@ fn run(cfg: &Config, stop: &AtomicBool, metrics: Arc<SinkMetrics>) -> Result<(),
                     consumer,
                     topic,
                     times.stall_after,
+                    times.quiet_after,
                     stalls,
                     lag_metrics,
                     done,
@@ -362,16 +392,9 @@ fn run(cfg: &Config, stop: &AtomicBool, metrics: Arc<SinkMetrics>) -> Result<(),
             batches: &to_inserter,
             spare: &spare,
             inflight: &inflight,
+            stages: &stages,
         };
-        consume(
-            &mut sink,
-            consumer,
-            &dlq,
-            to,
-            times.stall_after,
-            stalls,
-            stop,
-        );
+        consume(&mut sink, consumer, &dlq, to, times, stalls, stop);
         consuming.store(false, Ordering::SeqCst);
         // Closing the channel ends the inserter once it has drained.
         drop(to_inserter);
@@ -393,6 +416,8 @@ mod tests {
         assert_eq!(t.rebalance_wait, Duration::from_secs(260));
         // 2 × (1 s batch age + 30 s insert).
         assert_eq!(t.stall_after, Duration::from_secs(62));
+        // 10 s session + 6 s: well under a minute after a kill -9.
+        assert_eq!(t.quiet_after, Duration::from_secs(16));
         cfg.sink.clickhouse_timeout_ms = Duration::from_secs(200);
         cfg.sink.batch_max_age_ms = Duration::from_millis(200);
         let t = GroupTimes::new(&cfg);

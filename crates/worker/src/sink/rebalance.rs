@@ -113,6 +113,9 @@ impl ConsumerContext for Context {
 pub(super) struct Watchdog {
     /// How long partitions stall, and the group stays unchanged, first.
     stall_after: Duration,
+    /// How long partitions nobody writes wait, and the group stays
+    /// unchanged, before a sink that owns nothing rejoins.
+    quiet_after: Duration,
     /// Last time this sink's assignment changed (or it subscribed).
     settled_since: Instant,
     not_before: Instant,
@@ -126,14 +129,23 @@ pub(super) struct Watchdog {
 pub(super) const REJOIN_BACKOFF_MAX: Duration = Duration::from_secs(600);
 
 impl Watchdog {
-    pub(super) fn new(stall_after: Duration, now: Instant) -> Self {
+    pub(super) fn new(stall_after: Duration, quiet_after: Duration, now: Instant) -> Self {
         Self {
             stall_after,
+            quiet_after,
             settled_since: now,
             not_before: now,
             backoff: stall_after,
             tried_with: 0,
         }
+    }
+
+    /// Whether a sink that owns nothing may rejoin now for quiet partitions
+    /// (see [`super::lag::quiet_elsewhere`]): the group unchanged for the
+    /// quiet time, and not within the backoff of the last rejoin.
+    pub(super) fn quick_due(&self, now: Instant) -> bool {
+        now >= self.not_before
+            && now.saturating_duration_since(self.settled_since) >= self.quiet_after
     }
 
     /// The assignment changed: the group is moving.
@@ -173,7 +185,7 @@ mod tests {
     fn rejoins_only_for_stalls_elsewhere_once_settled_then_backs_off() {
         let t0 = Instant::now();
         let s = Duration::from_secs(10);
-        let mut w = Watchdog::new(s, t0);
+        let mut w = Watchdog::new(s, s, t0);
         let at = |secs: u64| t0 + Duration::from_secs(secs);
         // Not before the group had `stall_after` to settle.
         assert!(!w.due(at(5), 3, 0));
@@ -204,7 +216,7 @@ mod tests {
         w.group_changed(at(63));
         assert!(!w.due(at(70), 6, 0));
         assert!(w.due(at(73), 6, 0));
-        let mut w = Watchdog::new(s, t0);
+        let mut w = Watchdog::new(s, s, t0);
         for i in 0..20 {
             w.backed_off(at(i), 3);
         }

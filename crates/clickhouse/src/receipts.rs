@@ -1,0 +1,297 @@
+//! Insert receipts and staging tables: what the sink's exactly-once protocol
+//! reads and writes in ClickHouse (the argument is in
+//! `crates/worker/README.md`).
+//!
+//! - Every sink insert writes rows of **one** ClickHouse partition of
+//!   `events` (retention class × day), so it is one part, written whole or
+//!   not at all; each roll-up's view turns it into one part of the roll-up.
+//! - Every insert carries one more row, its **receipt**: tenant
+//!   [`RECEIPT_TENANT`], `event_id` = `session_id` = `insert_id` = the
+//!   insert's id, a pageview whose `path` is the id. Being a pageview, each
+//!   roll-up's view writes a receipt row for it too, in the same part as the
+//!   insert's own roll-up rows. So "did this insert land in `events`, in
+//!   `sessions`, in `pageviews_hourly`" is one primary-key lookup per table,
+//!   and the answer is exact: the part is there whole, or not at all.
+//! - A sink writes into `events` (and repairs a roll-up) only by
+//!   `INSERT … SELECT … FROM` its **staging table** for that broker
+//!   partition, a `Memory` table. The staging table is the partition's
+//!   ownership token: a new owner drops every other one (a `DROP` waits for
+//!   the queries reading it), and a writer that dropped its own can never
+//!   write again.
+//!
+//! Receipt rows are not events: every query of the query API names its
+//! tenant, and an operator counting rows by hand excludes
+//! `tenant_id = RECEIPT_TENANT`.
+
+use uuid::Uuid;
+
+use engine_core::Tier;
+
+/// The tenant id of receipt rows. No tenant may have it (the tenant
+/// registry and the config refuse it).
+pub const RECEIPT_TENANT: Uuid = engine_core::tenant::RECEIPT_TENANT_ID;
+/// `name` of every receipt row.
+pub const RECEIPT_NAME: &str = "sink_receipt";
+/// Staging tables are named `{STAGE_PREFIX}{topic hash}_{partition}_{id}`.
+pub const STAGE_PREFIX: &str = "sink_stage_";
+
+/// One insert of the sink: rows of one broker partition's records
+/// `first_offset..=last_offset` that fall in one ClickHouse partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub insert_id: Uuid,
+    pub topic: String,
+    pub partition: i32,
+    /// The records of the batch on this broker partition (all of them, not
+    /// only those with rows in this insert).
+    pub first_offset: i64,
+    pub last_offset: i64,
+    /// This insert's place among the batch's inserts on this partition, and
+    /// their count: the batch is complete once its last one landed, since
+    /// they land in order.
+    pub index: u32,
+    pub inserts: u32,
+    /// Event rows (the receipt not counted).
+    pub rows: u64,
+    pub retention_days: u16,
+    /// The ClickHouse day (`toDate(event_time)` on the server) of every row.
+    pub day: u16,
+    /// `event_time` of the receipt row: one of the rows' own, so that it
+    /// falls in their partition whatever the server's time zone.
+    pub event_time: u32,
+    pub tier: Tier,
+    pub written_at_us: i64,
+}
+
+impl Receipt {
+    /// `path` of the receipt row: the insert id.
+    pub fn path(&self) -> String {
+        self.insert_id.to_string()
+    }
+
+    /// `properties` of the receipt row (JSON read back by [`load_sql`]).
+    pub fn properties(&self) -> String {
+        format!(
+            "{{\"topic\":\"{}\",\"first_offset\":{},\"last_offset\":{},\"index\":{},\"inserts\":{},\"rows\":{}}}",
+            json_escape(&self.topic),
+            self.first_offset,
+            self.last_offset,
+            self.index,
+            self.inserts,
+            self.rows
+        )
+    }
+}
+
+fn json_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A SQL string literal.
+pub fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// `YYYY-MM-DD` of ClickHouse day number `day` (days since 1970-01-01).
+pub fn date_text(day: u16) -> String {
+    // Howard Hinnant's civil_from_days.
+    let z = i64::from(day) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// A short, stable hash of the topic name for staging table names.
+pub fn topic_hash(topic: &str) -> String {
+    // FNV-1a, 32 bits: names stay short; a collision only shares a prefix.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in topic.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    format!("{h:08x}")
+}
+
+/// The name prefix of partition `partition`'s staging tables.
+pub fn stage_prefix(topic: &str, partition: i32) -> String {
+    format!("{STAGE_PREFIX}{}_{partition}_", topic_hash(topic))
+}
+
+/// `CREATE` of a staging table (`db.name`), with `events`' columns.
+pub fn create_stage_sql(db: &str, name: &str) -> String {
+    format!("CREATE TABLE {db}.{name} AS {db}.events ENGINE = Memory")
+}
+
+/// The staging tables of one partition (answer: one name per line).
+pub fn list_stages_sql(db: &str, prefix: &str) -> String {
+    format!(
+        "SELECT name FROM system.tables WHERE database = {} AND startsWith(name, {}) \
+         FORMAT TabSeparated",
+        quote(db),
+        quote(prefix)
+    )
+}
+
+/// The rows of insert `id` in `source`, failing the whole query unless
+/// there are exactly `rows` of them (plus its receipt): a staging table
+/// emptied by a ClickHouse restart, or filled twice, is refused rather
+/// than written from.
+pub fn insert_rows_sql(source: &str, id: Uuid, rows: u64, extra: &str) -> String {
+    let id = quote(&id.to_string());
+    let expected = rows + 1;
+    format!(
+        "(SELECT * FROM {source} WHERE insert_id = toUUID({id}){extra} AND \
+         throwIf((SELECT count() FROM {source} WHERE insert_id = toUUID({id}){extra}) != {expected}) = 0)"
+    )
+}
+
+/// Whether insert `id` (partition `retention_days` × `day`) landed in
+/// `events` and in each roll-up: one line, one count per table in the order
+/// `events`, then [`crate::schema::ROLLUPS`]. 0: not there; 1: there; more:
+/// stored more than once.
+pub fn check_sql(db: &str, id: Uuid, retention_days: u16, day: u16) -> String {
+    let t = quote(&RECEIPT_TENANT.to_string());
+    let i = quote(&id.to_string());
+    let d = quote(&date_text(day));
+    format!(
+        "SELECT \
+         (SELECT count() FROM {db}.events WHERE tenant_id = toUUID({t}) AND retention_days = {retention_days} \
+          AND toDate(event_time) = toDate({d}) AND session_id = toUUID({i})), \
+         (SELECT count() FROM {db}.sessions WHERE tenant_id = toUUID({t}) AND day = toDate({d}) \
+          AND session_id = toUUID({i}) AND retention_days = {retention_days}), \
+         (SELECT count() FROM {db}.pageviews_hourly WHERE tenant_id = toUUID({t}) \
+          AND toDate(hour) = toDate({d}) AND path = {i} AND retention_days = {retention_days}) \
+         FORMAT TabSeparated"
+    )
+}
+
+/// The receipts of `topic`'s partition `partition` whose batch reaches
+/// `from_offset` or later, at most `limit` + 1 of them (so that more than
+/// `limit` shows), with their landing in each roll-up: one line each,
+/// [`LoadedReceipt`] fields in order.
+pub fn load_sql(db: &str, topic: &str, partition: i32, from_offset: i64, limit: usize) -> String {
+    let t = quote(&RECEIPT_TENANT.to_string());
+    let topic = quote(topic);
+    let more = limit + 1;
+    format!(
+        "SELECT toString(session_id), retention_days, toUInt16(toDate(event_time)), \
+         visitParamExtractInt(properties, 'first_offset'), broker_offset, \
+         visitParamExtractUInt(properties, 'index'), visitParamExtractUInt(properties, 'inserts'), \
+         visitParamExtractUInt(properties, 'rows'), count() \
+         FROM {db}.events WHERE tenant_id = toUUID({t}) AND broker_partition = {partition} \
+         AND broker_offset >= {from_offset} AND visitParamExtractString(properties, 'topic') = {topic} \
+         GROUP BY session_id, retention_days, event_time, properties, broker_offset \
+         ORDER BY broker_offset, visitParamExtractUInt(properties, 'index') LIMIT {more} \
+         FORMAT TabSeparated"
+    )
+}
+
+/// A receipt read back by [`load_sql`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadedReceipt {
+    pub insert_id: Uuid,
+    pub retention_days: u16,
+    pub day: u16,
+    pub first_offset: i64,
+    pub last_offset: i64,
+    pub index: u32,
+    pub inserts: u32,
+    pub rows: u64,
+    /// How many times `events` holds it (more than 1: stored twice).
+    pub copies: u64,
+}
+
+impl LoadedReceipt {
+    /// Parses one line of [`load_sql`]'s answer.
+    pub fn parse(line: &str) -> Option<Self> {
+        let mut f = line.split('\t');
+        let r = Self {
+            insert_id: Uuid::parse_str(f.next()?).ok()?,
+            retention_days: f.next()?.parse().ok()?,
+            day: f.next()?.parse().ok()?,
+            first_offset: f.next()?.parse().ok()?,
+            last_offset: f.next()?.parse().ok()?,
+            index: f.next()?.parse().ok()?,
+            inserts: f.next()?.parse().ok()?,
+            rows: f.next()?.parse().ok()?,
+            copies: f.next()?.parse().ok()?,
+        };
+        f.next().is_none().then_some(r)
+    }
+}
+
+/// The highest offset `topic`'s partition `partition` has a receipt for
+/// (answer: one number; 0 rows read as -1 by the caller when empty).
+pub fn max_stored_sql(db: &str, topic: &str, partition: i32) -> String {
+    let t = quote(&RECEIPT_TENANT.to_string());
+    format!(
+        "SELECT max(broker_offset), count() FROM {db}.events WHERE tenant_id = toUUID({t}) \
+         AND broker_partition = {partition} AND visitParamExtractString(properties, 'topic') = {} \
+         FORMAT TabSeparated",
+        quote(topic)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_match_the_calendar() {
+        assert_eq!(date_text(0), "1970-01-01");
+        assert_eq!(date_text(59), "1970-03-01");
+        assert_eq!(date_text(11_016), "2000-02-29");
+        assert_eq!(date_text(20_788), "2026-12-01");
+        assert_eq!(date_text(u16::MAX), "2149-06-06");
+    }
+
+    #[test]
+    fn receipts_read_back_what_they_wrote() {
+        let r = Receipt {
+            insert_id: Uuid::from_u128(7),
+            topic: "ev\"t".into(),
+            partition: 3,
+            first_offset: 10,
+            last_offset: 20,
+            index: 1,
+            inserts: 2,
+            rows: 5,
+            retention_days: 30,
+            day: 20_788,
+            event_time: 1_796_000_000,
+            tier: Tier::Paid,
+            written_at_us: 1,
+        };
+        assert_eq!(
+            r.properties(),
+            r#"{"topic":"ev\"t","first_offset":10,"last_offset":20,"index":1,"inserts":2,"rows":5}"#
+        );
+        let line = format!("{}\t30\t20788\t10\t20\t1\t2\t5\t1", r.insert_id);
+        let l = LoadedReceipt::parse(&line).unwrap();
+        assert_eq!(
+            (l.insert_id, l.first_offset, l.last_offset),
+            (r.insert_id, 10, 20)
+        );
+        assert_eq!((l.index, l.inserts, l.rows, l.copies), (1, 2, 5, 1));
+        assert!(LoadedReceipt::parse(&format!("{line}\textra")).is_none());
+        assert!(LoadedReceipt::parse("x").is_none());
+        assert_eq!(quote("a'b\\"), r"'a\'b\\'");
+        assert_ne!(stage_prefix("events", 1), stage_prefix("events", 11));
+        assert!(stage_prefix("events", 1).ends_with("_1_"));
+    }
+}

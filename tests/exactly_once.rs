@@ -1,0 +1,173 @@
+//! The sink's exactly-once protocol (`crates/worker/README.md`, "Exactly
+//! once") against the real tansu (SQLite) and ClickHouse 18.16: a view that
+//! fails after `events`' part was written, batches that span days and
+//! retention classes, several sinks killed and restarted under load. After
+//! each: every acknowledged event once in `events`, and the roll-ups equal a
+//! `GROUP BY` over `events`.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::flow::*;
+use common::*;
+use sonic_rs::{JsonValueMutTrait, JsonValueTrait};
+
+const DEV: &str = "Bearer 00000000-0000-0000-0000-000000000000:secret";
+const SHOP: &str = "Bearer 55555555-5555-5555-5555-555555555555:secret";
+const POISON_PATH: &str = "/boom/poison";
+
+/// RFC 3339 of `secs_ago` seconds before now.
+fn ago(secs_ago: i64) -> String {
+    (time::OffsetDateTime::now_utc() - time::Duration::seconds(secs_ago))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+/// `n` pageviews of `tenant`, alternating between now and two days ago,
+/// over a few sessions and paths; the ids go into `acked` once answered.
+fn pageviews(tenant: &str, n: usize, path_of: impl Fn(usize) -> String) -> Vec<sonic_rs::Value> {
+    (0..n)
+        .map(|i| {
+            let session = format!("11111111-1111-1111-1111-{:012}", i % 7);
+            let mut e = event(0, tenant, &session);
+            let o = e.as_object_mut().unwrap();
+            o.insert("path", sonic_rs::Value::from(path_of(i).as_str()));
+            let ts = ago(if i % 2 == 0 { 5 } else { 2 * 86_400 + 60 });
+            o.insert("timestamp", sonic_rs::Value::from(ts.as_str()));
+            e
+        })
+        .collect()
+}
+
+fn send(port: u16, auth: &str, events: &[sonic_rs::Value], acked: &mut HashSet<String>) {
+    for chunk in events.chunks(50) {
+        let r = post(port, Some(auth), &[], &batch(chunk));
+        assert_eq!(r.status, 200, "{}", r.body);
+        for e in chunk {
+            acked.insert(e.get("id").unwrap().as_str().unwrap().to_string());
+        }
+    }
+}
+
+#[test]
+fn a_view_failing_on_one_row_leaves_no_rollup_short_across_days_and_tiers() {
+    let ch = ClickHouse::start();
+    let broker = Broker::start();
+    let node = Node::start(&broker, &ch);
+    // A test-only view that fails on one row, pushed before the roll-ups'
+    // views (by name): `events`' part lands, then the insert fails.
+    ch.client()
+        .execute(&format!(
+            "CREATE MATERIALIZED VIEW overwatch.aa_poison ENGINE = Memory AS \
+             SELECT throwIf(path = '{POISON_PATH}') AS boom FROM overwatch.events"
+        ))
+        .unwrap();
+    let mut acked = HashSet::new();
+    // Two tenants of different retention classes, two days each: one batch
+    // holds four ClickHouse partitions.
+    let dev = pageviews("00000000-0000-0000-0000-000000000000", 1000, |i| {
+        if i == 501 {
+            POISON_PATH.into()
+        } else {
+            format!("/p/{}", i % 13)
+        }
+    });
+    let shop = pageviews("55555555-5555-5555-5555-555555555555", 1000, |i| {
+        format!("/s/{}", i % 11)
+    });
+    for (d, s) in dev.chunks(100).zip(shop.chunks(100)) {
+        send(node.port, DEV, d, &mut acked);
+        send(node.port, SHOP, s, &mut acked);
+    }
+    wait_for("the poison row in events", Duration::from_secs(60), || {
+        ch.query(&format!(
+            "SELECT count() FROM overwatch.events WHERE path = '{POISON_PATH}'"
+        )) == "1"
+    });
+    // The sink repaired the roll-ups of that insert from the same rows,
+    // while the view still fails.
+    wait_for("a roll-up repaired", Duration::from_secs(60), || {
+        node.metric("sink_rollup_repairs_total").unwrap_or(0.0) >= 1.0
+    });
+    ch.client()
+        .execute("DROP TABLE overwatch.aa_poison")
+        .unwrap();
+    wait_landed(
+        &ch,
+        &acked,
+        Duration::from_secs(120),
+        "after the failing view",
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_exactly_once(&ch, &acked, &acked);
+    assert_rollups_agree(&ch, "after the failing view");
+    let partitions = ch.query(
+        "SELECT count(DISTINCT (retention_days, toDate(event_time))) FROM overwatch.events \
+         WHERE tenant_id != toUUID('ffffffff-ffff-ffff-ffff-ffffffffffff')",
+    );
+    assert_eq!(partitions, "4", "two retention classes × two days");
+    assert_eq!(node.metric("sink_receipts_duplicated_total"), Some(0.0));
+}
+
+#[test]
+fn several_sinks_killed_and_restarted_under_load_store_every_event_once() {
+    let ch = ClickHouse::start();
+    let broker = Broker::start();
+    // Two edges and three sinks in one consumer group.
+    let sink_env = || vec![("INGESTION_ROLES", "sink".to_string())];
+    let edge_env = || vec![("INGESTION_ROLES", "ingest".to_string())];
+    let edges: Vec<Node> = (0..2)
+        .map(|_| Node::start_with(&broker, &ch.url(), TEST_CONFIG, edge_env()))
+        .collect();
+    let mut sinks: Vec<Node> = (0..3)
+        .map(|_| {
+            let mut n = Node::new(&broker, &ch.url(), TEST_CONFIG, sink_env());
+            n.spawn_sink();
+            n
+        })
+        .collect();
+    let loads: Vec<Load> = edges
+        .iter()
+        .map(|e| Load::start(e.port, usize::MAX, Duration::from_secs(600)))
+        .collect();
+    let rounds = std::env::var("INGESTION_SINK_KILL_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3usize);
+    for round in 0..rounds {
+        let victim = round % sinks.len();
+        std::thread::sleep(Duration::from_secs(4));
+        sinks[victim].kill9();
+        std::thread::sleep(Duration::from_secs(3));
+        sinks[victim].spawn_sink();
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let mut acked = HashSet::new();
+    let mut sent = HashSet::new();
+    for mut l in loads {
+        l.finish();
+        acked.extend(l.acked());
+        sent.extend(l.sent());
+    }
+    assert!(acked.len() > 100, "only {} acknowledged", acked.len());
+    wait_landed(
+        &ch,
+        &acked,
+        Duration::from_secs(180),
+        "several sinks, kill -9",
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let t = tally(&ch, &acked, &sent);
+    let fences: f64 = sinks
+        .iter()
+        .map(|s| s.metric("sink_partition_fences_total").unwrap_or(0.0))
+        .sum();
+    println!(
+        "several-sinks | acked {} | lost {} | duplicates {} | foreign {} | partition take-overs {fences}",
+        t.acked, t.lost, t.duplicates, t.foreign
+    );
+    assert_exactly_once(&ch, &acked, &sent);
+    assert_rollups_agree(&ch, "several sinks, kill -9");
+}

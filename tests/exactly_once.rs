@@ -171,3 +171,80 @@ fn several_sinks_killed_and_restarted_under_load_store_every_event_once() {
     assert_exactly_once(&ch, &acked, &sent);
     assert_rollups_agree(&ch, "several sinks, kill -9");
 }
+
+#[test]
+fn a_broker_that_lost_its_data_holds_the_partitions_instead_of_skipping_records() {
+    let ch = ClickHouse::start();
+    let mut broker = Broker::start();
+    let node = Node::start(&broker, &ch);
+    // Many records (one per request, keyed by session) on every partition.
+    let mut before = HashSet::new();
+    for i in 0..120 {
+        let session = format!("22222222-2222-2222-2222-{i:012}");
+        let events: Vec<_> = (0..2)
+            .map(|k| event(k, "00000000-0000-0000-0000-000000000000", &session))
+            .collect();
+        send(node.port, DEV, &events, &mut before);
+    }
+    wait_landed(
+        &ch,
+        &before,
+        Duration::from_secs(90),
+        "before the broker lost its data",
+    );
+    broker.wipe_and_restart();
+    // The edge recreates the topic; its offsets start again at 0.
+    let mut after = HashSet::new();
+    wait_for(
+        "the edge taking events again",
+        Duration::from_secs(60),
+        || {
+            let e = [event(
+                0,
+                "00000000-0000-0000-0000-000000000000",
+                "33333333-3333-3333-3333-333333333333",
+            )];
+            // A fresh connection each time: the broker's restart is not the
+            // question here.
+            let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", node.port)) else {
+                return false;
+            };
+            use std::io::Write;
+            let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+            if s.write_all(&ingest_request(DEV, &batch(&e), "")).is_err() {
+                return false;
+            }
+            let ok = read_response(&mut std::io::BufReader::new(s)).is_ok_and(|r| r.status == 200);
+            if ok {
+                after.insert(e[0].get("id").unwrap().as_str().unwrap().to_string());
+            }
+            ok
+        },
+    );
+    for i in 0..30 {
+        let session = format!("44444444-4444-4444-4444-{i:012}");
+        let events = [event(0, "00000000-0000-0000-0000-000000000000", &session)];
+        send(node.port, DEV, &events, &mut after);
+    }
+    wait_for(
+        "the sink saying the topic was reset",
+        Duration::from_secs(90),
+        || {
+            node.metric("sink_topic_reset_partitions").unwrap_or(0.0) > 0.0
+                && node
+                    .sink_health()
+                    .and_then(|h| h.get("state").and_then(|s| s.as_str().map(str::to_string)))
+                    .as_deref()
+                    == Some("topic_reset")
+        },
+    );
+    // The new records were not skipped as "already stored": they wait.
+    let rows = stored(&ch);
+    let skipped_or_stored = after.iter().filter(|id| rows.contains_key(*id)).count();
+    println!(
+        "topic-reset | {} events after the reset, {} in ClickHouse (from partitions whose stored offsets were below the new end), health topic_reset",
+        after.len(),
+        skipped_or_stored
+    );
+    assert_exactly_once(&ch, &before, &before.union(&after).cloned().collect());
+}

@@ -479,6 +479,23 @@ impl<'c> Sink<'c> {
         consumer: &BaseConsumer<Context>,
     ) -> Result<(), Error> {
         let (p, off) = (m.partition(), m.offset());
+        let rewound = self
+            .partitions
+            .get(&p)
+            .and_then(|s| s.next)
+            .is_some_and(|next| off < next - 1);
+        if rewound {
+            // The log went back under us (the broker lost its data and the
+            // consumer's position was reset): what we hold of the old log
+            // means nothing now. Start over from ClickHouse, whose receipts
+            // then show the reset.
+            warn!(
+                partition = p,
+                offset = off,
+                "the partition's offsets went back; reloading its state"
+            );
+            self.discard();
+        }
         if !self.partitions.contains_key(&p) {
             self.load_partition(p, off, consumer)?;
         }

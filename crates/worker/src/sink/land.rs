@@ -434,6 +434,15 @@ impl Lander {
                         .map_err(fenced)?;
                     self.metrics.rollup_repairs.fetch_add(1, Ordering::Relaxed);
                 }
+                let after = self.landing(r.insert_id, r.retention_days, r.day)?;
+                if after.rollups.contains(&0) {
+                    return Err(NotLanded::Failed(Error::ClickHouse(
+                        clickhouse_client::Error::Protocol(format!(
+                            "roll-up repair of insert {} answered but did not land (staging table emptied?)",
+                            r.insert_id
+                        )),
+                    )));
+                }
             }
             progress.done[i] = true;
         }

@@ -29,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
             offset: i as i64,
             tier: Tier::Paid,
             retention_days: 30,
+            insert_id: [7; 16],
         };
         let agent = AgentColumns {
             browser: "Chrome",
@@ -55,6 +56,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(column("event_id")[row], Value::Uuid(e.id));
         assert_eq!(column("tenant_id")[row], Value::Uuid(*TENANT.as_bytes()));
         assert_eq!(column("broker_offset")[row], Value::Int(row as i64));
+        assert_eq!(column("insert_id")[row], Value::Uuid([7; 16]));
         for (name, text) in e.texts() {
             let want = text.as_ref().map_or(&b""[..], |s| s.as_bytes());
             assert_eq!(column(name)[row], Value::Str(want.to_vec()), "{name}");

@@ -486,15 +486,19 @@ impl<'c> Sink<'c> {
             .is_some_and(|next| off < next - 1);
         if rewound {
             // The log went back under us (the broker lost its data and the
-            // consumer's position was reset): what we hold of the old log
-            // means nothing now. Start over from ClickHouse, whose receipts
-            // then show the reset.
+            // consumer's position was reset): what this sink holds of every
+            // partition means nothing now. Drop it all and rejoin, so each
+            // partition starts again from its committed offset and the
+            // receipts (which then show the reset).
             warn!(
                 partition = p,
                 offset = off,
-                "the partition's offsets went back; reloading its state"
+                "the partition's offsets went back; dropping what is held and rejoining"
             );
-            self.discard();
+            self.lander.stages().request_rejoin();
+            return Err(Error::ClickHouse(clickhouse_client::Error::Protocol(
+                format!("partition {p} went back to offset {off}"),
+            )));
         }
         if !self.partitions.contains_key(&p) {
             self.load_partition(p, off, consumer)?;
@@ -732,7 +736,9 @@ pub(super) fn consume(
                 // held record.
                 let (p, off) = (m.partition(), m.offset());
                 if let Err(e) = consumer.seek(&topic, p, Offset::Offset(off), SEEK_TIMEOUT) {
-                    warn!(%e, partition = p, offset = off, "cannot rewind a paused partition");
+                    // The position is past a record not handled: start over.
+                    warn!(%e, partition = p, offset = off, "cannot rewind a paused partition; rejoining");
+                    stages.request_rejoin();
                 }
             }
             Some(Ok(m)) => {
@@ -800,11 +806,15 @@ fn inserter_fenced(
     stages: &Stages,
     now: Instant,
 ) -> bool {
-    if !stages.fenced.swap(false, Ordering::SeqCst) {
+    let fenced = stages.fenced.swap(false, Ordering::SeqCst);
+    let rejoin = stages.rejoin.swap(false, Ordering::SeqCst);
+    if !fenced && !rejoin {
         return false;
     }
-    sink.metrics.fenced.fetch_add(1, Ordering::Relaxed);
-    warn!("another sink took over a partition of this one; dropping what is held and rejoining the group");
+    if fenced {
+        sink.metrics.fenced.fetch_add(1, Ordering::Relaxed);
+        warn!("another sink took over a partition of this one; dropping what is held and rejoining the group");
+    }
     sink.discard();
     flow.ready = None;
     flow.held = None;

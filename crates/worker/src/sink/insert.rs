@@ -55,7 +55,12 @@ impl<'c> Inserter<'c> {
     /// Lands `part`: encoded once, the same bytes on every retry.
     fn land(&mut self, part: &Part, give_up: &impl Fn() -> bool) -> Outcome {
         if part.inserts.is_empty() {
-            return Outcome::Landed;
+            // Nothing to write, but only an owner commits.
+            return if self.lander.stages().owns(part.partition) {
+                Outcome::Landed
+            } else {
+                Outcome::Fenced
+            };
         }
         let mut bytes = std::mem::take(&mut self.encoded);
         bytes.clear();

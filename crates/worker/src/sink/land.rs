@@ -47,6 +47,8 @@ pub(super) struct Stages {
     /// Set when a newer owner dropped one of this sink's staging tables:
     /// the consumer drops its state and rejoins the group.
     pub(super) fenced: std::sync::atomic::AtomicBool,
+    /// Set when the consumer's position no longer matches its state.
+    pub(super) rejoin: std::sync::atomic::AtomicBool,
 }
 
 impl Stages {
@@ -63,6 +65,17 @@ impl Stages {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(p, name);
+    }
+
+    /// Asks the consumer to drop what it holds and rejoin the group (its
+    /// position no longer matches its state).
+    pub(super) fn request_rejoin(&self) {
+        self.rejoin.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether this sink still holds a staging table of `p`.
+    pub(super) fn owns(&self, p: i32) -> bool {
+        self.get(p).is_some()
     }
 
     /// `p`'s staging table is gone: another sink owns `p` now.
@@ -146,12 +159,13 @@ impl Lander {
             stages,
             metrics,
             drop_suffix: server.drop_suffix(),
-            write_settings: vec![
-                ("max_threads", "1".into()),
-                ("min_insert_block_size_rows", rows.to_string()),
-                ("min_insert_block_size_bytes", (1u64 << 40).to_string()),
-            ],
+            write_settings: write_settings(server, rows),
         }
+    }
+
+    /// The staging tables this sink holds.
+    pub(super) fn stages(&self) -> &Stages {
+        &self.stages
     }
 
     fn new_stage_name(&self, p: i32) -> String {
@@ -194,10 +208,12 @@ impl Lander {
         let list = list_stages_sql(db, &stage_prefix(&self.topic, p));
         for _ in 0..TAKE_OVER_ROUNDS {
             let names = self.run(&list, &[])?;
+            let prefix = stage_prefix(&self.topic, p);
+            // Anything else with the prefix is not ours to drop.
             let others: Vec<&str> = names
                 .lines()
                 .map(str::trim)
-                .filter(|n| !n.is_empty() && *n != mine)
+                .filter(|n| *n != mine && is_stage_name(n, &prefix))
                 .collect();
             if !names.lines().any(|n| n.trim() == mine) {
                 // Our own was dropped meanwhile: a newer owner of `p`.
@@ -373,7 +389,7 @@ impl Lander {
                     let r = self.ch.query_with_body_settings(
                         &format!("INSERT INTO {db}.{stage} FORMAT Native"),
                         bytes,
-                        &[],
+                        &settings,
                     );
                     self.seen(r.is_ok());
                     r.map_err(fenced)?;
@@ -411,8 +427,16 @@ impl Lander {
             let mut with_id = settings.clone();
             with_id.push(("query_id", &id_setting));
             if landing.events == 0 && landing.rollups.iter().any(|&n| n > 0) {
-                // Views are pushed after `events`' part: this cannot be.
-                error!(insert = %r.insert_id, ?landing, "roll-ups hold an insert that events does not; not writing it again");
+                // Views are pushed after `events`' part: this cannot be. Not
+                // written again (that would double the roll-ups) and not
+                // done either: it waits, loudly, for an operator.
+                error!(insert = %r.insert_id, ?landing, "roll-ups hold an insert that events does not; holding it");
+                return Err(NotLanded::Failed(Error::ClickHouse(
+                    clickhouse_client::Error::Protocol(format!(
+                        "insert {} is in a roll-up but not in events",
+                        r.insert_id
+                    )),
+                )));
             } else if landing.events == 0 {
                 let from = insert_rows_sql(&source, r.insert_id, r.rows, "");
                 self.run(
@@ -420,6 +444,18 @@ impl Lander {
                     &with_id,
                 )
                 .map_err(fenced)?;
+                // Exact, and needed: a modern server skips the guard when
+                // the staging table was emptied (a restart) and inserts
+                // nothing, answering success.
+                let after = self.landing(r.insert_id, r.retention_days, r.day)?;
+                if after.events == 0 || after.rollups.contains(&0) {
+                    return Err(NotLanded::Failed(Error::ClickHouse(
+                        clickhouse_client::Error::Protocol(format!(
+                            "insert {} answered but is not in every table ({after:?}): staging table emptied?",
+                            r.insert_id
+                        )),
+                    )));
+                }
             } else {
                 for ((table, select), n) in
                     rollup_selects(&insert_rows_sql(&source, r.insert_id, r.rows, ""))
@@ -454,6 +490,39 @@ impl Lander {
     }
 }
 
+/// Settings of every write: one thread, one block (so one part per
+/// partition: `min_insert_block_size_*` squash the block whole, and
+/// single-level, in-memory aggregation gives each view one block), and on
+/// modern servers neither asynchronous inserts, parallel view pushes nor
+/// ignored view errors, whatever the user's profile says.
+fn write_settings(server: ServerVersion, rows: u64) -> Vec<(&'static str, String)> {
+    let mut s = vec![
+        ("max_threads", "1".into()),
+        ("min_insert_block_size_rows", rows.to_string()),
+        ("min_insert_block_size_bytes", (1u64 << 40).to_string()),
+        ("group_by_two_level_threshold", "0".into()),
+        ("group_by_two_level_threshold_bytes", "0".into()),
+        ("max_bytes_before_external_group_by", "0".into()),
+    ];
+    if (server.major, server.minor) >= (23, 8) {
+        s.push(("async_insert", "0".into()));
+        s.push(("parallel_view_processing", "0".into()));
+        s.push(("materialized_views_ignore_errors", "0".into()));
+    }
+    s
+}
+
+/// Whether `name` is a staging table this code made: only such names are
+/// ever put into a `DROP`.
+fn is_stage_name(name: &str, prefix: &str) -> bool {
+    name.strip_prefix(prefix).is_some_and(|id| {
+        id.len() == 32
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    })
+}
+
 /// How far one partition's part got, across attempts.
 #[derive(Debug)]
 pub(super) struct Progress {
@@ -473,5 +542,33 @@ impl Progress {
             staged: false,
             unknown: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_names_this_code_makes_are_dropped() {
+        let prefix = stage_prefix("events", 3);
+        let ok = format!("{prefix}{}", Uuid::new_v4().simple());
+        assert!(is_stage_name(&ok, &prefix));
+        for bad in [
+            format!("{prefix}x"),
+            format!("{ok}, overwatch.events"),
+            format!("{prefix}{}", "A".repeat(32)),
+            "events".to_string(),
+        ] {
+            assert!(!is_stage_name(&bad, &prefix), "{bad}");
+        }
+        let old = ServerVersion::parse("18.16.1").unwrap();
+        assert!(!write_settings(old, 1)
+            .iter()
+            .any(|(k, _)| *k == "async_insert"));
+        let new = ServerVersion::parse("25.8.1").unwrap();
+        assert!(write_settings(new, 1)
+            .iter()
+            .any(|(k, _)| *k == "async_insert"));
     }
 }

@@ -506,18 +506,6 @@ impl ClickHouse {
         self.stop();
         self.spawn();
     }
-
-    /// Restarts the broker with its data gone (a lost disk, a reinstall):
-    /// topics, offsets and groups start again.
-    pub fn wipe_and_restart(&mut self) {
-        self.stop();
-        for entry in std::fs::read_dir(&self.dir).unwrap().flatten() {
-            if entry.file_name().to_string_lossy().starts_with("tansu.db") {
-                std::fs::remove_file(entry.path()).unwrap();
-            }
-        }
-        self.spawn();
-    }
 }
 
 impl Drop for ClickHouse {

@@ -59,6 +59,11 @@ enum Command {
         #[command(subcommand)]
         action: tenants::TenantAction,
     },
+    /// The sink's view of the events topic.
+    Sink {
+        #[command(subcommand)]
+        action: SinkAction,
+    },
     /// Dead letters: records the sink could not decode.
     Dlq {
         #[command(subcommand)]
@@ -78,6 +83,20 @@ enum Command {
         /// Keep tailing the topic instead of exiting at its end.
         #[arg(long)]
         follow: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SinkAction {
+    /// After the events topic was recreated or the broker lost its data
+    /// (`/health` sink state `topic_reset`): store the new log from its
+    /// start. Receipts of the old log stop counting for the partitions whose
+    /// log changed; the others are left alone. Example:
+    /// `ingestion-engine sink accept-reset --partition 3`.
+    AcceptReset {
+        /// A partition to accept (repeatable); default: every partition.
+        #[arg(long = "partition")]
+        partitions: Vec<i32>,
     },
 }
 
@@ -223,6 +242,26 @@ fn main() -> Result<()> {
         }
         Command::Tenant { action } => {
             tenants::command(&tool_config(cli.config.as_deref())?, action)
+        }
+        Command::Sink {
+            action: SinkAction::AcceptReset { partitions },
+        } => {
+            let config = tool_config(cli.config.as_deref())?;
+            for a in worker::topic_reset::accept(&config, &partitions)? {
+                let line = match a {
+                    worker::topic_reset::Accepted::Reset {
+                        partition,
+                        verdict,
+                        after_us,
+                        from_offset,
+                    } => sonic_rs::json!({"partition": partition, "accepted": true,
+                        "why": format!("{verdict:?}"), "receipts_until_us": after_us, "from_offset": from_offset}),
+                    worker::topic_reset::Accepted::Same { partition } => sonic_rs::json!({
+                        "partition": partition, "accepted": false, "why": "the broker's log is the one stored from"}),
+                };
+                println!("{line}");
+            }
+            Ok(())
         }
         Command::Dlq { action } => {
             let config = tool_config(cli.config.as_deref())?;

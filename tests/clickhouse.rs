@@ -265,6 +265,7 @@ fn the_sinks_insert_protocol_runs_on_a_modern_engine() {
         event_time: (noon / 1_000_000) as u32,
         tier: Tier::Paid,
         written_at_us: noon,
+        last_hash: receipts::record_hash(b"record 1"),
     });
     let mut bytes = Vec::new();
     block.encode(&mut bytes);
@@ -374,7 +375,7 @@ fn tenants_from_before_key_kinds_keep_their_key_and_a_half_done_migration_finish
          VALUES (toUUID('11111111-2222-3333-4444-555555555555'), 'legacy', 'paid', 90, '{hash}', 0, 0, now(), 1)"
     ))
     .unwrap();
-    assert_eq!(migrate(&ch, "old").unwrap().applied, [4, 5, 6, 7, 8]);
+    assert_eq!(migrate(&ch, "old").unwrap().applied, [4, 5, 6, 7, 8, 9]);
     assert_eq!(
         ch.query(
             "SELECT sum(pageviews), argMinMerge(entry_page) FROM old.sessions FORMAT TabSeparated"
@@ -412,7 +413,7 @@ fn tenants_from_before_key_kinds_keep_their_key_and_a_half_done_migration_finish
     // the rerun rebuilds it from scratch.
     ch.execute("CREATE TABLE crashed.sessions (x UInt8) ENGINE = TinyLog")
         .unwrap();
-    assert_eq!(migrate(&ch, "crashed").unwrap().applied, [4, 5, 6, 7, 8]);
+    assert_eq!(migrate(&ch, "crashed").unwrap().applied, [4, 5, 6, 7, 8, 9]);
     assert!(tenants::list(&ch, "crashed").unwrap().is_empty());
 }
 

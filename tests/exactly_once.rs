@@ -172,6 +172,194 @@ fn several_sinks_killed_and_restarted_under_load_store_every_event_once() {
     assert_rollups_agree(&ch, "several sinks, kill -9");
 }
 
+/// Waits until the edge on `port` acknowledges an event again (after the
+/// broker lost its data), on a fresh connection each time; the event's id
+/// goes into `acked`.
+fn wait_accepting(port: u16, acked: &mut HashSet<String>) {
+    wait_for(
+        "the edge taking events again",
+        Duration::from_secs(60),
+        || {
+            let e = [event(
+                0,
+                "00000000-0000-0000-0000-000000000000",
+                "33333333-3333-3333-3333-333333333333",
+            )];
+            let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                return false;
+            };
+            use std::io::Write;
+            let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+            if s.write_all(&ingest_request(DEV, &batch(&e), "")).is_err() {
+                return false;
+            }
+            let ok = read_response(&mut std::io::BufReader::new(s)).is_ok_and(|r| r.status == 200);
+            if ok {
+                acked.insert(e[0].get("id").unwrap().as_str().unwrap().to_string());
+            }
+            ok
+        },
+    );
+}
+
+/// `records` ingest requests of two events each, one session per request
+/// (so they spread over the partitions), sessions named by `prefix`.
+fn send_records(port: u16, prefix: &str, records: usize, acked: &mut HashSet<String>) {
+    for i in 0..records {
+        let session = format!("{prefix}-{i:012}");
+        let events: Vec<_> = (0..2)
+            .map(|k| event(k, "00000000-0000-0000-0000-000000000000", &session))
+            .collect();
+        send(port, DEV, &events, acked);
+    }
+}
+
+/// Partitions of the events topic with receipts in ClickHouse.
+fn partitions_with_receipts(ch: &ClickHouse) -> usize {
+    ch.query(
+        "SELECT count(DISTINCT broker_partition) FROM overwatch.events \
+         WHERE tenant_id = toUUID('ffffffff-ffff-ffff-ffff-ffffffffffff')",
+    )
+    .parse()
+    .unwrap()
+}
+
+fn sink_state(node: &Node) -> Option<String> {
+    node.sink_health()
+        .and_then(|h| h.get("state").and_then(|s| s.as_str().map(str::to_string)))
+}
+
+/// Deletes the events topic and creates it again with as many partitions,
+/// as an operator "cleaning up" a topic would.
+fn recreate_events_topic(broker: &Broker) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.addr())
+        .create()
+        .unwrap();
+    let timeout = Duration::from_secs(10);
+    let md = admin
+        .inner()
+        .fetch_metadata(Some("events"), timeout)
+        .unwrap();
+    let partitions = md.topics()[0].partitions().len() as i32;
+    assert!(partitions > 1, "{partitions} partitions");
+    let opts = AdminOptions::new().operation_timeout(Some(timeout));
+    for r in futures_executor::block_on(admin.delete_topics(&["events"], &opts)).unwrap() {
+        r.unwrap();
+    }
+    let topic = NewTopic::new("events", partitions, TopicReplication::Fixed(1));
+    wait_for("the topic created again", Duration::from_secs(30), || {
+        futures_executor::block_on(admin.create_topics([&topic], &opts))
+            .is_ok_and(|rs| rs.iter().all(|r| r.is_ok()))
+    });
+}
+
+/// `ingestion-engine sink accept-reset` for `node`'s config; its JSON lines.
+fn accept_reset(node: &Node, broker: &Broker, ch: &ClickHouse) -> Vec<sonic_rs::Value> {
+    let out = engine_command(&node.dir.join("config.toml"), &broker.addr(), node.port)
+        .env("INGESTION_CLICKHOUSE_URL", ch.url())
+        .args(["sink", "accept-reset"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| sonic_rs::from_str(l).unwrap())
+        .collect()
+}
+
+fn accepted(lines: &[sonic_rs::Value]) -> usize {
+    lines
+        .iter()
+        .filter(|l| l.get("accepted").and_then(|a| a.as_bool()) == Some(true))
+        .count()
+}
+
+#[test]
+fn a_recreated_topic_grown_past_the_old_end_is_held_then_stored_once_accepted() {
+    let ch = ClickHouse::start();
+    let broker = Broker::start();
+    let mut node = Node::start(&broker, &ch);
+    let mut before = HashSet::new();
+    send_records(node.port, "55555555-2222-2222-2222", 30, &mut before);
+    wait_landed(&ch, &before, Duration::from_secs(90), "before the reset");
+    let held_partitions = partitions_with_receipts(&ch);
+    node.kill9();
+    // The topic starts again while no sink runs, and grows well past the
+    // offsets ClickHouse holds on every partition: comparing offsets with
+    // the broker's end cannot tell; only the records themselves can.
+    recreate_events_topic(&broker);
+    let edge = Node::start_with(
+        &broker,
+        &ch.url(),
+        TEST_CONFIG,
+        vec![("INGESTION_ROLES", "ingest".to_string())],
+    );
+    let mut after = HashSet::new();
+    send_records(edge.port, "66666666-2222-2222-2222", 200, &mut after);
+    let mut sink = Node::new(
+        &broker,
+        &ch.url(),
+        TEST_CONFIG,
+        vec![("INGESTION_ROLES", "sink".to_string())],
+    );
+    sink.spawn_sink();
+    wait_for(
+        "the sink holding every partition it stored from",
+        Duration::from_secs(90),
+        || {
+            sink.metric("sink_topic_reset_partitions").unwrap_or(0.0) == held_partitions as f64
+                && sink_state(&sink).as_deref() == Some("topic_reset")
+        },
+    );
+    // Give a skipping sink the time to commit past what it skipped.
+    std::thread::sleep(Duration::from_secs(3));
+    let rows = stored(&ch);
+    let landed = after.iter().filter(|id| rows.contains_key(*id)).count();
+    println!(
+        "topic-recreated | {} events after the reset, {landed} in ClickHouse while held, {held_partitions} partitions held",
+        after.len()
+    );
+    let all: HashSet<String> = before.union(&after).cloned().collect();
+    assert_exactly_once(&ch, &before, &all);
+    assert_eq!(
+        sink.metric("sink_records_already_stored_total"),
+        Some(0.0),
+        "a record of the new topic was taken for one already stored"
+    );
+    // The operator accepts the new log: the sink stores it from its start.
+    let lines = accept_reset(&sink, &broker, &ch);
+    assert_eq!(accepted(&lines), held_partitions, "{lines:?}");
+    wait_landed(
+        &ch,
+        &all,
+        Duration::from_secs(90),
+        "after the reset was accepted",
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_exactly_once(&ch, &all, &all);
+    assert_rollups_agree(&ch, "after the reset was accepted");
+    wait_for(
+        "the sink out of topic_reset",
+        Duration::from_secs(30),
+        || {
+            sink.metric("sink_topic_reset_partitions") == Some(0.0)
+                && sink_state(&sink).as_deref() == Some("ok")
+        },
+    );
+    // Accepting again changes nothing: the log is now the one stored from.
+    let again = accept_reset(&sink, &broker, &ch);
+    assert_eq!(accepted(&again), 0, "{again:?}");
+    assert_eq!(sink.metric("sink_records_already_stored_total"), Some(0.0));
+}
+
 #[test]
 fn a_broker_that_lost_its_data_holds_the_partitions_instead_of_skipping_records() {
     let ch = ClickHouse::start();
@@ -179,13 +367,7 @@ fn a_broker_that_lost_its_data_holds_the_partitions_instead_of_skipping_records(
     let mut node = Node::start(&broker, &ch);
     // Many records (one per request, keyed by session) on every partition.
     let mut before = HashSet::new();
-    for i in 0..120 {
-        let session = format!("22222222-2222-2222-2222-{i:012}");
-        let events: Vec<_> = (0..2)
-            .map(|k| event(k, "00000000-0000-0000-0000-000000000000", &session))
-            .collect();
-        send(node.port, DEV, &events, &mut before);
-    }
+    send_records(node.port, "22222222-2222-2222-2222", 120, &mut before);
     wait_landed(
         &ch,
         &before,
@@ -199,32 +381,7 @@ fn a_broker_that_lost_its_data_holds_the_partitions_instead_of_skipping_records(
     node.kill9();
     node.spawn();
     let mut after = HashSet::new();
-    wait_for(
-        "the edge taking events again",
-        Duration::from_secs(60),
-        || {
-            let e = [event(
-                0,
-                "00000000-0000-0000-0000-000000000000",
-                "33333333-3333-3333-3333-333333333333",
-            )];
-            // A fresh connection each time: the broker's restart is not the
-            // question here.
-            let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", node.port)) else {
-                return false;
-            };
-            use std::io::Write;
-            let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-            if s.write_all(&ingest_request(DEV, &batch(&e), "")).is_err() {
-                return false;
-            }
-            let ok = read_response(&mut std::io::BufReader::new(s)).is_ok_and(|r| r.status == 200);
-            if ok {
-                after.insert(e[0].get("id").unwrap().as_str().unwrap().to_string());
-            }
-            ok
-        },
-    );
+    wait_accepting(node.port, &mut after);
     for i in 0..30 {
         let session = format!("44444444-4444-4444-4444-{i:012}");
         let events = [event(0, "00000000-0000-0000-0000-000000000000", &session)];
@@ -235,11 +392,7 @@ fn a_broker_that_lost_its_data_holds_the_partitions_instead_of_skipping_records(
         Duration::from_secs(90),
         || {
             node.metric("sink_topic_reset_partitions").unwrap_or(0.0) > 0.0
-                && node
-                    .sink_health()
-                    .and_then(|h| h.get("state").and_then(|s| s.as_str().map(str::to_string)))
-                    .as_deref()
-                    == Some("topic_reset")
+                && sink_state(&node).as_deref() == Some("topic_reset")
         },
     );
     // The new records were not skipped as "already stored": they wait.

@@ -61,6 +61,10 @@ pub struct Receipt {
     pub event_time: u32,
     pub tier: Tier,
     pub written_at_us: i64,
+    /// [`record_hash`] of the record at `last_offset`: what tells, when the
+    /// partition is resumed, that the broker's record there is still the one
+    /// stored (0: not known, as in receipts of roll-up repairs).
+    pub last_hash: u64,
 }
 
 impl Receipt {
@@ -72,13 +76,14 @@ impl Receipt {
     /// `properties` of the receipt row (JSON read back by [`load_sql`]).
     pub fn properties(&self) -> String {
         format!(
-            "{{\"topic\":\"{}\",\"first_offset\":{},\"last_offset\":{},\"index\":{},\"inserts\":{},\"rows\":{}}}",
+            "{{\"topic\":\"{}\",\"first_offset\":{},\"last_offset\":{},\"index\":{},\"inserts\":{},\"rows\":{},\"last_hash\":{}}}",
             json_escape(&self.topic),
             self.first_offset,
             self.last_offset,
             self.index,
             self.inserts,
-            self.rows
+            self.rows,
+            self.last_hash
         )
     }
 }
@@ -114,6 +119,19 @@ pub fn date_text(day: u16) -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// The fingerprint of a broker record: FNV-1a (64 bits) of its value. Two
+/// different records of our topic differ in it but by chance (each carries
+/// its own event ids and receive time); 0 is never returned (it means "not
+/// known" in a receipt).
+pub fn record_hash(value: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in value {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h.max(1)
 }
 
 /// A short, stable hash of the topic name for staging table names.
@@ -180,11 +198,19 @@ pub fn check_sql(db: &str, id: Uuid, retention_days: u16, day: u16) -> String {
     )
 }
 
-/// The receipts of `topic`'s partition `partition` whose batch reaches
-/// `from_offset` or later, at most `limit` + 1 of them (so that more than
-/// `limit` shows), with their landing in each roll-up: one line each,
+/// The receipts of `topic`'s partition `partition` written after
+/// `after_us` (its last accepted reset, see [`epoch_sql`]) whose batch
+/// reaches `from_offset` or later, at most `limit` + 1 of them (so that more
+/// than `limit` shows), with their landing in each roll-up: one line each,
 /// [`LoadedReceipt`] fields in order.
-pub fn load_sql(db: &str, topic: &str, partition: i32, from_offset: i64, limit: usize) -> String {
+pub fn load_sql(
+    db: &str,
+    topic: &str,
+    partition: i32,
+    after_us: i64,
+    from_offset: i64,
+    limit: usize,
+) -> String {
     let t = quote(&RECEIPT_TENANT.to_string());
     let topic = quote(topic);
     let more = limit + 1;
@@ -194,7 +220,8 @@ pub fn load_sql(db: &str, topic: &str, partition: i32, from_offset: i64, limit: 
          visitParamExtractUInt(properties, 'index'), visitParamExtractUInt(properties, 'inserts'), \
          visitParamExtractUInt(properties, 'rows'), count() \
          FROM {db}.events WHERE tenant_id = toUUID({t}) AND broker_partition = {partition} \
-         AND broker_offset >= {from_offset} AND visitParamExtractString(properties, 'topic') = {topic} \
+         AND broker_offset >= {from_offset} AND received_at_us > {after_us} \
+         AND visitParamExtractString(properties, 'topic') = {topic} \
          GROUP BY session_id, retention_days, event_time, properties, broker_offset \
          ORDER BY broker_offset, visitParamExtractUInt(properties, 'index') LIMIT {more} \
          FORMAT TabSeparated"
@@ -236,15 +263,76 @@ impl LoadedReceipt {
 }
 
 /// The highest offset `topic`'s partition `partition` has a receipt for
-/// (answer: one number; 0 rows read as -1 by the caller when empty).
-pub fn max_stored_sql(db: &str, topic: &str, partition: i32) -> String {
+/// written after `after_us`, the `last_hash` of that receipt and the count
+/// of receipts: one line, three numbers (the caller reads a count of 0 as
+/// "none").
+pub fn max_stored_sql(db: &str, topic: &str, partition: i32, after_us: i64) -> String {
     let t = quote(&RECEIPT_TENANT.to_string());
     format!(
-        "SELECT max(broker_offset), count() FROM {db}.events WHERE tenant_id = toUUID({t}) \
+        "SELECT max(broker_offset), argMax(visitParamExtractUInt(properties, 'last_hash'), broker_offset), count() \
+         FROM {db}.events WHERE tenant_id = toUUID({t}) \
+         AND broker_partition = {partition} AND received_at_us > {after_us} \
+         AND visitParamExtractString(properties, 'topic') = {} \
+         FORMAT TabSeparated",
+        quote(topic)
+    )
+}
+
+/// The newest write time (µs) of any receipt of `topic`'s partition
+/// `partition`, and their count: one line, two numbers.
+pub fn newest_receipt_sql(db: &str, topic: &str, partition: i32) -> String {
+    let t = quote(&RECEIPT_TENANT.to_string());
+    format!(
+        "SELECT max(received_at_us), count() FROM {db}.events WHERE tenant_id = toUUID({t}) \
          AND broker_partition = {partition} AND visitParamExtractString(properties, 'topic') = {} \
          FORMAT TabSeparated",
         quote(topic)
     )
+}
+
+/// The last accepted reset of `topic`'s partition `partition`: one line
+/// `after_us \t from_offset`, or none.
+pub fn epoch_sql(db: &str, topic: &str, partition: i32) -> String {
+    format!(
+        "SELECT after_us, from_offset FROM {db}.{epochs} WHERE topic = {} AND broker_partition = {partition} \
+         ORDER BY after_us DESC LIMIT 1 FORMAT TabSeparated",
+        quote(topic),
+        epochs = crate::schema::TOPIC_EPOCHS
+    )
+}
+
+/// Records an accepted reset of `topic`'s partition `partition`: receipts
+/// written up to `after_us` are of the old log; the new one starts at
+/// `from_offset`.
+pub fn insert_epoch_sql(
+    db: &str,
+    topic: &str,
+    partition: i32,
+    after_us: i64,
+    from_offset: i64,
+) -> String {
+    format!(
+        "INSERT INTO {db}.{epochs} (topic, broker_partition, after_us, from_offset) VALUES ({}, {partition}, {after_us}, {from_offset})",
+        quote(topic),
+        epochs = crate::schema::TOPIC_EPOCHS
+    )
+}
+
+/// Two numbers of one TabSeparated line, e.g. the answer of [`epoch_sql`].
+pub fn parse_pair(answer: &str) -> Option<(i64, i64)> {
+    let (a, b) = answer.trim().split_once('\t')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// The answer of [`max_stored_sql`]: `(highest offset, its receipt's
+/// last_hash)`, or `None` when there is no receipt.
+pub fn parse_max_stored(answer: &str) -> Option<(i64, u64)> {
+    let mut f = answer.trim().split('\t');
+    let (max, hash, n) = (f.next()?, f.next()?, f.next()?);
+    if n == "0" || f.next().is_some() {
+        return None;
+    }
+    Some((max.parse().ok()?, hash.parse().ok()?))
 }
 
 #[cfg(test)]
@@ -276,10 +364,11 @@ mod tests {
             event_time: 1_796_000_000,
             tier: Tier::Paid,
             written_at_us: 1,
+            last_hash: 7,
         };
         assert_eq!(
             r.properties(),
-            r#"{"topic":"ev\"t","first_offset":10,"last_offset":20,"index":1,"inserts":2,"rows":5}"#
+            r#"{"topic":"ev\"t","first_offset":10,"last_offset":20,"index":1,"inserts":2,"rows":5,"last_hash":7}"#
         );
         let line = format!("{}\t30\t20788\t10\t20\t1\t2\t5\t1", r.insert_id);
         let l = LoadedReceipt::parse(&line).unwrap();
@@ -287,6 +376,10 @@ mod tests {
             (l.insert_id, l.first_offset, l.last_offset),
             (r.insert_id, 10, 20)
         );
+        assert_eq!(parse_max_stored("20\t7\t3\n"), Some((20, 7)));
+        assert_eq!(parse_max_stored("0\t0\t0\n"), None);
+        assert_ne!(record_hash(b"a"), record_hash(b"b"));
+        assert_ne!(record_hash(b""), 0);
         assert_eq!((l.index, l.inserts, l.rows, l.copies), (1, 2, 5, 1));
         assert!(LoadedReceipt::parse(&format!("{line}\textra")).is_none());
         assert!(LoadedReceipt::parse("x").is_none());

@@ -33,6 +33,7 @@ pub mod dedup;
 pub mod dlq;
 pub mod retention;
 mod sink;
+pub mod topic_reset;
 
 pub use sink::metrics::{SinkMetrics, SinkProblem, SinkStage};
 pub use sink::{start, SinkHandle};
@@ -57,13 +58,23 @@ pub enum Error {
     #[error(
         "partition {partition}: ClickHouse stores offsets up to {stored} but the broker's end is {end}: \
          the topic was recreated or the broker lost its data; the sink holds this partition \
-         rather than skip its records as stored (see the README, \"Topic reset\")"
+         rather than skip its records as stored: once the new log is the one to keep, run \
+         `ingestion-engine sink accept-reset` (see the README, \"Topic reset\")"
     )]
     TopicReset {
         partition: i32,
         stored: i64,
         end: i64,
     },
+    /// The broker's record at the offset this partition's newest receipt
+    /// ends at is not the one stored there: the topic is another one.
+    #[error(
+        "partition {partition}: the broker's record at offset {offset} is not the one ClickHouse stored from there: \
+         the topic was recreated (or the broker lost its data) and has grown past the old end; the sink holds \
+         this partition rather than skip its records as stored: once the new log is the one to keep, run \
+         `ingestion-engine sink accept-reset` (see the README, \"Topic reset\")"
+    )]
+    TopicChanged { partition: i32, offset: i64 },
     /// Retention would drop data on a clock that ClickHouse's contradicts.
     #[error(
         "this node's clock is {skew_secs} s off ClickHouse's (more than {max_secs} s): \

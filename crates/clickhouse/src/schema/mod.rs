@@ -280,6 +280,21 @@ fn insert_receipts_ddl(db: &str, _: ServerVersion) -> Vec<String> {
 /// stored (migration 8).
 pub const LEGACY_OFFSETS: &str = "sink_legacy_offsets";
 
+/// Per broker partition, the accepted resets of its topic (`ingestion-engine
+/// sink accept-reset`): receipts written up to `after_us` belong to a log
+/// the broker no longer has (migration 9).
+pub const TOPIC_EPOCHS: &str = "sink_topic_epochs";
+
+/// The table of accepted topic resets (see [`TOPIC_EPOCHS`]). A MergeTree,
+/// not a Log table: sinks read it while an operator writes it.
+fn topic_epochs_ddl(db: &str, _: ServerVersion) -> Vec<String> {
+    vec![format!(
+        "CREATE TABLE IF NOT EXISTS {db}.{TOPIC_EPOCHS} (topic String, broker_partition Int32, \
+         after_us Int64, from_offset Int64, accepted_at DateTime DEFAULT now()) \
+         ENGINE = MergeTree ORDER BY (topic, broker_partition, after_us)"
+    )]
+}
+
 /// ClickHouse's code for "column with this name already exists": an
 /// `ADD COLUMN` that ran before a crash ended its migration (18.16 has no
 /// `ADD COLUMN IF NOT EXISTS`).
@@ -330,6 +345,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 8,
         name: "insert_receipts",
         statements: insert_receipts_ddl,
+    },
+    Migration {
+        version: 9,
+        name: "topic_epochs",
+        statements: topic_epochs_ddl,
     },
 ];
 

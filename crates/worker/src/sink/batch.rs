@@ -13,6 +13,8 @@ pub(super) struct Part {
     /// Records `first..=last` of the partition were handled in this batch.
     pub(super) first: i64,
     pub(super) last: i64,
+    /// The fingerprint of record `last` (`receipts::record_hash`).
+    pub(super) last_hash: u64,
     /// Rows of every insert (each row names its insert), receipts last.
     pub(super) block: EventsBlock,
     /// One per ClickHouse partition, in the order they land.
@@ -58,8 +60,19 @@ impl Batch {
         self.received.clear();
     }
 
+    /// Counts record `offset` of partition `p`, whose fingerprint is `hash`,
+    /// as handled in this batch (offsets only grow within a partition).
+    pub(super) fn handled(&mut self, p: i32, offset: i64, hash: u64) -> &mut Part {
+        let part = self.part(p, offset);
+        if offset >= part.last {
+            part.last = offset;
+            part.last_hash = hash;
+        }
+        part
+    }
+
     /// The part of partition `p`, opened at record `offset` if new.
-    pub(super) fn part(&mut self, p: i32, offset: i64) -> &mut Part {
+    fn part(&mut self, p: i32, offset: i64) -> &mut Part {
         let at = match self.parts.binary_search_by_key(&p, |x| x.partition) {
             Ok(i) => i,
             Err(i) => {
@@ -70,6 +83,7 @@ impl Batch {
                         partition: p,
                         first: offset,
                         last: offset,
+                        last_hash: 0,
                         block,
                         inserts: Vec::new(),
                     },

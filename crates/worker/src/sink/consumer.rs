@@ -1,7 +1,7 @@
 //! The consumer side: resume partitions from ClickHouse, decode, dedup, fill
 //! the block, hand it off.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use super::metrics::SinkMetrics;
 use clickhouse_client::native::{get_uuid, AgentColumns, RowSource};
 use clickhouse_client::receipts::{self, LoadedReceipt, Receipt, RECEIPT_TENANT};
-use clickhouse_client::schema::LEGACY_OFFSETS;
 use clickhouse_client::Client;
 use engine_core::config::Config;
 use engine_core::record::decode_record;
@@ -29,6 +28,7 @@ use super::land::{Lander, NotLanded, Progress, Rows, Stages};
 use super::now_us;
 use super::rebalance::{Context, Inflight, Watchdog};
 use crate::dedup::DedupWindow;
+use crate::topic_reset::{self, Probe};
 use crate::{dlq, Error};
 
 /// Longest single poll, so stop requests and batch age are noticed.
@@ -40,8 +40,6 @@ const HELD_RETRY_START: Duration = Duration::from_millis(200);
 const REJOIN_PAUSE: Duration = Duration::from_millis(500);
 /// Timeout of a seek back to a record fetched while paused.
 const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
-/// Timeout of reading a partition's high watermark when it is resumed.
-const WATERMARK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes of one row of the dedup reload: tenant id, event id, receive time.
 const RECENT_ROW_BYTES: usize = 16 + 16 + 8;
 /// How long a record of a tenant the registry does not list waits for it
@@ -205,6 +203,9 @@ pub(super) struct Sink<'c> {
     reset: BTreeSet<i32>,
     /// The ClickHouse day of each event of the record being handled.
     days: Vec<u16>,
+    /// Reads watermarks and the record a partition's newest receipt ends
+    /// at, outside the group.
+    probe: Probe,
     backoff_max: Duration,
     metrics: Arc<SinkMetrics>,
 }
@@ -234,6 +235,7 @@ impl<'c> Sink<'c> {
             agents: AgentCache::new(),
             reset: BTreeSet::new(),
             days: Vec::new(),
+            probe: Probe::new(),
             backoff_max,
             metrics,
         }
@@ -259,18 +261,19 @@ impl<'c> Sink<'c> {
     /// its first record here being `from` (the group's committed offset):
     /// the receipts of every insert since, repairing roll-ups an earlier
     /// owner left short, and its recent ids for the dedup window.
-    fn load_partition(
-        &mut self,
-        p: i32,
-        from: i64,
-        consumer: &BaseConsumer<Context>,
-    ) -> Result<(), Error> {
+    fn load_partition(&mut self, p: i32, from: i64) -> Result<(), Error> {
         let topic = &self.cfg.redpanda.topic;
         let db = &self.cfg.clickhouse.database;
         self.lander.take_over(p)?;
-        let answer = self
-            .ch
-            .query(&receipts::load_sql(db, topic, p, from, MAX_RESUME_RECEIPTS))?;
+        let epoch = topic_reset::epoch(&self.ch, db, topic, p)?;
+        let answer = self.ch.query(&receipts::load_sql(
+            db,
+            topic,
+            p,
+            topic_reset::counted_after(epoch),
+            from,
+            MAX_RESUME_RECEIPTS,
+        ))?;
         let loaded: Vec<LoadedReceipt> = answer.lines().filter_map(LoadedReceipt::parse).collect();
         if loaded.len() > MAX_RESUME_RECEIPTS {
             return Err(Error::ClickHouse(clickhouse_client::Error::Protocol(format!(
@@ -302,6 +305,7 @@ impl<'c> Sink<'c> {
                     event_time: 0,
                     tier: Tier::Free,
                     written_at_us: 0,
+                    last_hash: 0,
                 };
                 let mut progress = Progress::new(1, true);
                 match self.lander.land(p, &[receipt], Rows::Events, &mut progress) {
@@ -311,15 +315,7 @@ impl<'c> Sink<'c> {
                 }
             }
         }
-        let legacy = self
-            .ch
-            .query(&format!(
-                "SELECT max(stored), count() FROM {db}.{LEGACY_OFFSETS} WHERE broker_partition = {p} FORMAT TabSeparated"
-            ))?;
-        let legacy = match legacy.trim().split_once('\t') {
-            Some((max, n)) if n != "0" => max.parse().unwrap_or(-1),
-            _ => -1,
-        };
+        let legacy = topic_reset::legacy_offset(&self.ch, db, p, epoch)?;
         let covered: Vec<(u16, u16, i64, i64)> = loaded
             .iter()
             .map(|r| (r.retention_days, r.day, r.first_offset, r.last_offset))
@@ -327,24 +323,17 @@ impl<'c> Sink<'c> {
         let covered_until = covered.iter().map(|c| c.3).max().unwrap_or(-1);
         // A topic recreated, or a broker that lost its data, starts its
         // offsets again: what ClickHouse holds for them is another record.
-        let stored = self.ch.query(&receipts::max_stored_sql(db, topic, p))?;
-        let stored = match stored.trim().split_once('\t') {
-            Some((max, n)) if n != "0" => max.parse().unwrap_or(-1),
-            _ => -1,
-        }
-        .max(legacy);
-        let (_, end) = consumer.fetch_watermarks(topic, p, WATERMARK_TIMEOUT)?;
-        if stored >= end {
+        let changed = self
+            .probe
+            .check(self.cfg, &self.ch, p, epoch, legacy)?
+            .error(p);
+        if let Some(e) = changed {
             if self.reset.insert(p) {
                 self.metrics
                     .topic_resets
                     .store(self.reset.len() as i64, Ordering::Relaxed);
             }
-            return Err(Error::TopicReset {
-                partition: p,
-                stored,
-                end,
-            });
+            return Err(e);
         }
         if self.reset.remove(&p) {
             self.metrics
@@ -431,6 +420,7 @@ impl<'c> Sink<'c> {
                 r.index = u32::try_from(j).unwrap_or(u32::MAX);
                 r.inserts = k;
                 r.written_at_us = now;
+                r.last_hash = part.last_hash;
                 part.block.push_receipt(r);
             }
         }
@@ -438,11 +428,11 @@ impl<'c> Sink<'c> {
         Some(batch)
     }
 
-    /// Counts record `off` of `p` as handled: the batch commits past it.
-    fn handled(&mut self, p: i32, off: i64) {
+    /// Counts record `off` of `p` (fingerprint `hash`) as handled: the
+    /// batch commits past it.
+    fn handled(&mut self, p: i32, off: i64, hash: u64) {
         self.oldest.get_or_insert_with(Instant::now);
-        let part = self.batch.part(p, off);
-        part.last = part.last.max(off);
+        self.batch.handled(p, off, hash);
     }
 
     /// Counts a gap when `off` is past the offset expected next on `p`. Our
@@ -472,12 +462,7 @@ impl<'c> Sink<'c> {
     /// Handles one record. An error means it could not be handled now
     /// (ClickHouse or the broker unreachable) and nothing of it was kept:
     /// the caller holds it and tries again later.
-    fn handle(
-        &mut self,
-        m: &impl Message,
-        dlq: &dlq::Producer,
-        consumer: &BaseConsumer<Context>,
-    ) -> Result<(), Error> {
+    fn handle(&mut self, m: &impl Message, dlq: &dlq::Producer) -> Result<(), Error> {
         let (p, off) = (m.partition(), m.offset());
         let rewound = self
             .partitions
@@ -501,16 +486,17 @@ impl<'c> Sink<'c> {
             )));
         }
         if !self.partitions.contains_key(&p) {
-            self.load_partition(p, off, consumer)?;
+            self.load_partition(p, off)?;
         }
         self.check_contiguous(p, off);
+        let payload = m.payload().unwrap_or_default();
+        let hash = receipts::record_hash(payload);
         if off <= self.partitions[&p].legacy {
             let sink = &*self.metrics;
             sink.records_already_stored.fetch_add(1, Ordering::Relaxed);
-            self.handled(p, off);
+            self.handled(p, off, hash);
             return Ok(());
         }
-        let payload = m.payload().unwrap_or_default();
         let batch = match decode_record(payload) {
             Ok(b) => b,
             Err(e) => {
@@ -519,7 +505,7 @@ impl<'c> Sink<'c> {
                 dlq.send(topic, m.key(), payload, &reason, p, off)?;
                 warn!(partition = p, offset = off, %reason, "undecodable record sent to the dead-letter topic");
                 self.metrics.dead_letters.fetch_add(1, Ordering::Relaxed);
-                self.handled(p, off);
+                self.handled(p, off, hash);
                 return Ok(());
             }
         };
@@ -531,7 +517,7 @@ impl<'c> Sink<'c> {
             dlq.send(topic, m.key(), payload, &reason, p, off)?;
             warn!(partition = p, offset = off, %tenant, "record of a tenant the registry does not list sent to the dead-letter topic");
             self.metrics.dead_letters.fetch_add(1, Ordering::Relaxed);
-            self.handled(p, off);
+            self.handled(p, off, hash);
             return Ok(());
         };
         // Every event's ClickHouse day first: a failure here keeps nothing.
@@ -546,8 +532,7 @@ impl<'c> Sink<'c> {
         let topic = &self.cfg.redpanda.topic;
         let state = &self.partitions[&p];
         self.oldest.get_or_insert_with(Instant::now);
-        let part = self.batch.part(p, off);
-        part.last = part.last.max(off);
+        let part = self.batch.handled(p, off, hash);
         for (e, &day) in batch.events.iter().zip(&self.days) {
             if state.covers(off, retention_days, day) {
                 stored += 1;
@@ -579,6 +564,7 @@ impl<'c> Sink<'c> {
                             .unwrap_or(0),
                         tier,
                         written_at_us: 0,
+                        last_hash: 0,
                     });
                     part.inserts.len() - 1
                 }
@@ -619,20 +605,30 @@ impl<'c> Sink<'c> {
 /// The consumer loop's state besides the batch: what waits, what is paused.
 ///
 /// The loop never blocks on ClickHouse: a closed batch the inserter cannot
-/// take yet, or a record that cannot be handled yet, pauses this sink's
-/// partitions, and the loop goes on polling (so the group sees a live member
-/// within `max.poll.interval.ms`) until it can resume them.
+/// take yet pauses this sink's partitions, a record that cannot be handled
+/// yet pauses its own partition (the others go on), and the loop goes on
+/// polling (so the group sees a live member within `max.poll.interval.ms`)
+/// until it can resume them.
 struct Flow {
     /// A closed batch waiting for the inserter.
     ready: Option<Batch>,
-    /// A record that could not be handled yet, and when to try it again.
-    held: Option<(OwnedMessage, Instant)>,
-    held_wait: Duration,
-    /// Whether this sink's partitions are paused.
-    paused: bool,
+    /// Per partition, the record that could not be handled yet (its
+    /// partition paused until it is).
+    held: BTreeMap<i32, Held>,
+    /// The partitions paused now.
+    paused: BTreeSet<i32>,
     watchdog: Watchdog,
     /// When to subscribe again after the watchdog left the group.
     resubscribe_at: Option<Instant>,
+}
+
+/// A record that could not be handled yet.
+struct Held {
+    m: OwnedMessage,
+    /// When to try it again.
+    at: Instant,
+    /// The wait before `at`; doubles at each failure.
+    wait: Duration,
 }
 
 /// This sink's partitions of `topic`, as a list for pause and resume.
@@ -641,30 +637,58 @@ fn assignment(consumer: &BaseConsumer<Context>) -> TopicPartitionList {
 }
 
 impl Flow {
-    /// Pauses or resumes every assigned partition to match `want`.
-    fn set_paused(&mut self, want: bool, consumer: &BaseConsumer<Context>, metrics: &SinkMetrics) {
+    /// Pauses or resumes partitions of `topic` so that exactly `want` are
+    /// paused.
+    fn set_paused(
+        &mut self,
+        want: BTreeSet<i32>,
+        topic: &str,
+        consumer: &BaseConsumer<Context>,
+        metrics: &SinkMetrics,
+    ) {
         if want == self.paused {
             return;
         }
-        let tpl = assignment(consumer);
-        let r = if want {
-            consumer.pause(&tpl)
-        } else {
-            consumer.resume(&tpl)
+        let list = |ps: &mut dyn Iterator<Item = &i32>| {
+            let mut tpl = TopicPartitionList::new();
+            for &p in ps {
+                tpl.add_partition(topic, p);
+            }
+            tpl
         };
-        if let Err(e) = r {
-            warn!(%e, paused = want, "cannot pause or resume the partitions");
+        let pause = list(&mut want.difference(&self.paused));
+        let resume = list(&mut self.paused.difference(&want));
+        for (tpl, paused) in [(pause, true), (resume, false)] {
+            if tpl.count() == 0 {
+                continue;
+            }
+            let r = if paused {
+                consumer.pause(&tpl)
+            } else {
+                consumer.resume(&tpl)
+            };
+            if let Err(e) = r {
+                warn!(%e, paused, "cannot pause or resume partitions");
+            }
         }
+        metrics.paused.store(!want.is_empty(), Ordering::Relaxed);
         self.paused = want;
-        metrics.paused.store(want, Ordering::Relaxed);
     }
 
-    /// Holds `m` (it could not be handled) until its retry time. Pausing its
+    /// Forgets every held record (partitions moved or the sink rejoins).
+    fn drop_held(&mut self) {
+        self.ready = None;
+        self.held.clear();
+    }
+
+    /// Holds `m` (it could not be handled) until its retry time, `wait`
+    /// after its last one (the first: [`HELD_RETRY_START`]). Pausing its
     /// partition (below) keeps what follows it from being consumed first,
     /// and resuming fetches from just after it.
-    fn hold(&mut self, m: OwnedMessage, backoff_max: Duration) {
-        self.held_wait = (self.held_wait * 2).clamp(HELD_RETRY_START, backoff_max);
-        self.held = Some((m, Instant::now() + self.held_wait));
+    fn hold(&mut self, m: OwnedMessage, wait: Duration, backoff_max: Duration) {
+        let wait = (wait * 2).clamp(HELD_RETRY_START, backoff_max);
+        let at = Instant::now() + wait;
+        self.held.insert(m.partition(), Held { m, at, wait });
     }
 }
 
@@ -699,9 +723,8 @@ pub(super) fn consume(
     let backoff_max = sink.backoff_max;
     let mut flow = Flow {
         ready: None,
-        held: None,
-        held_wait: Duration::ZERO,
-        paused: false,
+        held: BTreeMap::new(),
+        paused: BTreeSet::new(),
         watchdog: Watchdog::new(times.stall_after, times.quiet_after, Instant::now()),
         resubscribe_at: None,
     };
@@ -716,9 +739,7 @@ pub(super) fn consume(
             // consumed again by whoever owns them now; drop it here and
             // reload state.
             sink.discard();
-            flow.ready = None;
-            flow.held = None;
-            flow.held_wait = Duration::ZERO;
+            flow.drop_held();
             sink.assigned = assignment(consumer)
                 .elements_for_topic(&topic)
                 .iter()
@@ -726,12 +747,12 @@ pub(super) fn consume(
                 .collect();
             // A new assignment starts unpaused (resume is a no-op on
             // partitions that are not paused).
-            flow.paused = true;
-            flow.set_paused(false, consumer, &metrics);
+            flow.paused = sink.assigned.iter().copied().collect();
+            flow.set_paused(BTreeSet::new(), &topic, consumer, &metrics);
             flow.watchdog.group_changed(now);
         }
         match msg {
-            Some(Ok(m)) if flow.held.is_some() => {
+            Some(Ok(m)) if flow.held.contains_key(&m.partition()) => {
                 // Fetched before the pause took hold: read again after the
                 // held record.
                 let (p, off) = (m.partition(), m.offset());
@@ -742,24 +763,29 @@ pub(super) fn consume(
                 }
             }
             Some(Ok(m)) => {
-                if let Err(e) = sink.handle(&m, dlq, consumer) {
+                if let Err(e) = sink.handle(&m, dlq) {
                     warn!(%e, partition = m.partition(), offset = m.offset(), "record held; retrying");
-                    flow.hold(m.detach(), backoff_max);
+                    flow.hold(m.detach(), Duration::ZERO, backoff_max);
                 }
             }
             Some(Err(e)) => warn!(%e, "consumer error"),
             None => {}
         }
-        if let Some((m, at)) = flow.held.take() {
-            if now < at {
-                flow.held = Some((m, at));
-            } else if let Err(e) = sink.handle(&m, dlq, consumer) {
-                if flow.held_wait >= backoff_max {
-                    warn!(%e, partition = m.partition(), offset = m.offset(), "held record still fails");
+        let due: Vec<i32> = flow
+            .held
+            .iter()
+            .filter(|(_, h)| now >= h.at)
+            .map(|(&p, _)| p)
+            .collect();
+        for p in due {
+            let Some(h) = flow.held.remove(&p) else {
+                continue;
+            };
+            if let Err(e) = sink.handle(&h.m, dlq) {
+                if h.wait >= backoff_max {
+                    warn!(%e, partition = p, offset = h.m.offset(), "held record still fails");
                 }
-                flow.hold(m, backoff_max);
-            } else {
-                flow.held_wait = Duration::ZERO;
+                flow.hold(h.m, h.wait, backoff_max);
             }
         }
         if flow.ready.is_none() && sink.due() {
@@ -780,8 +806,12 @@ pub(super) fn consume(
                 }
             }
         }
-        let wait = flow.ready.is_some() || flow.held.is_some();
-        flow.set_paused(wait, consumer, &metrics);
+        let wait = if flow.ready.is_some() {
+            sink.assigned.iter().copied().collect()
+        } else {
+            flow.held.keys().copied().collect()
+        };
+        flow.set_paused(wait, &topic, consumer, &metrics);
         rejoin_if_stalled(sink, consumer, &mut flow, stalls, &topic, now);
     }
     // Stopping: the last batches go to the inserter, which makes one more
@@ -816,9 +846,7 @@ fn inserter_fenced(
         warn!("another sink took over a partition of this one; dropping what is held and rejoining the group");
     }
     sink.discard();
-    flow.ready = None;
-    flow.held = None;
-    flow.held_wait = Duration::ZERO;
+    flow.drop_held();
     if flow.resubscribe_at.is_none() {
         consumer.unsubscribe();
         flow.resubscribe_at = Some(now + REJOIN_PAUSE);

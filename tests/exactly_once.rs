@@ -405,3 +405,102 @@ fn a_broker_that_lost_its_data_holds_the_partitions_instead_of_skipping_records(
     );
     assert_exactly_once(&ch, &before, &before.union(&after).cloned().collect());
 }
+
+/// librdkafka's default `message.max.bytes`: a dead letter larger than
+/// this is refused by the sink's producer.
+const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
+
+#[test]
+fn a_refused_dead_letter_holds_its_record_and_commits_nothing_past_it() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let ch = ClickHouse::start();
+    let broker = Broker::start();
+    let edge = Node::start_with(
+        &broker,
+        &ch.url(),
+        TEST_CONFIG,
+        vec![("INGESTION_ROLES", "ingest".to_string())],
+    );
+    let sink_env = || vec![("INGESTION_ROLES", "sink".to_string())];
+    let mut sink = Node::new(&broker, &ch.url(), TEST_CONFIG, sink_env());
+    sink.spawn_sink();
+    let mut acked = HashSet::new();
+    send_records(edge.port, "77777777-2222-2222-2222", 10, &mut acked);
+    wait_landed(&ch, &acked, Duration::from_secs(60), "before the fault");
+    // Undecodable records too large for the dead-letter producer's default
+    // limit: the broker client refuses each dead letter.
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.addr())
+        .set("message.max.bytes", "10000000")
+        .create()
+        .unwrap();
+    let mut poison = vec![1u8];
+    poison.resize(DEFAULT_MESSAGE_MAX_BYTES + 500_000, b'x');
+    for key in 0u8..6 {
+        producer
+            .send(
+                BaseRecord::<[u8], [u8]>::to("events")
+                    .key(&[key; 32])
+                    .payload(&poison),
+            )
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    send_records(edge.port, "88888888-2222-2222-2222", 60, &mut acked);
+    wait_for(
+        "the dead letters refused and the sink saying so",
+        Duration::from_secs(60),
+        || {
+            sink.metric("sink_dead_letter_failures_total")
+                .unwrap_or(0.0)
+                >= 1.0
+                && sink_state(&sink).as_deref() == Some("dead_letters_failing")
+        },
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(sink.metric("sink_dead_letters_total"), Some(0.0));
+    let rows = stored(&ch);
+    let waiting = acked.iter().filter(|id| !rows.contains_key(*id)).count();
+    assert!(
+        waiting > 0,
+        "every record behind a refused dead letter was stored"
+    );
+    // kill -9, and a sink allowed larger messages: the held records were
+    // not committed past, so they come again and go to the dead letters.
+    sink.kill9();
+    let bigger =
+        format!("{TEST_CONFIG}\n[redpanda.librdkafka]\n\"message.max.bytes\" = \"10000000\"\n");
+    let mut sink = Node::new(&broker, &ch.url(), &bigger, sink_env());
+    sink.spawn_sink();
+    wait_landed(
+        &ch,
+        &acked,
+        Duration::from_secs(120),
+        "after the sink was allowed larger dead letters",
+    );
+    wait_for("the dead letters written", Duration::from_secs(60), || {
+        sink.metric("sink_dead_letters_total") == Some(6.0)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_exactly_once(&ch, &acked, &acked);
+    assert_rollups_agree(&ch, "after the dead letters were written");
+    let out = engine_command(&sink.dir.join("config.toml"), &broker.addr(), sink.port)
+        .env("INGESTION_CLICKHOUSE_URL", ch.url())
+        .args(["dlq", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let letters = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(letters.lines().count(), 6, "{letters}");
+    println!(
+        "dead-letter-refused | {} acked, all once; {waiting} waited behind 6 refused dead letters, then 6 dead letters after a restart",
+        acked.len(),
+    );
+    wait_for("the sink healthy again", Duration::from_secs(30), || {
+        sink_state(&sink).as_deref() == Some("ok")
+    });
+}

@@ -459,6 +459,28 @@ impl<'c> Sink<'c> {
         state.next = Some(off + 1);
     }
 
+    /// Writes `m` to the dead-letter topic with `reason` and waits for the
+    /// broker to confirm it. An error: the broker did not take it (the
+    /// caller holds the record; nothing is committed past it).
+    fn dead_letter(
+        &self,
+        dlq: &dlq::Producer,
+        m: &impl Message,
+        reason: &str,
+    ) -> Result<(), Error> {
+        let topic = &self.cfg.sink.dlq_topic;
+        let value = m.payload().unwrap_or_default();
+        let sent = dlq.send(topic, m.key(), value, reason, m.partition(), m.offset());
+        let sink = &*self.metrics;
+        sink.dead_letters_failing
+            .store(sent.is_err(), Ordering::Relaxed);
+        match &sent {
+            Ok(()) => sink.dead_letters.fetch_add(1, Ordering::Relaxed),
+            Err(_) => sink.dead_letter_failures.fetch_add(1, Ordering::Relaxed),
+        };
+        sent
+    }
+
     /// Handles one record. An error means it could not be handled now
     /// (ClickHouse or the broker unreachable) and nothing of it was kept:
     /// the caller holds it and tries again later.
@@ -501,10 +523,8 @@ impl<'c> Sink<'c> {
             Ok(b) => b,
             Err(e) => {
                 let reason = e.to_string();
-                let topic = &self.cfg.sink.dlq_topic;
-                dlq.send(topic, m.key(), payload, &reason, p, off)?;
+                self.dead_letter(dlq, m, &reason)?;
                 warn!(partition = p, offset = off, %reason, "undecodable record sent to the dead-letter topic");
-                self.metrics.dead_letters.fetch_add(1, Ordering::Relaxed);
                 self.handled(p, off, hash);
                 return Ok(());
             }
@@ -513,10 +533,8 @@ impl<'c> Sink<'c> {
         let Some((tier, retention_days)) = self.tenant_class(&batch.tenant_id)? else {
             let tenant = Uuid::from_bytes(batch.tenant_id);
             let reason = format!("unknown tenant {tenant}: not in the tenant registry");
-            let topic = &self.cfg.sink.dlq_topic;
-            dlq.send(topic, m.key(), payload, &reason, p, off)?;
+            self.dead_letter(dlq, m, &reason)?;
             warn!(partition = p, offset = off, %tenant, "record of a tenant the registry does not list sent to the dead-letter topic");
-            self.metrics.dead_letters.fetch_add(1, Ordering::Relaxed);
             self.handled(p, off, hash);
             return Ok(());
         };

@@ -47,10 +47,13 @@ pub enum SinkProblem {
     /// Partitions have records waiting and no commit for the stall time,
     /// e.g. nobody in the group owns them.
     PartitionsStalled,
-    /// ClickHouse holds offsets of a partition at or past the broker's end:
-    /// the topic was recreated, or the broker lost its data. The sink holds
-    /// those partitions rather than skip records as stored.
+    /// The broker's log of a partition is not the one ClickHouse stored
+    /// from (the topic was recreated, or the broker lost its data): the
+    /// sink holds those partitions rather than skip records as stored.
     TopicReset,
+    /// The last dead letter could not be written: its record is held (its
+    /// partition waits) until the dead-letter topic takes it.
+    DeadLettersFailing,
 }
 
 impl SinkProblem {
@@ -61,6 +64,7 @@ impl SinkProblem {
             SinkProblem::ClickHouseUnreachable => "clickhouse_unreachable",
             SinkProblem::PartitionsStalled => "sink_stalled",
             SinkProblem::TopicReset => "topic_reset",
+            SinkProblem::DeadLettersFailing => "dead_letters_failing",
         }
     }
 }
@@ -83,6 +87,10 @@ pub struct SinkMetrics {
     /// Offsets skipped by those gaps.
     pub(crate) offset_gap_records: AtomicU64,
     pub(crate) dead_letters: AtomicU64,
+    /// Dead letters the broker did not take (each record held and tried again).
+    pub(crate) dead_letter_failures: AtomicU64,
+    /// True while the last dead letter failed.
+    pub(crate) dead_letters_failing: AtomicBool,
     pub(crate) retention_runs: AtomicU64,
     pub(crate) retention_failures: AtomicU64,
     pub(crate) retention_partitions_dropped: AtomicU64,
@@ -139,6 +147,8 @@ impl Default for SinkMetrics {
             offset_gaps: zero(),
             offset_gap_records: zero(),
             dead_letters: zero(),
+            dead_letter_failures: zero(),
+            dead_letters_failing: AtomicBool::new(false),
             retention_runs: zero(),
             retention_failures: zero(),
             retention_partitions_dropped: zero(),
@@ -197,6 +207,8 @@ impl SinkMetrics {
             Some(SinkProblem::ClickHouseUnreachable)
         } else if self.topic_resets.load(Ordering::Relaxed) > 0 {
             Some(SinkProblem::TopicReset)
+        } else if self.dead_letters_failing.load(Ordering::Relaxed) {
+            Some(SinkProblem::DeadLettersFailing)
         } else if self.stalled_partitions.load(Ordering::Relaxed) > 0 {
             Some(SinkProblem::PartitionsStalled)
         } else {
@@ -272,6 +284,11 @@ impl Collector for SinkMetrics {
                 "sink_dead_letters_total",
                 "Undecodable records sent to the dead-letter topic.",
                 &self.dead_letters,
+            ),
+            (
+                "sink_dead_letter_failures_total",
+                "Dead letters the broker did not take (the record is held and tried again; nothing is committed past it).",
+                &self.dead_letter_failures,
             ),
             ("sink_retention_runs_total", "Retention job runs.", &self.retention_runs),
             (
@@ -351,7 +368,7 @@ impl Collector for SinkMetrics {
             ),
             (
                 "sink_topic_reset_partitions",
-                "Partitions held because ClickHouse stores offsets at or past the broker's end (topic recreated or broker reset).",
+                "Partitions held because the broker's log is not the one ClickHouse stored from (topic recreated or broker reset).",
                 self.topic_resets.load(Ordering::Relaxed),
             ),
             ("sink_running", "1 when this process runs the sink role.", 1),

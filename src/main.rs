@@ -276,7 +276,11 @@ fn main() -> Result<()> {
                     }
                 }
                 DlqAction::Replay => {
-                    println!("replayed {} dead letters", worker::dlq::replay(&config)?)
+                    let r = worker::dlq::replay(&config)?;
+                    println!(
+                        "replayed {} dead letters ({} copies of a record replayed already skipped)",
+                        r.replayed, r.duplicates
+                    )
                 }
             }
             Ok(())

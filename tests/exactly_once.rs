@@ -504,3 +504,103 @@ fn a_refused_dead_letter_holds_its_record_and_commits_nothing_past_it() {
         sink_state(&sink).as_deref() == Some("ok")
     });
 }
+
+/// The sum of the events topic's high watermarks: records ever written.
+fn events_written(broker: &Broker) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.addr())
+        .create()
+        .unwrap();
+    let timeout = Duration::from_secs(10);
+    let md = c.fetch_metadata(Some("events"), timeout).unwrap();
+    md.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| c.fetch_watermarks("events", p.id(), timeout).unwrap().1)
+        .sum()
+}
+
+#[test]
+fn a_dead_letter_written_twice_is_replayed_once() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Header, Message, OwnedHeaders};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let ch = ClickHouse::start();
+    let broker = Broker::start();
+    let node = Node::start(&broker, &ch);
+    let mut acked = HashSet::new();
+    send_records(node.port, "aaaaaaaa-2222-2222-2222", 4, &mut acked);
+    wait_landed(&ch, &acked, Duration::from_secs(60), "before the replay");
+    // Two real records of the events topic, as dead letters: the first one
+    // twice, as a sink that crashed between writing a dead letter and
+    // committing its record writes it.
+    let reader: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.addr())
+        .set("group.id", "test-reader")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    reader.subscribe(&["events"]).unwrap();
+    let mut records = Vec::new();
+    wait_for("two records read", Duration::from_secs(30), || {
+        if let Some(Ok(m)) = reader.poll(Duration::from_millis(500)) {
+            records.push(m.detach());
+        }
+        records.len() >= 2
+    });
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.addr())
+        .create()
+        .unwrap();
+    for m in [&records[0], &records[0], &records[1]] {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "reason",
+                value: Some("a bug since fixed"),
+            })
+            .insert(Header {
+                key: "source_partition",
+                value: Some(&m.partition().to_string()),
+            })
+            .insert(Header {
+                key: "source_offset",
+                value: Some(&m.offset().to_string()),
+            });
+        let mut r = BaseRecord::<[u8], [u8]>::to("events-dlq")
+            .payload(m.payload().unwrap())
+            .headers(headers);
+        if let Some(k) = m.key() {
+            r = r.key(k);
+        }
+        producer.send(r).unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let replay = || {
+        let out = engine_command(&node.dir.join("config.toml"), &broker.addr(), node.port)
+            .env("INGESTION_CLICKHOUSE_URL", ch.url())
+            .args(["dlq", "replay"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let before = events_written(&broker);
+    let first = replay();
+    assert!(
+        first.starts_with("replayed 2 dead letters (1 copies"),
+        "{first}"
+    );
+    assert_eq!(events_written(&broker), before + 2, "{first}");
+    let second = replay();
+    assert!(second.starts_with("replayed 0 dead letters (0"), "{second}");
+    assert_eq!(events_written(&broker), before + 2);
+    // The replayed records' events were stored already: the sink's dedup
+    // window drops them.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_exactly_once(&ch, &acked, &acked);
+}

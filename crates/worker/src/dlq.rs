@@ -4,7 +4,9 @@
 //! `reason`, `source_partition` and `source_offset`. `ingestion-engine dlq
 //! list` prints them; `dlq replay` produces them back onto the events topic
 //! (for records that failed because of a bug since fixed), tracking what it
-//! replayed with its own consumer group so a replay never repeats.
+//! replayed with its own consumer group so a replay never repeats, and each
+//! source record once (a sink that crashed between a dead letter and its
+//! commit writes it again: the copy is skipped).
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -165,9 +167,36 @@ pub fn list(cfg: &Config) -> Result<Vec<DeadLetter>, Error> {
     Ok(out)
 }
 
-/// Produces every dead letter not replayed before back onto the events topic.
-/// Returns how many were replayed.
-pub fn replay(cfg: &Config) -> Result<u64, Error> {
+/// Most distinct source records one replay remembers (16 bytes each, plus
+/// the set's overhead): past it the replay stops with an error, before
+/// anything is replayed twice.
+pub const MAX_REPLAY_SOURCES: usize = 4_000_000;
+
+/// What [`replay`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Replayed {
+    /// Dead letters produced back onto the events topic.
+    pub replayed: u64,
+    /// Dead letters skipped as copies of a source record replayed already
+    /// (a sink that crashed between writing a dead letter and committing
+    /// its record writes it again).
+    pub duplicates: u64,
+}
+
+/// The source record of a dead letter: `(partition, offset)` on the
+/// events topic, from its headers.
+fn source_of(m: &impl Message) -> Option<(i32, i64)> {
+    let p = header(m, SOURCE_PARTITION).parse().ok()?;
+    let o = header(m, SOURCE_OFFSET).parse().ok()?;
+    Some((p, o))
+}
+
+/// Produces every dead letter not replayed before back onto the events
+/// topic, each source record once: the whole dead-letter topic is read, and
+/// a dead letter whose source record was replayed already (before this
+/// replay or in it) is skipped. What was replayed is committed with its own
+/// consumer group, one dead letter at a time, after its delivery report.
+pub fn replay(cfg: &Config) -> Result<Replayed, Error> {
     let consumer: BaseConsumer = redpanda::base_config(&cfg.redpanda)
         .set("group.id", REPLAY_GROUP)
         .set("enable.auto.commit", "false")
@@ -181,48 +210,84 @@ pub fn replay(cfg: &Config) -> Result<u64, Error> {
     let mut ends = Vec::new();
     for t in md.topics().iter().filter(|t| t.name() == topic) {
         for p in t.partitions() {
-            let (_, high) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
+            let (low, high) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
             tpl.add_partition(topic, p.id());
-            ends.push((p.id(), high));
+            ends.push((p.id(), low, high));
         }
     }
     let committed = consumer.committed_offsets(tpl, timeout)?;
     let mut assign = TopicPartitionList::new();
+    // Per partition: (first offset not replayed yet, end at the start).
+    let mut spans = std::collections::HashMap::new();
     let mut remaining = 0i64;
-    for (p, high) in &ends {
+    let mut pending = 0i64;
+    for &(p, low, high) in &ends {
         let start = committed
-            .find_partition(topic, *p)
+            .find_partition(topic, p)
             .and_then(|e| match e.offset() {
                 Offset::Offset(o) => Some(o),
                 _ => None,
             })
-            .unwrap_or(0);
-        if start < *high {
-            assign.add_partition_offset(topic, *p, Offset::Offset(start))?;
-            remaining += high - start;
+            .unwrap_or(0)
+            .max(low);
+        if start < high {
+            pending += high - start;
+        }
+        if low < high {
+            // From the first: what was replayed before names the sources
+            // not to replay again.
+            assign.add_partition_offset(topic, p, Offset::Offset(low))?;
+            remaining += high - low;
+            spans.insert(p, (start, high));
         }
     }
-    if remaining == 0 {
-        return Ok(0);
+    let mut done = Replayed::default();
+    if pending == 0 {
+        return Ok(done);
     }
     consumer.assign(&assign)?;
-    let mut replayed = 0u64;
+    let mut seen = std::collections::HashSet::new();
     while remaining > 0 {
         let Some(m) = consumer.poll(timeout) else {
             break;
         };
         let m = m?;
-        let mut record = BaseRecord::<[u8], [u8]>::to(&cfg.redpanda.topic)
-            .payload(m.payload().unwrap_or_default());
-        if let Some(k) = m.key() {
-            record = record.key(k);
+        let Some(&(start, high)) = spans.get(&m.partition()) else {
+            continue;
+        };
+        if m.offset() >= high {
+            // Written since the replay began: the next replay's.
+            continue;
         }
-        producer.deliver(record)?;
-        let mut done = TopicPartitionList::new();
-        done.add_partition_offset(topic, m.partition(), Offset::Offset(m.offset() + 1))?;
-        consumer.commit(&done, CommitMode::Sync)?;
-        replayed += 1;
         remaining -= 1;
+        let source = source_of(&m);
+        if let Some(s) = source {
+            if seen.len() >= MAX_REPLAY_SOURCES && !seen.contains(&s) {
+                return Err(Error::Refused(format!(
+                    "more than {MAX_REPLAY_SOURCES} distinct dead letters: replay stopped after {} \
+                     (run it again to go on)",
+                    done.replayed
+                )));
+            }
+        }
+        let first_time = source.is_none_or(|s| seen.insert(s));
+        if m.offset() < start {
+            continue;
+        }
+        if first_time {
+            let mut record = BaseRecord::<[u8], [u8]>::to(&cfg.redpanda.topic)
+                .payload(m.payload().unwrap_or_default());
+            if let Some(k) = m.key() {
+                record = record.key(k);
+            }
+            producer.deliver(record)?;
+            done.replayed += 1;
+        } else {
+            done.duplicates += 1;
+        }
+        let mut next = TopicPartitionList::new();
+        next.add_partition_offset(topic, m.partition(), Offset::Offset(m.offset() + 1))?;
+        consumer.commit(&next, CommitMode::Sync)?;
     }
-    Ok(replayed)
+    Ok(done)
 }

@@ -75,6 +75,10 @@ pub enum Error {
          `ingestion-engine sink accept-reset` (see the README, \"Topic reset\")"
     )]
     TopicChanged { partition: i32, offset: i64 },
+    /// An operator's command that would lose or double records if it went
+    /// on (`dlq replay`, `sink accept-reset`): what and why.
+    #[error("{0}")]
+    Refused(String),
     /// Retention would drop data on a clock that ClickHouse's contradicts.
     #[error(
         "this node's clock is {skew_secs} s off ClickHouse's (more than {max_secs} s): \

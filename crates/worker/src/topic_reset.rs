@@ -279,12 +279,12 @@ pub fn accept(cfg: &Config, partitions: &[i32]) -> Result<Vec<Accepted>, Error> 
             })
         {
             if c > low {
-                return Err(Error::ClickHouse(clickhouse_client::Error::Protocol(format!(
+                return Err(Error::Refused(format!(
                     "partition {p}: consumer group {} has committed offset {c} in the new log (which starts at {low}): \
                      its records before {c} would never be stored; reset the group's offsets of topic {topic} to the \
                      earliest first (with every sink stopped), then run this again",
                     cfg.sink.consumer_group
-                ))));
+                )));
             }
         }
         let newest = receipts::parse_pair(&ch.query(&receipts::newest_receipt_sql(db, topic, p))?);

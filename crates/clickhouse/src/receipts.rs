@@ -228,6 +228,35 @@ pub fn load_sql(
     )
 }
 
+/// `(broker_offset, event_id)` of every event row the inserts `ids`
+/// (`(insert id, retention class, day)`, of partition `partition`) wrote,
+/// as RowBinary: 8 + 16 bytes a row.
+pub fn stored_events_sql(db: &str, partition: i32, ids: &[(Uuid, u16, u16)]) -> String {
+    let t = quote(&RECEIPT_TENANT.to_string());
+    let any: Vec<String> = ids
+        .iter()
+        .map(|&(id, rd, day)| {
+            format!(
+                "(retention_days = {rd} AND toDate(event_time) = toDate({}) AND insert_id = toUUID({}))",
+                quote(&date_text(day)),
+                quote(&id.to_string())
+            )
+        })
+        .collect();
+    format!(
+        "SELECT broker_offset, event_id FROM {db}.events WHERE broker_partition = {partition} \
+         AND tenant_id != toUUID({t}) AND ({}) FORMAT RowBinary",
+        if any.is_empty() {
+            "0".to_string()
+        } else {
+            any.join(" OR ")
+        }
+    )
+}
+
+/// Bytes of one row of [`stored_events_sql`]'s answer.
+pub const STORED_EVENT_ROW_BYTES: usize = 8 + 16;
+
 /// A receipt read back by [`load_sql`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoadedReceipt {

@@ -1,7 +1,7 @@
 //! The consumer side: resume partitions from ClickHouse, decode, dedup, fill
 //! the block, hand it off.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -159,25 +159,58 @@ struct PartitionState {
     /// Records at or below are fully stored: a sink from before receipts
     /// stored up to there (migration 8), or -1.
     legacy: i64,
-    /// `(retention_days, day, first, last)` of every receipt whose batch
-    /// reaches the offset the partition resumed at: an event of record `o`
-    /// in ClickHouse partition `(retention_days, day)` is stored iff one of
-    /// them has `first <= o <= last` (README, "Exactly once").
-    covered: Vec<(u16, u16, i64, i64)>,
-    /// The highest `last` of `covered` (-1: none): past it nothing is.
+    /// `(first, last)` of every batch (on this partition) since the offset
+    /// the partition resumed at whose inserts all landed: every event of
+    /// those records is stored (README, "Exactly once").
+    complete: Vec<(i64, i64)>,
+    /// `(first, last)` of the batches only some of whose inserts landed
+    /// (the owner stopped in between), and the `(offset, event id)` of every
+    /// event those inserts stored: exactly these are stored, whatever
+    /// retention class or day the events would be given now.
+    partial: Vec<(i64, i64)>,
+    partial_events: HashSet<(i64, [u8; 16])>,
+    /// The highest `last` of both (-1: none): past it nothing is.
     covered_until: i64,
     /// The offset the next record should have (after the first one seen).
     next: Option<i64>,
 }
 
 impl PartitionState {
-    fn covers(&self, offset: i64, retention_days: u16, day: u16) -> bool {
+    /// Whether event `id` of record `offset` is stored already.
+    fn covers(&self, offset: i64, id: &[u8; 16]) -> bool {
+        let within = |&(f, l): &(i64, i64)| f <= offset && offset <= l;
         offset <= self.covered_until
-            && self
-                .covered
-                .iter()
-                .any(|&(r, d, f, l)| r == retention_days && d == day && f <= offset && offset <= l)
+            && (self.complete.iter().any(within)
+                || (self.partial.iter().any(within)
+                    && self.partial_events.contains(&(offset, *id))))
     }
+}
+
+/// Splits receipts into the ranges of complete batches and, per partial
+/// batch, its range and the inserts that landed (`(id, retention class,
+/// day)`). A batch's inserts land in order (`index` 0, 1, …), so it is
+/// complete iff all `inserts` of them are there.
+fn batches(
+    loaded: &[LoadedReceipt],
+) -> (Vec<(i64, i64)>, Vec<((i64, i64), Vec<(Uuid, u16, u16)>)>) {
+    let mut by_range: BTreeMap<(i64, i64), (u32, BTreeSet<u32>, Vec<(Uuid, u16, u16)>)> =
+        BTreeMap::new();
+    for r in loaded {
+        let e = by_range
+            .entry((r.first_offset, r.last_offset))
+            .or_insert_with(|| (r.inserts, BTreeSet::new(), Vec::new()));
+        e.1.insert(r.index);
+        e.2.push((r.insert_id, r.retention_days, r.day));
+    }
+    let (mut complete, mut partial) = (Vec::new(), Vec::new());
+    for (range, (inserts, indices, ids)) in by_range {
+        if u32::try_from(indices.len()).is_ok_and(|n| n >= inserts) {
+            complete.push(range);
+        } else {
+            partial.push((range, ids));
+        }
+    }
+    (complete, partial)
 }
 
 /// The consumer side: decode, dedup, fill the block.
@@ -316,11 +349,32 @@ impl<'c> Sink<'c> {
             }
         }
         let legacy = topic_reset::legacy_offset(&self.ch, db, p, epoch)?;
-        let covered: Vec<(u16, u16, i64, i64)> = loaded
+        let (complete, partial_batches) = batches(&loaded);
+        let mut partial = Vec::new();
+        let mut partial_events = HashSet::new();
+        for (range, ids) in partial_batches {
+            let rows: u64 = loaded
+                .iter()
+                .filter(|r| (r.first_offset, r.last_offset) == range)
+                .map(|r| r.rows)
+                .sum();
+            let answer = self.ch.query_binary(
+                &receipts::stored_events_sql(db, p, &ids),
+                (rows + 1).saturating_mul(receipts::STORED_EVENT_ROW_BYTES as u64),
+            )?;
+            for row in answer.chunks_exact(receipts::STORED_EVENT_ROW_BYTES) {
+                let offset = i64::from_le_bytes(row[..8].try_into().unwrap_or_default());
+                let id: [u8; 16] = row[8..].try_into().unwrap_or_default();
+                partial_events.insert((offset, get_uuid(&id)));
+            }
+            partial.push(range);
+        }
+        let covered_until = complete
             .iter()
-            .map(|r| (r.retention_days, r.day, r.first_offset, r.last_offset))
-            .collect();
-        let covered_until = covered.iter().map(|c| c.3).max().unwrap_or(-1);
+            .chain(&partial)
+            .map(|c| c.1)
+            .max()
+            .unwrap_or(-1);
         // A topic recreated, or a broker that lost its data, starts its
         // offsets again: what ClickHouse holds for them is another record.
         let changed = self
@@ -375,7 +429,9 @@ impl<'c> Sink<'c> {
             p,
             PartitionState {
                 legacy,
-                covered,
+                complete,
+                partial,
+                partial_events,
                 covered_until,
                 next: None,
             },
@@ -552,7 +608,7 @@ impl<'c> Sink<'c> {
         self.oldest.get_or_insert_with(Instant::now);
         let part = self.batch.handled(p, off, hash);
         for (e, &day) in batch.events.iter().zip(&self.days) {
-            if state.covers(off, retention_days, day) {
+            if state.covers(off, &e.id) {
                 stored += 1;
                 continue;
             }
@@ -935,6 +991,60 @@ mod tests {
     use std::cell::Cell;
 
     type Rows = Vec<(Uuid, Tier, u16)>;
+
+    fn receipt(
+        first: i64,
+        last: i64,
+        index: u32,
+        inserts: u32,
+        rd: u16,
+        day: u16,
+    ) -> LoadedReceipt {
+        LoadedReceipt {
+            insert_id: Uuid::from_u128(u128::from(index) + 1 + (first as u128) * 100),
+            retention_days: rd,
+            day,
+            first_offset: first,
+            last_offset: last,
+            index,
+            inserts,
+            rows: 3,
+            copies: 1,
+        }
+    }
+
+    #[test]
+    fn coverage_does_not_depend_on_the_class_an_event_would_get_now() {
+        // Batch 10..=19: both inserts landed. Batch 20..=29: the first of
+        // three landed (its owner stopped), holding event A of record 21.
+        let loaded = [
+            receipt(10, 19, 0, 2, 30, 100),
+            receipt(10, 19, 1, 2, 90, 101),
+            receipt(20, 29, 0, 3, 30, 100),
+        ];
+        let (complete, partial) = batches(&loaded);
+        assert_eq!(complete, [(10, 19)]);
+        assert_eq!(partial.len(), 1);
+        assert_eq!(partial[0].0, (20, 29));
+        assert_eq!(partial[0].1, [(loaded[2].insert_id, 30, 100)]);
+        let (a, b) = ([1u8; 16], [2u8; 16]);
+        let state = PartitionState {
+            legacy: -1,
+            complete,
+            partial: vec![(20, 29)],
+            partial_events: [(21, a)].into_iter().collect(),
+            covered_until: 29,
+            next: None,
+        };
+        // Every event of a complete batch, whatever its class now.
+        assert!(state.covers(10, &b) && state.covers(19, &a));
+        // Of a partial batch, exactly the events its landed inserts hold.
+        assert!(state.covers(21, &a));
+        assert!(!state.covers(21, &b));
+        assert!(!state.covers(22, &a));
+        // Past every batch: nothing.
+        assert!(!state.covers(30, &a) && !state.covers(9, &a));
+    }
 
     fn down() -> Result<Rows, Error> {
         Err(Error::ClickHouse(clickhouse_client::Error::Connection {

@@ -8,6 +8,7 @@
 mod common;
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::flow::*;
@@ -56,6 +57,7 @@ fn a_view_failing_on_one_row_leaves_no_rollup_short_across_days_and_tiers() {
     let ch = ClickHouse::start();
     let broker = Broker::start();
     let node = Node::start(&broker, &ch);
+    wait_migrated(&ch);
     // A test-only view that fails on one row, pushed before the roll-ups'
     // views (by name): `events`' part lands, then the insert fails.
     ch.client()
@@ -113,17 +115,38 @@ fn a_view_failing_on_one_row_leaves_no_rollup_short_across_days_and_tiers() {
 
 #[test]
 fn several_sinks_killed_and_restarted_under_load_store_every_event_once() {
+    several_sinks_killed_and_restarted(false);
+}
+
+#[test]
+fn several_sinks_killed_and_restarted_while_inserts_time_out_store_every_event_once() {
+    several_sinks_killed_and_restarted(true);
+}
+
+/// Two edges and three sinks in one consumer group under load; one sink
+/// after another is killed (`kill -9`) and restarted. With `slow`, the
+/// sinks reach ClickHouse through a proxy that, around each kill, holds
+/// its answers past the sinks' 1 s insert timeout: inserts that may still
+/// run when their partition moves.
+fn several_sinks_killed_and_restarted(slow: bool) {
     let ch = ClickHouse::start();
+    let proxy = common::slow::SlowProxy::start(ch.http_port);
     let broker = Broker::start();
-    // Two edges and three sinks in one consumer group.
-    let sink_env = || vec![("INGESTION_ROLES", "sink".to_string())];
+    let sink_env = || {
+        let mut env = vec![("INGESTION_ROLES", "sink".to_string())];
+        if slow {
+            env.push(("INGESTION_SINK_CLICKHOUSE_TIMEOUT_MS", "1000".to_string()));
+        }
+        env
+    };
     let edge_env = || vec![("INGESTION_ROLES", "ingest".to_string())];
+    let sink_ch = if slow { proxy.url() } else { ch.url() };
     let edges: Vec<Node> = (0..2)
         .map(|_| Node::start_with(&broker, &ch.url(), TEST_CONFIG, edge_env()))
         .collect();
     let mut sinks: Vec<Node> = (0..3)
         .map(|_| {
-            let mut n = Node::new(&broker, &ch.url(), TEST_CONFIG, sink_env());
+            let mut n = Node::new(&broker, &sink_ch, TEST_CONFIG, sink_env());
             n.spawn_sink();
             n
         })
@@ -136,12 +159,34 @@ fn several_sinks_killed_and_restarted_under_load_store_every_event_once() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3usize);
+    let failures = |sinks: &[Node]| -> f64 {
+        sinks
+            .iter()
+            .map(|s| s.metric("sink_insert_failures_total").unwrap_or(0.0))
+            .sum()
+    };
+    let mut timeouts = 0.0;
     for round in 0..rounds {
         let victim = round % sinks.len();
         std::thread::sleep(Duration::from_secs(4));
+        let failed = failures(&sinks);
+        if slow {
+            proxy.delay_ms.store(1500, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_secs(2));
+        }
         sinks[victim].kill9();
         std::thread::sleep(Duration::from_secs(3));
+        if slow {
+            timeouts += failures(&sinks) - failed;
+            proxy.delay_ms.store(0, Ordering::SeqCst);
+        }
         sinks[victim].spawn_sink();
+    }
+    if slow {
+        assert!(
+            timeouts > 0.0,
+            "no insert timed out while ClickHouse was slow"
+        );
     }
     std::thread::sleep(Duration::from_secs(3));
     let mut acked = HashSet::new();
@@ -165,7 +210,8 @@ fn several_sinks_killed_and_restarted_under_load_store_every_event_once() {
         .map(|s| s.metric("sink_partition_fences_total").unwrap_or(0.0))
         .sum();
     println!(
-        "several-sinks | acked {} | lost {} | duplicates {} | foreign {} | partition take-overs {fences}",
+        "several-sinks{} | acked {} | lost {} | duplicates {} | foreign {} | partition take-overs {fences} | insert failures while slow {timeouts}",
+        if slow { " slow inserts" } else { "" },
         t.acked, t.lost, t.duplicates, t.foreign
     );
     assert_exactly_once(&ch, &acked, &sent);

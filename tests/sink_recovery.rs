@@ -19,7 +19,14 @@ use sonic_rs::JsonValueTrait;
 fn kill9_of_the_engine_under_load_twice_loses_nothing_and_doubles_nothing() {
     let ch = ClickHouse::start();
     let broker = Broker::start();
-    let mut node = Node::start(&broker, &ch);
+    // The production insert timeout (30 s), not the tests' 5 s: recovery
+    // must not wait on it.
+    let mut node = Node::start_with(
+        &broker,
+        &ch.url(),
+        TEST_CONFIG,
+        vec![("INGESTION_SINK_CLICKHOUSE_TIMEOUT_MS", "30000".into())],
+    );
     let mut load = Load::start(node.port, 20_000, Duration::from_secs(240));
     for round in 1..=2 {
         // A settled group under load, with rows landing, then SIGKILL.

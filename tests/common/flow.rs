@@ -335,6 +335,17 @@ pub fn stored(ch: &ClickHouse) -> HashMap<String, u64> {
         .collect()
 }
 
+/// Waits until the sink's start-up migration has built the whole schema in
+/// `ch` (an edge is ready before: it does not need ClickHouse to accept).
+pub fn wait_migrated(ch: &ClickHouse) {
+    let all = clickhouse_client::schema::MIGRATIONS.len().to_string();
+    wait_for("the schema migrated", Duration::from_secs(60), || {
+        ch.client()
+            .query("SELECT count() FROM overwatch.schema_migrations FORMAT TabSeparated")
+            .is_ok_and(|n| n.trim() == all)
+    });
+}
+
 /// Waits until every id of `acked` is in ClickHouse, for at most `bound`.
 pub fn wait_landed(ch: &ClickHouse, acked: &HashSet<String>, bound: Duration, what: &str) {
     let started = Instant::now();

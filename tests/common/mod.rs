@@ -5,6 +5,7 @@
 pub mod attacks;
 pub mod flow;
 pub mod notify;
+pub mod slow;
 pub mod tls;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -153,6 +153,10 @@ impl TenantClasses {
 /// long time; the partition then waits with this error in the log.
 const MAX_RESUME_RECEIPTS: usize = 10_000;
 
+/// Inserts named in one read of what a partial batch stored (about 150
+/// bytes of SQL each).
+const STORED_EVENTS_IDS_PER_QUERY: usize = 200;
+
 /// Per-partition state, loaded from ClickHouse when the partition is first
 /// seen (after taking it over: no earlier owner can write it any more).
 struct PartitionState {
@@ -358,14 +362,18 @@ impl<'c> Sink<'c> {
                 .filter(|r| (r.first_offset, r.last_offset) == range)
                 .map(|r| r.rows)
                 .sum();
-            let answer = self.ch.query_binary(
-                &receipts::stored_events_sql(db, p, &ids),
-                (rows + 1).saturating_mul(receipts::STORED_EVENT_ROW_BYTES as u64),
-            )?;
-            for row in answer.chunks_exact(receipts::STORED_EVENT_ROW_BYTES) {
-                let offset = i64::from_le_bytes(row[..8].try_into().unwrap_or_default());
-                let id: [u8; 16] = row[8..].try_into().unwrap_or_default();
-                partial_events.insert((offset, get_uuid(&id)));
+            // A few inserts per query: the statement stays far below
+            // ClickHouse's `max_query_size` however many days a batch spans.
+            for some in ids.chunks(STORED_EVENTS_IDS_PER_QUERY) {
+                let answer = self.ch.query_binary(
+                    &receipts::stored_events_sql(db, p, some),
+                    (rows + 1).saturating_mul(receipts::STORED_EVENT_ROW_BYTES as u64),
+                )?;
+                for row in answer.chunks_exact(receipts::STORED_EVENT_ROW_BYTES) {
+                    let offset = i64::from_le_bytes(row[..8].try_into().unwrap_or_default());
+                    let id: [u8; 16] = row[8..].try_into().unwrap_or_default();
+                    partial_events.insert((offset, get_uuid(&id)));
+                }
             }
             partial.push(range);
         }

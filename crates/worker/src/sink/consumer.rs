@@ -190,28 +190,39 @@ impl PartitionState {
     }
 }
 
+/// Records `first..=last` of one broker partition in one batch.
+type Range = (i64, i64);
+/// An insert that landed: its id, retention class and day.
+type Landed = (Uuid, u16, u16);
+
 /// Splits receipts into the ranges of complete batches and, per partial
-/// batch, its range and the inserts that landed (`(id, retention class,
-/// day)`). A batch's inserts land in order (`index` 0, 1, …), so it is
-/// complete iff all `inserts` of them are there.
-fn batches(
-    loaded: &[LoadedReceipt],
-) -> (Vec<(i64, i64)>, Vec<((i64, i64), Vec<(Uuid, u16, u16)>)>) {
-    let mut by_range: BTreeMap<(i64, i64), (u32, BTreeSet<u32>, Vec<(Uuid, u16, u16)>)> =
-        BTreeMap::new();
+/// batch, its range and the inserts that landed. A batch's inserts land in
+/// order (`index` 0, 1, …), so it is complete iff all `inserts` of them are
+/// there.
+fn batches(loaded: &[LoadedReceipt]) -> (Vec<Range>, Vec<(Range, Vec<Landed>)>) {
+    struct Seen {
+        inserts: u32,
+        indices: BTreeSet<u32>,
+        landed: Vec<Landed>,
+    }
+    let mut by_range: BTreeMap<Range, Seen> = BTreeMap::new();
     for r in loaded {
         let e = by_range
             .entry((r.first_offset, r.last_offset))
-            .or_insert_with(|| (r.inserts, BTreeSet::new(), Vec::new()));
-        e.1.insert(r.index);
-        e.2.push((r.insert_id, r.retention_days, r.day));
+            .or_insert_with(|| Seen {
+                inserts: r.inserts,
+                indices: BTreeSet::new(),
+                landed: Vec::new(),
+            });
+        e.indices.insert(r.index);
+        e.landed.push((r.insert_id, r.retention_days, r.day));
     }
     let (mut complete, mut partial) = (Vec::new(), Vec::new());
-    for (range, (inserts, indices, ids)) in by_range {
-        if u32::try_from(indices.len()).is_ok_and(|n| n >= inserts) {
+    for (range, seen) in by_range {
+        if u32::try_from(seen.indices.len()).is_ok_and(|n| n >= seen.inserts) {
             complete.push(range);
         } else {
-            partial.push((range, ids));
+            partial.push((range, seen.landed));
         }
     }
     (complete, partial)

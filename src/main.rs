@@ -247,6 +247,7 @@ fn main() -> Result<()> {
             action: SinkAction::AcceptReset { partitions },
         } => {
             let config = tool_config(cli.config.as_deref())?;
+            let mut refused = 0;
             for a in worker::topic_reset::accept(&config, &partitions)? {
                 let line = match a {
                     worker::topic_reset::Accepted::Reset {
@@ -258,8 +259,15 @@ fn main() -> Result<()> {
                         "why": format!("{verdict:?}"), "receipts_until_us": after_us, "from_offset": from_offset}),
                     worker::topic_reset::Accepted::Same { partition } => sonic_rs::json!({
                         "partition": partition, "accepted": false, "why": "the broker's log is the one stored from"}),
+                    worker::topic_reset::Accepted::Refused { partition, why } => {
+                        refused += 1;
+                        sonic_rs::json!({"partition": partition, "accepted": false, "refused": true, "why": why})
+                    }
                 };
                 println!("{line}");
+            }
+            if refused > 0 {
+                anyhow::bail!("{refused} partition(s) refused (see each line's \"why\")");
             }
             Ok(())
         }

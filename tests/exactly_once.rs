@@ -492,7 +492,9 @@ fn a_refused_dead_letter_holds_its_record_and_commits_nothing_past_it() {
             .unwrap();
     }
     producer.flush(Duration::from_secs(30)).unwrap();
-    send_records(edge.port, "88888888-2222-2222-2222", 60, &mut acked);
+    let mut later = HashSet::new();
+    send_records(edge.port, "88888888-2222-2222-2222", 60, &mut later);
+    acked.extend(later.iter().cloned());
     wait_for(
         "the dead letters refused and the sink saying so",
         Duration::from_secs(60),
@@ -510,6 +512,13 @@ fn a_refused_dead_letter_holds_its_record_and_commits_nothing_past_it() {
     assert!(
         waiting > 0,
         "every record behind a refused dead letter was stored"
+    );
+    // Only the dead letters' partitions wait: records sent after them on
+    // the other partitions landed meanwhile.
+    let landed_meanwhile = later.iter().filter(|id| rows.contains_key(*id)).count();
+    assert!(
+        landed_meanwhile > 0,
+        "a refused dead letter held every partition"
     );
     // kill -9, and a sink allowed larger messages: the held records were
     // not committed past, so they come again and go to the dead letters.
@@ -649,4 +658,85 @@ fn a_dead_letter_written_twice_is_replayed_once() {
     // window drops them.
     std::thread::sleep(Duration::from_secs(3));
     assert_exactly_once(&ch, &acked, &acked);
+}
+
+#[test]
+fn a_batch_cut_between_its_inserts_resumes_exactly_even_after_a_class_change() {
+    let ch = ClickHouse::start();
+    let proxy = common::slow::SlowProxy::start(ch.http_port);
+    let broker = Broker::start();
+    let edge = Node::start_with(
+        &broker,
+        &ch.url(),
+        TEST_CONFIG,
+        vec![("INGESTION_ROLES", "ingest".to_string())],
+    );
+    let sink_env = || {
+        vec![
+            ("INGESTION_ROLES", "sink".to_string()),
+            ("INGESTION_SINK_CLICKHOUSE_TIMEOUT_MS", "30000".to_string()),
+        ]
+    };
+    let mut sink = Node::new(&broker, &proxy.url(), TEST_CONFIG, sink_env());
+    sink.spawn_sink();
+    wait_migrated(&ch);
+    let tenant = "00000000-0000-0000-0000-000000000000";
+    let session = "12121212-1212-1212-1212-121212121212";
+    // The partition taken over first, so that what follows is one batch.
+    let mut acked = HashSet::new();
+    send(edge.port, DEV, &[event(0, tenant, session)], &mut acked);
+    wait_landed(&ch, &acked, Duration::from_secs(60), "the first event");
+    // One record whose events fall on two days: one batch, two inserts.
+    let events: Vec<_> = (0..20)
+        .map(|i| {
+            let mut e = event(i, tenant, session);
+            let ts = ago(if i % 2 == 0 { 5 } else { 2 * 86_400 + 60 });
+            e.as_object_mut()
+                .unwrap()
+                .insert("timestamp", sonic_rs::Value::from(ts.as_str()));
+            e
+        })
+        .collect();
+    // ClickHouse answers 4 s late: the first insert lands at once, and the
+    // sink waits for its answer before sending the second.
+    proxy.delay_ms.store(4000, Ordering::SeqCst);
+    send(edge.port, DEV, &events, &mut acked);
+    let receipts = |index: u32| -> u64 {
+        ch.query(&format!(
+            "SELECT count() FROM overwatch.events WHERE tenant_id = toUUID('ffffffff-ffff-ffff-ffff-ffffffffffff') \
+             AND visitParamExtractUInt(properties, 'inserts') = 2 AND visitParamExtractUInt(properties, 'index') = {index}"
+        ))
+        .parse()
+        .unwrap()
+    };
+    let start = std::time::Instant::now();
+    while receipts(0) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "the batch's first insert never landed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    sink.kill9();
+    assert_eq!(receipts(1), 0, "the second insert was sent before the kill");
+    proxy.delay_ms.store(0, Ordering::SeqCst);
+    // The tenant's retention class changes before the next owner resumes:
+    // the events of the first insert would now fall in another ClickHouse
+    // partition, yet they are stored.
+    let changed = TEST_CONFIG.replacen("retention_days = 3650", "retention_days = 365", 1);
+    assert_ne!(changed, TEST_CONFIG);
+    let mut sink = Node::new(&broker, &proxy.url(), &changed, sink_env());
+    sink.spawn_sink();
+    wait_landed(&ch, &acked, Duration::from_secs(90), "after the resume");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_exactly_once(&ch, &acked, &acked);
+    assert_rollups_agree(&ch, "after the resume");
+    // Today's events (the first insert) kept the old class; the other
+    // day's were written by the new owner, under the new one.
+    let classes = ch.query(&format!(
+        "SELECT toDate(event_time) = today() AS now, retention_days, count() FROM overwatch.events \
+         WHERE session_id = toUUID('{session}') GROUP BY now, retention_days ORDER BY now, retention_days"
+    ));
+    assert_eq!(classes, "0\t365\t10\n1\t3650\t11", "{classes}");
+    println!("cut-batch | 21 acked, all once; the resumed batch wrote the 10 events of its missing insert under the new class");
 }

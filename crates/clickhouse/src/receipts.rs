@@ -218,11 +218,11 @@ pub fn load_sql(
         "SELECT toString(session_id), retention_days, toUInt16(toDate(event_time)), \
          visitParamExtractInt(properties, 'first_offset'), broker_offset, \
          visitParamExtractUInt(properties, 'index'), visitParamExtractUInt(properties, 'inserts'), \
-         visitParamExtractUInt(properties, 'rows'), count() \
+         visitParamExtractUInt(properties, 'rows'), received_at_us, count() \
          FROM {db}.events WHERE tenant_id = toUUID({t}) AND broker_partition = {partition} \
          AND broker_offset >= {from_offset} AND received_at_us > {after_us} \
          AND visitParamExtractString(properties, 'topic') = {topic} \
-         GROUP BY session_id, retention_days, event_time, properties, broker_offset \
+         GROUP BY session_id, retention_days, event_time, properties, broker_offset, received_at_us \
          ORDER BY broker_offset, visitParamExtractUInt(properties, 'index') LIMIT {more} \
          FORMAT TabSeparated"
     )
@@ -244,7 +244,7 @@ pub fn stored_events_sql(db: &str, partition: i32, ids: &[(Uuid, u16, u16)]) -> 
         })
         .collect();
     format!(
-        "SELECT broker_offset, event_id FROM {db}.events WHERE broker_partition = {partition} \
+        "SELECT DISTINCT broker_offset, event_id FROM {db}.events WHERE broker_partition = {partition} \
          AND tenant_id != toUUID({t}) AND ({}) FORMAT RowBinary",
         if any.is_empty() {
             "0".to_string()
@@ -268,6 +268,9 @@ pub struct LoadedReceipt {
     pub index: u32,
     pub inserts: u32,
     pub rows: u64,
+    /// When its batch was closed (µs): every insert of one batch has the
+    /// same, so with `first..=last` it names the batch.
+    pub written_at_us: i64,
     /// How many times `events` holds it (more than 1: stored twice).
     pub copies: u64,
 }
@@ -285,6 +288,7 @@ impl LoadedReceipt {
             index: f.next()?.parse().ok()?,
             inserts: f.next()?.parse().ok()?,
             rows: f.next()?.parse().ok()?,
+            written_at_us: f.next()?.parse().ok()?,
             copies: f.next()?.parse().ok()?,
         };
         f.next().is_none().then_some(r)
@@ -296,11 +300,22 @@ impl LoadedReceipt {
 /// of receipts: one line, three numbers (the caller reads a count of 0 as
 /// "none").
 pub fn max_stored_sql(db: &str, topic: &str, partition: i32, after_us: i64) -> String {
+    max_stored_below_sql(db, topic, partition, after_us, i64::MAX)
+}
+
+/// [`max_stored_sql`] for receipts ending below offset `end` only.
+pub fn max_stored_below_sql(
+    db: &str,
+    topic: &str,
+    partition: i32,
+    after_us: i64,
+    end: i64,
+) -> String {
     let t = quote(&RECEIPT_TENANT.to_string());
     format!(
         "SELECT max(broker_offset), argMax(visitParamExtractUInt(properties, 'last_hash'), broker_offset), count() \
          FROM {db}.events WHERE tenant_id = toUUID({t}) \
-         AND broker_partition = {partition} AND received_at_us > {after_us} \
+         AND broker_partition = {partition} AND received_at_us > {after_us} AND broker_offset < {end} \
          AND visitParamExtractString(properties, 'topic') = {} \
          FORMAT TabSeparated",
         quote(topic)
@@ -399,7 +414,7 @@ mod tests {
             r.properties(),
             r#"{"topic":"ev\"t","first_offset":10,"last_offset":20,"index":1,"inserts":2,"rows":5,"last_hash":7}"#
         );
-        let line = format!("{}\t30\t20788\t10\t20\t1\t2\t5\t1", r.insert_id);
+        let line = format!("{}\t30\t20788\t10\t20\t1\t2\t5\t1\t1", r.insert_id);
         let l = LoadedReceipt::parse(&line).unwrap();
         assert_eq!(
             (l.insert_id, l.first_offset, l.last_offset),

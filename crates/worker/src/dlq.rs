@@ -24,6 +24,7 @@ use crate::Error;
 pub const REASON: &str = "reason";
 pub const SOURCE_PARTITION: &str = "source_partition";
 pub const SOURCE_OFFSET: &str = "source_offset";
+pub const SOURCE_TOPIC: &str = "source_topic";
 /// Consumer group that remembers what `dlq replay` already replayed.
 const REPLAY_GROUP: &str = "ingestion-engine-dlq-replay";
 
@@ -98,13 +99,16 @@ impl Producer {
         }
     }
 
-    /// Writes one dead letter and waits until the broker has it.
+    /// Writes one dead letter of record `offset` of `source_topic`'s
+    /// `partition` to `topic` and waits until the broker has it.
+    #[allow(clippy::too_many_arguments)]
     pub fn send(
         &self,
         topic: &str,
         key: Option<&[u8]>,
         value: &[u8],
         reason: &str,
+        source_topic: &str,
         partition: i32,
         offset: i64,
     ) -> Result<(), Error> {
@@ -112,6 +116,10 @@ impl Producer {
             .insert(Header {
                 key: REASON,
                 value: Some(reason),
+            })
+            .insert(Header {
+                key: SOURCE_TOPIC,
+                value: Some(source_topic),
             })
             .insert(Header {
                 key: SOURCE_PARTITION,
@@ -183,12 +191,16 @@ pub struct Replayed {
     pub duplicates: u64,
 }
 
-/// The source record of a dead letter: `(partition, offset)` on the
-/// events topic, from its headers.
-fn source_of(m: &impl Message) -> Option<(i32, i64)> {
+/// The source record of a dead letter: a hash of its source topic (empty
+/// in dead letters from before that header), its partition and offset
+/// there (headers), and a hash of its value, so that another record at the
+/// same place (a topic recreated or renamed since) is not taken for it.
+fn source_of(m: &impl Message) -> Option<(u64, i32, i64, u64)> {
     let p = header(m, SOURCE_PARTITION).parse().ok()?;
     let o = header(m, SOURCE_OFFSET).parse().ok()?;
-    Some((p, o))
+    let topic = clickhouse_client::receipts::record_hash(header(m, SOURCE_TOPIC).as_bytes());
+    let value = clickhouse_client::receipts::record_hash(m.payload().unwrap_or_default());
+    Some((topic, p, o, value))
 }
 
 /// Produces every dead letter not replayed before back onto the events
@@ -264,8 +276,9 @@ pub fn replay(cfg: &Config) -> Result<Replayed, Error> {
         if let Some(s) = source {
             if seen.len() >= MAX_REPLAY_SOURCES && !seen.contains(&s) {
                 return Err(Error::Refused(format!(
-                    "more than {MAX_REPLAY_SOURCES} distinct dead letters: replay stopped after {} \
-                     (run it again to go on)",
+                    "the dead-letter topic holds more than {MAX_REPLAY_SOURCES} distinct dead letters: replay \
+                     stopped after {} rather than risk replaying one twice; let retention on the dead-letter \
+                     topic remove those replayed long ago, then run it again",
                     done.replayed
                 )));
             }

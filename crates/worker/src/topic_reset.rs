@@ -184,6 +184,32 @@ impl Probe {
         found
     }
 
+    /// The newest offset below `end` a receipt of `p` (after `epoch`) ends
+    /// at whose record the broker still has, unchanged: `Some` means the
+    /// log is the stored one up to there.
+    fn same_below(
+        &mut self,
+        cfg: &Config,
+        ch: &Client,
+        p: i32,
+        epoch: Option<Epoch>,
+        end: i64,
+    ) -> Result<Option<i64>, Error> {
+        let (db, topic) = (&cfg.clickhouse.database, &cfg.redpanda.topic);
+        let sql = receipts::max_stored_below_sql(db, topic, p, counted_after(epoch), end);
+        let Some((at, hash)) = receipts::parse_max_stored(&ch.query(&sql)?) else {
+            return Ok(None);
+        };
+        if hash == 0 {
+            return Ok(None);
+        }
+        let (low, _) = self.watermarks(cfg, p)?;
+        if at < low {
+            return Ok(None);
+        }
+        Ok((self.hash_at(cfg, p, at)? == Some(hash)).then_some(at))
+    }
+
     /// Whether partition `p`'s log on the broker is the one ClickHouse
     /// stored from: receipts after `epoch`, and `legacy` (see
     /// [`legacy_offset`]).
@@ -210,10 +236,17 @@ impl Probe {
         // The broker still has the record stored last: it must be the same
         // one. Below the low watermark retention removed it: nothing to
         // compare (a log recreated starts at 0, so it has the offset).
+        // Receipts from before fingerprints (`last_hash` 0) are not compared.
         match newest {
             Some((at, hash)) if hash != 0 && at >= low => match self.hash_at(cfg, p, at)? {
-                Some(now) if now != hash => Ok(Verdict::Changed { offset: at }),
-                _ => Ok(Verdict::Same),
+                Some(now) if now == hash => Ok(Verdict::Same),
+                Some(_) => Ok(Verdict::Changed { offset: at }),
+                // Not a verdict: the partition waits and is checked again
+                // (retention may have removed it meanwhile).
+                None => Err(Error::Refused(format!(
+                    "partition {p}: the broker did not return record {at} (its log starts at {low}): \
+                     cannot tell whether it is the one stored"
+                ))),
             },
             _ => Ok(Verdict::Same),
         }
@@ -224,7 +257,9 @@ impl Probe {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Accepted {
     /// The reset was recorded: receipts written up to `after_us` no longer
-    /// count; the sink stores the new log from `from_offset`.
+    /// count; the new log started at `from_offset` (the sink stores it
+    /// from the group's committed offset, which the new log does not have
+    /// yet, so from its start).
     Reset {
         partition: i32,
         verdict: Verdict,
@@ -233,14 +268,17 @@ pub enum Accepted {
     },
     /// The broker's log is the one stored from: nothing recorded.
     Same { partition: i32 },
+    /// Not accepted, and why: accepting would lose or double records.
+    Refused { partition: i32, why: String },
 }
 
 /// Accepts the reset of each of `partitions` (all of the events topic's
 /// when empty) whose broker log is not the one ClickHouse stored from: from
 /// then on the sink stores that log from its start. Refuses a partition
 /// whose new log the sink's group has already committed into (records
-/// before that offset would never be stored): reset the group's offsets
-/// first.
+/// before that offset would never be stored), and one whose log is the
+/// stored one cut short (a broker that lost the log's tail: the records
+/// before the cut would be stored twice).
 pub fn accept(cfg: &Config, partitions: &[i32]) -> Result<Vec<Accepted>, Error> {
     let ch = Client::from_config(&cfg.clickhouse, cfg.sink.clickhouse_timeout_ms);
     let (db, topic) = (&cfg.clickhouse.database, &cfg.redpanda.topic);
@@ -269,25 +307,39 @@ pub fn accept(cfg: &Config, partitions: &[i32]) -> Result<Vec<Accepted>, Error> 
             out.push(Accepted::Same { partition: p });
             continue;
         }
-        let (low, _) = probe.watermarks(cfg, p)?;
+        let (low, end) = probe.watermarks(cfg, p)?;
+        if let Verdict::Shorter { .. } = verdict {
+            if let Some(at) = probe.same_below(cfg, &ch, p, before, end)? {
+                out.push(Accepted::Refused {
+                    partition: p,
+                    why: format!(
+                        "the broker's log is the stored one up to offset {at} and then ends: it lost its tail, \
+                         it was not recreated; accepting would store the records up to {at} again"
+                    ),
+                });
+                continue;
+            }
+        }
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(topic, p);
         let committed = group.committed_offsets(tpl, PROBE_TIMEOUT)?;
-        if let Some(c) = committed
+        let c = committed
             .find_partition(topic, p)
             .and_then(|e| match e.offset() {
                 Offset::Offset(o) => Some(o),
                 _ => None,
-            })
-        {
-            if c > low {
-                return Err(Error::Refused(format!(
-                    "partition {p}: consumer group {} has committed offset {c} in the new log (which starts at {low}): \
-                     its records before {c} would never be stored; reset the group's offsets of topic {topic} to the \
-                     earliest first (with every sink stopped), then run this again",
+            });
+        if let Some(c) = c.filter(|&c| c > low) {
+            out.push(Accepted::Refused {
+                partition: p,
+                why: format!(
+                    "consumer group {} has committed offset {c} in the new log (which starts at {low}): \
+                     its records before {c} would never be stored; reset the group's offsets of topic {topic} \
+                     to the earliest first (with every sink stopped), then run this again",
                     cfg.sink.consumer_group
-                )));
-            }
+                ),
+            });
+            continue;
         }
         let newest = receipts::parse_pair(&ch.query(&receipts::newest_receipt_sql(db, topic, p))?);
         let after_us = match newest {

@@ -156,6 +156,11 @@ const MAX_RESUME_RECEIPTS: usize = 10_000;
 /// Inserts named in one read of what a partial batch stored (about 150
 /// bytes of SQL each).
 const STORED_EVENTS_IDS_PER_QUERY: usize = 200;
+/// The `(offset, event id)` pairs of partly landed batches a resume keeps
+/// in memory (24 bytes each and the set's overhead), at most, in units of
+/// `sink.batch_max_rows`: normally one batch is partial (the one its owner
+/// was writing when it stopped).
+const MAX_PARTIAL_BATCH_ROWS_FACTOR: u64 = 4;
 
 /// Per-partition state, loaded from ClickHouse when the partition is first
 /// seen (after taking it over: no earlier owner can write it any more).
@@ -175,6 +180,10 @@ struct PartitionState {
     partial_events: HashSet<(i64, [u8; 16])>,
     /// The highest `last` of both (-1: none): past it nothing is.
     covered_until: i64,
+    /// Receipts written here get at least this time (µs): after the
+    /// partition's accepted reset, whatever this sink's clock says, so
+    /// that they count (`topic_reset`).
+    written_floor: i64,
     /// The offset the next record should have (after the first one seen).
     next: Option<i64>,
 }
@@ -196,30 +205,36 @@ type Range = (i64, i64);
 type Landed = (Uuid, u16, u16);
 
 /// Splits receipts into the ranges of complete batches and, per partial
-/// batch, its range and the inserts that landed. A batch's inserts land in
-/// order (`index` 0, 1, …), so it is complete iff all `inserts` of them are
-/// there.
+/// batch, its range and the inserts that landed. A batch is named by its
+/// range and the time it was closed (two owners may each write a batch of
+/// the same records). Its inserts land in order (`index` 0, 1, …), so it
+/// is complete iff its receipts are exactly indices `0..inserts`.
 fn batches(loaded: &[LoadedReceipt]) -> (Vec<Range>, Vec<(Range, Vec<Landed>)>) {
     struct Seen {
-        inserts: u32,
+        inserts: BTreeSet<u32>,
         indices: BTreeSet<u32>,
         landed: Vec<Landed>,
     }
-    let mut by_range: BTreeMap<Range, Seen> = BTreeMap::new();
+    let mut by_batch: BTreeMap<(Range, i64), Seen> = BTreeMap::new();
     for r in loaded {
-        let e = by_range
-            .entry((r.first_offset, r.last_offset))
+        let e = by_batch
+            .entry(((r.first_offset, r.last_offset), r.written_at_us))
             .or_insert_with(|| Seen {
-                inserts: r.inserts,
+                inserts: BTreeSet::new(),
                 indices: BTreeSet::new(),
                 landed: Vec::new(),
             });
+        e.inserts.insert(r.inserts);
         e.indices.insert(r.index);
         e.landed.push((r.insert_id, r.retention_days, r.day));
     }
     let (mut complete, mut partial) = (Vec::new(), Vec::new());
-    for (range, seen) in by_range {
-        if u32::try_from(seen.indices.len()).is_ok_and(|n| n >= seen.inserts) {
+    for ((range, _), seen) in by_batch {
+        let whole = match (seen.inserts.len(), seen.inserts.first()) {
+            (1, Some(&n)) => seen.indices.iter().copied().eq(0..n),
+            _ => false,
+        };
+        if whole {
             complete.push(range);
         } else {
             partial.push((range, seen.landed));
@@ -254,6 +269,8 @@ pub(super) struct Sink<'c> {
     /// Reads watermarks and the record a partition's newest receipt ends
     /// at, outside the group.
     probe: Probe,
+    /// Partitions whose last dead letter the broker refused.
+    dlq_failing: BTreeSet<i32>,
     backoff_max: Duration,
     metrics: Arc<SinkMetrics>,
 }
@@ -284,6 +301,7 @@ impl<'c> Sink<'c> {
             reset: BTreeSet::new(),
             days: Vec::new(),
             probe: Probe::new(),
+            dlq_failing: BTreeSet::new(),
             backoff_max,
             metrics,
         }
@@ -367,12 +385,19 @@ impl<'c> Sink<'c> {
         let (complete, partial_batches) = batches(&loaded);
         let mut partial = Vec::new();
         let mut partial_events = HashSet::new();
+        let most =
+            (self.cfg.sink.batch_max_rows as u64).saturating_mul(MAX_PARTIAL_BATCH_ROWS_FACTOR);
         for (range, ids) in partial_batches {
-            let rows: u64 = loaded
+            let rows = loaded
                 .iter()
-                .filter(|r| (r.first_offset, r.last_offset) == range)
-                .map(|r| r.rows)
-                .sum();
+                .filter(|r| ids.iter().any(|l| l.0 == r.insert_id))
+                .fold(0u64, |n, r| n.saturating_add(r.rows));
+            if rows.saturating_add(partial_events.len() as u64) > most {
+                return Err(Error::Refused(format!(
+                    "partition {p}: the partly landed batches since offset {from} hold more than {most} events \
+                     ({MAX_PARTIAL_BATCH_ROWS_FACTOR} × sink.batch_max_rows); raise sink.batch_max_rows to resume"
+                )));
+            }
             // A few inserts per query: the statement stays far below
             // ClickHouse's `max_query_size` however many days a batch spans.
             for some in ids.chunks(STORED_EVENTS_IDS_PER_QUERY) {
@@ -452,6 +477,7 @@ impl<'c> Sink<'c> {
                 partial,
                 partial_events,
                 covered_until,
+                written_floor: epoch.map_or(i64::MIN, |e| e.after_us.saturating_add(1)),
                 next: None,
             },
         );
@@ -465,6 +491,12 @@ impl<'c> Sink<'c> {
         self.partitions.clear();
         self.dedup.clear();
         self.oldest = None;
+        // Held records are dropped with the rest: whoever owns them now
+        // writes their dead letters.
+        self.dlq_failing.clear();
+        self.metrics
+            .dead_letters_failing
+            .store(0, Ordering::Relaxed);
     }
 
     fn due(&self) -> bool {
@@ -489,6 +521,11 @@ impl<'c> Sink<'c> {
         let now = now_us();
         for part in &mut batch.parts {
             let k = u32::try_from(part.inserts.len()).unwrap_or(u32::MAX);
+            let floor = self
+                .partitions
+                .get(&part.partition)
+                .map_or(i64::MIN, |s| s.written_floor);
+            let now = now.max(floor);
             for (j, r) in part.inserts.iter_mut().enumerate() {
                 r.first_offset = part.first;
                 r.last_offset = part.last;
@@ -538,21 +575,36 @@ impl<'c> Sink<'c> {
     /// broker to confirm it. An error: the broker did not take it (the
     /// caller holds the record; nothing is committed past it).
     fn dead_letter(
-        &self,
+        &mut self,
         dlq: &dlq::Producer,
         m: &impl Message,
         reason: &str,
     ) -> Result<(), Error> {
         let topic = &self.cfg.sink.dlq_topic;
         let value = m.payload().unwrap_or_default();
-        let sent = dlq.send(topic, m.key(), value, reason, m.partition(), m.offset());
+        let source = &self.cfg.redpanda.topic;
+        let sent = dlq.send(
+            topic,
+            m.key(),
+            value,
+            reason,
+            source,
+            m.partition(),
+            m.offset(),
+        );
         let sink = &*self.metrics;
-        sink.dead_letters_failing
-            .store(sent.is_err(), Ordering::Relaxed);
         match &sent {
-            Ok(()) => sink.dead_letters.fetch_add(1, Ordering::Relaxed),
-            Err(_) => sink.dead_letter_failures.fetch_add(1, Ordering::Relaxed),
+            Ok(()) => {
+                self.dlq_failing.remove(&m.partition());
+                sink.dead_letters.fetch_add(1, Ordering::Relaxed)
+            }
+            Err(_) => {
+                self.dlq_failing.insert(m.partition());
+                sink.dead_letter_failures.fetch_add(1, Ordering::Relaxed)
+            }
         };
+        sink.dead_letters_failing
+            .store(self.dlq_failing.len() as i64, Ordering::Relaxed);
         sent
     }
 
@@ -628,6 +680,8 @@ impl<'c> Sink<'c> {
         let part = self.batch.handled(p, off, hash);
         for (e, &day) in batch.events.iter().zip(&self.days) {
             if state.covers(off, &e.id) {
+                // Stored: a later copy of it (a client retry) is a duplicate.
+                self.dedup.insert((batch.tenant_id, e.id), received);
                 stored += 1;
                 continue;
             }
@@ -1019,8 +1073,22 @@ mod tests {
         rd: u16,
         day: u16,
     ) -> LoadedReceipt {
+        receipt_at(first, last, index, inserts, rd, day, 1)
+    }
+
+    fn receipt_at(
+        first: i64,
+        last: i64,
+        index: u32,
+        inserts: u32,
+        rd: u16,
+        day: u16,
+        written_at_us: i64,
+    ) -> LoadedReceipt {
         LoadedReceipt {
-            insert_id: Uuid::from_u128(u128::from(index) + 1 + (first as u128) * 100),
+            insert_id: Uuid::from_u128(
+                u128::from(index) + 1 + (first as u128) * 100 + (written_at_us as u128) * 10_000,
+            ),
             retention_days: rd,
             day,
             first_offset: first,
@@ -1028,6 +1096,7 @@ mod tests {
             index,
             inserts,
             rows: 3,
+            written_at_us,
             copies: 1,
         }
     }
@@ -1053,6 +1122,7 @@ mod tests {
             partial: vec![(20, 29)],
             partial_events: [(21, a)].into_iter().collect(),
             covered_until: 29,
+            written_floor: i64::MIN,
             next: None,
         };
         // Every event of a complete batch, whatever its class now.
@@ -1063,6 +1133,27 @@ mod tests {
         assert!(!state.covers(22, &a));
         // Past every batch: nothing.
         assert!(!state.covers(30, &a) && !state.covers(9, &a));
+    }
+
+    #[test]
+    fn two_owners_batches_of_the_same_records_are_told_apart() {
+        // Owner A's batch of 20..=29 had 4 inserts and landed 0 and 1;
+        // owner B's batch of the same records had 2 and landed only 0.
+        // Together indices {0, 1} are there, yet neither batch is whole.
+        let loaded = [
+            receipt_at(20, 29, 0, 4, 30, 100, 1_000),
+            receipt_at(20, 29, 1, 4, 30, 101, 1_000),
+            receipt_at(20, 29, 0, 2, 30, 102, 2_000),
+        ];
+        let (complete, partial) = batches(&loaded);
+        assert!(complete.is_empty(), "{complete:?}");
+        assert_eq!(partial.len(), 2);
+        // A batch with a gap in its indices is not whole either.
+        let gap = [
+            receipt_at(0, 9, 0, 2, 30, 100, 5),
+            receipt_at(0, 9, 2, 2, 30, 100, 5),
+        ];
+        assert!(batches(&gap).0.is_empty());
     }
 
     fn down() -> Result<Rows, Error> {

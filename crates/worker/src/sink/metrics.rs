@@ -89,8 +89,8 @@ pub struct SinkMetrics {
     pub(crate) dead_letters: AtomicU64,
     /// Dead letters the broker did not take (each record held and tried again).
     pub(crate) dead_letter_failures: AtomicU64,
-    /// True while the last dead letter failed.
-    pub(crate) dead_letters_failing: AtomicBool,
+    /// Partitions whose last dead letter the broker refused.
+    pub(crate) dead_letters_failing: AtomicI64,
     pub(crate) retention_runs: AtomicU64,
     pub(crate) retention_failures: AtomicU64,
     pub(crate) retention_partitions_dropped: AtomicU64,
@@ -148,7 +148,7 @@ impl Default for SinkMetrics {
             offset_gap_records: zero(),
             dead_letters: zero(),
             dead_letter_failures: zero(),
-            dead_letters_failing: AtomicBool::new(false),
+            dead_letters_failing: AtomicI64::new(0),
             retention_runs: zero(),
             retention_failures: zero(),
             retention_partitions_dropped: zero(),
@@ -207,7 +207,7 @@ impl SinkMetrics {
             Some(SinkProblem::ClickHouseUnreachable)
         } else if self.topic_resets.load(Ordering::Relaxed) > 0 {
             Some(SinkProblem::TopicReset)
-        } else if self.dead_letters_failing.load(Ordering::Relaxed) {
+        } else if self.dead_letters_failing.load(Ordering::Relaxed) > 0 {
             Some(SinkProblem::DeadLettersFailing)
         } else if self.stalled_partitions.load(Ordering::Relaxed) > 0 {
             Some(SinkProblem::PartitionsStalled)

@@ -306,11 +306,12 @@ fn recreate_events_topic(broker: &Broker) {
     });
 }
 
-/// `ingestion-engine sink accept-reset` for `node`'s config; its JSON lines.
-fn accept_reset(node: &Node, broker: &Broker, ch: &ClickHouse) -> Vec<sonic_rs::Value> {
+/// `ingestion-engine ARGS` with `node`'s config against `broker` and `ch`;
+/// its standard output (it must succeed).
+fn engine_cli(node: &Node, broker: &Broker, ch: &ClickHouse, args: &[&str]) -> String {
     let out = engine_command(&node.dir.join("config.toml"), &broker.addr(), node.port)
         .env("INGESTION_CLICKHOUSE_URL", ch.url())
-        .args(["sink", "accept-reset"])
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -318,8 +319,12 @@ fn accept_reset(node: &Node, broker: &Broker, ch: &ClickHouse) -> Vec<sonic_rs::
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout)
-        .unwrap()
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `ingestion-engine sink accept-reset` for `node`'s config; its JSON lines.
+fn accept_reset(node: &Node, broker: &Broker, ch: &ClickHouse) -> Vec<sonic_rs::Value> {
+    engine_cli(node, broker, ch, &["sink", "accept-reset"])
         .lines()
         .map(|l| sonic_rs::from_str(l).unwrap())
         .collect()
@@ -543,17 +548,7 @@ fn a_refused_dead_letter_holds_its_record_and_commits_nothing_past_it() {
     std::thread::sleep(Duration::from_secs(1));
     assert_exactly_once(&ch, &acked, &acked);
     assert_rollups_agree(&ch, "after the dead letters were written");
-    let out = engine_command(&sink.dir.join("config.toml"), &broker.addr(), sink.port)
-        .env("INGESTION_CLICKHOUSE_URL", ch.url())
-        .args(["dlq", "list"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let letters = String::from_utf8(out.stdout).unwrap();
+    let letters = engine_cli(&sink, &broker, &ch, &["dlq", "list"]);
     assert_eq!(letters.lines().count(), 6, "{letters}");
     println!(
         "dead-letter-refused | {} acked, all once; {waiting} waited behind 6 refused dead letters, then 6 dead letters after a restart",
@@ -635,19 +630,7 @@ fn a_dead_letter_written_twice_is_replayed_once() {
         producer.send(r).unwrap();
     }
     producer.flush(Duration::from_secs(10)).unwrap();
-    let replay = || {
-        let out = engine_command(&node.dir.join("config.toml"), &broker.addr(), node.port)
-            .env("INGESTION_CLICKHOUSE_URL", ch.url())
-            .args(["dlq", "replay"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let replay = || engine_cli(&node, &broker, &ch, &["dlq", "replay"]);
     let before = events_written(&broker);
     let first = replay();
     assert!(

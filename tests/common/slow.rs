@@ -3,12 +3,18 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A TCP proxy to ClickHouse that holds each chunk of ClickHouse's answers
-/// for `delay_ms` (0: passes them at once), like a server too busy to answer.
+/// A TCP proxy to ClickHouse that holds each of ClickHouse's answers for
+/// `delay_ms` (0: passes them at once), like a server too busy to answer.
+///
+/// Each answer is held once, at its first bytes (the first read from
+/// ClickHouse after the client sent more of a request); the rest of it
+/// follows at once. Holding every read instead made an answer's delay a
+/// multiple of `delay_ms` that grew with how the answer happened to be cut
+/// into reads, which is more under load.
 pub struct SlowProxy {
     port: u16,
     pub delay_ms: Arc<AtomicU64>,
@@ -33,9 +39,12 @@ impl SlowProxy {
                         continue;
                     };
                     let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                    std::thread::spawn(move || pipe(client, server, None));
+                    // Reads of the client's requests so far.
+                    let sent = Arc::new(AtomicUsize::new(0));
+                    let asked = sent.clone();
+                    std::thread::spawn(move || pipe(client, server, Some(&asked), None));
                     let delay = delay_ms.clone();
-                    std::thread::spawn(move || pipe(s2, c2, Some(delay)));
+                    std::thread::spawn(move || pipe(s2, c2, None, Some((&sent, delay))));
                 }
             });
         }
@@ -58,18 +67,33 @@ impl Drop for SlowProxy {
     }
 }
 
-/// Copies `from` to `to`, holding each chunk for `delay` if given.
-fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Option<Arc<AtomicU64>>) {
+/// Copies `from` to `to`. The client's side counts its reads in `count`;
+/// ClickHouse's side holds the first read after each new one of the
+/// client's (`delay`: that count and the delay).
+fn pipe(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    count: Option<&AtomicUsize>,
+    delay: Option<(&AtomicUsize, Arc<AtomicU64>)>,
+) {
     let mut buf = vec![0u8; 64 << 10];
+    let mut answered = 0;
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if let Some(d) = &delay {
-            let held = Instant::now();
-            while held.elapsed() < Duration::from_millis(d.load(Ordering::Relaxed)) {
-                std::thread::sleep(Duration::from_millis(20));
+        if let Some(count) = count {
+            count.fetch_add(1, Ordering::SeqCst);
+        }
+        if let Some((asked, d)) = &delay {
+            let now = asked.load(Ordering::SeqCst);
+            if now != answered {
+                answered = now;
+                let held = Instant::now();
+                while held.elapsed() < Duration::from_millis(d.load(Ordering::Relaxed)) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
             }
         }
         if to.write_all(&buf[..n]).is_err() {

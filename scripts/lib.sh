@@ -282,12 +282,51 @@ start_tansu() {
   wait_port "$port" 30 "tansu" "$pid" "$dir/broker.log"
 }
 
-# start_clickhouse HTTP_PORT TCP_PORT DIR [INTERSERVER_PORT]: a private
-# clickhouse-server with its data, logs and config under DIR (its interserver
-# port TCP_PORT + 9 unless given). Prints the pid; fails at once, with the
-# server's last log lines, if it exits before it listens.
+# start_zookeeper PORT DIR: a standalone ZooKeeper (Debian's zookeeper, on
+# Java) on 127.0.0.1:PORT with its data in DIR, for a ClickHouse cluster
+# (replicated tables, distributed DDL). Prints its pid; returns once it says
+# `Mode: standalone` (a ClickHouse node with replicated tables started
+# before then exits).
+start_zookeeper() {
+  local port=$1 dir i
+  dir="$(mkdir -p "$2/data" && cd "$2" && pwd)"
+  if port_open "$port"; then
+    echo "error: port $port is already taken: it is not this zookeeper's to open" >&2
+    return 1
+  fi
+  (cd "$dir" && exec java -Xmx256m -cp /etc/zookeeper/conf:/usr/share/java/zookeeper.jar \
+    -Dzookeeper.admin.enableServer=false -Dzookeeper.4lw.commands.whitelist=srvr,ruok \
+    org.apache.zookeeper.server.ZooKeeperServerMain "$port" "$dir/data" >"$dir/zookeeper.log" 2>&1) &
+  local pid=$!
+  echo "$pid"
+  for ((i = 0; i < 600; i++)); do
+    if ! pid_running "$pid"; then
+      echo "error: zookeeper exited (pid $pid)" >&2
+      tail -20 "$dir/zookeeper.log" >&2
+      return 1
+    fi
+    if port_open "$port" && zookeeper_mode "$port" | grep -q standalone; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "error: zookeeper did not say Mode: standalone on port $port within 60s" >&2
+  tail -20 "$dir/zookeeper.log" >&2
+  return 1
+}
+
+# zookeeper_mode PORT: the `Mode:` line of ZooKeeper's `srvr` answer.
+zookeeper_mode() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1" && echo srvr >&3 && timeout 2 cat <&3) 2>/dev/null | grep '^Mode:'
+}
+
+# start_clickhouse HTTP_PORT TCP_PORT DIR [INTERSERVER_PORT [EXTRA_XML]]: a
+# private clickhouse-server with its data, logs and config under DIR (its
+# interserver port TCP_PORT + 9 unless given; EXTRA_XML, a cluster node's
+# settings, copied into its config.d). Prints the pid; fails at once, with
+# the server's last log lines, if it exits before it listens.
 start_clickhouse() {
-  local http=$1 tcp=$2 dir interserver=${4:-$(($2 + 9))}
+  local http=$1 tcp=$2 dir interserver=${4:-$(($2 + 9))} extra=${5:-}
   if port_open "$http"; then
     echo "error: port $http is already taken: it is not this clickhouse-server's to open" >&2
     return 1
@@ -305,6 +344,12 @@ start_clickhouse() {
       -e "s#<listen_host>::1</listen_host>##" \
       /etc/clickhouse-server/config.xml >"$dir/config.xml"
   cp /etc/clickhouse-server/users.xml "$dir/users.xml"
+  # A cluster node's own settings (zookeeper, macros, remote_servers), merged
+  # over config.xml from its config.d.
+  if [ -n "$extra" ]; then
+    mkdir -p "$dir/config.d"
+    cp "$extra" "$dir/config.d/cluster.xml"
+  fi
   (cd "$dir" && exec clickhouse-server --config-file="$dir/config.xml" >"$dir/log/stdout.log" 2>&1) &
   local pid=$!
   echo "$pid"

@@ -179,6 +179,16 @@ fn main() -> Result<()> {
             let (config, source) = config_file::load(cli.config.as_deref())?;
             println!("# config file: {}", source.describe());
             print!("{}", config.to_masked_toml());
+            if config.clickhouse.is_cluster() {
+                // The topology as the cluster sees it; a disagreement fails.
+                let topology = clickhouse_client::cluster::Topology::discover(
+                    &config.clickhouse,
+                    Duration::from_secs(10),
+                )
+                .context("asking the cluster for its topology")?;
+                print!("{}", topology.render());
+                topology.check()?;
+            }
             Ok(())
         }
         Command::HashKey { key } => {
@@ -198,8 +208,17 @@ fn main() -> Result<()> {
             let config = tool_config(cli.config.as_deref())?;
             let ch =
                 clickhouse_client::Client::from_config(&config.clickhouse, Duration::from_secs(30));
-            let report = clickhouse_client::schema::migrate(&ch, &config.clickhouse.database)
-                .with_context(|| {
+            if config.clickhouse.is_cluster() {
+                let topology = clickhouse_client::cluster::Topology::discover(
+                    &config.clickhouse,
+                    Duration::from_secs(10),
+                )
+                .context("asking the cluster for its topology")?;
+                topology.check()?;
+            }
+            let report =
+                clickhouse_client::schema::migrate_configured(&ch, &config.clickhouse, &|| false)
+                    .with_context(|| {
                     format!(
                         "migrating {} at {}",
                         config.clickhouse.database, config.clickhouse.url
@@ -229,7 +248,12 @@ fn main() -> Result<()> {
                 .context("--today must be YYYY-MM-DD")?,
                 None => worker::retention::today(&ch)?,
             };
-            let report = worker::retention::run_once(&ch, &config.clickhouse.database, today)?;
+            let report = worker::retention::run_once_on(
+                &ch,
+                &config.clickhouse.database,
+                config.clickhouse.cluster_name(),
+                today,
+            )?;
             println!(
                 "retention as of {today}: dropped {} partitions, kept {}",
                 report.dropped.len(),

@@ -100,6 +100,36 @@ fn start_edge(
     })
 }
 
+/// In cluster mode, refuses to start where `[[clickhouse.shards]]` and the
+/// cluster disagree (the shard count, or a listed replica that says it is
+/// another shard or the same replica as another). A cluster that cannot be
+/// asked now (ClickHouse down at start) is not a reason to stay down.
+fn check_cluster(config: &Config) -> Result<()> {
+    if !config.clickhouse.is_cluster() {
+        return Ok(());
+    }
+    match clickhouse_client::cluster::Topology::discover(&config.clickhouse, Duration::from_secs(5))
+    {
+        Ok(topology) => {
+            topology.check()?;
+            for (url, why) in topology.unreachable() {
+                warn!(
+                    replica = url,
+                    error = why,
+                    "a listed replica does not answer"
+                );
+            }
+            info!(
+                cluster = %config.clickhouse.cluster,
+                shards = topology.shards.len(),
+                "the listed shards agree with the cluster"
+            );
+        }
+        Err(e) => warn!(error = %e, "cannot ask the cluster for its topology now"),
+    }
+    Ok(())
+}
+
 /// Pins the calling thread, and so every thread it starts from now on, to
 /// `placement.service_cores`. Shards pin themselves to their own core.
 fn place_service_threads(config: &Config) {
@@ -191,6 +221,7 @@ pub fn serve(mut config: Config, source: Source, log: LogHandle) -> Result<()> {
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGHUP,
     ])?;
+    check_cluster(&config)?;
     resolve_shard_cores(&mut config);
     place_service_threads(&config);
     let ingest = config.roles.contains(&Role::Ingest);

@@ -98,7 +98,8 @@ fn date(secs: u32) -> String {
 pub fn command(config: &Config, action: TenantAction) -> Result<()> {
     let ch = clickhouse_client::Client::from_config(&config.clickhouse, Duration::from_secs(30));
     let db = &config.clickhouse.database;
-    clickhouse_client::schema::migrate(&ch, db).context("preparing the tenants table")?;
+    clickhouse_client::schema::migrate_configured(&ch, &config.clickhouse, &|| false)
+        .context("preparing the tenants table")?;
     let find = |id: &str| -> Result<TenantRow> {
         let id = uuid::Uuid::parse_str(id).context("tenant id must be a UUID")?;
         tenants::get(&ch, db, id)?.with_context(|| format!("no tenant {id}"))

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod attacks;
+pub mod cluster;
 pub mod flow;
 pub mod notify;
 pub mod slow;
@@ -428,9 +429,11 @@ pub fn engine_command(config: &Path, broker: &str, port: u16) -> Command {
 pub struct ClickHouse {
     pid: Option<u32>,
     pub http_port: u16,
-    tcp_port: u16,
+    pub tcp_port: u16,
     interserver_port: u16,
     dir: PathBuf,
+    /// A cluster node's own settings (`config.d`), see [`cluster`].
+    extra: Option<PathBuf>,
 }
 
 impl ClickHouse {
@@ -446,20 +449,50 @@ impl ClickHouse {
             tcp_port: free_port(),
             interserver_port: free_port(),
             dir: dir.to_path_buf(),
+            extra: None,
         };
         c.spawn();
         c
     }
 
+    /// A server on the ports given, its `config.d` holding `extra` (a
+    /// cluster node's settings); not started yet.
+    pub fn node(dir: &Path, http_port: u16, tcp_port: u16, extra: PathBuf) -> ClickHouse {
+        ClickHouse {
+            pid: None,
+            http_port,
+            tcp_port,
+            interserver_port: free_port(),
+            dir: dir.to_path_buf(),
+            extra: Some(extra),
+        }
+    }
+
+    /// Starts a server made by [`ClickHouse::node`] (or stopped).
+    pub fn start_again(&mut self) {
+        assert!(self.pid.is_none(), "clickhouse is running");
+        self.spawn();
+    }
+
+    /// Whether it runs (not stopped).
+    pub fn running(&self) -> bool {
+        self.pid.is_some()
+    }
+
     fn spawn(&mut self) {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let script = format!(
-            "source '{}/scripts/lib.sh' && start_clickhouse {} {} '{}' {}",
+            "source '{}/scripts/lib.sh' && start_clickhouse {} {} '{}' {} '{}'",
             root.display(),
             self.http_port,
             self.tcp_port,
             self.dir.display(),
-            self.interserver_port
+            self.interserver_port,
+            self.extra
+                .as_deref()
+                .map(Path::display)
+                .map(|d| d.to_string())
+                .unwrap_or_default()
         );
         let out = Command::new("bash").args(["-c", &script]).output().unwrap();
         let pid: Option<u32> = String::from_utf8_lossy(&out.stdout).trim().parse().ok();

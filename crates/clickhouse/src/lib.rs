@@ -7,12 +7,15 @@
 //!   [`rowbinary`] reads `RowBinary` answers.
 //! - [`receipts`]: the sink's insert receipts and staging tables (its
 //!   exactly-once protocol's footprint in ClickHouse).
+//! - [`cluster`]: cluster mode's shards and replicas, checked against the
+//!   cluster.
 //! - [`schema`]: database `overwatch`, its tables and materialized views, and
 //!   the idempotent, versioned migrations that create and upgrade them,
 //!   one migrator at a time ([`schema::lease`]).
 //!
 //! Start with [`schema::migrate`] and [`native::EventsBlock`].
 
+pub mod cluster;
 pub mod native;
 pub mod native_decode;
 pub mod receipts;
@@ -37,6 +40,22 @@ pub enum Error {
     /// The server answered something this client does not understand.
     #[error("unexpected answer from ClickHouse: {0}")]
     Protocol(String),
+    /// `[clickhouse]`'s shards and the cluster disagree (see [`cluster`]).
+    #[error("clickhouse.shards and cluster `{cluster}` disagree: {}", differences.join("; "))]
+    Topology {
+        cluster: String,
+        differences: Vec<String>,
+    },
+    /// `migrate` on a cluster found a single server's database there.
+    #[error(
+        "database {db} on this node is a single server's (`events` is {engine}): `migrate` does not turn it \
+         into cluster {cluster}'s in place; see \"Moving to a cluster\" in crates/clickhouse/README.md"
+    )]
+    SingleServerSchema {
+        db: String,
+        cluster: String,
+        engine: String,
+    },
     /// Asked to stop while waiting for another migrator's lease.
     #[error("stopped while waiting for another migrator")]
     Stopped,

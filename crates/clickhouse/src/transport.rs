@@ -47,7 +47,17 @@ impl Client {
 
     /// A client for the configured server, with its credentials.
     pub fn from_config(config: &engine_core::config::ClickhouseConfig, timeout: Duration) -> Self {
-        let client = Self::new(config.url.as_str(), timeout);
+        Self::for_node(config, config.url.as_str(), timeout)
+    }
+
+    /// A client for one node of the configured cluster (`url`, one of
+    /// `clickhouse.shards`' replicas), with the configured credentials.
+    pub fn for_node(
+        config: &engine_core::config::ClickhouseConfig,
+        url: &str,
+        timeout: Duration,
+    ) -> Self {
+        let client = Self::new(url, timeout);
         match config.credentials() {
             Some((user, password)) => client.with_credentials(user, password),
             None => client,

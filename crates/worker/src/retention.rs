@@ -10,6 +10,12 @@
 //! its event time, plus the job interval; free tier (R = 1): gone within 48 h
 //! plus one interval. Servers with TTL (19.6+) also expire rows by TTL.
 //!
+//! On a cluster (`clickhouse.cluster`) the partitions are the local tables'
+//! (`events_local`, `sessions_local`, `pageviews_hourly_local`), listed on
+//! every shard (`cluster()` over `system.parts`) and dropped `ON CLUSTER`,
+//! so on every replica; a replica that is down drops them when it is back
+//! (the distributed DDL queue), and a replicated drop reaches it anyway.
+//!
 //! Dropping is the one destructive thing the sink does, so the job takes
 //! "today" from two clocks: it runs only while this node's clock and
 //! ClickHouse's agree within [`MAX_CLOCK_SKEW_SECS`] (a node whose clock
@@ -79,12 +85,31 @@ pub fn expired(retention_days: u32, day: Date, today: Date) -> bool {
 
 /// Drops every expired partition of `db.events` and its roll-ups as of `today`.
 pub fn run_once(client: &Client, db: &str, today: Date) -> Result<RetentionReport, Error> {
+    run_once_on(client, db, None, today)
+}
+
+/// [`run_once`] on one server (`cluster` `None`) or on every node of
+/// `cluster`.
+pub fn run_once_on(
+    client: &Client,
+    db: &str,
+    cluster: Option<&str>,
+    today: Date,
+) -> Result<RetentionReport, Error> {
+    let suffix = if cluster.is_some() { "_local" } else { "" };
     let tables: Vec<String> = std::iter::once("events")
         .chain(ROLLUPS.iter().copied())
-        .map(|t| format!("'{t}'"))
+        .map(|t| format!("'{t}{suffix}'"))
         .collect();
+    let (parts_of, on) = match cluster {
+        Some(c) => (
+            format!("cluster('{c}', system, parts)"),
+            format!(" ON CLUSTER {c}"),
+        ),
+        None => ("system.parts".to_string(), String::new()),
+    };
     let parts = client.query(&format!(
-        "SELECT DISTINCT table, partition FROM system.parts WHERE database = '{db}' AND table IN ({}) AND active \
+        "SELECT DISTINCT table, partition FROM {parts_of} WHERE database = '{db}' AND table IN ({}) AND active \
          ORDER BY table, partition FORMAT TabSeparated",
         tables.join(", ")
     ))?;
@@ -100,7 +125,11 @@ pub fn run_once(client: &Client, db: &str, today: Date) -> Result<RetentionRepor
             continue;
         };
         if expired(days, day, today) {
-            client.execute(&format!("ALTER TABLE {db}.{table} DROP PARTITION {value}"))?;
+            let timeout = clickhouse_client::schema::CLUSTER_DDL_TIMEOUT_SECS.to_string();
+            client.query_with_settings(
+                &format!("ALTER TABLE {db}.{table}{on} DROP PARTITION {value}"),
+                &[("distributed_ddl_task_timeout", timeout.as_str())],
+            )?;
             info!(table, partition = %value, retention_days = days, "retention: partition dropped");
             report.dropped.push(format!("{table} {value}"));
         } else {

@@ -15,6 +15,7 @@ use crate::transport::Client;
 use crate::version::ServerVersion;
 use crate::Error;
 
+pub mod cluster;
 pub mod lease;
 
 /// The `events` table's columns, in order: the DDL and the Native encoder
@@ -84,7 +85,14 @@ pub struct Migration {
     pub version: u32,
     pub name: &'static str,
     pub statements: fn(db: &str, server: ServerVersion) -> Vec<String>,
+    /// Its statements on a cluster (`ON CLUSTER`), for a migration after
+    /// [`cluster::CLUSTER_BASE_VERSION`]; `None` up to it (a cluster
+    /// database starts with all of them, [`cluster::base_ddl`]).
+    pub on_cluster: Option<ClusterStatements>,
 }
+
+/// A migration's statements on a cluster, for a server version.
+pub type ClusterStatements = fn(db: &str, server: ServerVersion, cluster: &str) -> Vec<String>;
 
 fn events_ddl(db: &str, server: ServerVersion) -> Vec<String> {
     let columns: Vec<String> = EVENTS_COLUMNS[..EVENTS_V1_COLUMNS]
@@ -306,11 +314,13 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 1,
         name: "events",
         statements: events_ddl,
+        on_cluster: None,
     },
     Migration {
         version: 2,
         name: "tenants",
         statements: tenants_ddl,
+        on_cluster: None,
     },
     Migration {
         version: 3,
@@ -318,16 +328,19 @@ pub const MIGRATIONS: &[Migration] = &[
         // Its month-partitioned roll-ups are gone: migration 7 drops them
         // where they exist and builds the ones retention can drop.
         statements: |_, _| Vec::new(),
+        on_cluster: None,
     },
     Migration {
         version: 4,
         name: "tenant_keys_and_origins",
         statements: tenant_keys_ddl,
+        on_cluster: None,
     },
     Migration {
         version: 5,
         name: "agent_columns",
         statements: agent_columns_ddl,
+        on_cluster: None,
     },
     Migration {
         version: 6,
@@ -335,21 +348,25 @@ pub const MIGRATIONS: &[Migration] = &[
         // Its roll-ups had ClickHouse's default index granularity: migration
         // 7 rebuilds them, so a database migrating now builds them once.
         statements: |_, _| Vec::new(),
+        on_cluster: None,
     },
     Migration {
         version: 7,
         name: "rollups_fine_granularity",
         statements: rollups_ddl,
+        on_cluster: None,
     },
     Migration {
         version: 8,
         name: "insert_receipts",
         statements: insert_receipts_ddl,
+        on_cluster: None,
     },
     Migration {
         version: 9,
         name: "topic_epochs",
         statements: topic_epochs_ddl,
+        on_cluster: None,
     },
 ];
 
@@ -419,6 +436,196 @@ pub fn migrate_unless_stopped(
         report.already = MIGRATIONS.iter().map(|m| m.version).collect();
     }
     Ok(report)
+}
+
+/// Where [`migrate_to`] creates or upgrades the database.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// One server: the client's.
+    Single,
+    /// A cluster: every statement `ON CLUSTER name` ([`cluster`]). The
+    /// migration lease lives on `lease`'s server, which must be the same for
+    /// every migrator: the first replica of the first shard
+    /// (`clickhouse.shards[0].replicas[0]`).
+    Cluster { name: &'a str, lease: &'a Client },
+}
+
+/// How long one distributed DDL statement waits for every node to run it
+/// (`distributed_ddl_task_timeout`; 18.16's default is 180 s). A node that
+/// is down runs it when it is back, but `migrate` fails and records
+/// nothing: run it again once every node is up.
+pub const CLUSTER_DDL_TIMEOUT_SECS: u64 = 60;
+/// How long `migrate` waits for this node's copy of `schema_migrations` to
+/// catch up before reading it (a stale read only repeats idempotent work).
+const SYNC_REPLICA_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// ClickHouse's "database doesn't exist".
+const UNKNOWN_DATABASE: u32 = 81;
+/// ClickHouse's "table doesn't exist".
+const UNKNOWN_TABLE: u32 = 60;
+
+/// [`migrate_unless_stopped`] on `target`: one server or a cluster.
+pub fn migrate_to(
+    client: &Client,
+    db: &str,
+    target: Target<'_>,
+    stop: &dyn Fn() -> bool,
+) -> Result<MigrateReport, Error> {
+    match target {
+        Target::Single => migrate_unless_stopped(client, db, stop),
+        Target::Cluster { name, lease } => migrate_cluster(client, db, name, lease, stop),
+    }
+}
+
+fn migrate_cluster(
+    client: &Client,
+    db: &str,
+    name: &str,
+    lease_client: &Client,
+    stop: &dyn Fn() -> bool,
+) -> Result<MigrateReport, Error> {
+    let client = &client.with_timeout(MIGRATION_STATEMENT_TIMEOUT);
+    let server = client.version()?;
+    let all: Vec<u32> = MIGRATIONS.iter().map(|m| m.version).collect();
+    let pending = |done: &[u32]| all.iter().any(|v| !done.contains(v));
+    refuse_single_server(client, db, name)?;
+    // Nothing to do: no distributed DDL at all (a node may be down).
+    match done_migrations(client, db) {
+        Ok(done) if !pending(&done) => {
+            return Ok(MigrateReport {
+                server,
+                applied: Vec::new(),
+                already: all,
+            })
+        }
+        Ok(_) => {}
+        Err(Error::Server {
+            code: Some(UNKNOWN_DATABASE | UNKNOWN_TABLE),
+            ..
+        }) => {}
+        Err(e) => return Err(e),
+    }
+    let timeout = CLUSTER_DDL_TIMEOUT_SECS.to_string();
+    let ddl = |sql: &str| {
+        client
+            .query_with_settings(sql, &[("distributed_ddl_task_timeout", timeout.as_str())])
+            .map(drop)
+    };
+    ddl(&format!(
+        "CREATE DATABASE IF NOT EXISTS {db} ON CLUSTER {name}"
+    ))?;
+    ddl(&cluster::migrations_table_ddl(db, name))?;
+    let mut report = MigrateReport {
+        server,
+        applied: Vec::new(),
+        already: Vec::new(),
+    };
+    lease::with_lease(lease_client, db, stop, || {
+        // Another migrator may have just finished, on another node.
+        if let Err(e) = client
+            .with_timeout(SYNC_REPLICA_TIMEOUT)
+            .execute(&format!("SYSTEM SYNC REPLICA {db}.schema_migrations"))
+        {
+            tracing::warn!(error = %e, "schema_migrations did not catch up; reading it as it is");
+        }
+        let done = done_migrations(client, db)?;
+        let record = |versions: &[&Migration]| -> Result<(), Error> {
+            let rows: Vec<String> = versions
+                .iter()
+                .map(|m| format!("({}, '{}', now())", m.version, m.name))
+                .collect();
+            client.execute(&format!(
+                "INSERT INTO {db}.schema_migrations (version, name, applied_at) VALUES {}",
+                rows.join(", ")
+            ))
+        };
+        let base: Vec<&Migration> = MIGRATIONS
+            .iter()
+            .filter(|m| m.version <= cluster::CLUSTER_BASE_VERSION)
+            .collect();
+        if base.iter().any(|m| !done.contains(&m.version)) {
+            for stmt in cluster::base_ddl(db, server, name) {
+                ddl(&stmt)?;
+            }
+            let missing: Vec<&Migration> = base
+                .iter()
+                .copied()
+                .filter(|m| !done.contains(&m.version))
+                .collect();
+            record(&missing)?;
+            report.applied.extend(missing.iter().map(|m| m.version));
+            info!(version = cluster::CLUSTER_BASE_VERSION, cluster = name, %server, "cluster schema created");
+        } else {
+            report.already.extend(base.iter().map(|m| m.version));
+        }
+        for m in MIGRATIONS
+            .iter()
+            .filter(|m| m.version > cluster::CLUSTER_BASE_VERSION)
+        {
+            if done.contains(&m.version) {
+                report.already.push(m.version);
+                continue;
+            }
+            let statements = m.on_cluster.ok_or_else(|| {
+                Error::Protocol(format!(
+                    "migration {} ({}) has no cluster statements",
+                    m.version, m.name
+                ))
+            })?;
+            for stmt in statements(db, server, name) {
+                ddl(&stmt)?;
+            }
+            record(&[m])?;
+            info!(version = m.version, name = m.name, cluster = name, %server, "migration applied");
+            report.applied.push(m.version);
+        }
+        Ok(())
+    })?;
+    Ok(report)
+}
+
+/// [`migrate_to`] the configured ClickHouse: `client`'s server, or
+/// `config.cluster` with the lease on its first listed replica.
+pub fn migrate_configured(
+    client: &Client,
+    config: &engine_core::config::ClickhouseConfig,
+    stop: &dyn Fn() -> bool,
+) -> Result<MigrateReport, Error> {
+    let db = &config.database;
+    let Some(first) = config.shards.first().and_then(|s| s.replicas.first()) else {
+        return migrate_unless_stopped(client, db, stop);
+    };
+    if !config.is_cluster() {
+        return migrate_unless_stopped(client, db, stop);
+    }
+    let lease = Client::for_node(config, first.as_str(), lease::HEARTBEAT * 2);
+    migrate_to(
+        client,
+        db,
+        Target::Cluster {
+            name: &config.cluster,
+            lease: &lease,
+        },
+        stop,
+    )
+}
+
+/// Refuses a database this node holds as a single server's (an `events`
+/// that is not `Distributed`): it is not turned into a cluster's in place.
+fn refuse_single_server(client: &Client, db: &str, cluster: &str) -> Result<(), Error> {
+    let engine = client.query(&format!(
+        "SELECT engine FROM system.tables WHERE database = {} AND name = 'events' FORMAT TabSeparated",
+        crate::receipts::quote(db)
+    ))?;
+    let engine = engine.trim();
+    if engine.is_empty() || engine == "Distributed" {
+        return Ok(());
+    }
+    Err(Error::SingleServerSchema {
+        db: db.to_string(),
+        cluster: cluster.to_string(),
+        engine: engine_text::shown(engine, 40).into_owned(),
+    })
 }
 
 fn run_pending(

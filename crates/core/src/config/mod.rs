@@ -26,7 +26,7 @@ mod tls;
 mod types;
 
 pub use admin::{AdminConfig, AdminToken};
-pub use clickhouse::ClickhouseConfig;
+pub use clickhouse::{ClickhouseConfig, ShardConfig, MAX_CLUSTER_SHARDS, MAX_SHARD_REPLICAS};
 pub use clients::ClientsConfig;
 pub use edge::{HttpConfig, IoDriver};
 pub use limits::{LimitsConfig, RateLimitsConfig};
@@ -415,6 +415,70 @@ mod tests {
             a.changed_keys(&b),
             vec!["log.level", "port", "rate_limits.free_eps"]
         );
+    }
+
+    #[test]
+    fn a_cluster_lists_its_shards_and_only_with_its_name() {
+        let file = "[clickhouse]\nurl = \"http://127.0.0.1:47211\"\ncluster = \"acc\"\n\
+                    [[clickhouse.shards]]\nreplicas = [\"http://127.0.0.1:47211\", \"http://127.0.0.1:47212\"]\n\
+                    [[clickhouse.shards]]\nreplicas = [\"http://127.0.0.1:47213\"]\n";
+        let c = Config::load(Some(file), []).unwrap();
+        assert!(c.clickhouse.is_cluster());
+        assert_eq!(c.clickhouse.shards.len(), 2);
+        assert_eq!(
+            c.clickhouse.shards[0].replicas[1].as_str(),
+            "http://127.0.0.1:47212"
+        );
+        // The same from the environment, as inline TOML.
+        let c = Config::load(
+            None,
+            [
+                ("INGESTION_CLICKHOUSE__CLUSTER", "acc"),
+                (
+                    "INGESTION_CLICKHOUSE__SHARDS",
+                    "[{ replicas = [\"http://a:8123\", \"http://b:8123\"] }]",
+                ),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.clickhouse.shards[0].replicas.len(), 2);
+        for (file, key, says) in [
+            (
+                "[[clickhouse.shards]]\nreplicas = [\"http://a:1\"]\n",
+                "clickhouse.shards",
+                "without clickhouse.cluster",
+            ),
+            ("[clickhouse]\ncluster = \"acc\"\n", "clickhouse.shards", "must list"),
+            (
+                "[clickhouse]\ncluster = \"a c\"\n[[clickhouse.shards]]\nreplicas = [\"http://a:1\"]\n",
+                "clickhouse.cluster",
+                "letters",
+            ),
+            (
+                "[clickhouse]\ncluster = \"acc\"\n[[clickhouse.shards]]\nreplicas = []\n",
+                "clickhouse.shards[0].replicas",
+                "at least one",
+            ),
+            (
+                "[clickhouse]\ncluster = \"acc\"\n[[clickhouse.shards]]\nreplicas = [\"http://a:1\"]\n\
+                 [[clickhouse.shards]]\nreplicas = [\"http://a:1\"]\n",
+                "clickhouse.shards[1].replicas",
+                "listed twice",
+            ),
+            (
+                "[clickhouse]\ncluster = \"acc\"\n[[clickhouse.shards]]\nreplicas = [\"a:1\"]\n",
+                "clickhouse.shards",
+                "http://",
+            ),
+            (
+                "[clickhouse]\ncluster = \"acc\"\n[[clickhouse.shards]]\nreplica = [\"http://a:1\"]\n",
+                "replica",
+                "unknown",
+            ),
+        ] {
+            let err = Config::load(Some(file), []).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(says), "{file}: {err}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use clickhouse_client::schema::migrate_unless_stopped;
+use clickhouse_client::schema::migrate_configured;
 use clickhouse_client::Client;
 use engine_core::config::Config;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -135,8 +135,14 @@ fn retention_loop(cfg: &Config, stop: &AtomicBool, metrics: &SinkMetrics) {
             thread::park_timeout(deadline - Instant::now());
         }
         m.retention_runs.fetch_add(1, Ordering::Relaxed);
-        let run = crate::retention::today(&ch)
-            .and_then(|today| crate::retention::run_once(&ch, &cfg.clickhouse.database, today));
+        let run = crate::retention::today(&ch).and_then(|today| {
+            crate::retention::run_once_on(
+                &ch,
+                &cfg.clickhouse.database,
+                cfg.clickhouse.cluster_name(),
+                today,
+            )
+        });
         match run {
             Ok(r) => {
                 m.retention_partitions_dropped
@@ -245,7 +251,7 @@ fn run(cfg: &Config, stop: &AtomicBool, metrics: Arc<SinkMetrics>) -> Result<(),
             let sink = &*metrics;
             let r = if k.migrate_on_start {
                 sink.migrating.store(true, Ordering::Release);
-                let r = migrate_unless_stopped(&ch, db, &|| stop.load(Ordering::SeqCst))
+                let r = migrate_configured(&ch, &cfg.clickhouse, &|| stop.load(Ordering::SeqCst))
                     .map(|r| r.server);
                 sink.migrating.store(false, Ordering::Release);
                 r

@@ -1,0 +1,251 @@
+//! Cluster mode against a real ClickHouse cluster: ZooKeeper and 2 shards ×
+//! 2 replicas of clickhouse-server 18.16 on loopback (`common::cluster`).
+//!
+//! - The engine checks `[[clickhouse.shards]]` against the cluster
+//!   (`check-config` prints the topology) and refuses a listing that
+//!   disagrees with it, naming the difference.
+//! - `migrate` creates the schema `ON CLUSTER` from empty, idempotently:
+//!   replicated local tables per shard, `Distributed` tables under the names
+//!   every reader uses, the tenant registry on every node; and refuses a
+//!   single server's database rather than reshape it.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+use common::cluster::{Cluster, CLUSTER};
+use common::*;
+
+/// `ingestion-engine ARGS` on `config` (a file written into `dir`).
+fn engine(dir: &Path, config: &str, args: &[&str]) -> Output {
+    let path = dir.join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    engine_command(&path, "127.0.0.1:1", free_port())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn refused(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "it succeeded: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The engine of every table `name` on `node`.
+fn engine_of(node: &ClickHouse, name: &str) -> String {
+    node.query(&format!(
+        "SELECT engine FROM system.tables WHERE database = 'overwatch' AND name = '{name}'"
+    ))
+}
+
+#[test]
+fn migrate_creates_the_schema_on_every_node_once_and_readers_keep_their_names() {
+    let cluster = Cluster::start(2, 2);
+    let dir = scratch_dir("cluster-migrate");
+    let config = cluster.config_section();
+    // The topology, as check-config shows it.
+    let shown = ok(&engine(&dir, &config, &["check-config"]));
+    assert!(
+        shown.contains(&format!("# cluster {CLUSTER}: 2 shards in system.clusters")),
+        "{shown}"
+    );
+    assert!(!shown.contains("DISAGREES"), "{shown}");
+    for (s, r, node) in cluster.each() {
+        let line = format!(
+            "#     {}: shard_num [{}], {{shard}} {:02}, {{replica}} r{}",
+            node.url(),
+            s + 1,
+            s + 1,
+            r + 1
+        );
+        assert!(shown.contains(&line), "{line} in {shown}");
+    }
+    let first = ok(&engine(&dir, &config, &["migrate"]));
+    assert!(
+        first.contains("applied now: [1, 2, 3, 4, 5, 6, 7, 8, 9]"),
+        "{first}"
+    );
+    let again = ok(&engine(&dir, &config, &["migrate"]));
+    assert!(again.contains("applied now: []"), "{again}");
+    for (_, _, node) in cluster.each() {
+        assert_eq!(engine_of(node, "events_local"), "ReplicatedMergeTree");
+        assert_eq!(
+            engine_of(node, "sessions_local"),
+            "ReplicatedSummingMergeTree"
+        );
+        assert_eq!(engine_of(node, "events"), "Distributed");
+        assert_eq!(engine_of(node, "sessions"), "Distributed");
+        assert_eq!(engine_of(node, "pageviews_hourly"), "Distributed");
+        assert_eq!(engine_of(node, "tenants"), "ReplicatedReplacingMergeTree");
+        assert_eq!(engine_of(node, "schema_migrations"), "ReplicatedMergeTree");
+        assert_eq!(
+            node.query("SELECT count(DISTINCT version) FROM overwatch.schema_migrations"),
+            "9"
+        );
+        let window = node.query(
+            "SELECT create_table_query FROM system.tables WHERE database = 'overwatch' AND name = 'events_local'",
+        );
+        assert!(
+            window.contains("replicated_deduplication_window = 20000"),
+            "{window}"
+        );
+    }
+    // A tenant created through one node is in the registry of every node.
+    let created = ok(&engine(
+        &dir,
+        &config,
+        &["tenant", "create", "--name", "acme", "--tier", "paid"],
+    ));
+    assert!(created.contains("tenant"), "{created}");
+    for (_, _, node) in cluster.each() {
+        wait_for(
+            "the tenant on every node",
+            std::time::Duration::from_secs(30),
+            || node.query("SELECT count() FROM overwatch.tenants WHERE name = 'acme'") == "1",
+        );
+    }
+    // Rows written into one shard's local table: on both its replicas, in
+    // its roll-ups through the views, and read through the Distributed
+    // names from a node of the other shard.
+    let rows = |shard: usize, n: u32| {
+        cluster
+            .node(shard, 0)
+            .client()
+            .execute(&format!(
+                "INSERT INTO overwatch.events_local (tenant_id, event_id, session_id, event_type, event_time, \
+                 retention_days, path, broker_partition, broker_offset) \
+                 SELECT toUUID('00000000-0000-0000-0000-000000000000'), generateUUIDv4(), \
+                 toUUID('{:08x}-0000-4000-8000-000000000000'), 'pageview', now(), 90, \
+                 concat('/p', toString(number)), {shard}, number FROM system.numbers LIMIT {n}",
+                shard + 1
+            ))
+            .unwrap();
+    };
+    rows(0, 3);
+    rows(1, 5);
+    for (s, _, node) in cluster.each() {
+        let want = if s == 0 { "3" } else { "5" };
+        wait_for(
+            "replication within the shard",
+            std::time::Duration::from_secs(30),
+            || {
+                node.query("SELECT count() FROM overwatch.events_local") == want
+                    && node.query("SELECT sum(pageviews) FROM overwatch.sessions_local") == want
+            },
+        );
+    }
+    let reader = cluster.node(1, 1);
+    assert_eq!(reader.query("SELECT count() FROM overwatch.events"), "8");
+    assert_eq!(
+        reader.query("SELECT sum(pageviews) FROM overwatch.sessions"),
+        "8"
+    );
+    assert_eq!(
+        reader.query("SELECT count() FROM overwatch.pageviews_hourly"),
+        "8"
+    );
+    // An INSERT through a Distributed name is refused, not spread at random.
+    let spread = reader.client().execute(
+        "INSERT INTO overwatch.events (tenant_id, event_time) VALUES (generateUUIDv4(), now())",
+    );
+    assert!(spread.is_err(), "{spread:?}");
+}
+
+#[test]
+fn a_listing_that_disagrees_with_the_cluster_is_refused_naming_the_difference() {
+    let cluster = Cluster::start(2, 2);
+    let dir = scratch_dir("cluster-listing");
+    let url = |s: usize, r: usize| cluster.node(s, r).url();
+    let section = |shards: &[&[String]]| {
+        let mut out = format!(
+            "[clickhouse]\nurl = \"{}\"\ncluster = \"{CLUSTER}\"\n",
+            url(0, 0)
+        );
+        for s in shards {
+            let list: Vec<String> = s.iter().map(|u| format!("\"{u}\"")).collect();
+            out.push_str(&format!(
+                "[[clickhouse.shards]]\nreplicas = [{}]\n",
+                list.join(", ")
+            ));
+        }
+        out
+    };
+    let cases = [
+        (
+            section(&[&[url(1, 0), url(1, 1)], &[url(0, 0), url(0, 1)]]),
+            "is shard 2 of `acc` (system.clusters, is_local), listed as shard 1",
+        ),
+        (
+            section(&[&[url(0, 0), url(0, 1), url(1, 0), url(1, 1)]]),
+            "clickhouse.shards lists 1 shards; cluster `acc` has 2",
+        ),
+        (
+            section(&[&[url(0, 0)], &[url(1, 0), url(1, 1)]]),
+            "clickhouse.shards[0] lists 1 replicas; shard 1 of `acc` has 2",
+        ),
+        (
+            section(&[&[url(0, 0), url(0, 1)], &[url(1, 0), url(1, 1)]])
+                .replace(&format!("cluster = \"{CLUSTER}\""), "cluster = \"nosuch\""),
+            "cluster `nosuch` is not in system.clusters",
+        ),
+    ];
+    for (config, says) in &cases {
+        let shown = engine(&dir, config, &["check-config"]);
+        let err = refused(&shown);
+        assert!(err.contains(says), "{says}: {err}");
+        assert!(
+            String::from_utf8_lossy(&shown.stdout).contains("# DISAGREES:")
+                || says.contains("nosuch"),
+            "{}",
+            String::from_utf8_lossy(&shown.stdout)
+        );
+        let err = refused(&engine(&dir, config, &["migrate"]));
+        assert!(err.contains(says), "migrate: {says}: {err}");
+        // serve refuses to start on it, whatever its roles.
+        let err = refused(&engine(&dir, config, &["serve"]));
+        assert!(err.contains(says), "serve: {says}: {err}");
+    }
+    // Nothing was created on a cluster it refused.
+    assert_eq!(
+        cluster
+            .node(0, 0)
+            .query("SELECT count() FROM system.databases WHERE name = 'overwatch'"),
+        "0"
+    );
+}
+
+#[test]
+fn a_single_servers_database_on_a_cluster_node_is_refused_not_reshaped() {
+    let cluster = Cluster::start(2, 1);
+    let dir = scratch_dir("cluster-single");
+    // The node was a single server once: its database has every migration.
+    clickhouse_client::schema::migrate(&cluster.node(0, 0).client(), "overwatch").unwrap();
+    let err = refused(&engine(&dir, &cluster.config_section(), &["migrate"]));
+    assert!(
+        err.contains("is a single server's (`events` is MergeTree)")
+            && err.contains("Moving to a cluster"),
+        "{err}"
+    );
+    assert_eq!(engine_of(cluster.node(0, 0), "events"), "MergeTree");
+    assert_eq!(
+        cluster
+            .node(1, 0)
+            .query("SELECT count() FROM system.databases WHERE name = 'overwatch'"),
+        "0"
+    );
+}

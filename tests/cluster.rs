@@ -249,3 +249,51 @@ fn a_single_servers_database_on_a_cluster_node_is_refused_not_reshaped() {
         "0"
     );
 }
+
+#[test]
+fn retention_drops_expired_partitions_on_every_replica_of_every_shard() {
+    let cluster = Cluster::start(2, 2);
+    let dir = scratch_dir("cluster-retention");
+    let config = cluster.config_section();
+    ok(&engine(&dir, &config, &["migrate"]));
+    // Per shard: pageviews of a free tenant (1 day) from 5 days ago, and of
+    // an enterprise tenant from the same day, kept.
+    for shard in 0..2 {
+        for (retention, n) in [(1, 4), (3650, 2)] {
+            cluster
+                .node(shard, 0)
+                .client()
+                .execute(&format!(
+                    "INSERT INTO overwatch.events_local (tenant_id, event_id, session_id, event_type, event_time, \
+                     retention_days, path) SELECT generateUUIDv4(), generateUUIDv4(), generateUUIDv4(), 'pageview', \
+                     now() - 5 * 86400, {retention}, '/old' FROM system.numbers LIMIT {n}"
+                ))
+                .unwrap();
+        }
+    }
+    for (_, _, node) in cluster.each() {
+        wait_for("replication", std::time::Duration::from_secs(30), || {
+            node.query("SELECT count() FROM overwatch.events_local") == "6"
+        });
+    }
+    let out = ok(&engine(&dir, &config, &["retention"]));
+    // events, sessions and pageviews_hourly: one expired partition each.
+    assert!(out.contains("dropped 3 partitions"), "{out}");
+    for (s, r, node) in cluster.each() {
+        wait_for(
+            "the drop on every replica",
+            std::time::Duration::from_secs(30),
+            || {
+                node.query("SELECT count() FROM overwatch.events_local") == "2"
+                    && node.query("SELECT sum(pageviews) FROM overwatch.sessions_local") == "2"
+                    && node.query("SELECT sum(pageviews) FROM overwatch.pageviews_hourly_local")
+                        == "2"
+            },
+        );
+        assert_eq!(
+            node.query("SELECT DISTINCT retention_days FROM overwatch.events_local"),
+            "3650",
+            "shard {s} replica {r}"
+        );
+    }
+}

@@ -16,6 +16,7 @@ use std::process::Output;
 
 use common::cluster::{Cluster, CLUSTER};
 use common::*;
+use sonic_rs::JsonContainerTrait;
 
 /// `ingestion-engine ARGS` on `config` (a file written into `dir`).
 fn engine(dir: &Path, config: &str, args: &[&str]) -> Output {
@@ -296,4 +297,140 @@ fn retention_drops_expired_partitions_on_every_replica_of_every_shard() {
             "shard {s} replica {r}"
         );
     }
+}
+
+/// Pageviews and clicks of `sessions` sessions of the development tenant
+/// over the last day, as `INSERT` values per shard of `shards` (a session's
+/// rows on one shard, as the sink puts a broker partition's).
+fn traffic(sessions: u32, shards: usize, now: i64) -> Vec<Vec<String>> {
+    let paths = ["/", "/blog/a", "/blog/b", "/pricing"];
+    let referrers = [
+        "",
+        "https://www.google.com/search",
+        "https://news.example/x",
+    ];
+    let mut out = vec![Vec::new(); shards];
+    for s in 0..sessions {
+        let session =
+            uuid::Uuid::from_u128(0x5e55_0000_0000_4000_8000_0000_0000_0000 | u128::from(s));
+        let start = now - 3600 - i64::from(s) * 1300;
+        let user = if s % 3 == 0 {
+            format!("user-{}", s / 6)
+        } else {
+            String::new()
+        };
+        for p in 0..=(s % 4) {
+            let path = paths[((s + p) % 4) as usize];
+            for (ty, selector) in [("pageview", ""), ("click", "button.buy")] {
+                if ty == "click" && p % 2 == 1 {
+                    continue;
+                }
+                out[s as usize % shards].push(format!(
+                    "(toUUID('{DEV_TENANT}'), toUUID('{}'), toUUID('{session}'), '{ty}', toDateTime({}), 90, '{path}', \
+                     '{user}', '{}', 'https://shop.example{path}', '{selector}', 'Chrome', 'Linux', 'Desktop')",
+                    uuid::Uuid::new_v4(),
+                    start + i64::from(p) * 40,
+                    referrers[(s % 3) as usize],
+                ))
+            }
+        }
+    }
+    out
+}
+
+fn insert_traffic(client: &clickhouse_client::Client, table: &str, rows: &[String]) {
+    client
+        .execute(&format!(
+            "INSERT INTO overwatch.{table} (tenant_id, event_id, session_id, event_type, event_time, retention_days, \
+             path, user_id, referrer, url, selector, browser, os, device) VALUES {}",
+            rows.join(", ")
+        ))
+        .unwrap();
+}
+
+#[test]
+fn the_query_api_answers_on_a_cluster_as_on_one_server() {
+    let cluster = Cluster::start(2, 1);
+    let single = ClickHouse::start();
+    clickhouse_client::schema::migrate(&single.client(), "overwatch").unwrap();
+    let dir = scratch_dir("cluster-query");
+    let section = cluster.config_section();
+    ok(&engine(&dir, &section, &["migrate"]));
+    let now: i64 = single
+        .query("SELECT toUnixTimestamp(now())")
+        .parse()
+        .unwrap();
+    let shards = traffic(90, 2, now);
+    for (i, rows) in shards.iter().enumerate() {
+        insert_traffic(&single.client(), "events", rows);
+        insert_traffic(&cluster.node(i, 0).client(), "events_local", rows);
+    }
+    let broker = Broker::start();
+    let one = Engine::start_on(&broker, &single, "ingest");
+    let many = Engine::start_with(
+        &broker,
+        &format!("{section}\n{TEST_CONFIG}"),
+        &[("INGESTION_ROLES", "ingest")],
+    );
+    let days = single.query("SELECT concat(toString(today() - 3), '\t', toString(today() + 1))");
+    let (from, to) = days.split_once('\t').unwrap();
+    let whole = format!(r#""date_range":["{from}","{to}"]"#);
+    let ragged = r#""date_range":"7d""#.to_string();
+    let mut asked = 0;
+    for range in [&whole, &ragged] {
+        for (metrics, more) in [
+            (
+                r#""visitors","visits","pageviews","bounce_rate","visit_duration""#,
+                "",
+            ),
+            (r#""visitors","visits""#, r#","dimensions":["time:day"]"#),
+            (
+                r#""pageviews","visitors""#,
+                r#","dimensions":["event:page"],"filters":[["is","event:type",["pageview"]]]"#,
+            ),
+            (
+                r#""visits","bounce_rate""#,
+                r#","dimensions":["visit:entry_page"]"#,
+            ),
+            (r#""visitors""#, r#","dimensions":["visit:referrer"]"#),
+            // Sessions with an event on a page: the events filter inside a
+            // sessions query, each shard against its own events.
+            (
+                r#""visits","visitors""#,
+                r#","filters":[["contains","event:page",["/blog"]]]"#,
+            ),
+            (r#""events""#, r#","dimensions":["event:type"]"#),
+            (r#""clicks""#, r#","dimensions":["event:selector"]"#),
+        ] {
+            let body = format!(r#"{{"metrics":[{metrics}],{range}{more}}}"#);
+            let answer = |port: u16| {
+                let r = call(
+                    "POST",
+                    port,
+                    "/api/v1/query",
+                    &[
+                        ("Authorization", DEV_AUTH),
+                        ("Content-Type", "application/json"),
+                    ],
+                    Some(body.as_bytes()),
+                );
+                assert_eq!(r.status, 200, "{body}: {}", r.body);
+                let mut rows: Vec<String> = r.json()["results"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|row| sonic_rs::to_string(row).unwrap())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                rows.sort();
+                rows
+            };
+            let (a, b) = (answer(one.port), answer(many.port));
+            assert!(!a.is_empty(), "{body}: no rows");
+            assert_eq!(a, b, "{body}");
+            asked += 1;
+        }
+    }
+    println!("cluster-query | {asked} query API answers on a 2-shard cluster equal one server's");
 }

@@ -159,6 +159,16 @@ fn retention_loop(cfg: &Config, stop: &AtomicBool, metrics: &SinkMetrics) {
 /// Starts the sink (and its retention job) on their own threads; it reports
 /// into [`SinkHandle::metrics`].
 pub fn start(config: Config) -> Result<SinkHandle, Error> {
+    if config.clickhouse.is_cluster() {
+        // Its insert protocol per shard (fencing on every replica, failover,
+        // caught-up reads) is not in yet: refused, rather than left retrying
+        // inserts a multi-shard `Distributed` table refuses.
+        return Err(Error::Refused(format!(
+            "the sink does not write to a ClickHouse cluster yet (clickhouse.cluster = {:?}); \
+             run the edge, migrate and the query API on it, and sinks on a single server",
+            config.clickhouse.cluster
+        )));
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
     let metrics = Arc::new(SinkMetrics::default());

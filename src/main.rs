@@ -7,6 +7,7 @@
 
 mod config_file;
 mod dump;
+mod registry;
 mod reload;
 mod serve;
 mod status;
@@ -78,6 +79,9 @@ enum Command {
     },
     /// Create or upgrade the ClickHouse schema (database, tables, views), then exit.
     Migrate,
+    /// List the fleet: every engine process's newest heartbeat in the node
+    /// registry (roles, version, address, live or gone).
+    Nodes,
     /// Print every event in the topic as one JSON line, then exit.
     Dump {
         /// Keep tailing the topic instead of exiting at its end.
@@ -317,6 +321,7 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Command::Nodes => registry::list(&tool_config(cli.config.as_deref())?),
         Command::Dump { follow } => dump::run(&tool_config(cli.config.as_deref())?, follow),
     }
 }

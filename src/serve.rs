@@ -239,6 +239,7 @@ pub fn serve(mut config: Config, source: Source, log: LogHandle) -> Result<()> {
             .collect()
     };
     let admin = config.admin.clone();
+    let running_config = config.clone();
     let edge = if ingest {
         let edge = start_edge(config.clone(), tenants, registry, sink_health())?;
         if admin.separate() {
@@ -268,6 +269,7 @@ pub fn serve(mut config: Config, source: Source, log: LogHandle) -> Result<()> {
         None
     };
     spawn_watchdog(edge.as_ref().map(|e| e.state.clone()))?;
+    crate::registry::spawn(&running_config)?;
     info!("ingestion-engine running");
     notify(&[NotifyState::Ready, NotifyState::Status("running")]);
 

@@ -78,7 +78,7 @@ fn migrate_creates_the_schema_on_every_node_once_and_readers_keep_their_names() 
     }
     let first = ok(&engine(&dir, &config, &["migrate"]));
     assert!(
-        first.contains("applied now: [1, 2, 3, 4, 5, 6, 7, 8, 9]"),
+        first.contains("applied now: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]"),
         "{first}"
     );
     let again = ok(&engine(&dir, &config, &["migrate"]));
@@ -96,7 +96,7 @@ fn migrate_creates_the_schema_on_every_node_once_and_readers_keep_their_names() 
         assert_eq!(engine_of(node, "schema_migrations"), "ReplicatedMergeTree");
         assert_eq!(
             node.query("SELECT count(DISTINCT version) FROM overwatch.schema_migrations"),
-            "9"
+            "10"
         );
         let window = node.query(
             "SELECT create_table_query FROM system.tables WHERE database = 'overwatch' AND name = 'events_local'",
@@ -372,7 +372,7 @@ fn the_query_api_answers_on_a_cluster_as_on_one_server() {
         &format!("{section}\n{TEST_CONFIG}"),
         &[("INGESTION_ROLES", "ingest")],
     );
-    let days = single.query("SELECT concat(toString(today() - 3), '\t', toString(today() + 1))");
+    let days = single.query("SELECT toString(today() - 3), toString(today() + 1)");
     let (from, to) = days.split_once('\t').unwrap();
     let whole = format!(r#""date_range":["{from}","{to}"]"#);
     let ragged = r#""date_range":"7d""#.to_string();
@@ -419,7 +419,13 @@ fn the_query_api_answers_on_a_cluster_as_on_one_server() {
                     .as_array()
                     .map(|a| {
                         a.iter()
-                            .map(|row| sonic_rs::to_string(row).unwrap())
+                            .map(|row| {
+                                format!(
+                                    "{} {}",
+                                    sonic_rs::to_string(&row["dimensions"]).unwrap(),
+                                    sonic_rs::to_string(&row["metrics"]).unwrap()
+                                )
+                            })
                             .collect()
                     })
                     .unwrap_or_default();
@@ -433,4 +439,56 @@ fn the_query_api_answers_on_a_cluster_as_on_one_server() {
         }
     }
     println!("cluster-query | {asked} query API answers on a 2-shard cluster equal one server's");
+}
+
+#[test]
+fn every_engine_process_heartbeats_into_the_node_registry_of_every_node() {
+    let cluster = Cluster::start(2, 1);
+    let dir = scratch_dir("cluster-nodes");
+    let section = cluster.config_section();
+    ok(&engine(&dir, &section, &["migrate"]));
+    let broker = Broker::start();
+    // The configuration with `clickhouse.url` on shard `s`'s node.
+    let via = |s: usize| {
+        section.replacen(
+            &format!("url = \"{}\"", cluster.url()),
+            &format!("url = \"{}\"", cluster.node(s, 0).url()),
+            1,
+        )
+    };
+    // Two edges, each reading the cluster through another node.
+    let edges: Vec<Engine> = (0..2)
+        .map(|s| {
+            let config = via(s);
+            Engine::start_with(
+                &broker,
+                &format!("{config}\n{TEST_CONFIG}"),
+                &[("INGESTION_ROLES", "ingest")],
+            )
+        })
+        .collect();
+    let listed = |node: usize| ok(&engine(&dir, &via(node), &["nodes"]));
+    wait_for(
+        "both edges in the registry",
+        std::time::Duration::from_secs(30),
+        || {
+            let out = listed(1);
+            edges.iter().all(|e| {
+                out.lines()
+                    .any(|l| l.contains(&format!("127.0.0.1:{}", e.port)) && l.contains(" live"))
+            })
+        },
+    );
+    let out = listed(0);
+    for e in &edges {
+        let line = out
+            .lines()
+            .find(|l| l.contains(&format!("127.0.0.1:{}", e.port)))
+            .unwrap_or_else(|| panic!("{out}"));
+        assert!(
+            line.contains("ingest ") && line.contains(env!("CARGO_PKG_VERSION")),
+            "{line}"
+        );
+    }
+    println!("nodes | {}", out.lines().count() - 1);
 }

@@ -143,6 +143,20 @@ impl Cluster {
                 scope.spawn(move || node.start_again());
             }
         });
+        // Each node's ZooKeeper session up before any test asks for
+        // distributed DDL: 18.16 crashes on one that arrives first (a null
+        // ZooKeeper client in `createImpl`).
+        for node in nodes.iter().flatten() {
+            wait_for(
+                "the node's ZooKeeper session",
+                Duration::from_secs(60),
+                || {
+                    node.client()
+                    .query("SELECT count() FROM system.zookeeper WHERE path = '/' FORMAT TabSeparated")
+                    .is_ok()
+                },
+            );
+        }
         Cluster { nodes, zookeeper }
     }
 

@@ -18,6 +18,7 @@
 pub mod cluster;
 pub mod native;
 pub mod native_decode;
+pub mod nodes;
 pub mod receipts;
 pub mod rowbinary;
 pub mod schema;

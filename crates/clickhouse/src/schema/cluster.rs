@@ -6,7 +6,7 @@
 //! | `events_local`, `sessions_local`, `pageviews_hourly_local` | the shard's rows | per shard (`/clickhouse/tables/{shard}/…`, replica `{replica}`) |
 //! | `events`, `sessions`, `pageviews_hourly` | `Distributed` over the local tables of every shard | — |
 //! | `sessions_mv`, `pageviews_hourly_mv` | views from `events_local` into the roll-ups' local tables | — |
-//! | `tenants`, `schema_migrations`, `sink_topic_epochs` | every row | to every node (`/clickhouse/tables/all/…`, replica `{shard}-{replica}`) |
+//! | `tenants`, `schema_migrations`, `sink_topic_epochs`, `nodes` | every row | to every node (`/clickhouse/tables/all/…`, replica `{shard}-{replica}`) |
 //! | `sink_legacy_offsets` | empty (no sink wrote this database before receipts) | — |
 //!
 //! Readers (the query API, the dashboards, `ingestion-engine` tools) use
@@ -167,6 +167,18 @@ pub fn base_ddl(db: &str, server: ServerVersion, cluster: &str) -> Vec<String> {
         replicated("MergeTree", db, TOPIC_EPOCHS, false, "")
     ));
     out
+}
+
+/// Migration 10 on a cluster: the node registry ([`crate::nodes`]),
+/// replicated to every node.
+pub fn nodes_ddl(db: &str, _: ServerVersion, cluster: &str) -> Vec<String> {
+    vec![format!(
+        "CREATE TABLE IF NOT EXISTS {db}.{} ON CLUSTER {cluster} ({}) ENGINE = {} \
+         PARTITION BY toDate(seen) ORDER BY (node_id, seen)",
+        crate::nodes::TABLE,
+        crate::nodes::columns(),
+        replicated("MergeTree", db, crate::nodes::TABLE, false, "")
+    )]
 }
 
 /// `db.name` as a `Distributed` table over every shard's `name_local`.

@@ -368,6 +368,12 @@ pub const MIGRATIONS: &[Migration] = &[
         statements: topic_epochs_ddl,
         on_cluster: None,
     },
+    Migration {
+        version: 10,
+        name: "node_registry",
+        statements: |db, _| vec![crate::nodes::table_ddl(db)],
+        on_cluster: Some(cluster::nodes_ddl),
+    },
 ];
 
 /// All statements of a fresh install, for inspection and the chdb check.

@@ -136,31 +136,32 @@ pub fn run_once_on(
             report.kept += 1;
         }
     }
-    // The node registry keeps a week of heartbeats.
+    // The node registry keeps a week of heartbeats, by ClickHouse's clock
+    // (an operator's `--today` is about the events' retention, not this).
     let registry = client.query(&format!(
         "SELECT DISTINCT partition FROM {parts_of} WHERE database = '{db}' AND table = '{nodes}' AND active \
-         ORDER BY partition FORMAT TabSeparated",
-        nodes = clickhouse_client::nodes::TABLE
+         AND max_date < today() - {keep} ORDER BY partition FORMAT TabSeparated",
+        nodes = clickhouse_client::nodes::TABLE,
+        keep = clickhouse_client::nodes::KEEP_DAYS
     ))?;
     let fmt = time::macros::format_description!("[year]-[month]-[day]");
     for value in registry.lines() {
         let date = value.trim().trim_matches(|c| c == '\\' || c == '\'');
-        let Ok(day) = Date::parse(date, &fmt) else {
+        // Only a date goes into the statement.
+        if Date::parse(date, &fmt).is_err() {
             continue;
-        };
-        if expired(clickhouse_client::nodes::KEEP_DAYS - 1, day, today) {
-            let timeout = clickhouse_client::schema::CLUSTER_DDL_TIMEOUT_SECS.to_string();
-            client.query_with_settings(
-                &format!(
-                    "ALTER TABLE {db}.{}{on} DROP PARTITION '{date}'",
-                    clickhouse_client::nodes::TABLE
-                ),
-                &[("distributed_ddl_task_timeout", timeout.as_str())],
-            )?;
-            report
-                .dropped
-                .push(format!("{} '{date}'", clickhouse_client::nodes::TABLE));
         }
+        let timeout = clickhouse_client::schema::CLUSTER_DDL_TIMEOUT_SECS.to_string();
+        client.query_with_settings(
+            &format!(
+                "ALTER TABLE {db}.{}{on} DROP PARTITION '{date}'",
+                clickhouse_client::nodes::TABLE
+            ),
+            &[("distributed_ddl_task_timeout", timeout.as_str())],
+        )?;
+        report
+            .dropped
+            .push(format!("{} '{date}'", clickhouse_client::nodes::TABLE));
     }
     info!(dropped = report.dropped.len(), kept = report.kept, %today, "retention run");
     Ok(report)

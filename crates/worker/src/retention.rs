@@ -139,16 +139,23 @@ pub fn run_once_on(
     // The node registry keeps a week of heartbeats, by ClickHouse's clock
     // (an operator's `--today` is about the events' retention, not this).
     let registry = client.query(&format!(
-        "SELECT DISTINCT partition FROM {parts_of} WHERE database = '{db}' AND table = '{nodes}' AND active \
-         AND max_date < today() - {keep} ORDER BY partition FORMAT TabSeparated",
+        "SELECT DISTINCT partition, toString(today()) FROM {parts_of} WHERE database = '{db}' \
+         AND table = '{nodes}' AND active ORDER BY partition FORMAT TabSeparated",
         nodes = clickhouse_client::nodes::TABLE,
-        keep = clickhouse_client::nodes::KEEP_DAYS
     ))?;
     let fmt = time::macros::format_description!("[year]-[month]-[day]");
-    for value in registry.lines() {
+    for line in registry.lines() {
+        let Some((value, server_today)) = line.split_once('\t') else {
+            continue;
+        };
         let date = value.trim().trim_matches(|c| c == '\\' || c == '\'');
         // Only a date goes into the statement.
-        if Date::parse(date, &fmt).is_err() {
+        let (Ok(day), Ok(server_today)) =
+            (Date::parse(date, &fmt), Date::parse(server_today, &fmt))
+        else {
+            continue;
+        };
+        if !expired(clickhouse_client::nodes::KEEP_DAYS - 1, day, server_today) {
             continue;
         }
         let timeout = clickhouse_client::schema::CLUSTER_DDL_TIMEOUT_SECS.to_string();

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use super::{free_port, scratch_dir, wait_for, ClickHouse};
+use super::{free_port, scratch_dir, start_service, wait_for, ClickHouse};
 
 /// The cluster's name in `<remote_servers>`.
 pub const CLUSTER: &str = "acc";
@@ -32,25 +32,8 @@ impl ZooKeeper {
     }
 
     fn spawn(&mut self) {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let script = format!(
-            "source '{}/scripts/lib.sh' && start_zookeeper {} '{}'",
-            root.display(),
-            self.port,
-            self.dir.display()
-        );
-        let out = Command::new("bash").args(["-c", &script]).output().unwrap();
-        let pid: Option<u32> = String::from_utf8_lossy(&out.stdout).trim().parse().ok();
-        if !out.status.success() {
-            if let Some(pid) = pid {
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            }
-            panic!(
-                "zookeeper did not start: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        self.pid = Some(pid.expect("start_zookeeper prints its pid"));
+        let args = format!("{} '{}'", self.port, self.dir.display());
+        self.pid = Some(start_service("start_zookeeper", &args));
     }
 
     /// Kills it (`kill -9`) and waits for its port to close.

@@ -424,6 +424,30 @@ pub fn engine_command(config: &Path, broker: &str, port: u16) -> Command {
     cmd
 }
 
+/// Runs `scripts/lib.sh`'s `function ARGS` (which starts a service, prints
+/// its pid and returns once it serves) and returns the pid; on a failure,
+/// kills what it started and panics with its output.
+pub fn start_service(function: &str, args: &str) -> u32 {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = format!(
+        "source '{}/scripts/lib.sh' && {function} {args}",
+        root.display()
+    );
+    let out = Command::new("bash").args(["-c", &script]).output().unwrap();
+    let pid: Option<u32> = String::from_utf8_lossy(&out.stdout).trim().parse().ok();
+    if !out.status.success() {
+        // It may still run (not ready in time): not past this test.
+        if let Some(pid) = pid {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        panic!(
+            "{function} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    pid.unwrap_or_else(|| panic!("{function} prints the pid it started"))
+}
+
 /// A private clickhouse-server on free ports (started by scripts/lib.sh),
 /// killed on drop; restartable on the same ports and data.
 pub struct ClickHouse {
@@ -480,10 +504,8 @@ impl ClickHouse {
     }
 
     fn spawn(&mut self) {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let script = format!(
-            "source '{}/scripts/lib.sh' && start_clickhouse {} {} '{}' {} '{}'",
-            root.display(),
+        let args = format!(
+            "{} {} '{}' {} '{}'",
             self.http_port,
             self.tcp_port,
             self.dir.display(),
@@ -494,19 +516,7 @@ impl ClickHouse {
                 .map(|d| d.to_string())
                 .unwrap_or_default()
         );
-        let out = Command::new("bash").args(["-c", &script]).output().unwrap();
-        let pid: Option<u32> = String::from_utf8_lossy(&out.stdout).trim().parse().ok();
-        if !out.status.success() {
-            // It may still run (not ready in time): not past this test.
-            if let Some(pid) = pid {
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            }
-            panic!(
-                "clickhouse did not start: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        self.pid = Some(pid.expect("start_clickhouse prints the server's pid"));
+        self.pid = Some(start_service("start_clickhouse", &args));
     }
 
     pub fn url(&self) -> String {

@@ -26,8 +26,8 @@
 use crate::version::ServerVersion;
 
 use super::{
-    EVENTS_COLUMNS, LEGACY_OFFSETS, PAGEVIEWS_HOURLY_COLUMNS, PAGEVIEWS_HOURLY_SELECT,
-    ROLLUP_INDEX_GRANULARITY, SESSIONS_COLUMNS, SESSIONS_SELECT, TIER_ENUM, TOPIC_EPOCHS,
+    EVENTS_COLUMNS, LEGACY_OFFSETS, ROLLUP_INDEX_GRANULARITY, ROLLUP_TABLES, TIER_ENUM,
+    TOPIC_EPOCHS,
 };
 
 /// The migration a cluster database starts at: every one up to it is in
@@ -109,26 +109,8 @@ pub fn base_ddl(db: &str, server: ServerVersion, cluster: &str) -> Vec<String> {
         replicated("MergeTree", db, "events_local", true, "")
     ));
     out.push(distributed(db, "events", cluster));
-    let rollups = [
-        (
-            "sessions",
-            SESSIONS_COLUMNS,
-            "day",
-            "tenant_id, day, session_id, retention_days",
-            "day + toIntervalDay(retention_days + 1)",
-            SESSIONS_SELECT,
-        ),
-        (
-            "pageviews_hourly",
-            PAGEVIEWS_HOURLY_COLUMNS,
-            "toDate(hour)",
-            "tenant_id, hour, path, retention_days",
-            "hour + toIntervalDay(retention_days)",
-            PAGEVIEWS_HOURLY_SELECT,
-        ),
-    ];
     let events_local = format!("{db}.events_local");
-    for (name, columns, day, order, ttl, select) in rollups {
+    for (name, columns, day, order, ttl, select) in ROLLUP_TABLES {
         let ttl = if server.supports_ttl() {
             format!("\nTTL {ttl}")
         } else {

@@ -191,6 +191,37 @@ pub fn rollup_selects(source: &str) -> [(&'static str, String); 2] {
 /// tenant's 10k sessions, 143 ms); with 1024, 34k rows and 62 ms.
 pub const ROLLUP_INDEX_GRANULARITY: u32 = 1024;
 
+/// Each roll-up table: name, columns, its day (the partition's), its
+/// `ORDER BY`, its TTL expression, and its view's `SELECT` over `{events}`.
+type RollupTable = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+);
+
+/// The roll-ups, on one server and (as `*_local`) on a cluster.
+const ROLLUP_TABLES: [RollupTable; 2] = [
+    (
+        "sessions",
+        SESSIONS_COLUMNS,
+        "day",
+        "tenant_id, day, session_id, retention_days",
+        "day + toIntervalDay(retention_days + 1)",
+        SESSIONS_SELECT,
+    ),
+    (
+        "pageviews_hourly",
+        PAGEVIEWS_HOURLY_COLUMNS,
+        "toDate(hour)",
+        "tenant_id, hour, path, retention_days",
+        "hour + toIntervalDay(retention_days)",
+        PAGEVIEWS_HOURLY_SELECT,
+    ),
+];
+
 /// The query API's roll-ups, created empty, attached, then filled from
 /// `events`. Each table is dropped first, so a run interrupted half-way
 /// starts over instead of counting twice. Run it (`migrate`, or a sink's
@@ -203,25 +234,7 @@ fn rollups_ddl(db: &str, server: ServerVersion) -> Vec<String> {
         out.push(format!("DROP TABLE IF EXISTS {db}.{t}"));
     }
     let events = format!("{db}.events");
-    let tables = [
-        (
-            "sessions",
-            SESSIONS_COLUMNS,
-            "day",
-            "tenant_id, day, session_id, retention_days",
-            "day + toIntervalDay(retention_days + 1)",
-            SESSIONS_SELECT,
-        ),
-        (
-            "pageviews_hourly",
-            PAGEVIEWS_HOURLY_COLUMNS,
-            "toDate(hour)",
-            "tenant_id, hour, path, retention_days",
-            "hour + toIntervalDay(retention_days)",
-            PAGEVIEWS_HOURLY_SELECT,
-        ),
-    ];
-    for (name, columns, day, order, ttl, select) in tables {
+    for (name, columns, day, order, ttl, select) in ROLLUP_TABLES {
         let ttl = if server.supports_ttl() {
             format!("\nTTL {ttl}")
         } else {

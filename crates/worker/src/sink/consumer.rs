@@ -26,7 +26,7 @@ use super::calendar::Calendar;
 use super::lag::Stalls;
 use super::land::{Lander, NotLanded, Progress, Rows, Stages};
 use super::now_us;
-use super::rebalance::{Context, Inflight, Watchdog};
+use super::rebalance::{Context, Inflight, PollWaker, Watchdog};
 use crate::dedup::DedupWindow;
 use crate::topic_reset::{self, Probe};
 use crate::{dlq, Error};
@@ -846,6 +846,8 @@ pub(super) struct ToInserter<'a> {
     pub(super) spare: &'a Receiver<Batch>,
     pub(super) inflight: &'a Inflight,
     pub(super) stages: &'a Stages,
+    /// Marks each poll, for the thread that cuts a stalled one short.
+    pub(super) waker: &'a PollWaker,
 }
 
 /// The consumer loop. Returns once `stop` is set, after handing the last
@@ -864,6 +866,7 @@ pub(super) fn consume(
         spare,
         inflight,
         stages,
+        waker,
     } = inserter;
     let topic = sink.cfg.redpanda.topic.clone();
     let metrics = sink.metrics.clone();
@@ -876,7 +879,9 @@ pub(super) fn consume(
         resubscribe_at: None,
     };
     while !stop.load(Ordering::SeqCst) {
+        waker.polling();
         let msg = consumer.poll(POLL_MAX);
+        waker.polled();
         let now = Instant::now();
         if inserter_fenced(sink, consumer, &mut flow, stages, now) {
             continue;

@@ -33,7 +33,7 @@ use consumer::{consume, Sink, ToInserter};
 use insert::Inserter;
 use land::{Lander, Stages};
 use metrics::SinkMetrics;
-use rebalance::{Context, Inflight};
+use rebalance::{Context, Inflight, PollWaker};
 
 /// First wait between retries; doubles up to `sink.retry_backoff_max_ms`.
 const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -372,6 +372,7 @@ fn run(cfg: &Config, stop: &AtomicBool, metrics: Arc<SinkMetrics>) -> Result<(),
     let stalls = lag::Stalls::default();
     // The lag monitor ends with the consumer loop, whatever ends it.
     let consuming = AtomicBool::new(true);
+    let waker = PollWaker::new();
     info!(
         topic = %cfg.redpanda.topic,
         group = %k.consumer_group,
@@ -404,11 +405,21 @@ fn run(cfg: &Config, stop: &AtomicBool, metrics: Arc<SinkMetrics>) -> Result<(),
                 )
             })
             .map_err(Error::Thread)?;
+        let waker = &waker;
+        thread::Builder::new()
+            .name("sink-poll-waker".into())
+            .spawn_scoped(scope, move || {
+                waker.run(consumer, || {
+                    stop.load(Ordering::SeqCst) || !consuming.load(Ordering::SeqCst)
+                })
+            })
+            .map_err(Error::Thread)?;
         let to = ToInserter {
             batches: &to_inserter,
             spare: &spare,
             inflight: &inflight,
             stages: &stages,
+            waker,
         };
         consume(&mut sink, consumer, &dlq, to, times, stalls, stop);
         consuming.store(false, Ordering::SeqCst);

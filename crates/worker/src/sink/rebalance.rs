@@ -2,12 +2,12 @@
 //! waits for, and the watchdog that rejoins the group when partitions stall
 //! elsewhere.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::metrics::SinkMetrics;
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::ClientContext;
 use tracing::warn;
 
@@ -57,6 +57,91 @@ impl Inflight {
             };
         }
         true
+    }
+}
+
+/// Longest a consumer poll may block before [`PollWaker`] cuts it short
+/// (a poll asks for at most 100 ms).
+pub(super) const POLL_STALL: Duration = Duration::from_secs(1);
+
+/// Cuts short a consumer poll that blocks past [`POLL_STALL`].
+///
+/// librdkafka's timed waits end at a wall-clock instant (a condition
+/// variable on `CLOCK_REALTIME`), so a poll that began before the clock
+/// stepped back (NTP, a VM resumed, a clock that had jumped ahead) sleeps
+/// that much longer unless an event arrives, and with every partition
+/// paused (a batch waiting for the inserter) none does: the sink stood
+/// still after a clock had jumped a day ahead and back (tests/chaos.rs).
+/// The consumer loop marks each poll; a thread of the sink checks the mark
+/// on the monotonic clock and yields the consumer queue, which ends the
+/// wait at once.
+#[derive(Debug)]
+pub(super) struct PollWaker {
+    origin: Instant,
+    /// Milliseconds since `origin` at which the poll now running began, plus
+    /// one; 0 when the loop is not in a poll.
+    since_ms: AtomicU64,
+}
+
+impl PollWaker {
+    pub(super) fn new() -> Self {
+        Self {
+            origin: Instant::now(),
+            since_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64 + 1
+    }
+
+    /// The consumer loop enters a poll.
+    pub(super) fn polling(&self) {
+        self.since_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// The consumer loop left its poll.
+    pub(super) fn polled(&self) {
+        self.since_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// Whether the poll now running began more than `limit` ago.
+    fn stalled(&self, limit: Duration) -> bool {
+        let since = self.since_ms.load(Ordering::Relaxed);
+        since != 0 && self.now_ms().saturating_sub(since) > limit.as_millis() as u64
+    }
+
+    /// Until `done`: every half [`POLL_STALL`], yields `consumer`'s queue
+    /// if its poll has blocked longer than that.
+    pub(super) fn run(&self, consumer: &BaseConsumer<Context>, done: impl Fn() -> bool) {
+        let mut warned = false;
+        while !done() {
+            std::thread::sleep(POLL_STALL / 2);
+            if !self.stalled(POLL_STALL) {
+                warned = false;
+                continue;
+            }
+            if !warned {
+                warn!(
+                    limit_ms = POLL_STALL.as_millis() as u64,
+                    "a consumer poll blocked past its limit (a long rebalance wait, or the wall clock stepped back); cutting it short"
+                );
+                warned = true;
+            }
+            let rk = consumer.client().native_ptr();
+            // SAFETY: `rk` is the live consumer's handle (`consumer` is
+            // borrowed for this call). `rd_kafka_queue_get_consumer` returns
+            // a new reference to its consumer queue (or null), released
+            // right after with `rd_kafka_queue_destroy`; yielding a queue
+            // from another thread is what librdkafka documents it for.
+            unsafe {
+                let q = rdkafka::bindings::rd_kafka_queue_get_consumer(rk);
+                if !q.is_null() {
+                    rdkafka::bindings::rd_kafka_queue_yield(q);
+                    rdkafka::bindings::rd_kafka_queue_destroy(q);
+                }
+            }
+        }
     }
 }
 
@@ -222,6 +307,18 @@ mod tests {
         }
         assert_eq!(w.backoff, REJOIN_BACKOFF_MAX);
         assert!(!w.due(at(30), 3, 0));
+    }
+
+    #[test]
+    fn a_poll_is_stalled_only_while_it_runs_past_the_limit() {
+        let w = PollWaker::new();
+        assert!(!w.stalled(Duration::ZERO));
+        w.polling();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(w.stalled(Duration::from_millis(1)));
+        assert!(!w.stalled(Duration::from_secs(60)));
+        w.polled();
+        assert!(!w.stalled(Duration::ZERO));
     }
 
     #[test]

@@ -175,8 +175,14 @@ fn several_sinks_killed_and_restarted(slow: bool) {
         std::thread::sleep(Duration::from_secs(4));
         let failed = failures(&sinks, victim);
         if slow {
+            // Slow until a surviving sink's insert has timed out (a fixed
+            // wait could pass with none of their queries in it), then the
+            // kill lands among inserts that may still run.
             proxy.delay_ms.store(1500, Ordering::SeqCst);
             std::thread::sleep(Duration::from_secs(2));
+            wait_until(Duration::from_secs(20), || {
+                failures(&sinks, victim) > failed
+            });
         }
         sinks[victim].kill9();
         std::thread::sleep(Duration::from_secs(3));

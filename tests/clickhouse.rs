@@ -471,6 +471,37 @@ fn concurrent_migrators_build_each_roll_up_once() {
     assert_eq!(lease_tables(&ch, "race"), "0", "the lease is released");
 }
 
+/// Many migrators taking and releasing the lease back to back: each
+/// holds it alone, and none fails on meeting a lease that is being
+/// created or dropped at that moment (a waiter's look can land on a table
+/// mid-`DROP`, which ClickHouse answers "Table is dropped").
+#[test]
+fn the_lease_under_contention_is_exclusive_and_never_fails() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let server = ClickHouse::start();
+    let ch = server.client();
+    ch.execute("CREATE DATABASE busy").unwrap();
+    let (inside, entered) = (AtomicBool::new(false), AtomicUsize::new(0));
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                let client = server.client();
+                for _ in 0..25 {
+                    lease::with_lease(&client, "busy", &|| false, || {
+                        assert!(!inside.swap(true, Ordering::SeqCst), "two holders at once");
+                        entered.fetch_add(1, Ordering::SeqCst);
+                        inside.store(false, Ordering::SeqCst);
+                        Ok(())
+                    })
+                    .unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(entered.load(Ordering::SeqCst), 8 * 25);
+    assert_eq!(lease_tables(&ch, "busy"), "0", "the lease is released");
+}
+
 fn lease_tables(ch: &Client, db: &str) -> String {
     ch.query(&format!(
         "SELECT count() FROM system.tables WHERE database = '{db}' AND name = '{}' FORMAT TabSeparated",

@@ -38,6 +38,10 @@ const POLL: Duration = Duration::from_millis(200);
 const TABLE_EXISTS: u32 = 57;
 /// ClickHouse's code for "table doesn't exist".
 const UNKNOWN_TABLE: u32 = 60;
+/// ClickHouse's code for "table is dropped": a read that met the lease
+/// while its holder's `DROP` ran. For a waiter it means the same as
+/// [`UNKNOWN_TABLE`]: the lease is going, try to take it.
+const TABLE_IS_DROPPED: u32 = 218;
 
 /// Runs `work` holding database `db`'s migration lease, heartbeating from a
 /// second thread; releases the lease after, whatever `work` returned. While
@@ -144,7 +148,7 @@ fn look(client: &Client, db: &str) -> Result<Option<(Duration, String)>, Error> 
     let answer = match client.query(&sql) {
         Ok(a) => a,
         Err(Error::Server {
-            code: Some(UNKNOWN_TABLE),
+            code: Some(UNKNOWN_TABLE | TABLE_IS_DROPPED),
             ..
         }) => return Ok(None),
         Err(e) => return Err(e),

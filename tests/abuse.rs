@@ -325,7 +325,7 @@ fn abusive_connections_hold_no_shard_and_the_well_behaved_client_is_served() {
                 let mut c = Raw::connect(port);
                 c.send(raw);
                 let r = c.response();
-                assert_eq!(r.status, *status, "{what}");
+                assert_eq!(r.status, *status, "{what}: {}", r.body);
                 assert!(c.closed(), "{what}: left open");
                 n += 1;
             }

@@ -253,7 +253,10 @@ fn the_sinks_insert_protocol_runs_on_a_modern_engine() {
     let modern = ServerVersion::parse("26.0.0").unwrap();
     let stage = "sink_stage_t_1_a";
     let mut ddl = full_ddl("overwatch", modern);
-    ddl.push(receipts::create_stage_sql("overwatch", stage));
+    ddl.push(receipts::create_stage_sql(
+        &receipts::Tables::single("overwatch"),
+        stage,
+    ));
     let ddl_path = dir.join("schema.sql");
     std::fs::write(&ddl_path, ddl.join(";\n") + ";\n").unwrap();
     // Noon today: every row in one partition.
@@ -298,7 +301,7 @@ fn the_sinks_insert_protocol_runs_on_a_modern_engine() {
     let receipt_tenant = format!("tenant_id = toUUID('{RECEIPT_TENANT}')");
     let out = run(&[
         format!("INSERT INTO overwatch.events SELECT * FROM {rows_of}"),
-        receipts::check_sql("overwatch", id, 90, day),
+        receipts::check_sql(&receipts::Tables::single("overwatch"), id, 90, day),
         format!("SELECT count() AS n FROM overwatch.events WHERE insert_id = toUUID('{id}')"),
         format!("SELECT sum(pageviews) AS n FROM overwatch.sessions WHERE {receipt_tenant}"),
         format!(

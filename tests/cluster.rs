@@ -11,32 +11,11 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Output;
 
-use common::cluster::{Cluster, CLUSTER};
+use common::cluster::{engine, ok, Cluster, CLUSTER};
 use common::*;
 use sonic_rs::JsonContainerTrait;
-
-/// `ingestion-engine ARGS` on `config` (a file written into `dir`).
-fn engine(dir: &Path, config: &str, args: &[&str]) -> Output {
-    let path = dir.join("config.toml");
-    std::fs::write(&path, config).unwrap();
-    engine_command(&path, "127.0.0.1:1", free_port())
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn refused(out: &Output) -> String {
     assert!(

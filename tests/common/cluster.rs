@@ -5,10 +5,31 @@
 //! `internal_replication`, `<interserver_http_host>`). Killed on drop.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::Duration;
 
-use super::{free_port, scratch_dir, start_service, wait_for, ClickHouse};
+use super::{engine_command, free_port, scratch_dir, start_service, wait_for, ClickHouse};
+
+/// `ingestion-engine ARGS` on `config` (a file written into `dir`).
+pub fn engine(dir: &Path, config: &str, args: &[&str]) -> Output {
+    let path = dir.join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    engine_command(&path, "127.0.0.1:1", free_port())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Its stdout, once it succeeded.
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
 
 /// The cluster's name in `<remote_servers>`.
 pub const CLUSTER: &str = "acc";

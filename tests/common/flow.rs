@@ -233,6 +233,18 @@ impl Load {
         max_batches: usize,
         max_time: Duration,
     ) -> Load {
+        Load::start_over(vec![port], tenant, auth, max_batches, max_time)
+    }
+
+    /// [`Load::start_as`] over several edges, as behind a load balancer:
+    /// batch `n` goes to `ports[n % len]`, and each retry to the next edge.
+    pub fn start_over(
+        ports: Vec<u16>,
+        tenant: &'static str,
+        auth: &'static str,
+        max_batches: usize,
+        max_time: Duration,
+    ) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Seen::default());
         let thread = {
@@ -256,7 +268,8 @@ impl Load {
                     let body = batch(&events);
                     // Like the SDKs: a batch without a 200 is sent again, the
                     // same events with the same ids (dedup makes it safe).
-                    for _ in 0..=RETRIES {
+                    for attempt in 0..=RETRIES {
+                        let port = ports[(n + attempt) % ports.len()];
                         let status = send_once(port, auth, &body, &seen);
                         if status == Some(200) {
                             seen.acked.lock().unwrap().extend(ids);

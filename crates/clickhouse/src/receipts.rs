@@ -150,9 +150,58 @@ pub fn stage_prefix(topic: &str, partition: i32) -> String {
     format!("{STAGE_PREFIX}{}_{partition}_", topic_hash(topic))
 }
 
+/// The tables a sink reads and writes for one shard: `db.events`,
+/// `db.sessions` and `db.pageviews_hourly` on one server; on a cluster the
+/// shard's own `…_local` tables on the replica asked (the `Distributed`
+/// tables of the same names would read every shard, each from whichever
+/// replica it picks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tables {
+    db: String,
+    suffix: &'static str,
+}
+
+impl Tables {
+    /// One server's tables in `db`.
+    pub fn single(db: &str) -> Self {
+        Self {
+            db: db.to_string(),
+            suffix: "",
+        }
+    }
+
+    /// A cluster node's own tables of its shard in `db`.
+    pub fn shard_local(db: &str) -> Self {
+        Self {
+            db: db.to_string(),
+            suffix: "_local",
+        }
+    }
+
+    /// The database.
+    pub fn db(&self) -> &str {
+        &self.db
+    }
+
+    /// `db.name` (one server) or `db.name_local` (a cluster node) for
+    /// `events` or a roll-up.
+    pub fn table(&self, name: &str) -> String {
+        format!("{}.{name}{}", self.db, self.suffix)
+    }
+
+    /// The events table.
+    pub fn events(&self) -> String {
+        self.table("events")
+    }
+}
+
 /// `CREATE` of a staging table (`db.name`), with `events`' columns.
-pub fn create_stage_sql(db: &str, name: &str) -> String {
-    format!("CREATE TABLE {db}.{name} AS {db}.events ENGINE = Memory")
+pub fn create_stage_sql(t: &Tables, name: &str) -> String {
+    format!(
+        "CREATE TABLE {}.{name} AS {} ENGINE = Memory",
+        t.db(),
+        t.events()
+    )
 }
 
 /// The staging tables of one partition (answer: one name per line).
@@ -182,17 +231,22 @@ pub fn insert_rows_sql(source: &str, id: Uuid, rows: u64, extra: &str) -> String
 /// `events` and in each roll-up: one line, one count per table in the order
 /// `events`, then [`crate::schema::ROLLUPS`]. 0: not there; 1: there; more:
 /// stored more than once.
-pub fn check_sql(db: &str, id: Uuid, retention_days: u16, day: u16) -> String {
+pub fn check_sql(tables: &Tables, id: Uuid, retention_days: u16, day: u16) -> String {
+    let (events, sessions, pageviews) = (
+        tables.events(),
+        tables.table("sessions"),
+        tables.table("pageviews_hourly"),
+    );
     let t = quote(&RECEIPT_TENANT.to_string());
     let i = quote(&id.to_string());
     let d = quote(&date_text(day));
     format!(
         "SELECT \
-         (SELECT count() FROM {db}.events WHERE tenant_id = toUUID({t}) AND retention_days = {retention_days} \
+         (SELECT count() FROM {events} WHERE tenant_id = toUUID({t}) AND retention_days = {retention_days} \
           AND toDate(event_time) = toDate({d}) AND session_id = toUUID({i})), \
-         (SELECT count() FROM {db}.sessions WHERE tenant_id = toUUID({t}) AND day = toDate({d}) \
+         (SELECT count() FROM {sessions} WHERE tenant_id = toUUID({t}) AND day = toDate({d}) \
           AND session_id = toUUID({i}) AND retention_days = {retention_days}), \
-         (SELECT count() FROM {db}.pageviews_hourly WHERE tenant_id = toUUID({t}) \
+         (SELECT count() FROM {pageviews} WHERE tenant_id = toUUID({t}) \
           AND toDate(hour) = toDate({d}) AND path = {i} AND retention_days = {retention_days}) \
          FORMAT TabSeparated"
     )
@@ -204,7 +258,7 @@ pub fn check_sql(db: &str, id: Uuid, retention_days: u16, day: u16) -> String {
 /// than `limit` shows), with their landing in each roll-up: one line each,
 /// [`LoadedReceipt`] fields in order.
 pub fn load_sql(
-    db: &str,
+    tables: &Tables,
     topic: &str,
     partition: i32,
     after_us: i64,
@@ -214,12 +268,13 @@ pub fn load_sql(
     let t = quote(&RECEIPT_TENANT.to_string());
     let topic = quote(topic);
     let more = limit + 1;
+    let events = tables.events();
     format!(
         "SELECT toString(session_id), retention_days, toUInt16(toDate(event_time)), \
          visitParamExtractInt(properties, 'first_offset'), broker_offset, \
          visitParamExtractUInt(properties, 'index'), visitParamExtractUInt(properties, 'inserts'), \
          visitParamExtractUInt(properties, 'rows'), received_at_us, count() \
-         FROM {db}.events WHERE tenant_id = toUUID({t}) AND broker_partition = {partition} \
+         FROM {events} WHERE tenant_id = toUUID({t}) AND broker_partition = {partition} \
          AND broker_offset >= {from_offset} AND received_at_us > {after_us} \
          AND visitParamExtractString(properties, 'topic') = {topic} \
          GROUP BY session_id, retention_days, event_time, properties, broker_offset, received_at_us \
@@ -231,7 +286,8 @@ pub fn load_sql(
 /// `(broker_offset, event_id)` of every event row the inserts `ids`
 /// (`(insert id, retention class, day)`, of partition `partition`) wrote,
 /// as RowBinary: 8 + 16 bytes a row.
-pub fn stored_events_sql(db: &str, partition: i32, ids: &[(Uuid, u16, u16)]) -> String {
+pub fn stored_events_sql(tables: &Tables, partition: i32, ids: &[(Uuid, u16, u16)]) -> String {
+    let events = tables.events();
     let t = quote(&RECEIPT_TENANT.to_string());
     let any: Vec<String> = ids
         .iter()
@@ -244,7 +300,7 @@ pub fn stored_events_sql(db: &str, partition: i32, ids: &[(Uuid, u16, u16)]) -> 
         })
         .collect();
     format!(
-        "SELECT DISTINCT broker_offset, event_id FROM {db}.events WHERE broker_partition = {partition} \
+        "SELECT DISTINCT broker_offset, event_id FROM {events} WHERE broker_partition = {partition} \
          AND tenant_id != toUUID({t}) AND ({}) FORMAT RowBinary",
         if any.is_empty() {
             "0".to_string()
@@ -299,22 +355,23 @@ impl LoadedReceipt {
 /// written after `after_us`, the `last_hash` of that receipt and the count
 /// of receipts: one line, three numbers (the caller reads a count of 0 as
 /// "none").
-pub fn max_stored_sql(db: &str, topic: &str, partition: i32, after_us: i64) -> String {
-    max_stored_below_sql(db, topic, partition, after_us, i64::MAX)
+pub fn max_stored_sql(tables: &Tables, topic: &str, partition: i32, after_us: i64) -> String {
+    max_stored_below_sql(tables, topic, partition, after_us, i64::MAX)
 }
 
 /// [`max_stored_sql`] for receipts ending below offset `end` only.
 pub fn max_stored_below_sql(
-    db: &str,
+    tables: &Tables,
     topic: &str,
     partition: i32,
     after_us: i64,
     end: i64,
 ) -> String {
     let t = quote(&RECEIPT_TENANT.to_string());
+    let events = tables.events();
     format!(
         "SELECT max(broker_offset), argMax(visitParamExtractUInt(properties, 'last_hash'), broker_offset), count() \
-         FROM {db}.events WHERE tenant_id = toUUID({t}) \
+         FROM {events} WHERE tenant_id = toUUID({t}) \
          AND broker_partition = {partition} AND received_at_us > {after_us} AND broker_offset < {end} \
          AND visitParamExtractString(properties, 'topic') = {} \
          FORMAT TabSeparated",
@@ -324,10 +381,11 @@ pub fn max_stored_below_sql(
 
 /// The newest write time (µs) of any receipt of `topic`'s partition
 /// `partition`, and their count: one line, two numbers.
-pub fn newest_receipt_sql(db: &str, topic: &str, partition: i32) -> String {
+pub fn newest_receipt_sql(tables: &Tables, topic: &str, partition: i32) -> String {
     let t = quote(&RECEIPT_TENANT.to_string());
+    let events = tables.events();
     format!(
-        "SELECT max(received_at_us), count() FROM {db}.events WHERE tenant_id = toUUID({t}) \
+        "SELECT max(received_at_us), count() FROM {events} WHERE tenant_id = toUUID({t}) \
          AND broker_partition = {partition} AND visitParamExtractString(properties, 'topic') = {} \
          FORMAT TabSeparated",
         quote(topic)

@@ -20,7 +20,7 @@
 
 use std::time::{Duration, Instant};
 
-use clickhouse_client::receipts;
+use clickhouse_client::receipts::{self, Tables};
 use clickhouse_client::schema::LEGACY_OFFSETS;
 use clickhouse_client::Client;
 use engine_core::config::Config;
@@ -190,13 +190,13 @@ impl Probe {
     fn same_below(
         &mut self,
         cfg: &Config,
-        ch: &Client,
+        (ch, tables): (&Client, &Tables),
         p: i32,
         epoch: Option<Epoch>,
         end: i64,
     ) -> Result<Option<i64>, Error> {
-        let (db, topic) = (&cfg.clickhouse.database, &cfg.redpanda.topic);
-        let sql = receipts::max_stored_below_sql(db, topic, p, counted_after(epoch), end);
+        let topic = &cfg.redpanda.topic;
+        let sql = receipts::max_stored_below_sql(tables, topic, p, counted_after(epoch), end);
         let Some((at, hash)) = receipts::parse_max_stored(&ch.query(&sql)?) else {
             return Ok(None);
         };
@@ -212,18 +212,18 @@ impl Probe {
 
     /// Whether partition `p`'s log on the broker is the one ClickHouse
     /// stored from: receipts after `epoch`, and `legacy` (see
-    /// [`legacy_offset`]).
+    /// [`legacy_offset`]), as `tables` on `ch` hold them.
     pub fn check(
         &mut self,
         cfg: &Config,
-        ch: &Client,
+        (ch, tables): (&Client, &Tables),
         p: i32,
         epoch: Option<Epoch>,
         legacy: i64,
     ) -> Result<Verdict, Error> {
-        let (db, topic) = (&cfg.clickhouse.database, &cfg.redpanda.topic);
+        let topic = &cfg.redpanda.topic;
         let newest = receipts::parse_max_stored(&ch.query(&receipts::max_stored_sql(
-            db,
+            tables,
             topic,
             p,
             counted_after(epoch),
@@ -282,6 +282,9 @@ pub enum Accepted {
 pub fn accept(cfg: &Config, partitions: &[i32]) -> Result<Vec<Accepted>, Error> {
     let ch = Client::from_config(&cfg.clickhouse, cfg.sink.clickhouse_timeout_ms);
     let (db, topic) = (&cfg.clickhouse.database, &cfg.redpanda.topic);
+    // On a cluster through the `Distributed` tables: every shard's receipts,
+    // each from one replica (run it with the sinks stopped).
+    let tables = Tables::single(db);
     let mut probe = Probe::new();
     let all: Vec<i32> = if partitions.is_empty() {
         let c = probe.consumer(cfg)?;
@@ -302,14 +305,14 @@ pub fn accept(cfg: &Config, partitions: &[i32]) -> Result<Vec<Accepted>, Error> 
     for p in all {
         let before = epoch(&ch, db, topic, p)?;
         let legacy = legacy_offset(&ch, db, p, before)?;
-        let verdict = probe.check(cfg, &ch, p, before, legacy)?;
+        let verdict = probe.check(cfg, (&ch, &tables), p, before, legacy)?;
         if verdict == Verdict::Same {
             out.push(Accepted::Same { partition: p });
             continue;
         }
         let (low, end) = probe.watermarks(cfg, p)?;
         if let Verdict::Shorter { .. } = verdict {
-            if let Some(at) = probe.same_below(cfg, &ch, p, before, end)? {
+            if let Some(at) = probe.same_below(cfg, (&ch, &tables), p, before, end)? {
                 out.push(Accepted::Refused {
                     partition: p,
                     why: format!(
@@ -341,7 +344,8 @@ pub fn accept(cfg: &Config, partitions: &[i32]) -> Result<Vec<Accepted>, Error> 
             });
             continue;
         }
-        let newest = receipts::parse_pair(&ch.query(&receipts::newest_receipt_sql(db, topic, p))?);
+        let newest =
+            receipts::parse_pair(&ch.query(&receipts::newest_receipt_sql(&tables, topic, p))?);
         let after_us = match newest {
             Some((at, n)) if n > 0 => at,
             _ => 0,

@@ -248,18 +248,19 @@ pub(super) struct Sink<'c> {
     cfg: &'c Config,
     ch: Client,
     lander: Lander,
-    table: String,
     tenants: TenantClasses,
     calendar: Calendar,
     partitions: HashMap<i32, PartitionState>,
-    batch: Batch,
+    /// The batch being filled for each shard (`land::shard_of`; one on a
+    /// single server): each goes to its shard's inserter on its own.
+    batches: Vec<Batch>,
     /// Partitions of the topic assigned to this sink (after the last rebalance).
     assigned: Vec<i32>,
     /// Ids handed to ClickHouse recently, over all assigned partitions
     /// (those in `batch` included).
     dedup: DedupWindow,
-    /// Set when the first record of the current batch arrived.
-    oldest: Option<Instant>,
+    /// Per shard, set when the first record of its current batch arrived.
+    oldest: Vec<Option<Instant>>,
     /// Browser, OS and device of the user agents seen lately.
     agents: AgentCache,
     /// Partitions held because ClickHouse stores offsets past the broker's end.
@@ -285,18 +286,18 @@ impl<'c> Sink<'c> {
         metrics: Arc<SinkMetrics>,
     ) -> Self {
         let k = &cfg.sink;
+        let shards = lander.shard_count();
         Self {
             cfg,
             ch,
             lander,
-            table: format!("{}.events", cfg.clickhouse.database),
             tenants: TenantClasses::new(tenants),
             calendar: Calendar::default(),
             partitions: HashMap::new(),
-            batch: Batch::new(),
+            batches: (0..shards).map(|_| Batch::new()).collect(),
             assigned: Vec::new(),
             dedup: DedupWindow::new(k.dedup_window_secs.as_secs(), k.dedup_max_ids),
-            oldest: None,
+            oldest: vec![None; shards],
             agents: AgentCache::new(),
             reset: BTreeSet::new(),
             days: Vec::new(),
@@ -331,9 +332,12 @@ impl<'c> Sink<'c> {
         let topic = &self.cfg.redpanda.topic;
         let db = &self.cfg.clickhouse.database;
         self.lander.take_over(p)?;
+        // The partition's rows, on the replica of its shard the take-over
+        // brought up to date (on one server: the server).
+        let (rc, tables) = self.lander.reader(p);
         let epoch = topic_reset::epoch(&self.ch, db, topic, p)?;
-        let answer = self.ch.query(&receipts::load_sql(
-            db,
+        let answer = rc.query(&receipts::load_sql(
+            &tables,
             topic,
             p,
             topic_reset::counted_after(epoch),
@@ -355,7 +359,9 @@ impl<'c> Sink<'c> {
                     .fetch_add(1, Ordering::Relaxed);
                 warn!(partition = p, insert = %r.insert_id, copies = r.copies, "an insert is stored more than once");
             }
-            let l = self.lander.landing(r.insert_id, r.retention_days, r.day)?;
+            let l = self
+                .lander
+                .landing(p, r.insert_id, r.retention_days, r.day)?;
             if l.rollups.contains(&0) {
                 let receipt = Receipt {
                     insert_id: r.insert_id,
@@ -401,8 +407,8 @@ impl<'c> Sink<'c> {
             // A few inserts per query: the statement stays far below
             // ClickHouse's `max_query_size` however many days a batch spans.
             for some in ids.chunks(STORED_EVENTS_IDS_PER_QUERY) {
-                let answer = self.ch.query_binary(
-                    &receipts::stored_events_sql(db, p, some),
+                let answer = rc.query_binary(
+                    &receipts::stored_events_sql(&tables, p, some),
                     (rows + 1).saturating_mul(receipts::STORED_EVENT_ROW_BYTES as u64),
                 )?;
                 for row in answer.chunks_exact(receipts::STORED_EVENT_ROW_BYTES) {
@@ -423,7 +429,7 @@ impl<'c> Sink<'c> {
         // offsets again: what ClickHouse holds for them is another record.
         let changed = self
             .probe
-            .check(self.cfg, &self.ch, p, epoch, legacy)?
+            .check(self.cfg, (&rc, &tables), p, epoch, legacy)?
             .error(p);
         if let Some(e) = changed {
             if self.reset.insert(p) {
@@ -439,10 +445,10 @@ impl<'c> Sink<'c> {
                 .store(self.reset.len() as i64, Ordering::Relaxed);
         }
         // The newest ids of the window, oldest first, as 40-byte binary rows.
-        let t = &self.table;
+        let t = tables.events();
         let k = &self.cfg.sink;
         let since = (now_us() / 1_000_000).saturating_sub(k.dedup_window_secs.as_secs() as i64);
-        let recent = self.ch.query_binary(
+        let recent = rc.query_binary(
             &format!(
                 "SELECT tenant_id, event_id, received_at_us FROM \
                  (SELECT tenant_id, event_id, received_at_us FROM {t} \
@@ -487,10 +493,12 @@ impl<'c> Sink<'c> {
     /// Drops the batch being built and all partition state: partitions moved,
     /// and each is reloaded from ClickHouse when its records come again.
     fn discard(&mut self) {
-        self.batch.clear();
+        for b in &mut self.batches {
+            b.clear();
+        }
         self.partitions.clear();
         self.dedup.clear();
-        self.oldest = None;
+        self.oldest.fill(None);
         // Held records are dropped with the rest: whoever owns them now
         // writes their dead letters.
         self.dlq_failing.clear();
@@ -499,25 +507,34 @@ impl<'c> Sink<'c> {
             .store(0, Ordering::Relaxed);
     }
 
-    fn due(&self) -> bool {
+    /// How many shards' batches there are.
+    fn shards(&self) -> usize {
+        self.batches.len()
+    }
+
+    fn shard_of(&self, p: i32) -> usize {
+        super::land::shard_of(p, self.batches.len())
+    }
+
+    /// Whether shard `s`'s batch is to close.
+    fn due(&self, s: usize) -> bool {
         let k = &self.cfg.sink;
-        self.batch.rows() >= k.batch_max_rows
-            || self.batch.bytes() >= k.batch_max_bytes
-            || self
-                .oldest
-                .is_some_and(|t| t.elapsed() >= k.batch_max_age_ms)
+        let batch = &self.batches[s];
+        batch.rows() >= k.batch_max_rows
+            || batch.bytes() >= k.batch_max_bytes
+            || self.oldest[s].is_some_and(|t| t.elapsed() >= k.batch_max_age_ms)
     }
 
     /// Closes the batch being filled, for the inserter: each insert gets
     /// its receipt row. Its ids are in the dedup window already: the
     /// inserter retries until they land, and a rebalance waits for it (or
     /// drops it with the rest of the partition state).
-    fn close(&mut self, spare: &Receiver<Batch>) -> Option<Batch> {
-        self.oldest?;
+    fn close(&mut self, s: usize, spare: &Receiver<Batch>) -> Option<Batch> {
+        self.oldest[s]?;
         self.dedup.expire(now_us());
         let mut next = spare.try_recv().unwrap_or_else(|_| Batch::new());
         next.clear();
-        let mut batch = std::mem::replace(&mut self.batch, next);
+        let mut batch = std::mem::replace(&mut self.batches[s], next);
         let now = now_us();
         for part in &mut batch.parts {
             let k = u32::try_from(part.inserts.len()).unwrap_or(u32::MAX);
@@ -536,15 +553,16 @@ impl<'c> Sink<'c> {
                 part.block.push_receipt(r);
             }
         }
-        batch.opened = self.oldest.take().unwrap_or_else(Instant::now);
+        batch.opened = self.oldest[s].take().unwrap_or_else(Instant::now);
         Some(batch)
     }
 
     /// Counts record `off` of `p` (fingerprint `hash`) as handled: the
     /// batch commits past it.
     fn handled(&mut self, p: i32, off: i64, hash: u64) {
-        self.oldest.get_or_insert_with(Instant::now);
-        self.batch.handled(p, off, hash);
+        let s = self.shard_of(p);
+        self.oldest[s].get_or_insert_with(Instant::now);
+        self.batches[s].handled(p, off, hash);
     }
 
     /// Counts a gap when `off` is past the offset expected next on `p`. Our
@@ -676,8 +694,9 @@ impl<'c> Sink<'c> {
         let (mut rows, mut dups, mut stored) = (0, 0, 0);
         let topic = &self.cfg.redpanda.topic;
         let state = &self.partitions[&p];
-        self.oldest.get_or_insert_with(Instant::now);
-        let part = self.batch.handled(p, off, hash);
+        let s = self.shard_of(p);
+        self.oldest[s].get_or_insert_with(Instant::now);
+        let part = self.batches[s].handled(p, off, hash);
         for (e, &day) in batch.events.iter().zip(&self.days) {
             if state.covers(off, &e.id) {
                 // Stored: a later copy of it (a client retry) is a duplicate.
@@ -736,7 +755,7 @@ impl<'c> Sink<'c> {
             rows += 1;
         }
         if rows > 0 {
-            self.batch.received.push((received, rows));
+            self.batches[s].received.push((received, rows));
         }
         let sink = &*self.metrics;
         if dups > 0 {
@@ -751,14 +770,15 @@ impl<'c> Sink<'c> {
 
 /// The consumer loop's state besides the batch: what waits, what is paused.
 ///
-/// The loop never blocks on ClickHouse: a closed batch the inserter cannot
-/// take yet pauses this sink's partitions, a record that cannot be handled
+/// The loop never blocks on ClickHouse: a closed batch its shard's inserter
+/// cannot take yet pauses this sink's partitions of that shard (the other
+/// shards' go on), a record that cannot be handled
 /// yet pauses its own partition (the others go on), and the loop goes on
 /// polling (so the group sees a live member within `max.poll.interval.ms`)
 /// until it can resume them.
 struct Flow {
-    /// A closed batch waiting for the inserter.
-    ready: Option<Batch>,
+    /// Per shard, a closed batch waiting for its inserter.
+    ready: Vec<Option<Batch>>,
     /// Per partition, the record that could not be handled yet (its
     /// partition paused until it is).
     held: BTreeMap<i32, Held>,
@@ -824,7 +844,7 @@ impl Flow {
 
     /// Forgets every held record (partitions moved or the sink rejoins).
     fn drop_held(&mut self) {
-        self.ready = None;
+        self.ready.iter_mut().for_each(|r| *r = None);
         self.held.clear();
     }
 
@@ -842,7 +862,8 @@ impl Flow {
 /// The way to the inserter: the rendezvous, the buffers coming back, and the
 /// count of batches it holds.
 pub(super) struct ToInserter<'a> {
-    pub(super) batches: &'a SyncSender<Batch>,
+    /// One rendezvous per shard's inserter.
+    pub(super) batches: &'a [SyncSender<Batch>],
     pub(super) spare: &'a Receiver<Batch>,
     pub(super) inflight: &'a Inflight,
     pub(super) stages: &'a Stages,
@@ -872,7 +893,7 @@ pub(super) fn consume(
     let metrics = sink.metrics.clone();
     let backoff_max = sink.backoff_max;
     let mut flow = Flow {
-        ready: None,
+        ready: (0..sink.shards()).map(|_| None).collect(),
         held: BTreeMap::new(),
         paused: BTreeSet::new(),
         watchdog: Watchdog::new(times.stall_after, times.quiet_after, Instant::now()),
@@ -940,38 +961,46 @@ pub(super) fn consume(
                 flow.hold(h.m, h.wait, backoff_max);
             }
         }
-        if flow.ready.is_none() && sink.due() {
-            flow.ready = sink.close(spare);
-        }
-        if let Some(batch) = flow.ready.take() {
-            // Counted first: the inserter may finish it before send returns.
-            inflight.begin();
-            match to_inserter.try_send(batch) {
-                Ok(()) => {}
-                Err(TrySendError::Full(batch)) => {
-                    inflight.end();
-                    flow.ready = Some(batch);
-                }
-                Err(TrySendError::Disconnected(_)) => {
-                    inflight.end();
-                    return;
+        for (s, to_inserter) in to_inserter.iter().enumerate() {
+            if flow.ready[s].is_none() && sink.due(s) {
+                flow.ready[s] = sink.close(s, spare);
+            }
+            if let Some(batch) = flow.ready[s].take() {
+                // Counted first: the inserter may finish it before send returns.
+                inflight.begin();
+                match to_inserter.try_send(batch) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(batch)) => {
+                        inflight.end();
+                        flow.ready[s] = Some(batch);
+                    }
+                    Err(TrySendError::Disconnected(_)) => {
+                        inflight.end();
+                        return;
+                    }
                 }
             }
         }
-        let wait = if flow.ready.is_some() {
-            sink.assigned.iter().copied().collect()
-        } else {
-            flow.held.keys().copied().collect()
-        };
+        // A shard whose inserter is busy has its partitions paused; so
+        // has a partition with a held record.
+        let wait = sink
+            .assigned
+            .iter()
+            .copied()
+            .filter(|&p| flow.ready[sink.shard_of(p)].is_some())
+            .chain(flow.held.keys().copied())
+            .collect();
         flow.set_paused(wait, &topic, consumer, &metrics);
         rejoin_if_stalled(sink, consumer, &mut flow, stalls, &topic, now);
     }
-    // Stopping: the last batches go to the inserter, which makes one more
+    // Stopping: the last batches go to the inserters, which make one more
     // attempt each.
-    for batch in flow.ready.take().into_iter().chain(sink.close(spare)) {
-        inflight.begin();
-        if to_inserter.send(batch).is_err() {
-            inflight.end();
+    for (s, to_inserter) in to_inserter.iter().enumerate() {
+        for batch in flow.ready[s].take().into_iter().chain(sink.close(s, spare)) {
+            inflight.begin();
+            if to_inserter.send(batch).is_err() {
+                inflight.end();
+            }
         }
     }
 }

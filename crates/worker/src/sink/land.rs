@@ -17,33 +17,54 @@
 //!   replaces its staging table before anything else: the attempt has then
 //!   ended or can never run, and the receipts tell what landed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use clickhouse_client::receipts::{
-    check_sql, create_stage_sql, insert_rows_sql, list_stages_sql, stage_prefix, Receipt,
+    check_sql, create_stage_sql, insert_rows_sql, list_stages_sql, stage_prefix, Receipt, Tables,
 };
 use clickhouse_client::schema::rollup_selects;
 use clickhouse_client::{Client, ServerVersion};
+use engine_core::config::ClickhouseConfig;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
-use super::metrics::SinkMetrics;
+use super::metrics::{ShardHealth, SinkMetrics};
 use crate::Error;
 
 /// ClickHouse's "table doesn't exist".
 const UNKNOWN_TABLE: u32 = 60;
+/// ClickHouse errors that say "this replica cannot write now" rather than
+/// "this statement is wrong": its ZooKeeper session is gone (read-only
+/// tables), ZooKeeper is not reachable, or an insert's outcome was lost
+/// between it and ZooKeeper. The next attempt goes to another replica.
+const REPLICA_TROUBLE: [u32; 5] = [
+    242, // TABLE_IS_READ_ONLY
+    225, // NO_ZOOKEEPER
+    999, // KEEPER_EXCEPTION
+    319, // UNKNOWN_STATUS_OF_INSERT
+    210, // NETWORK_ERROR
+];
 /// Most rounds of dropping other owners' staging tables before giving up
 /// for now (each round drops all it saw; only a self-replacing owner adds).
 const TAKE_OVER_ROUNDS: usize = 100;
+/// Longest `SYSTEM SYNC REPLICA` a take-over waits on one replica before
+/// trying the next (at most half the sink's ClickHouse timeout).
+const SYNC_REPLICA_MAX: Duration = Duration::from_secs(20);
 
-/// Staging table of each broker partition this sink owns, shared by the
-/// consumer (which takes partitions over) and the inserter (which replaces
-/// its own after an unknown outcome).
+/// Staging tables of each broker partition this sink owns, one per replica
+/// of the partition's shard, shared by the consumer (which takes partitions
+/// over) and the inserters (which replace their own after an unknown
+/// outcome).
 #[derive(Debug, Default)]
 pub(super) struct Stages {
-    names: Mutex<HashMap<i32, String>>,
+    /// `(partition, replica)` → staging table name on that replica.
+    names: Mutex<HashMap<(i32, usize), String>>,
+    /// `(partition, replica)` whose last attempt got no answer: its staging
+    /// table there is replaced before that replica is written again.
+    unknown: Mutex<HashSet<(i32, usize)>>,
     /// Set when a newer owner dropped one of this sink's staging tables:
     /// the consumer drops its state and rejoins the group.
     pub(super) fenced: std::sync::atomic::AtomicBool,
@@ -52,19 +73,19 @@ pub(super) struct Stages {
 }
 
 impl Stages {
-    fn get(&self, p: i32) -> Option<String> {
+    fn get(&self, p: i32, r: usize) -> Option<String> {
         self.names
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&p)
+            .get(&(p, r))
             .cloned()
     }
 
-    fn set(&self, p: i32, name: String) {
+    fn set(&self, p: i32, r: usize, name: String) {
         self.names
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(p, name);
+            .insert((p, r), name);
     }
 
     /// Asks the consumer to drop what it holds and rejoin the group (its
@@ -75,7 +96,11 @@ impl Stages {
 
     /// Whether this sink still holds a staging table of `p`.
     pub(super) fn owns(&self, p: i32) -> bool {
-        self.get(p).is_some()
+        self.names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .any(|&(q, _)| q == p)
     }
 
     /// `p`'s staging table is gone: another sink owns `p` now.
@@ -83,8 +108,33 @@ impl Stages {
         self.names
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&p);
+            .retain(|&(q, _), _| q != p);
+        self.unknown
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|&(q, _)| q != p);
         self.fenced.store(true, Ordering::SeqCst);
+    }
+
+    fn mark_unknown(&self, p: i32, r: usize) {
+        self.unknown
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((p, r));
+    }
+
+    fn is_unknown(&self, p: i32, r: usize) -> bool {
+        self.unknown
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&(p, r))
+    }
+
+    fn clear_unknown(&self, p: i32, r: Option<usize>) {
+        self.unknown
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|&(q, s)| q != p || r.is_some_and(|r| r != s));
     }
 }
 
@@ -127,10 +177,22 @@ pub(super) struct Landing {
     pub(super) rollups: [u64; 2],
 }
 
-/// Writes parts for one sink; both of its threads hold one.
+/// The shard a broker partition's rows live on: `partition mod shards`
+/// (see crates/worker/README.md, "On a cluster", for what a change of
+/// either count means).
+pub(super) fn shard_of(partition: i32, shards: usize) -> usize {
+    usize::try_from(partition).unwrap_or(0) % shards.max(1)
+}
+
+/// Writes parts for one sink; each of its threads holds one.
 pub(super) struct Lander {
-    ch: Client,
-    db: String,
+    /// Per shard (`shard_of`), a client per replica, in the configured
+    /// order; one shard of one server outside cluster mode.
+    shards: Vec<Vec<Client>>,
+    tables: Tables,
+    /// On a cluster: a take-over reads only from a replica that caught up.
+    cluster: bool,
+    sync_timeout: Duration,
     topic: String,
     stages: Arc<Stages>,
     metrics: Arc<SinkMetrics>,
@@ -142,9 +204,10 @@ pub(super) struct Lander {
 }
 
 impl Lander {
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
-        ch: Client,
-        db: &str,
+        config: &ClickhouseConfig,
+        timeout: Duration,
         topic: &str,
         server: ServerVersion,
         stages: Arc<Stages>,
@@ -152,20 +215,104 @@ impl Lander {
         max_rows: usize,
     ) -> Self {
         let rows = (max_rows as u64).saturating_mul(4).max(1 << 20);
+        let cluster = config.is_cluster();
+        let (shards, tables) = if cluster {
+            let shards = config
+                .shards
+                .iter()
+                .map(|s| {
+                    s.replicas
+                        .iter()
+                        .map(|u| Client::for_node(config, u.as_str(), timeout))
+                        .collect()
+                })
+                .collect();
+            (shards, Tables::shard_local(&config.database))
+        } else {
+            (
+                vec![vec![Client::from_config(config, timeout)]],
+                Tables::single(&config.database),
+            )
+        };
+        let urls = |s: &Vec<Client>| s.iter().map(|c| c.url().to_string()).collect::<Vec<_>>();
+        metrics
+            .shards
+            .get_or_init(|| shards.iter().map(|s| ShardHealth::new(urls(s))).collect());
         Self {
-            ch,
-            db: db.to_string(),
+            shards,
+            tables,
+            cluster,
+            sync_timeout: (timeout / 2).clamp(Duration::from_secs(1), SYNC_REPLICA_MAX),
             topic: topic.to_string(),
             stages,
             metrics,
             drop_suffix: server.drop_suffix(),
-            write_settings: write_settings(server, rows),
+            write_settings: write_settings(server, rows, cluster),
         }
     }
 
     /// The staging tables this sink holds.
     pub(super) fn stages(&self) -> &Stages {
         &self.stages
+    }
+
+    /// How many shards the rows are spread over (1 on one server).
+    pub(super) fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    fn shard(&self, p: i32) -> usize {
+        shard_of(p, self.shards.len())
+    }
+
+    fn health(&self, shard: usize) -> Option<&ShardHealth> {
+        self.metrics.shards.get().and_then(|s| s.get(shard))
+    }
+
+    /// The replica of `p`'s shard written (and read) now.
+    fn active(&self, p: i32) -> usize {
+        let shard = self.shard(p);
+        let n = self.shards[shard].len();
+        self.health(shard)
+            .map_or(0, |h| h.active.load(Ordering::Relaxed))
+            % n
+    }
+
+    /// Moves `p`'s shard on from replica `from` to its next one.
+    fn fail_over(&self, p: i32, from: usize, e: &clickhouse_client::Error) {
+        let shard = self.shard(p);
+        let n = self.shards[shard].len();
+        if n < 2 {
+            return;
+        }
+        let next = (from + 1) % n;
+        if let Some(h) = self.health(shard) {
+            if h.active
+                .compare_exchange(from, next, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                self.metrics
+                    .replica_failovers
+                    .fetch_add(1, Ordering::Relaxed);
+                warn!(
+                    shard = shard + 1,
+                    from = self.shards[shard][from].url(),
+                    to = self.shards[shard][next].url(),
+                    error = %e,
+                    "a replica failed; writing the shard's partitions to the next one"
+                );
+            }
+        }
+    }
+
+    /// A client for reading `p`'s rows and the tables to read: the
+    /// replica of its shard that a take-over found caught up.
+    pub(super) fn reader(&self, p: i32) -> (Client, Tables) {
+        let shard = self.shard(p);
+        (
+            self.shards[shard][self.active(p)].clone(),
+            self.tables.clone(),
+        )
     }
 
     fn new_stage_name(&self, p: i32) -> String {
@@ -176,39 +323,77 @@ impl Lander {
         )
     }
 
-    fn seen(&self, ok: bool) {
+    fn seen(&self, shard: usize, r: usize, ok: bool) {
         if !ok {
             self.metrics.insert_failures.fetch_add(1, Ordering::Relaxed);
         }
-        self.metrics.clickhouse_up.store(ok, Ordering::Release);
+        let up = match self.metrics.shards.get() {
+            Some(all) => {
+                if let Some(h) = all.get(shard) {
+                    h.seen(r, ok);
+                }
+                // Up while some shard can be written: one shard down is
+                // `ShardDown`, not the whole of ClickHouse.
+                all.iter().any(|h| !h.down())
+            }
+            None => ok,
+        };
+        self.metrics.clickhouse_up.store(up, Ordering::Release);
     }
 
+    /// Runs `sql` on replica `r` of `p`'s shard.
     fn run(
         &self,
+        p: i32,
+        r: usize,
         sql: &str,
         settings: &[(&str, &str)],
     ) -> Result<String, clickhouse_client::Error> {
-        let r = self.ch.query_with_settings(sql, settings);
-        self.seen(r.is_ok());
-        r
+        let shard = self.shard(p);
+        let res = self.shards[shard][r].query_with_settings(sql, settings);
+        self.seen(shard, r, res.is_ok());
+        res
     }
 
-    /// Takes partition `p` over: a staging table of this sink's own, then
-    /// every other one of `p` dropped (each `DROP` waits for the queries
-    /// reading it), until a listing shows only this sink's. From then on no
-    /// earlier owner can write `p`'s records; only then may the receipts be
-    /// read.
+    /// Takes partition `p` over: on every replica of its shard, a staging
+    /// table of this sink's own, then every other one of `p` there dropped
+    /// (each `DROP` waits for the queries reading it), until a listing shows
+    /// only this sink's. From then on no earlier owner can write `p`'s
+    /// records through any replica; on a cluster a replica is then brought
+    /// up to date (`SYSTEM SYNC REPLICA`), and only then may the receipts
+    /// be read, from it ([`Lander::reader`]). Every replica must answer: a
+    /// partition changing hands while a replica of its shard is down waits
+    /// for it (its token there could otherwise outlive the take-over).
     pub(super) fn take_over(&self, p: i32) -> Result<(), Error> {
-        let db = &self.db;
-        // Always a new one: an own one from an earlier assignment may have
-        // been dropped by whoever owned `p` in between.
-        let mine = self.new_stage_name(p);
-        self.run(&create_stage_sql(db, &mine), &[])?;
-        self.stages.set(p, mine.clone());
-        let list = list_stages_sql(db, &stage_prefix(&self.topic, p));
+        let shard = self.shard(p);
+        for r in 0..self.shards[shard].len() {
+            // Always a new one: an own one from an earlier assignment may
+            // have been dropped by whoever owned `p` in between.
+            let mine = self.new_stage_name(p);
+            self.run(p, r, &create_stage_sql(&self.tables, &mine), &[])?;
+            self.stages.set(p, r, mine);
+        }
+        for r in 0..self.shards[shard].len() {
+            self.fence_others(p, r)?;
+        }
+        // Every earlier attempt of this sink on `p` ended with the DROPs.
+        self.stages.clear_unknown(p, None);
+        if self.cluster {
+            self.sync_a_replica(p)?;
+        }
+        Ok(())
+    }
+
+    /// Drops every staging table of `p` on replica `r` but this sink's.
+    fn fence_others(&self, p: i32, r: usize) -> Result<(), Error> {
+        let db = self.tables.db();
+        let Some(mine) = self.stages.get(p, r) else {
+            return Err(Error::Fenced(p));
+        };
+        let prefix = stage_prefix(&self.topic, p);
+        let list = list_stages_sql(db, &prefix);
         for _ in 0..TAKE_OVER_ROUNDS {
-            let names = self.run(&list, &[])?;
-            let prefix = stage_prefix(&self.topic, p);
+            let names = self.run(p, r, &list, &[])?;
             // Anything else with the prefix is not ours to drop.
             let others: Vec<&str> = names
                 .lines()
@@ -225,12 +410,15 @@ impl Lander {
             }
             for other in others {
                 self.run(
+                    p,
+                    r,
                     &format!("DROP TABLE IF EXISTS {db}.{other}{}", self.drop_suffix),
                     &[],
                 )?;
                 self.metrics.fences.fetch_add(1, Ordering::Relaxed);
                 info!(
                     partition = p,
+                    replica = self.shards[self.shard(p)][r].url(),
                     stage = other,
                     "dropped an earlier owner's staging table"
                 );
@@ -241,25 +429,77 @@ impl Lander {
         )))
     }
 
-    /// Replaces this sink's staging table of `p` by a new, empty one, so
-    /// that an attempt whose outcome is unknown has ended (the `DROP` waited
-    /// for it) or can never run. The new one counts only if the old one was
-    /// still there to drop: otherwise a newer owner has `p`.
-    fn replace_own(&self, p: i32) -> Result<(), NotLanded> {
-        let db = &self.db;
-        let Some(old) = self.stages.get(p) else {
+    /// Brings one replica of `p`'s shard up to date with every part the
+    /// shard acknowledged (its replication queue fetched), starting with
+    /// the one written now, and makes it the one written and read.
+    /// None within its time: the take-over waits (a replica that lacks
+    /// parts another acknowledged would read their receipts as absent).
+    fn sync_a_replica(&self, p: i32) -> Result<(), Error> {
+        let shard = self.shard(p);
+        let n = self.shards[shard].len();
+        let first = self.active(p);
+        let secs = self.sync_timeout.as_secs().max(1).to_string();
+        let mut last = None;
+        for k in 0..n {
+            let r = (first + k) % n;
+            let synced = ["events", "sessions", "pageviews_hourly"]
+                .iter()
+                .try_for_each(|t| {
+                    self.run(
+                        p,
+                        r,
+                        &format!("SYSTEM SYNC REPLICA {}", self.tables.table(t)),
+                        &[("receive_timeout", &secs)],
+                    )
+                    .map(drop)
+                });
+            match synced {
+                Ok(()) => {
+                    if let Some(h) = self.health(shard) {
+                        h.active.store(r, Ordering::Relaxed);
+                    }
+                    return Ok(());
+                }
+                Err(e) => {
+                    warn!(partition = p, replica = self.shards[shard][r].url(), error = %e, "replica not caught up; trying the next");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.map_or_else(
+            || Error::Refused(format!("partition {p}: its shard lists no replica")),
+            Error::from,
+        ))
+    }
+
+    /// Replaces this sink's staging table of `p` on replica `r` by a new,
+    /// empty one, so that an attempt whose outcome is unknown has ended
+    /// (the `DROP` waited for it) or can never run. The new one counts only
+    /// if the old one was still there to drop: otherwise a newer owner has
+    /// `p`.
+    fn replace_own(&self, p: i32, r: usize) -> Result<(), NotLanded> {
+        let db = self.tables.db();
+        let Some(old) = self.stages.get(p, r) else {
             return Err(NotLanded::Fenced);
         };
         let new = self.new_stage_name(p);
-        self.run(&create_stage_sql(db, &new), &[])?;
-        match self.run(&format!("DROP TABLE {db}.{old}{}", self.drop_suffix), &[]) {
+        self.run(p, r, &create_stage_sql(&self.tables, &new), &[])?;
+        match self.run(
+            p,
+            r,
+            &format!("DROP TABLE {db}.{old}{}", self.drop_suffix),
+            &[],
+        ) {
             Ok(_) => {
-                self.stages.set(p, new);
+                self.stages.set(p, r, new);
+                self.stages.clear_unknown(p, Some(r));
                 self.metrics.self_fences.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
             Err(e) => {
                 let _ = self.run(
+                    p,
+                    r,
                     &format!("DROP TABLE IF EXISTS {db}.{new}{}", self.drop_suffix),
                     &[],
                 );
@@ -274,8 +514,8 @@ impl Lander {
     }
 
     /// Whether any sink runs a query on the staging tables of `partitions`
-    /// now (an owner that is merely slow does; a partition nobody owns has
-    /// none).
+    /// now, on any replica (an owner that is merely slow does; a partition
+    /// nobody owns has none).
     pub(super) fn anyone_writing(&self, partitions: &[i32]) -> bool {
         let like: Vec<String> = partitions
             .iter()
@@ -291,17 +531,33 @@ impl Lander {
             like.join(" OR ")
         );
         // Unknown counts as busy: no early rejoin on a guess.
-        self.run(&sql, &[]).map_or(true, |n| n.trim() != "0")
+        self.shards.iter().flatten().any(|c| {
+            c.query_with_settings(&sql, &[])
+                .map_or(true, |n| n.trim() != "0")
+        })
     }
 
-    /// What `events` and the roll-ups hold of insert `r`.
+    /// What `events` and the roll-ups hold of insert `id` of partition
+    /// `p`, on the replica written now.
     pub(super) fn landing(
         &self,
+        p: i32,
         id: Uuid,
         retention_days: u16,
         day: u16,
     ) -> Result<Landing, Error> {
-        let answer = self.run(&check_sql(&self.db, id, retention_days, day), &[])?;
+        self.landing_on(p, self.active(p), id, retention_days, day)
+    }
+
+    fn landing_on(
+        &self,
+        p: i32,
+        r: usize,
+        id: Uuid,
+        retention_days: u16,
+        day: u16,
+    ) -> Result<Landing, Error> {
+        let answer = self.run(p, r, &check_sql(&self.tables, id, retention_days, day), &[])?;
         let n: Vec<u64> = answer
             .trim()
             .split('\t')
@@ -330,10 +586,15 @@ impl Lander {
     }
 
     /// Lands the inserts `receipts` of broker partition `p` (in order),
-    /// their rows staged from `rows`. `done[i]` marks the ones already
-    /// landed in full (kept across calls); `doubt[i]` the ones that may have
-    /// landed in part, whose receipts are read first. Returns when all
-    /// landed, or the first failure (the caller backs off and calls again).
+    /// their rows staged from `rows`, on the replica of its shard written
+    /// now. `done[i]` marks the ones already landed in full (kept across
+    /// calls); `doubt[i]` the ones that may have landed in part, whose
+    /// receipts are read first. Returns when all landed, or the first
+    /// failure (the caller backs off and calls again); a failure of the
+    /// replica itself moves the next call to the shard's next replica,
+    /// which gets the same bytes (block deduplication of the shard's
+    /// replicated tables makes a copy the first replica landed after all
+    /// a no-op; see crates/worker/README.md, "On a cluster").
     pub(super) fn land(
         &self,
         p: i32,
@@ -341,19 +602,27 @@ impl Lander {
         rows: Rows<'_>,
         progress: &mut Progress,
     ) -> Result<(), NotLanded> {
-        if progress.unknown {
-            self.replace_own(p)?;
-            progress.unknown = false;
-            progress.staged = false;
+        let r = self.active(p);
+        let mut result = Ok(());
+        if self.stages.is_unknown(p, r) {
+            // An attempt on this replica may still run: it ends (or can
+            // never run) before this one starts.
+            result = self.replace_own(p, r);
+            progress.staged = None;
         }
-        let result = self.land_staged(p, receipts, &rows, progress);
+        if result.is_ok() {
+            result = self.land_staged(p, r, receipts, &rows, progress);
+        }
         if let Err(NotLanded::Failed(Error::ClickHouse(e))) = &result {
             if !e.answered() {
-                progress.unknown = true;
+                self.stages.mark_unknown(p, r);
             }
-            progress.staged = false;
+            progress.staged = None;
             for (d, done) in progress.doubt.iter_mut().zip(&progress.done) {
                 *d = !done;
+            }
+            if !e.answered() || e.code().is_some_and(|c| REPLICA_TROUBLE.contains(&c)) {
+                self.fail_over(p, r, e);
             }
         }
         result
@@ -362,12 +631,13 @@ impl Lander {
     fn land_staged(
         &self,
         p: i32,
+        r: usize,
         receipts: &[Receipt],
         rows: &Rows<'_>,
         progress: &mut Progress,
     ) -> Result<(), NotLanded> {
-        let db = &self.db;
-        let stage = self.stages.get(p).ok_or(NotLanded::Fenced)?;
+        let (db, t) = (self.tables.db(), &self.tables);
+        let stage = self.stages.get(p, r).ok_or(NotLanded::Fenced)?;
         let fenced = |e: clickhouse_client::Error| {
             if self.is_own_stage_gone(&e, &stage) {
                 self.stages.forget(p);
@@ -381,101 +651,114 @@ impl Lander {
             .iter()
             .map(|(k, v)| (*k, v.as_str()))
             .collect();
-        if !progress.staged {
-            self.run(&format!("TRUNCATE TABLE {db}.{stage}"), &[])
+        let shard = self.shard(p);
+        if progress.staged != Some(r) {
+            self.run(p, r, &format!("TRUNCATE TABLE {db}.{stage}"), &[])
                 .map_err(fenced)?;
             match rows {
                 Rows::Block(bytes) => {
-                    let r = self.ch.query_with_body_settings(
+                    let res = self.shards[shard][r].query_with_body_settings(
                         &format!("INSERT INTO {db}.{stage} FORMAT Native"),
                         bytes,
                         &settings,
                     );
-                    self.seen(r.is_ok());
-                    r.map_err(fenced)?;
+                    self.seen(shard, r, res.is_ok());
+                    res.map_err(fenced)?;
                 }
                 Rows::Events => {
-                    for r in receipts.iter().zip(&progress.done).filter(|(_, d)| !**d) {
-                        let r = r.0;
+                    for rc in receipts.iter().zip(&progress.done).filter(|(_, d)| !**d) {
+                        let rc = rc.0;
                         let sql = format!(
-                            "INSERT INTO {db}.{stage} SELECT * FROM {db}.events WHERE insert_id = toUUID('{}') \
+                            "INSERT INTO {db}.{stage} SELECT * FROM {} WHERE insert_id = toUUID('{}') \
                              AND retention_days = {} AND toDate(event_time) = toDate('{}')",
-                            r.insert_id,
-                            r.retention_days,
-                            clickhouse_client::receipts::date_text(r.day)
+                            t.events(),
+                            rc.insert_id,
+                            rc.retention_days,
+                            clickhouse_client::receipts::date_text(rc.day)
                         );
-                        self.run(&sql, &settings).map_err(fenced)?;
+                        self.run(p, r, &sql, &settings).map_err(fenced)?;
                     }
                 }
             }
-            progress.staged = true;
+            progress.staged = Some(r);
         }
         let source = format!("{db}.{stage}");
-        for (i, r) in receipts.iter().enumerate() {
+        for (i, rc) in receipts.iter().enumerate() {
             if progress.done[i] {
                 continue;
             }
             let landing = if progress.doubt[i] || matches!(rows, Rows::Events) {
-                self.landing(r.insert_id, r.retention_days, r.day)?
+                self.landing_on(p, r, rc.insert_id, rc.retention_days, rc.day)?
             } else {
                 Landing {
                     events: 0,
                     rollups: [0, 0],
                 }
             };
-            let id_setting = r.insert_id.to_string();
+            let id_setting = rc.insert_id.to_string();
             let mut with_id = settings.clone();
             with_id.push(("query_id", &id_setting));
             if landing.events == 0 && landing.rollups.iter().any(|&n| n > 0) {
                 // Views are pushed after `events`' part: this cannot be. Not
                 // written again (that would double the roll-ups) and not
                 // done either: it waits, loudly, for an operator.
-                error!(insert = %r.insert_id, ?landing, "roll-ups hold an insert that events does not; holding it");
+                error!(insert = %rc.insert_id, ?landing, "roll-ups hold an insert that events does not; holding it");
                 return Err(NotLanded::Failed(Error::ClickHouse(
                     clickhouse_client::Error::Protocol(format!(
                         "insert {} is in a roll-up but not in events",
-                        r.insert_id
+                        rc.insert_id
                     )),
                 )));
             } else if landing.events == 0 {
-                let from = insert_rows_sql(&source, r.insert_id, r.rows, "");
+                let from = insert_rows_sql(&source, rc.insert_id, rc.rows, "");
                 self.run(
-                    &format!("INSERT INTO {db}.events SELECT * FROM {from}"),
+                    p,
+                    r,
+                    &format!("INSERT INTO {} SELECT * FROM {from}", t.events()),
                     &with_id,
                 )
                 .map_err(fenced)?;
                 // Exact, and needed: a modern server skips the guard when
                 // the staging table was emptied (a restart) and inserts
-                // nothing, answering success.
-                let after = self.landing(r.insert_id, r.retention_days, r.day)?;
+                // nothing, answering success. On a cluster it also catches
+                // a copy deduplicated against a part another replica
+                // landed that this one has not fetched yet: the insert
+                // waits until it has (or that replica answers again).
+                let after = self.landing_on(p, r, rc.insert_id, rc.retention_days, rc.day)?;
                 if after.events == 0 || after.rollups.contains(&0) {
                     return Err(NotLanded::Failed(Error::ClickHouse(
                         clickhouse_client::Error::Protocol(format!(
-                            "insert {} answered but is not in every table ({after:?}): staging table emptied?",
-                            r.insert_id
+                            "insert {} answered but is not in every table ({after:?}): staging table emptied, \
+                             or deduplicated against a part of another replica not fetched yet?",
+                            rc.insert_id
                         )),
                     )));
                 }
             } else {
                 for ((table, select), n) in
-                    rollup_selects(&insert_rows_sql(&source, r.insert_id, r.rows, ""))
+                    rollup_selects(&insert_rows_sql(&source, rc.insert_id, rc.rows, ""))
                         .iter()
                         .zip(landing.rollups)
                 {
                     if n > 0 {
                         continue;
                     }
-                    warn!(insert = %r.insert_id, table, partition = p, "roll-up missing an insert whose events landed; repairing it from the same rows");
-                    self.run(&format!("INSERT INTO {db}.{table} {select}"), &settings)
-                        .map_err(fenced)?;
+                    warn!(insert = %rc.insert_id, table, partition = p, "roll-up missing an insert whose events landed; repairing it from the same rows");
+                    self.run(
+                        p,
+                        r,
+                        &format!("INSERT INTO {} {select}", t.table(table)),
+                        &settings,
+                    )
+                    .map_err(fenced)?;
                     self.metrics.rollup_repairs.fetch_add(1, Ordering::Relaxed);
                 }
-                let after = self.landing(r.insert_id, r.retention_days, r.day)?;
+                let after = self.landing_on(p, r, rc.insert_id, rc.retention_days, rc.day)?;
                 if after.rollups.contains(&0) {
                     return Err(NotLanded::Failed(Error::ClickHouse(
                         clickhouse_client::Error::Protocol(format!(
                             "roll-up repair of insert {} answered but did not land (staging table emptied?)",
-                            r.insert_id
+                            rc.insert_id
                         )),
                     )));
                 }
@@ -484,8 +767,8 @@ impl Lander {
         }
         // Empty for the next batch (a failure here only leaves rows that
         // the next staging truncates first).
-        let _ = self.run(&format!("TRUNCATE TABLE {db}.{stage}"), &[]);
-        progress.staged = false;
+        let _ = self.run(p, r, &format!("TRUNCATE TABLE {db}.{stage}"), &[]);
+        progress.staged = None;
         Ok(())
     }
 }
@@ -495,7 +778,7 @@ impl Lander {
 /// single-level, in-memory aggregation gives each view one block), and on
 /// modern servers neither asynchronous inserts, parallel view pushes nor
 /// ignored view errors, whatever the user's profile says.
-fn write_settings(server: ServerVersion, rows: u64) -> Vec<(&'static str, String)> {
+fn write_settings(server: ServerVersion, rows: u64, cluster: bool) -> Vec<(&'static str, String)> {
     let mut s = vec![
         ("max_threads", "1".into()),
         ("min_insert_block_size_rows", rows.to_string()),
@@ -508,6 +791,20 @@ fn write_settings(server: ServerVersion, rows: u64) -> Vec<(&'static str, String
         s.push(("async_insert", "0".into()));
         s.push(("parallel_view_processing", "0".into()));
         s.push(("materialized_views_ignore_errors", "0".into()));
+    }
+    if (server.major, server.minor) >= (24, 7) {
+        // A retried block the table deduplicates is deduplicated in the
+        // views too, rather than skipped there (18.16 skips it: the
+        // receipts' roll-up repair covers that).
+        s.push((
+            "deduplicate_blocks_in_dependent_materialized_views",
+            "1".into(),
+        ));
+    }
+    if cluster {
+        // One replica acknowledges; see crates/worker/README.md for why
+        // not a quorum.
+        s.push(("insert_quorum", "0".into()));
     }
     s
 }
@@ -528,10 +825,8 @@ fn is_stage_name(name: &str, prefix: &str) -> bool {
 pub(super) struct Progress {
     pub(super) done: Vec<bool>,
     pub(super) doubt: Vec<bool>,
-    /// The rows sit in the staging table (exactly once).
-    staged: bool,
-    /// The last attempt got no answer: replace the staging table first.
-    unknown: bool,
+    /// The replica whose staging table holds the rows (exactly once).
+    staged: Option<usize>,
 }
 
 impl Progress {
@@ -539,8 +834,7 @@ impl Progress {
         Self {
             done: vec![false; inserts],
             doubt: vec![doubt; inserts],
-            staged: false,
-            unknown: false,
+            staged: None,
         }
     }
 }
@@ -563,12 +857,24 @@ mod tests {
             assert!(!is_stage_name(&bad, &prefix), "{bad}");
         }
         let old = ServerVersion::parse("18.16.1").unwrap();
-        assert!(!write_settings(old, 1)
-            .iter()
-            .any(|(k, _)| *k == "async_insert"));
+        let has = |s: Vec<(&str, String)>, key: &str| s.iter().any(|(k, _)| *k == key);
+        assert!(!has(write_settings(old, 1, false), "async_insert"));
+        assert!(!has(
+            write_settings(old, 1, true),
+            "deduplicate_blocks_in_dependent_materialized_views"
+        ));
+        assert!(has(write_settings(old, 1, true), "insert_quorum"));
+        assert!(!has(write_settings(old, 1, false), "insert_quorum"));
         let new = ServerVersion::parse("25.8.1").unwrap();
-        assert!(write_settings(new, 1)
-            .iter()
-            .any(|(k, _)| *k == "async_insert"));
+        assert!(has(write_settings(new, 1, false), "async_insert"));
+        assert!(has(
+            write_settings(new, 1, false),
+            "deduplicate_blocks_in_dependent_materialized_views"
+        ));
+        // Partition p's rows live on shard p mod shards.
+        assert_eq!(shard_of(0, 2), 0);
+        assert_eq!(shard_of(5, 2), 1);
+        assert_eq!(shard_of(7, 1), 0);
+        assert_eq!(shard_of(-1, 3), 0);
     }
 }

@@ -3,7 +3,8 @@
 //! through [`HealthCheck`]. Rendered only by a process that runs the sink:
 //! the binary registers it when it starts one.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 use hdrhistogram::Histogram;
 use telemetry::{clamp_us, Collector, Exposition, HealthCheck, SharedHistograms};
@@ -42,8 +43,12 @@ impl SinkStage {
 pub enum SinkProblem {
     /// Migrating the schema at start, or waiting for another migrator.
     Migrating,
-    /// The last ClickHouse call failed.
+    /// The last ClickHouse call failed (on a cluster: every replica of
+    /// every shard failed its last call).
     ClickHouseUnreachable,
+    /// Every replica of one shard failed its last call: that shard's
+    /// partitions wait (paused, the broker holds them); the others flow.
+    ShardDown,
     /// Partitions have records waiting and no commit for the stall time,
     /// e.g. nobody in the group owns them.
     PartitionsStalled,
@@ -62,6 +67,7 @@ impl SinkProblem {
         match self {
             SinkProblem::Migrating => "migrating",
             SinkProblem::ClickHouseUnreachable => "clickhouse_unreachable",
+            SinkProblem::ShardDown => "clickhouse_shard_down",
             SinkProblem::PartitionsStalled => "sink_stalled",
             SinkProblem::TopicReset => "topic_reset",
             SinkProblem::DeadLettersFailing => "dead_letters_failing",
@@ -130,8 +136,122 @@ pub struct SinkMetrics {
     /// Partitions whose stored offsets are at or past the broker's end: the
     /// topic was recreated or the broker's data reset.
     pub(crate) topic_resets: AtomicI64,
+    /// Times an insert moved to another replica of its shard after the
+    /// one it wrote failed or did not answer.
+    pub(crate) replica_failovers: AtomicU64,
+    /// Each ClickHouse shard's replicas as the sink last found them (one
+    /// shard of one server outside cluster mode); set once at start.
+    pub(crate) shards: OnceLock<Vec<ShardHealth>>,
     /// One slot: the inserter records once per batch, under the lock.
     histograms: SharedHistograms<3>,
+}
+
+/// What the sink knows of one replica: not asked yet, or whether its last
+/// query answered.
+const REPLICA_UNKNOWN: u8 = 0;
+const REPLICA_UP: u8 = 1;
+const REPLICA_DOWN: u8 = 2;
+
+/// One ClickHouse shard as the sink sees it: its replicas (URL and
+/// state) and the one its partitions are written to now.
+#[derive(Debug)]
+pub struct ShardHealth {
+    replicas: Vec<(String, AtomicU8)>,
+    /// Index into `replicas` of the replica written now.
+    pub(crate) active: AtomicUsize,
+}
+
+impl ShardHealth {
+    pub(crate) fn new(urls: impl IntoIterator<Item = String>) -> Self {
+        Self {
+            replicas: urls
+                .into_iter()
+                .map(|u| (u, AtomicU8::new(REPLICA_UNKNOWN)))
+                .collect(),
+            active: AtomicUsize::new(0),
+        }
+    }
+
+    /// Records whether replica `r`'s last query answered.
+    pub(crate) fn seen(&self, r: usize, up: bool) {
+        if let Some((_, s)) = self.replicas.get(r) {
+            s.store(
+                if up { REPLICA_UP } else { REPLICA_DOWN },
+                Ordering::Release,
+            );
+        }
+    }
+
+    /// True when every replica's last query failed: nothing of the shard
+    /// can be written.
+    pub(crate) fn down(&self) -> bool {
+        self.replicas
+            .iter()
+            .all(|(_, s)| s.load(Ordering::Acquire) == REPLICA_DOWN)
+    }
+
+    /// `ok` (every replica answered), `degraded` (some did not), `down`
+    /// (none did), `unknown` (none asked yet).
+    fn state(&self) -> &'static str {
+        let states: Vec<u8> = self
+            .replicas
+            .iter()
+            .map(|(_, s)| s.load(Ordering::Acquire))
+            .collect();
+        if states.iter().all(|&s| s == REPLICA_DOWN) {
+            "down"
+        } else if states.contains(&REPLICA_DOWN) {
+            "degraded"
+        } else if states.iter().all(|&s| s == REPLICA_UNKNOWN) {
+            "unknown"
+        } else {
+            "ok"
+        }
+    }
+
+    fn json(&self, index: usize) -> String {
+        let active = self.active.load(Ordering::Relaxed);
+        let replicas: Vec<String> = self
+            .replicas
+            .iter()
+            .enumerate()
+            .map(|(i, (url, s))| {
+                let state = match s.load(Ordering::Acquire) {
+                    REPLICA_UP => "up",
+                    REPLICA_DOWN => "down",
+                    _ => "unknown",
+                };
+                format!(
+                    "{{\"url\":{},\"state\":\"{state}\",\"written\":{}}}",
+                    json_string(url),
+                    i == active
+                )
+            })
+            .collect();
+        format!(
+            "{{\"shard\":{},\"state\":\"{}\",\"replicas\":[{}]}}",
+            index + 1,
+            self.state(),
+            replicas.join(",")
+        )
+    }
+}
+
+/// `s` as a JSON string (URLs from the config: quotes and backslashes
+/// escaped, control characters dropped).
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 impl Default for SinkMetrics {
@@ -166,6 +286,8 @@ impl Default for SinkMetrics {
             rollup_repairs: zero(),
             receipts_duplicated: zero(),
             topic_resets: AtomicI64::new(0),
+            replica_failovers: zero(),
+            shards: OnceLock::new(),
             histograms: SharedHistograms::new(1),
         }
     }
@@ -205,6 +327,12 @@ impl SinkMetrics {
             Some(SinkProblem::Migrating)
         } else if !self.clickhouse_up.load(Ordering::Acquire) {
             Some(SinkProblem::ClickHouseUnreachable)
+        } else if self
+            .shards
+            .get()
+            .is_some_and(|s| s.iter().any(ShardHealth::down))
+        {
+            Some(SinkProblem::ShardDown)
         } else if self.topic_resets.load(Ordering::Relaxed) > 0 {
             Some(SinkProblem::TopicReset)
         } else if self.dead_letters_failing.load(Ordering::Relaxed) > 0 {
@@ -229,8 +357,16 @@ impl HealthCheck for SinkMetrics {
     /// `state` is `ok`, or the problem's reason.
     fn state_json(&self) -> String {
         let lag = self.histogram(SinkStage::EventLag);
+        // Per shard, on a cluster only.
+        let shards = match self.shards.get() {
+            Some(s) if s.len() > 1 || s.iter().any(|s| s.replicas.len() > 1) => {
+                let each: Vec<String> = s.iter().enumerate().map(|(i, s)| s.json(i)).collect();
+                format!(",\"shards\":[{}]", each.join(","))
+            }
+            _ => String::new(),
+        };
         format!(
-            "{{\"state\":\"{}\",\"running\":true,\"clickhouse_up\":{},\"assigned_partitions\":{},\"stalled_partitions\":{},\"paused\":{},\"consumer_lag\":{},\"group_lag\":{},\"rows_inserted\":{},\"event_lag_p99_ms\":{:.1}}}",
+            "{{\"state\":\"{}\",\"running\":true,\"clickhouse_up\":{},\"assigned_partitions\":{},\"stalled_partitions\":{},\"paused\":{},\"consumer_lag\":{},\"group_lag\":{},\"rows_inserted\":{},\"event_lag_p99_ms\":{:.1}{shards}}}",
             self.problem().unwrap_or("ok"),
             self.clickhouse_up.load(Ordering::Acquire),
             self.assigned_partitions.load(Ordering::Relaxed),
@@ -331,8 +467,33 @@ impl Collector for SinkMetrics {
                 "Inserts found stored more than once in events or a roll-up (must stay 0).",
                 &self.receipts_duplicated,
             ),
+            (
+                "sink_replica_failovers_total",
+                "Times an insert moved to another replica of its shard after the one written failed or did not answer.",
+                &self.replica_failovers,
+            ),
         ] {
             out.counter(name, help, load(v));
+        }
+        if let Some(shards) = self.shards.get() {
+            let up: Vec<(String, i64)> = shards
+                .iter()
+                .enumerate()
+                .flat_map(|(i, s)| {
+                    s.replicas.iter().map(move |(url, st)| {
+                        (
+                            format!("{}/{url}", i + 1),
+                            i64::from(st.load(Ordering::Acquire) == REPLICA_UP),
+                        )
+                    })
+                })
+                .collect();
+            out.labeled_gauge(
+                "sink_clickhouse_replica_up",
+                "1 while the replica's last call succeeded; labelled shard number/replica URL.",
+                "replica",
+                &up,
+            );
         }
         let flag = |a: &AtomicBool| i64::from(a.load(Ordering::Acquire));
         for (name, help, v) in [

@@ -159,16 +159,6 @@ fn retention_loop(cfg: &Config, stop: &AtomicBool, metrics: &SinkMetrics) {
 /// Starts the sink (and its retention job) on their own threads; it reports
 /// into [`SinkHandle::metrics`].
 pub fn start(config: Config) -> Result<SinkHandle, Error> {
-    if config.clickhouse.is_cluster() {
-        // Its insert protocol per shard (fencing on every replica, failover,
-        // caught-up reads) is not in yet: refused, rather than left retrying
-        // inserts a multi-shard `Distributed` table refuses.
-        return Err(Error::Refused(format!(
-            "the sink does not write to a ClickHouse cluster yet (clickhouse.cluster = {:?}); \
-             run the edge, migrate and the query API on it, and sinks on a single server",
-            config.clickhouse.cluster
-        )));
-    }
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
     let metrics = Arc::new(SinkMetrics::default());
@@ -198,6 +188,16 @@ pub fn start(config: Config) -> Result<SinkHandle, Error> {
         stop,
         threads,
     })
+}
+
+/// How many shards (and so inserters) the sink writes: the configured
+/// cluster's, or one server.
+fn sink_shards(cfg: &Config) -> usize {
+    if cfg.clickhouse.is_cluster() {
+        cfg.clickhouse.shards.len().max(1)
+    } else {
+        1
+    }
 }
 
 pub(super) fn now_us() -> i64 {
@@ -246,7 +246,6 @@ fn run(cfg: &Config, stop: &AtomicBool, metrics: Arc<SinkMetrics>) -> Result<(),
     let backoff_max = k.retry_backoff_max_ms.max(Duration::from_millis(100));
     let timeout = k.clickhouse_timeout_ms;
     let ch = Client::from_config(&cfg.clickhouse, timeout);
-    let db = &cfg.clickhouse.database;
     let what = if k.migrate_on_start {
         "ClickHouse migration"
     } else {
@@ -340,10 +339,11 @@ fn run(cfg: &Config, stop: &AtomicBool, metrics: Arc<SinkMetrics>) -> Result<(),
         })
         .collect();
     let stages = Arc::new(Stages::default());
-    let lander = |ch: Client| {
+    // Each thread its own clients: one per replica of every shard.
+    let lander = || {
         Lander::new(
-            ch,
-            db,
+            &cfg.clickhouse,
+            timeout,
             &cfg.redpanda.topic,
             server,
             stages.clone(),
@@ -351,24 +351,23 @@ fn run(cfg: &Config, stop: &AtomicBool, metrics: Arc<SinkMetrics>) -> Result<(),
             k.batch_max_rows,
         )
     };
-    let mut sink = Sink::new(
-        cfg,
-        ch.clone(),
-        lander(ch),
-        tenants,
-        backoff_max,
-        metrics.clone(),
-    );
-    let mut inserter = Inserter::new(
-        lander(Client::from_config(&cfg.clickhouse, timeout)),
-        &cfg.redpanda.topic,
-        backoff_max,
-        metrics.clone(),
-    );
-    // Rendezvous: one batch is inserted while the next one fills; while the
-    // inserter is busy, a closed batch waits with the partitions paused.
-    let (to_inserter, batches) = sync_channel::<Batch>(0);
-    let (spare_tx, spare) = sync_channel::<Batch>(1);
+    let mut sink = Sink::new(cfg, ch, lander(), tenants, backoff_max, metrics.clone());
+    // One inserter per shard, so that a shard that cannot be written holds
+    // only its own partitions. Rendezvous: one batch of a shard is inserted
+    // while its next one fills; while its inserter is busy, a closed batch
+    // waits with that shard's partitions paused.
+    let shards = sink_shards(cfg);
+    let mut inserters = Vec::with_capacity(shards);
+    let mut to_inserter = Vec::with_capacity(shards);
+    for _ in 0..shards {
+        let (tx, rx) = sync_channel::<Batch>(0);
+        to_inserter.push(tx);
+        inserters.push((
+            Inserter::new(lander(), &cfg.redpanda.topic, backoff_max, metrics.clone()),
+            rx,
+        ));
+    }
+    let (spare_tx, spare) = sync_channel::<Batch>(shards);
     let stalls = lag::Stalls::default();
     // The lag monitor ends with the consumer loop, whatever ends it.
     let consuming = AtomicBool::new(true);
@@ -382,12 +381,16 @@ fn run(cfg: &Config, stop: &AtomicBool, metrics: Arc<SinkMetrics>) -> Result<(),
     thread::scope(|scope| {
         let consumer = &consumer;
         let inflight_ref = &*inflight;
-        thread::Builder::new()
-            .name("sink-insert".into())
-            .spawn_scoped(scope, move || {
-                inserter.run(batches, spare_tx, consumer, inflight_ref, stop)
-            })
-            .map_err(Error::Thread)?;
+        for (i, (mut inserter, batches)) in inserters.into_iter().enumerate() {
+            let spare_tx = spare_tx.clone();
+            thread::Builder::new()
+                .name(format!("sink-insert-{}", i + 1))
+                .spawn_scoped(scope, move || {
+                    inserter.run(batches, spare_tx, consumer, inflight_ref, stop)
+                })
+                .map_err(Error::Thread)?;
+        }
+        drop(spare_tx);
         let consuming = &consuming;
         let (topic, lag_metrics, stalls) = (&cfg.redpanda.topic, &*metrics, &stalls);
         thread::Builder::new()
@@ -423,7 +426,7 @@ fn run(cfg: &Config, stop: &AtomicBool, metrics: Arc<SinkMetrics>) -> Result<(),
         };
         consume(&mut sink, consumer, &dlq, to, times, stalls, stop);
         consuming.store(false, Ordering::SeqCst);
-        // Closing the channel ends the inserter once it has drained.
+        // Closing the channels ends the inserters once they have drained.
         drop(to_inserter);
         Ok(())
     })

@@ -2,6 +2,7 @@
 //! heartbeat row every `nodes::HEARTBEAT` from a thread of its own, and
 //! `ingestion-engine nodes`, the fleet as the registry lists it.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
@@ -35,11 +36,56 @@ fn roles(config: &Config) -> String {
     r.join(",")
 }
 
+/// The fleet as this node last read the registry (after each heartbeat; at
+/// most `nodes::MAX_LISTED` rows), for `/metrics` and the on-call page.
+#[derive(Debug, Default)]
+pub struct Fleet {
+    /// The rows and ClickHouse's clock when they were read.
+    listed: Mutex<(Vec<NodeRow>, i64)>,
+}
+
+impl telemetry::Collector for Fleet {
+    fn part(&self) -> &'static str {
+        "fleet"
+    }
+
+    fn collect(&self, out: &mut telemetry::Exposition<'_>) {
+        let (rows, now) = &*self.listed.lock().unwrap_or_else(|p| p.into_inner());
+        let ago: Vec<(String, i64)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    format!("{} {} {}", r.address, r.roles, r.version),
+                    now.saturating_sub(r.seen),
+                )
+            })
+            .collect();
+        out.labeled_gauge(
+            "engine_fleet_node_seen_seconds_ago",
+            "Seconds since each engine process last heartbeat into the node registry, as this node last read it (every 10 s); label: address, roles, version.",
+            "node",
+            &ago,
+        );
+        let live = rows.iter().filter(|r| r.live(*now)).count();
+        out.gauge(
+            "engine_fleet_live_nodes",
+            "Engine processes that heartbeat into the node registry within the last 30 s.",
+            i64::try_from(live).unwrap_or(i64::MAX),
+        );
+    }
+}
+
 /// Starts this process's heartbeat: detached, it lives as long as the
 /// process. A registry that cannot be written (ClickHouse down, a database
 /// not yet migrated to the registry) is retried at the next beat; the first
-/// failure of a run of them is logged.
-pub fn spawn(config: &Config) -> Result<()> {
+/// failure of a run of them is logged. After each beat the fleet is read
+/// into `fleet`, and `live_edges` told how many edges it lists as live
+/// (for `rate_limits.scope = "cluster"`).
+pub fn spawn(
+    config: &Config,
+    fleet: Arc<Fleet>,
+    live_edges: impl Fn(u32) + Send + 'static,
+) -> Result<()> {
     let row = NodeRow {
         node_id: uuid::Uuid::new_v4(),
         roles: roles(config),
@@ -70,6 +116,18 @@ pub fn spawn(config: &Config) -> Result<()> {
                         failing = true;
                     }
                     Err(e) => debug!(error = %e, "node registry heartbeat failed"),
+                }
+                match nodes::list(&ch, &db) {
+                    Ok(listed) => {
+                        let edges = listed
+                            .0
+                            .iter()
+                            .filter(|r| r.is_edge() && r.live(listed.1))
+                            .count();
+                        live_edges(u32::try_from(edges).unwrap_or(u32::MAX));
+                        *fleet.listed.lock().unwrap_or_else(|p| p.into_inner()) = listed;
+                    }
+                    Err(e) => debug!(error = %e, "cannot read the node registry"),
                 }
                 std::thread::sleep(nodes::HEARTBEAT);
             }

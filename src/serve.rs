@@ -226,6 +226,8 @@ pub fn serve(mut config: Config, source: Source, log: LogHandle) -> Result<()> {
     place_service_threads(&config);
     let ingest = config.roles.contains(&Role::Ingest);
     let registry = Arc::new(telemetry::Registry::new());
+    let fleet = Arc::new(crate::registry::Fleet::default());
+    registry.register(fleet.clone());
     let sink = if config.roles.contains(&Role::Sink) {
         let sink = worker::start(config.clone()).context("starting the sink")?;
         registry.register(sink.metrics.clone());
@@ -269,7 +271,12 @@ pub fn serve(mut config: Config, source: Source, log: LogHandle) -> Result<()> {
         None
     };
     spawn_watchdog(edge.as_ref().map(|e| e.state.clone()))?;
-    crate::registry::spawn(&running_config)?;
+    let edge_state = edge.as_ref().map(|e| e.state.clone());
+    crate::registry::spawn(&running_config, fleet, move |n| {
+        if let Some(state) = &edge_state {
+            state.set_live_edges(n);
+        }
+    })?;
     info!("ingestion-engine running");
     notify(&[NotifyState::Ready, NotifyState::Status("running")]);
 

@@ -73,9 +73,14 @@ fn migrate_creates_the_schema_on_every_node_once_and_readers_keep_their_names() 
         assert_eq!(engine_of(node, "pageviews_hourly"), "Distributed");
         assert_eq!(engine_of(node, "tenants"), "ReplicatedReplacingMergeTree");
         assert_eq!(engine_of(node, "schema_migrations"), "ReplicatedMergeTree");
-        assert_eq!(
-            node.query("SELECT count(DISTINCT version) FROM overwatch.schema_migrations"),
-            "10"
+        // Replicated to every node, asynchronously: each has it soon.
+        wait_for(
+            "the migrations replicated to every node",
+            std::time::Duration::from_secs(30),
+            || {
+                node.query("SELECT count(DISTINCT version) FROM overwatch.schema_migrations")
+                    == "10"
+            },
         );
         let window = node.query(
             "SELECT create_table_query FROM system.tables WHERE database = 'overwatch' AND name = 'events_local'",
@@ -439,9 +444,10 @@ fn every_engine_process_heartbeats_into_the_node_registry_of_every_node() {
     let edges: Vec<Engine> = (0..2)
         .map(|s| {
             let config = via(s);
+            // Each edge enforces its share of a tenant's limit.
             Engine::start_with(
                 &broker,
-                &format!("{config}\n{TEST_CONFIG}"),
+                &format!("{config}\n[rate_limits]\nscope = \"cluster\"\n{TEST_CONFIG}"),
                 &[("INGESTION_ROLES", "ingest")],
             )
         })
@@ -467,6 +473,19 @@ fn every_engine_process_heartbeats_into_the_node_registry_of_every_node() {
         assert!(
             line.contains("ingest ") && line.contains(env!("CARGO_PKG_VERSION")),
             "{line}"
+        );
+    }
+    // Two live edges: each takes half of every tenant's limit.
+    for e in &edges {
+        wait_for(
+            "the edge's share of the limits",
+            std::time::Duration::from_secs(30),
+            || {
+                get(e.port, "/health").is_ok_and(|r| {
+                    use sonic_rs::JsonValueTrait;
+                    r.json()["rate_limit_share"].as_u64() == Some(2)
+                })
+            },
         );
     }
     println!("nodes | {}", out.lines().count() - 1);

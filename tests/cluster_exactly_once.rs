@@ -151,6 +151,8 @@ fn a_cluster_with_failing_sinks_edges_replicas_shards_and_zookeeper_stores_every
         .iter()
         .filter_map(Node::sink_health)
         .collect::<Vec<_>>();
+    // The on-call page of a sink shows it too, and the fleet.
+    let (page, pretty) = common::page::drive(sinks[1].port, &[("POLLS", "2")], Some("oncall"));
     cluster.node_mut(1, 0).start_again();
     cluster.node_mut(1, 1).start_again();
     wait_writable(cluster.node(1, 0));
@@ -228,4 +230,17 @@ fn a_cluster_with_failing_sinks_edges_replicas_shards_and_zookeeper_stores_every
         shown.iter().any(|s| s.contains("\"down\"")),
         "no sink showed shard 2 down: {shown:?}"
     );
+    {
+        use sonic_rs::{JsonContainerTrait, JsonValueTrait};
+        assert_eq!(page["shards"]["2"].as_str(), Some("down"), "{pretty}");
+        assert_eq!(page["shards"]["1"].as_str(), Some("ok"), "{pretty}");
+        let live = page["fleet"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["state"].as_str() == Some("live"))
+            .count();
+        // 2 edges and 3 sinks (a killed one's old row may show as well).
+        assert!(live >= 5, "{pretty}");
+    }
 }

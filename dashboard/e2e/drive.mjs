@@ -79,6 +79,8 @@ async function oncall(page) {
         sink_latency_points: Number(document.getElementById('sink-latency').dataset.points || 0),
         canvases: document.querySelectorAll('canvas').length,
         status: document.getElementById('status').textContent,
+        shards: Object.fromEntries([...document.querySelectorAll('#shards tr[data-shard]')].map((r) => [r.dataset.shard, r.dataset.state])),
+        fleet: [...document.querySelectorAll('#fleet tr[data-node]')].map((r) => ({ node: r.dataset.node, state: r.dataset.state })),
       };
     }),
   );

@@ -51,6 +51,10 @@ function view(raw) {
     clickhouse_up: g.sink_clickhouse_up === 1,
     paused: g.sink_paused === 1,
     lag: g.sink_consumer_lag,
+    // "address roles version" → seconds since its last heartbeat
+    fleet: l.engine_fleet_node_seen_seconds_ago || {},
+    // "shard/url" → 1 up, 0 down
+    replicas: l.sink_clickhouse_replica_up || {},
     // ingest_request_latency_seconds → ingest_request
     latency: Object.fromEntries(Object.entries(raw.latency).map(([k, v]) => [k.replace(/(_latency)?_seconds$/, ''), v])),
   };
@@ -140,8 +144,71 @@ function cards(now) {
   if (now.sink) {
     pill(now.clickhouse_up, now.clickhouse_up ? 'ClickHouse up' : 'ClickHouse down');
     if (now.paused) pill(false, 'sink paused');
+    for (const [shard, replicas] of byShard(now.replicas)) {
+      if (shardState(replicas) === 'down') pill(false, `shard ${shard} down`);
+    }
   }
   $('roles').textContent = [now.edge && 'edge', now.sink && 'sink'].filter(Boolean).join(' + ');
+}
+
+/** Replicas by shard: [[shard, [[url, up], …]], …], in shard order. */
+function byShard(replicas) {
+  const by = new Map();
+  for (const [key, up] of Object.entries(replicas)) {
+    const i = key.indexOf('/');
+    const shard = key.slice(0, i);
+    if (!by.has(shard)) by.set(shard, []);
+    by.get(shard).push([key.slice(i + 1), up === 1]);
+  }
+  return [...by.entries()].sort((a, b) => Number(a[0]) - Number(b[0]));
+}
+
+const shardState = (replicas) => (replicas.every(([, up]) => up) ? 'ok' : replicas.some(([, up]) => up) ? 'degraded' : 'down');
+
+function shardsTable(now) {
+  const shards = byShard(now.replicas);
+  const many = shards.length > 1 || shards.some(([, r]) => r.length > 1);
+  $('shards-card').hidden = !many;
+  const t = $('shards');
+  t.replaceChildren();
+  if (!many) return;
+  const head = el('tr');
+  for (const h of ['shard', 'state', 'replicas']) head.append(el('th', null, h));
+  t.append(head);
+  for (const [shard, replicas] of shards) {
+    const tr = el('tr');
+    tr.dataset.shard = shard;
+    const state = shardState(replicas);
+    tr.dataset.state = state;
+    const cell = el('td');
+    for (const [url, up] of replicas) cell.append(el('span', `pill ${up ? 'ok' : 'bad'}`, `${url} ${up ? 'up' : 'down'}`));
+    const stateCell = el('td');
+    stateCell.append(el('span', `pill ${state === 'ok' ? 'ok' : 'bad'}`, state));
+    tr.append(el('td', null, shard), stateCell, cell);
+    t.append(tr);
+  }
+}
+
+function fleetTable(now) {
+  const rows = Object.entries(now.fleet).sort((a, b) => a[1] - b[1]);
+  $('fleet-card').hidden = rows.length === 0;
+  const t = $('fleet');
+  t.replaceChildren();
+  if (!rows.length) return;
+  const head = el('tr');
+  for (const h of ['node', 'roles', 'version', 'last heartbeat', 'state']) head.append(el('th', null, h));
+  t.append(head);
+  for (const [label, ago] of rows) {
+    const [address, roles, version] = label.split(' ');
+    const live = ago <= 30;
+    const tr = el('tr');
+    tr.dataset.node = address;
+    tr.dataset.state = live ? 'live' : 'gone';
+    const stateCell = el('td');
+    stateCell.append(el('span', `pill ${live ? 'ok' : 'bad'}`, live ? 'live' : 'gone'));
+    tr.append(el('td', null, address), el('td', null, roles), el('td', null, version), el('td', 'n', `${ago} s ago`), stateCell);
+    t.append(tr);
+  }
 }
 
 function push(chart, row) {
@@ -173,6 +240,8 @@ function draw() {
   const now = snaps[snaps.length - 1];
   const t = now.time_ms / 1000;
   cards(now);
+  shardsTable(now);
+  fleetTable(now);
   latencyTable(now);
   const reasons = Object.keys(now.rejected);
   const statuses = Object.keys(now.responses);

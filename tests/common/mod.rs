@@ -6,6 +6,7 @@ pub mod attacks;
 pub mod cluster;
 pub mod flow;
 pub mod notify;
+pub mod page;
 pub mod slow;
 pub mod tls;
 

@@ -169,9 +169,10 @@ impl Node for AppState {
         let m = &self.metrics;
         let _ = write!(
             b,
-            ",\"io_driver\":\"{}\",\"shards\":{},\"broker\":{{\"up\":{},\"brokers\":",
+            ",\"io_driver\":\"{}\",\"shards\":{},\"rate_limit_share\":{},\"broker\":{{\"up\":{},\"brokers\":",
             self.io_driver.get().copied().unwrap_or("starting"),
             m.shard_count(),
+            self.rate_limit_share(),
             self.broker_up(),
         );
         push_json_str(b, &cfg.redpanda.brokers.joined());

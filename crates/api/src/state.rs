@@ -3,11 +3,11 @@
 
 use std::collections::HashMap;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
-use engine_core::config::{Config, RateLimitsConfig};
+use engine_core::config::{Config, RateLimitScope, RateLimitsConfig};
 use engine_core::{Limits, Reason, Tenant, TenantRegistry};
 use redpanda::metrics::{BrokerHealth, ProducerMetrics};
 use redpanda::producer::Rings;
@@ -91,6 +91,9 @@ pub struct AppState {
     /// The tenant query API's workers, set when the edge starts; while
     /// unset, `/api/v1/query` answers 503.
     pub query: OnceLock<Arc<query::service::Service>>,
+    /// Edges live in the node registry (1 until it is read): with
+    /// `rate_limits.scope = "cluster"` each tenant's limit is divided by it.
+    live_edges: AtomicU32,
 }
 
 impl AppState {
@@ -123,6 +126,7 @@ impl AppState {
             listeners: Mutex::new(Vec::new()),
             io_driver: OnceLock::new(),
             query: OnceLock::new(),
+            live_edges: AtomicU32::new(1),
         };
         state.set_tenants(tenants);
         state
@@ -131,19 +135,18 @@ impl AppState {
     /// Replaces the known tenants (a refresh from the registry).
     pub fn set_tenants(&self, tenants: Vec<Tenant>) {
         let burst_secs = self.reloadable.load().rate_limits.burst_secs.max(1);
+        let share = self.rate_limit_share();
         let min_burst = self.config.http.max_batch_events as u64;
         let old = self.tenants.load();
         let limiters = tenants
             .iter()
             .filter(|t| t.rate_limit_eps > 0)
             .map(|t| {
-                let same = old
-                    .limiters
-                    .get(&t.id)
-                    .filter(|l| l.rate_eps() == t.rate_limit_eps);
-                let l = same.cloned().unwrap_or_else(|| {
-                    Arc::new(RateLimiter::new(t.rate_limit_eps, burst_secs, min_burst))
-                });
+                let rate = t.rate_limit_eps.div_ceil(share).max(1);
+                let same = old.limiters.get(&t.id).filter(|l| l.rate_eps() == rate);
+                let l = same
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(RateLimiter::new(rate, burst_secs, min_burst)));
                 (t.id, l)
             })
             .collect();
@@ -151,6 +154,27 @@ impl AppState {
             registry: TenantRegistry::new(tenants),
             limiters,
         }));
+    }
+
+    /// The edges the node registry lists as live (this one among them):
+    /// with `rate_limits.scope = "cluster"` each limiter takes its share
+    /// from the next tenant refresh on.
+    pub fn set_live_edges(&self, n: u32) {
+        let before = self.rate_limit_share();
+        self.live_edges.store(n.max(1), Ordering::Relaxed);
+        if self.rate_limit_share() != before {
+            // The limiters take the new share now, not at the next refresh.
+            let tenants: Vec<Tenant> = self.tenants.load().registry.iter().cloned().collect();
+            self.set_tenants(tenants);
+        }
+    }
+
+    /// The share of each tenant's limit this edge enforces (1: all of it).
+    pub fn rate_limit_share(&self) -> u32 {
+        match self.reloadable.load().rate_limits.scope {
+            RateLimitScope::Edge => 1,
+            RateLimitScope::Cluster => self.live_edges.load(Ordering::Relaxed).max(1),
+        }
     }
 
     /// Starts a stop: ingest answers `503 shutting_down`, keep-alive

@@ -253,6 +253,11 @@ impl TenantRegistry {
         self.by_id.get(id)
     }
 
+    /// Every tenant, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Tenant> {
+        self.by_id.values()
+    }
+
     /// The tenant and kind of a `<tenant_id>:<key>` credential.
     fn verify(&self, cred: &str) -> Result<Authenticated<'_>, AuthError> {
         let (id, key) = split_credential(cred)?;

@@ -32,7 +32,18 @@ pub(crate) fn labeled<L: AsRef<str>, V: std::fmt::Display>(
 ) {
     header(o, name, help, kind);
     for (l, v) in values {
-        let _ = writeln!(o, "{name}{{{label}=\"{}\"}} {v}", l.as_ref());
+        // The text format's escapes: a label value may come from the config
+        // or ClickHouse (a replica's URL, a node's address).
+        let mut escaped = String::with_capacity(l.as_ref().len());
+        for c in l.as_ref().chars() {
+            match c {
+                '\\' => escaped.push_str("\\\\"),
+                '"' => escaped.push_str("\\\""),
+                '\n' => escaped.push_str("\\n"),
+                c => escaped.push(c),
+            }
+        }
+        let _ = writeln!(o, "{name}{{{label}=\"{escaped}\"}} {v}");
     }
 }
 
@@ -90,6 +101,13 @@ pub(crate) fn histogram(o: &mut String, summary: &str, h: &Histogram<u64>) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut o = String::new();
+        super::labeled(&mut o, "x", "X.", "gauge", "node", &[("a\"b\\c\nd", 1)]);
+        assert!(o.ends_with("x{node=\"a\\\"b\\\\c\\nd\"} 1\n"), "{o}");
+    }
 
     #[test]
     fn histograms_are_cumulative_and_end_at_the_count() {

@@ -66,13 +66,27 @@ struct Members(String);
 impl Members {
     fn push(&mut self, key: &str, value: impl std::fmt::Display) {
         let sep = if self.0.is_empty() { "" } else { "," };
-        let _ = write!(self.0, "{sep}\"{key}\":{value}");
+        self.0.push_str(sep);
+        self.0.push('"');
+        // Keys are names and label values: escaped, since a label value may
+        // come from the config or ClickHouse (a replica's URL, a node's
+        // address).
+        for c in key.chars() {
+            match c {
+                '"' => self.0.push_str("\\\""),
+                '\\' => self.0.push_str("\\\\"),
+                c if (c as u32) < 0x20 => {
+                    let _ = write!(self.0, "\\u{:04x}", c as u32);
+                }
+                c => self.0.push(c),
+            }
+        }
+        let _ = write!(self.0, "\":{value}");
     }
 }
 
 /// The snapshot being built: each collector's metrics land in their section.
-/// Names are the Prometheus names; label values are codes and numbers, with
-/// nothing to escape.
+/// Names are the Prometheus names; label values are escaped as JSON.
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
     counters: Members,
@@ -141,6 +155,15 @@ fn list<V: std::fmt::Display>(o: &mut String, values: &[V]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_are_escaped_as_json() {
+        let mut m = Members::default();
+        m.push("a\"b\\c\u{1}", 1);
+        assert_eq!(m.0, "\"a\\\"b\\\\c\\u0001\":1");
+        let v: sonic_rs::Value = sonic_rs::from_str(&format!("{{{}}}", m.0)).unwrap();
+        assert!(sonic_rs::JsonValueTrait::get(&v, "a\"b\\c\u{1}").is_some());
+    }
 
     #[derive(Debug)]
     struct Part;

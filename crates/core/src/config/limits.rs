@@ -65,6 +65,24 @@ pub struct RateLimitsConfig {
     pub enterprise_eps: u32,
     /// Burst allowance, in seconds of the rate.
     pub burst_secs: u32,
+    /// Where a tenant's limit holds: on each edge (`edge`), or over the
+    /// whole fleet (`cluster`: each edge enforces limit / N, N the edges
+    /// live in the node registry).
+    pub scope: RateLimitScope,
+}
+
+/// Where a tenant's rate limit is enforced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitScope {
+    /// Each edge enforces the whole limit on what it sees: N edges sharing
+    /// a tenant's traffic let it through up to N times its limit.
+    #[default]
+    Edge,
+    /// Each edge enforces its share: the limit divided by the edges that
+    /// heartbeat into the node registry within its live time (rounded up;
+    /// at least 1 event/s), read every 10 s.
+    Cluster,
 }
 
 impl Default for RateLimitsConfig {
@@ -74,6 +92,7 @@ impl Default for RateLimitsConfig {
             paid_eps: 50_000,
             enterprise_eps: 1_000_000,
             burst_secs: 1,
+            scope: RateLimitScope::Edge,
         }
     }
 }

@@ -29,7 +29,7 @@ pub use admin::{AdminConfig, AdminToken};
 pub use clickhouse::{ClickhouseConfig, ShardConfig, MAX_CLUSTER_SHARDS, MAX_SHARD_REPLICAS};
 pub use clients::ClientsConfig;
 pub use edge::{HttpConfig, IoDriver};
-pub use limits::{LimitsConfig, RateLimitsConfig};
+pub use limits::{LimitsConfig, RateLimitScope, RateLimitsConfig};
 pub use log::{LogConfig, LogFormat};
 pub use placement::PlacementConfig;
 pub use producer::{AckMode, Compression, RedpandaConfig};

@@ -480,17 +480,17 @@ impl Collector for SinkMetrics {
                 .iter()
                 .enumerate()
                 .flat_map(|(i, s)| {
-                    s.replicas.iter().map(move |(url, st)| {
-                        (
-                            format!("{}/{url}", i + 1),
-                            i64::from(st.load(Ordering::Acquire) == REPLICA_UP),
-                        )
+                    // Replicas not asked yet are left out.
+                    s.replicas.iter().filter_map(move |(url, st)| {
+                        let st = st.load(Ordering::Acquire);
+                        (st != REPLICA_UNKNOWN)
+                            .then(|| (format!("{}/{url}", i + 1), i64::from(st == REPLICA_UP)))
                     })
                 })
                 .collect();
             out.labeled_gauge(
                 "sink_clickhouse_replica_up",
-                "1 while the replica's last call succeeded; labelled shard number/replica URL.",
+                "1 while the replica's last call succeeded, 0 after it failed (absent until asked); label: shard number/replica URL.",
                 "replica",
                 &up,
             );

@@ -51,8 +51,13 @@ impl telemetry::Collector for Fleet {
 
     fn collect(&self, out: &mut telemetry::Exposition<'_>) {
         let (rows, now) = &*self.listed.lock().unwrap_or_else(|p| p.into_inner());
+        // The newest process at each address (rows come newest first): a
+        // restarted node is the same node to an operator.
+        let mut addresses = std::collections::HashSet::new();
+        let live_secs = i64::try_from(nodes::LIVE_WITHIN.as_secs()).unwrap_or(i64::MAX);
         let ago: Vec<(String, i64)> = rows
             .iter()
+            .filter(|r| addresses.insert(r.address.as_str()))
             .map(|r| {
                 (
                     format!("{} {} {}", r.address, r.roles, r.version),
@@ -66,10 +71,10 @@ impl telemetry::Collector for Fleet {
             "node",
             &ago,
         );
-        let live = rows.iter().filter(|r| r.live(*now)).count();
+        let live = ago.iter().filter(|(_, secs)| *secs <= live_secs).count();
         out.gauge(
             "engine_fleet_live_nodes",
-            "Engine processes that heartbeat into the node registry within the last 30 s.",
+            "Addresses whose newest engine process heartbeat into the node registry within the last 30 s.",
             i64::try_from(live).unwrap_or(i64::MAX),
         );
     }

@@ -151,8 +151,13 @@ fn a_cluster_with_failing_sinks_edges_replicas_shards_and_zookeeper_stores_every
         .iter()
         .filter_map(Node::sink_health)
         .collect::<Vec<_>>();
-    // The on-call page of a sink shows it too, and the fleet.
-    let (page, pretty) = common::page::drive(sinks[1].port, &[("POLLS", "2")], Some("oncall"));
+    // The on-call page of a sink that writes shard 2 shows it too, and the
+    // fleet.
+    let writer = health
+        .iter()
+        .position(|h| h.to_string().contains("\"state\":\"down\""))
+        .expect("no sink showed shard 2 down");
+    let (page, pretty) = common::page::drive(sinks[writer].port, &[("POLLS", "2")], Some("oncall"));
     cluster.node_mut(1, 0).start_again();
     cluster.node_mut(1, 1).start_again();
     wait_writable(cluster.node(1, 0));

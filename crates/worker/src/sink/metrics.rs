@@ -549,6 +549,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn each_replica_reaches_health_metrics_and_the_oncall_snapshot() {
+        let m = Arc::new(SinkMetrics::default());
+        let shard = |urls: [&str; 2]| ShardHealth::new(urls.map(String::from));
+        m.shards
+            .set(vec![
+                shard(["http://a:1", "http://b:1"]),
+                shard(["http://c:1", "http://d:1"]),
+            ])
+            .unwrap();
+        let s = m.shards.get().unwrap();
+        s[0].seen(0, true);
+        s[0].seen(1, true);
+        s[1].seen(0, false);
+        s[1].seen(1, false);
+        assert_eq!(m.problem(), Some("clickhouse_unreachable"));
+        m.clickhouse_up.store(true, Ordering::Release);
+        assert_eq!(m.problem(), Some("clickhouse_shard_down"));
+        use sonic_rs::JsonValueTrait;
+        let health: sonic_rs::Value = sonic_rs::from_str(&m.state_json()).unwrap();
+        assert_eq!(health["shards"][1]["state"].as_str(), Some("down"));
+        assert_eq!(health["shards"][0]["state"].as_str(), Some("ok"));
+        let r = telemetry::Registry::new();
+        r.register(m.clone());
+        let text = r.render_prometheus();
+        assert!(
+            text.contains("sink_clickhouse_replica_up{replica=\"2/http://d:1\"} 0"),
+            "{text}"
+        );
+        let stats: sonic_rs::Value = sonic_rs::from_str(&r.render_stats_json(0)).unwrap();
+        assert_eq!(
+            stats["labeled"]["sink_clickhouse_replica_up"]["1/http://a:1"].as_i64(),
+            Some(1),
+            "{}",
+            r.render_stats_json(0)
+        );
+    }
+
+    #[test]
     fn batches_reach_the_exposition() {
         let m = Arc::new(SinkMetrics::default());
         m.rows_inserted.fetch_add(300, Ordering::Relaxed);

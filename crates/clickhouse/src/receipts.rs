@@ -189,6 +189,11 @@ impl Tables {
         format!("{}.{name}{}", self.db, self.suffix)
     }
 
+    /// The table's name without its database (`events_local` on a node).
+    pub fn name(&self, base: &str) -> String {
+        format!("{base}{}", self.suffix)
+    }
+
     /// The events table.
     pub fn events(&self) -> String {
         self.table("events")

@@ -331,10 +331,10 @@ impl<'c> Sink<'c> {
     fn load_partition(&mut self, p: i32, from: i64) -> Result<(), Error> {
         let topic = &self.cfg.redpanda.topic;
         let db = &self.cfg.clickhouse.database;
-        self.lander.take_over(p)?;
+        let read = self.lander.take_over(p)?;
         // The partition's rows, on the replica of its shard the take-over
         // brought up to date (on one server: the server).
-        let (rc, tables) = self.lander.reader(p);
+        let (rc, tables) = self.lander.reader(p, read);
         let epoch = topic_reset::epoch(&self.ch, db, topic, p)?;
         let answer = rc.query(&receipts::load_sql(
             &tables,
@@ -361,7 +361,7 @@ impl<'c> Sink<'c> {
             }
             let l = self
                 .lander
-                .landing(p, r.insert_id, r.retention_days, r.day)?;
+                .landing_on(p, read, r.insert_id, r.retention_days, r.day)?;
             if l.rollups.contains(&0) {
                 let receipt = Receipt {
                     insert_id: r.insert_id,
@@ -380,7 +380,10 @@ impl<'c> Sink<'c> {
                     last_hash: 0,
                 };
                 let mut progress = Progress::new(1, true);
-                match self.lander.land(p, &[receipt], Rows::Events, &mut progress) {
+                match self
+                    .lander
+                    .land_on(p, read, &[receipt], Rows::Events, &mut progress)
+                {
                     Ok(()) => {}
                     Err(NotLanded::Fenced) => return Err(Error::Fenced(p)),
                     Err(NotLanded::Failed(e)) => return Err(e),
@@ -1079,8 +1082,9 @@ fn rejoin_if_stalled(
         return;
     }
     flow.watchdog.backed_off(now, elsewhere);
-    // Rebalancing is of no use while nobody can insert.
-    if !sink.ch.ping() {
+    // Rebalancing is of no use while nobody can insert, nor while a shard
+    // is down (its partitions stall wherever they are).
+    if !sink.ch.ping() || sink.metrics.any_shard_down() {
         return;
     }
     warn!(

@@ -20,7 +20,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clickhouse_client::receipts::{
     check_sql, create_stage_sql, insert_rows_sql, list_stages_sql, stage_prefix, Receipt, Tables,
@@ -50,9 +50,18 @@ const REPLICA_TROUBLE: [u32; 5] = [
 /// Most rounds of dropping other owners' staging tables before giving up
 /// for now (each round drops all it saw; only a self-replacing owner adds).
 const TAKE_OVER_ROUNDS: usize = 100;
-/// Longest `SYSTEM SYNC REPLICA` a take-over waits on one replica before
-/// trying the next (at most half the sink's ClickHouse timeout).
-const SYNC_REPLICA_MAX: Duration = Duration::from_secs(20);
+/// Longest a take-over waits for one replica to fetch what its shard
+/// acknowledged before trying the next (at most half the sink's ClickHouse
+/// timeout).
+const CATCH_UP_MAX: Duration = Duration::from_secs(20);
+/// Between looks at a replica's fetch queue while it catches up.
+const CATCH_UP_POLL: Duration = Duration::from_millis(100);
+/// After a take-over failed on a shard's replicas (down, timing out), the
+/// next try on that shard waits this long: the consumer thread, which
+/// takes partitions over, does not block on it once per held record.
+const SHARD_RETRY_AFTER: Duration = Duration::from_secs(5);
+/// The shard tables whose parts a replica fetches.
+const SHARD_TABLES: [&str; 3] = ["events", "sessions", "pageviews_hourly"];
 
 /// Staging tables of each broker partition this sink owns, one per replica
 /// of the partition's shard, shared by the consumer (which takes partitions
@@ -177,6 +186,12 @@ pub(super) struct Landing {
     pub(super) rollups: [u64; 2],
 }
 
+/// Whether `e` says the replica asked cannot write now (no answer, or one
+/// of [`REPLICA_TROUBLE`]), rather than that the statement is wrong.
+fn replica_trouble(e: &clickhouse_client::Error) -> bool {
+    !e.answered() || e.code().is_some_and(|c| REPLICA_TROUBLE.contains(&c))
+}
+
 /// The shard a broker partition's rows live on: `partition mod shards`
 /// (see crates/worker/README.md, "On a cluster", for what a change of
 /// either count means).
@@ -190,9 +205,14 @@ pub(super) struct Lander {
     /// order; one shard of one server outside cluster mode.
     shards: Vec<Vec<Client>>,
     tables: Tables,
-    /// On a cluster: a take-over reads only from a replica that caught up.
+    /// On a cluster: a take-over reads only from a replica that caught up,
+    /// and an insert that may have landed elsewhere is written again only
+    /// on a replica with no part left to fetch.
     cluster: bool,
-    sync_timeout: Duration,
+    catch_up: Duration,
+    /// Per shard, when a take-over may try it again after its replicas
+    /// failed one.
+    retry_after: Mutex<Vec<Option<Instant>>>,
     topic: String,
     stages: Arc<Stages>,
     metrics: Arc<SinkMetrics>,
@@ -239,10 +259,11 @@ impl Lander {
             .shards
             .get_or_init(|| shards.iter().map(|s| ShardHealth::new(urls(s))).collect());
         Self {
+            retry_after: Mutex::new(vec![None; shards.len()]),
             shards,
             tables,
             cluster,
-            sync_timeout: (timeout / 2).clamp(Duration::from_secs(1), SYNC_REPLICA_MAX),
+            catch_up: (timeout / 2).clamp(Duration::from_secs(1), CATCH_UP_MAX),
             topic: topic.to_string(),
             stages,
             metrics,
@@ -305,14 +326,12 @@ impl Lander {
         }
     }
 
-    /// A client for reading `p`'s rows and the tables to read: the
-    /// replica of its shard that a take-over found caught up.
-    pub(super) fn reader(&self, p: i32) -> (Client, Tables) {
+    /// A client for reading `p`'s rows on replica `r` of its shard (the one
+    /// [`Lander::take_over`] found caught up), and the tables to read.
+    pub(super) fn reader(&self, p: i32, r: usize) -> (Client, Tables) {
         let shard = self.shard(p);
-        (
-            self.shards[shard][self.active(p)].clone(),
-            self.tables.clone(),
-        )
+        let replicas = &self.shards[shard];
+        (replicas[r % replicas.len()].clone(), self.tables.clone())
     }
 
     fn new_stage_name(&self, p: i32) -> String {
@@ -359,12 +378,33 @@ impl Lander {
     /// table of this sink's own, then every other one of `p` there dropped
     /// (each `DROP` waits for the queries reading it), until a listing shows
     /// only this sink's. From then on no earlier owner can write `p`'s
-    /// records through any replica; on a cluster a replica is then brought
-    /// up to date (`SYSTEM SYNC REPLICA`), and only then may the receipts
-    /// be read, from it ([`Lander::reader`]). Every replica must answer: a
-    /// partition changing hands while a replica of its shard is down waits
-    /// for it (its token there could otherwise outlive the take-over).
-    pub(super) fn take_over(&self, p: i32) -> Result<(), Error> {
+    /// records through any replica. On a cluster a replica is then found
+    /// that has fetched every part its shard acknowledged; the receipts may
+    /// be read only from the replica returned ([`Lander::reader`]). Every
+    /// replica must answer: a partition changing hands while a replica of
+    /// its shard is down waits for it (its token there could otherwise
+    /// outlive the take-over). After a shard's replicas failed a take-over,
+    /// the next on that shard fails at once for [`SHARD_RETRY_AFTER`].
+    pub(super) fn take_over(&self, p: i32) -> Result<usize, Error> {
+        let shard = self.shard(p);
+        let now = Instant::now();
+        if let Some(at) =
+            self.retry_after.lock().unwrap_or_else(|e| e.into_inner())[shard].filter(|&at| now < at)
+        {
+            return Err(Error::Refused(format!(
+                "partition {p}: shard {} failed a take-over; trying it again in {} ms",
+                shard + 1,
+                at.duration_since(now).as_millis()
+            )));
+        }
+        let result = self.take_over_now(p);
+        let trouble = matches!(&result, Err(Error::ClickHouse(e)) if replica_trouble(e));
+        self.retry_after.lock().unwrap_or_else(|e| e.into_inner())[shard] =
+            trouble.then(|| Instant::now() + SHARD_RETRY_AFTER);
+        result
+    }
+
+    fn take_over_now(&self, p: i32) -> Result<usize, Error> {
         let shard = self.shard(p);
         for r in 0..self.shards[shard].len() {
             // Always a new one: an own one from an earlier assignment may
@@ -379,9 +419,9 @@ impl Lander {
         // Every earlier attempt of this sink on `p` ended with the DROPs.
         self.stages.clear_unknown(p, None);
         if self.cluster {
-            self.sync_a_replica(p)?;
+            return self.caught_up_replica(p);
         }
-        Ok(())
+        Ok(0)
     }
 
     /// Drops every staging table of `p` on replica `r` but this sink's.
@@ -429,47 +469,76 @@ impl Lander {
         )))
     }
 
-    /// Brings one replica of `p`'s shard up to date with every part the
-    /// shard acknowledged (its replication queue fetched), starting with
-    /// the one written now, and makes it the one written and read.
-    /// None within its time: the take-over waits (a replica that lacks
-    /// parts another acknowledged would read their receipts as absent).
-    fn sync_a_replica(&self, p: i32) -> Result<(), Error> {
+    /// Parts replica `r` of `p`'s shard has yet to fetch from another
+    /// replica (its replication queue's `GET_PART` entries for the shard's
+    /// tables; merges do not count).
+    fn pending_fetches(&self, p: i32, r: usize) -> Result<u64, clickhouse_client::Error> {
+        let names: Vec<String> = SHARD_TABLES
+            .iter()
+            .map(|t| clickhouse_client::receipts::quote(&self.tables.name(t)))
+            .collect();
+        let answer = self.run(
+            p,
+            r,
+            &format!(
+                "SELECT count() FROM system.replication_queue WHERE database = {} AND table IN ({}) \
+                 AND type = 'GET_PART' FORMAT TabSeparated",
+                clickhouse_client::receipts::quote(self.tables.db()),
+                names.join(", ")
+            ),
+            &[],
+        )?;
+        answer.trim().parse().map_err(|_| {
+            clickhouse_client::Error::Protocol(format!("replication queue count: {answer:?}"))
+        })
+    }
+
+    /// A replica of `p`'s shard that has fetched every part its shard
+    /// acknowledged (an empty fetch queue), the one written now first, each
+    /// given the catch-up time; it becomes the one written. None: the
+    /// take-over fails and the partition is held (a replica that lacks parts
+    /// another acknowledged would read their receipts as absent).
+    fn caught_up_replica(&self, p: i32) -> Result<usize, Error> {
         let shard = self.shard(p);
         let n = self.shards[shard].len();
         let first = self.active(p);
-        let secs = self.sync_timeout.as_secs().max(1).to_string();
         let mut last = None;
         for k in 0..n {
             let r = (first + k) % n;
-            let synced = ["events", "sessions", "pageviews_hourly"]
-                .iter()
-                .try_for_each(|t| {
-                    self.run(
-                        p,
-                        r,
-                        &format!("SYSTEM SYNC REPLICA {}", self.tables.table(t)),
-                        &[("receive_timeout", &secs)],
-                    )
-                    .map(drop)
-                });
-            match synced {
-                Ok(()) => {
-                    if let Some(h) = self.health(shard) {
-                        h.active.store(r, Ordering::Relaxed);
+            let until = Instant::now() + self.catch_up;
+            loop {
+                match self.pending_fetches(p, r) {
+                    Ok(0) => {
+                        if let Some(h) = self.health(shard) {
+                            h.active.store(r, Ordering::Relaxed);
+                        }
+                        return Ok(r);
                     }
-                    return Ok(());
+                    Ok(left) => {
+                        last = Some(Error::Refused(format!(
+                            "partition {p}: replica {} still has {left} parts to fetch",
+                            self.shards[shard][r].url()
+                        )));
+                    }
+                    Err(e) => {
+                        last = Some(e.into());
+                        break;
+                    }
                 }
-                Err(e) => {
-                    warn!(partition = p, replica = self.shards[shard][r].url(), error = %e, "replica not caught up; trying the next");
-                    last = Some(e);
+                if Instant::now() >= until {
+                    break;
                 }
+                std::thread::sleep(CATCH_UP_POLL);
             }
+            warn!(
+                partition = p,
+                replica = self.shards[shard][r].url(),
+                "replica not caught up; trying the next"
+            );
         }
-        Err(last.map_or_else(
-            || Error::Refused(format!("partition {p}: its shard lists no replica")),
-            Error::from,
-        ))
+        Err(last.unwrap_or_else(|| {
+            Error::Refused(format!("partition {p}: its shard lists no replica"))
+        }))
     }
 
     /// Replaces this sink's staging table of `p` on replica `r` by a new,
@@ -538,18 +607,8 @@ impl Lander {
     }
 
     /// What `events` and the roll-ups hold of insert `id` of partition
-    /// `p`, on the replica written now.
-    pub(super) fn landing(
-        &self,
-        p: i32,
-        id: Uuid,
-        retention_days: u16,
-        day: u16,
-    ) -> Result<Landing, Error> {
-        self.landing_on(p, self.active(p), id, retention_days, day)
-    }
-
-    fn landing_on(
+    /// `p`, on replica `r` of its shard.
+    pub(super) fn landing_on(
         &self,
         p: i32,
         r: usize,
@@ -581,6 +640,30 @@ impl Lander {
         Ok(l)
     }
 
+    /// On a cluster, before writing insert `id` that may have landed on
+    /// another replica (`checked`: its receipts were read because an
+    /// attempt failed, or it is a repair): replica `r` must have no part
+    /// left to fetch. A part another replica acknowledged and `r` has not
+    /// fetched reads as absent here, and a copy written now would be
+    /// deduplicated against it only while its block id is still in the
+    /// shard's deduplication window; once the window moved on (a dead
+    /// replica, a long wait), it would be stored twice. So the insert waits
+    /// until `r` has fetched everything (the part may then be there).
+    fn fetched_all(&self, p: i32, r: usize, id: Uuid, checked: bool) -> Result<(), NotLanded> {
+        if !self.cluster || !checked {
+            return Ok(());
+        }
+        match self.pending_fetches(p, r)? {
+            0 => Ok(()),
+            n => Err(NotLanded::Failed(Error::ClickHouse(
+                clickhouse_client::Error::Protocol(format!(
+                    "insert {id} may have landed on another replica: waiting until {} has fetched its {n} parts before writing it again",
+                    self.shards[self.shard(p)][r].url()
+                )),
+            ))),
+        }
+    }
+
     fn is_own_stage_gone(&self, e: &clickhouse_client::Error, stage: &str) -> bool {
         e.code() == Some(UNKNOWN_TABLE) && e.to_string().contains(stage)
     }
@@ -602,7 +685,31 @@ impl Lander {
         rows: Rows<'_>,
         progress: &mut Progress,
     ) -> Result<(), NotLanded> {
-        let r = self.active(p);
+        self.land_at(p, None, receipts, rows, progress)
+    }
+
+    /// [`Lander::land`] on replica `r` only (a take-over's repair, on the
+    /// replica it read): no failover.
+    pub(super) fn land_on(
+        &self,
+        p: i32,
+        r: usize,
+        receipts: &[Receipt],
+        rows: Rows<'_>,
+        progress: &mut Progress,
+    ) -> Result<(), NotLanded> {
+        self.land_at(p, Some(r), receipts, rows, progress)
+    }
+
+    fn land_at(
+        &self,
+        p: i32,
+        pinned: Option<usize>,
+        receipts: &[Receipt],
+        rows: Rows<'_>,
+        progress: &mut Progress,
+    ) -> Result<(), NotLanded> {
+        let r = pinned.unwrap_or_else(|| self.active(p));
         let mut result = Ok(());
         if self.stages.is_unknown(p, r) {
             // An attempt on this replica may still run: it ends (or can
@@ -621,7 +728,7 @@ impl Lander {
             for (d, done) in progress.doubt.iter_mut().zip(&progress.done) {
                 *d = !done;
             }
-            if !e.answered() || e.code().is_some_and(|c| REPLICA_TROUBLE.contains(&c)) {
+            if pinned.is_none() && replica_trouble(e) {
                 self.fail_over(p, r, e);
             }
         }
@@ -687,7 +794,11 @@ impl Lander {
             if progress.done[i] {
                 continue;
             }
-            let landing = if progress.doubt[i] || matches!(rows, Rows::Events) {
+            let checked = progress.doubt[i] || matches!(rows, Rows::Events);
+            // Whatever the shard acknowledged is on `r` before its receipts
+            // are read here, so absent means absent.
+            self.fetched_all(p, r, rc.insert_id, checked)?;
+            let landing = if checked {
                 self.landing_on(p, r, rc.insert_id, rc.retention_days, rc.day)?
             } else {
                 Landing {

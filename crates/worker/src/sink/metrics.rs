@@ -316,6 +316,13 @@ impl SinkMetrics {
         self.histograms.merged(stage as usize)
     }
 
+    /// Whether some shard has every replica failing (a cluster shard down).
+    pub(crate) fn any_shard_down(&self) -> bool {
+        self.shards
+            .get()
+            .is_some_and(|s| s.iter().any(ShardHealth::down))
+    }
+
     /// Rows ClickHouse confirmed.
     pub fn rows_inserted(&self) -> u64 {
         self.rows_inserted.load(Ordering::Relaxed)
@@ -327,11 +334,7 @@ impl SinkMetrics {
             Some(SinkProblem::Migrating)
         } else if !self.clickhouse_up.load(Ordering::Acquire) {
             Some(SinkProblem::ClickHouseUnreachable)
-        } else if self
-            .shards
-            .get()
-            .is_some_and(|s| s.iter().any(ShardHealth::down))
-        {
+        } else if self.any_shard_down() {
             Some(SinkProblem::ShardDown)
         } else if self.topic_resets.load(Ordering::Relaxed) > 0 {
             Some(SinkProblem::TopicReset)

@@ -60,6 +60,10 @@ impl Inflight {
     }
 }
 
+/// How long a rebalance waits for the batches in flight while a ClickHouse
+/// shard is down (every replica failing), instead of the rebalance wait.
+const SHARD_DOWN_REBALANCE_WAIT: Duration = Duration::from_secs(5);
+
 /// Longest a consumer poll may block before [`PollWaker`] cuts it short
 /// (a poll asks for at most 100 ms).
 pub(super) const POLL_STALL: Duration = Duration::from_secs(1);
@@ -164,9 +168,17 @@ impl ConsumerContext for Context {
         // cannot land in time (ClickHouse down), it is dropped instead, so
         // that it cannot land after the next owner read ClickHouse; its
         // records are consumed again from the committed offsets.
-        if !self.inflight.wait_idle(Some(self.rebalance_wait)) {
+        // A shard that is down holds its batch for as long as it is down:
+        // dropped soon instead (its partitions' next owner fences it), so
+        // that one shard does not hold every member's rebalance.
+        let wait = if self.metrics.any_shard_down() {
+            self.rebalance_wait.min(SHARD_DOWN_REBALANCE_WAIT)
+        } else {
+            self.rebalance_wait
+        };
+        if !self.inflight.wait_idle(Some(wait)) {
             warn!(
-                waited_s = self.rebalance_wait.as_secs(),
+                waited_s = wait.as_secs(),
                 "the batch in flight did not land before the rebalance; dropping it"
             );
             self.inflight.abandon.store(true, Ordering::SeqCst);

@@ -72,7 +72,7 @@ async function oncall(page) {
       }
       return {
         roles: document.getElementById('roles').textContent,
-        pills: [...document.querySelectorAll('.pill')].map((p) => p.textContent),
+        pills: [...document.querySelectorAll('#pills .pill')].map((p) => p.textContent),
         cards,
         table,
         edge_latency_points: Number(document.getElementById('edge-latency').dataset.points || 0),

@@ -464,7 +464,19 @@ fn every_engine_process_heartbeats_into_the_node_registry_of_every_node() {
             })
         },
     );
-    let out = listed(0);
+    // The registry is replicated to every node, asynchronously: node 0
+    // lists both soon too.
+    let mut out = String::new();
+    wait_for(
+        "both edges in node 0's registry",
+        std::time::Duration::from_secs(30),
+        || {
+            out = listed(0);
+            edges
+                .iter()
+                .all(|e| out.contains(&format!("127.0.0.1:{}", e.port)))
+        },
+    );
     for e in &edges {
         let line = out
             .lines()

@@ -237,7 +237,12 @@ fn a_cluster_with_failing_sinks_edges_replicas_shards_and_zookeeper_stores_every
     );
     {
         use sonic_rs::{JsonContainerTrait, JsonValueTrait};
-        assert_eq!(page["shards"]["2"].as_str(), Some("down"), "{pretty}");
+        // Down, or degraded where this sink has asked only one of its
+        // replicas since it stopped (a sink knows what it asked).
+        assert!(
+            matches!(page["shards"]["2"].as_str(), Some("down" | "degraded")),
+            "{pretty}"
+        );
         assert_eq!(page["shards"]["1"].as_str(), Some("ok"), "{pretty}");
         let live = page["fleet"]
             .as_array()

@@ -38,5 +38,5 @@ pub use histograms::{clamp_us, new_histogram, LocalHistograms, SharedHistograms,
 pub use latency_table::percentile_table;
 pub use prometheus::{histogram_name, BUCKET_BOUNDS_US};
 pub use registry::Registry;
-pub use stats::{stats_bounds_us, PERCENTILES};
+pub use stats::{push_json_str, stats_bounds_us, PERCENTILES};
 pub use status::StatusCounts;

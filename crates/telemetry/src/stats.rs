@@ -67,22 +67,29 @@ impl Members {
     fn push(&mut self, key: &str, value: impl std::fmt::Display) {
         let sep = if self.0.is_empty() { "" } else { "," };
         self.0.push_str(sep);
-        self.0.push('"');
         // Keys are names and label values: escaped, since a label value may
         // come from the config or ClickHouse (a replica's URL, a node's
         // address).
-        for c in key.chars() {
-            match c {
-                '"' => self.0.push_str("\\\""),
-                '\\' => self.0.push_str("\\\\"),
-                c if (c as u32) < 0x20 => {
-                    let _ = write!(self.0, "\\u{:04x}", c as u32);
-                }
-                c => self.0.push(c),
-            }
-        }
-        let _ = write!(self.0, "\":{value}");
+        push_json_str(&mut self.0, key);
+        let _ = write!(self.0, ":{value}");
     }
+}
+
+/// Appends `s` as a JSON string: quotes, backslashes and control
+/// characters escaped.
+pub fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// The snapshot being built: each collector's metrics land in their section.

@@ -221,9 +221,10 @@ impl ShardHealth {
                     REPLICA_DOWN => "down",
                     _ => "unknown",
                 };
+                let mut quoted = String::with_capacity(url.len() + 2);
+                telemetry::push_json_str(&mut quoted, url);
                 format!(
-                    "{{\"url\":{},\"state\":\"{state}\",\"written\":{}}}",
-                    json_string(url),
+                    "{{\"url\":{quoted},\"state\":\"{state}\",\"written\":{}}}",
                     i == active
                 )
             })
@@ -235,23 +236,6 @@ impl ShardHealth {
             replicas.join(",")
         )
     }
-}
-
-/// `s` as a JSON string (URLs from the config: quotes and backslashes
-/// escaped, control characters dropped).
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => {}
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 impl Default for SinkMetrics {

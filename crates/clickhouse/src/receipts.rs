@@ -159,6 +159,9 @@ pub fn stage_prefix(topic: &str, partition: i32) -> String {
 pub struct Tables {
     db: String,
     suffix: &'static str,
+    /// On a cluster replica: per table (`events`, …), its `replica_path`
+    /// in ZooKeeper, for [`Tables::unrecorded`].
+    recorded: Vec<(String, String)>,
 }
 
 impl Tables {
@@ -167,6 +170,7 @@ impl Tables {
         Self {
             db: db.to_string(),
             suffix: "",
+            recorded: Vec::new(),
         }
     }
 
@@ -175,7 +179,75 @@ impl Tables {
         Self {
             db: db.to_string(),
             suffix: "_local",
+            recorded: Vec::new(),
         }
+    }
+
+    /// These tables as read on one replica, whose `replica_path` of each
+    /// table (`events`, `sessions`, `pageviews_hourly`, without the suffix)
+    /// `paths` gives: reads leave out what [`Tables::unrecorded`] does.
+    pub fn recorded_at(&self, paths: Vec<(String, String)>) -> Self {
+        Self {
+            recorded: paths,
+            ..self.clone()
+        }
+    }
+
+    /// `system.replicas` of a replica: each shard table's `replica_path`
+    /// (tab-separated `table`, `replica_path` lines, the table's full name).
+    pub fn replica_paths_sql(&self) -> String {
+        let names: Vec<String> = ["events", "sessions", "pageviews_hourly"]
+            .iter()
+            .map(|t| quote(&format!("{t}{}", self.suffix)))
+            .collect();
+        format!(
+            "SELECT table, replica_path FROM system.replicas WHERE database = {} AND table IN ({}) \
+             FORMAT TabSeparated",
+            quote(&self.db),
+            names.join(", ")
+        )
+    }
+
+    /// Parses [`Tables::replica_paths_sql`]'s answer into
+    /// [`Tables::recorded_at`]'s argument: `None` unless every shard table
+    /// is there.
+    pub fn parse_replica_paths(&self, answer: &str) -> Option<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for line in answer.lines() {
+            let (table, path) = line.split_once('\t')?;
+            let name = table.strip_suffix(self.suffix)?;
+            if !path.is_empty() {
+                out.push((name.to_string(), path.to_string()));
+            }
+        }
+        let all = ["events", "sessions", "pageviews_hourly"]
+            .iter()
+            .all(|t| out.iter().any(|(n, _)| n == t));
+        all.then_some(out)
+    }
+
+    /// A condition (` AND …`, or empty) that leaves out of a read of `name`
+    /// the parts of this replica that ZooKeeper does not record. On 18.16 an
+    /// insert whose commit lost ZooKeeper (code 319, unknown status) keeps
+    /// its part readable on the replica that wrote it, although the insert
+    /// may not have happened, until the server's part check drops it five
+    /// minutes later: a check that counted it would take the insert for
+    /// landed, and lose it then. Only inserted parts (level 0) can be such
+    /// a part: merges and fetches are recorded in ZooKeeper before they
+    /// become active, and this schema has no mutations. Empty on one
+    /// server.
+    pub fn unrecorded(&self, name: &str) -> String {
+        let Some((_, path)) = self.recorded.iter().find(|(t, _)| t == name) else {
+            return String::new();
+        };
+        format!(
+            " AND _part NOT IN (SELECT name FROM system.parts WHERE database = {} AND table = {} \
+             AND active AND level = 0 AND name NOT IN \
+             (SELECT name FROM system.zookeeper WHERE path = {}))",
+            quote(&self.db),
+            quote(&format!("{name}{}", self.suffix)),
+            quote(&format!("{path}/parts"))
+        )
     }
 
     /// The database.
@@ -242,17 +314,22 @@ pub fn check_sql(tables: &Tables, id: Uuid, retention_days: u16, day: u16) -> St
         tables.table("sessions"),
         tables.table("pageviews_hourly"),
     );
+    let (ue, us, up) = (
+        tables.unrecorded("events"),
+        tables.unrecorded("sessions"),
+        tables.unrecorded("pageviews_hourly"),
+    );
     let t = quote(&RECEIPT_TENANT.to_string());
     let i = quote(&id.to_string());
     let d = quote(&date_text(day));
     format!(
         "SELECT \
          (SELECT count() FROM {events} WHERE tenant_id = toUUID({t}) AND retention_days = {retention_days} \
-          AND toDate(event_time) = toDate({d}) AND session_id = toUUID({i})), \
+          AND toDate(event_time) = toDate({d}) AND session_id = toUUID({i}){ue}), \
          (SELECT count() FROM {sessions} WHERE tenant_id = toUUID({t}) AND day = toDate({d}) \
-          AND session_id = toUUID({i}) AND retention_days = {retention_days}), \
+          AND session_id = toUUID({i}) AND retention_days = {retention_days}{us}), \
          (SELECT count() FROM {pageviews} WHERE tenant_id = toUUID({t}) \
-          AND toDate(hour) = toDate({d}) AND path = {i} AND retention_days = {retention_days}) \
+          AND toDate(hour) = toDate({d}) AND path = {i} AND retention_days = {retention_days}{up}) \
          FORMAT TabSeparated"
     )
 }
@@ -274,6 +351,7 @@ pub fn load_sql(
     let topic = quote(topic);
     let more = limit + 1;
     let events = tables.events();
+    let u = tables.unrecorded("events");
     format!(
         "SELECT toString(session_id), retention_days, toUInt16(toDate(event_time)), \
          visitParamExtractInt(properties, 'first_offset'), broker_offset, \
@@ -281,7 +359,7 @@ pub fn load_sql(
          visitParamExtractUInt(properties, 'rows'), received_at_us, count() \
          FROM {events} WHERE tenant_id = toUUID({t}) AND broker_partition = {partition} \
          AND broker_offset >= {from_offset} AND received_at_us > {after_us} \
-         AND visitParamExtractString(properties, 'topic') = {topic} \
+         AND visitParamExtractString(properties, 'topic') = {topic}{u} \
          GROUP BY session_id, retention_days, event_time, properties, broker_offset, received_at_us \
          ORDER BY broker_offset, visitParamExtractUInt(properties, 'index') LIMIT {more} \
          FORMAT TabSeparated"
@@ -293,6 +371,7 @@ pub fn load_sql(
 /// as RowBinary: 8 + 16 bytes a row.
 pub fn stored_events_sql(tables: &Tables, partition: i32, ids: &[(Uuid, u16, u16)]) -> String {
     let events = tables.events();
+    let u = tables.unrecorded("events");
     let t = quote(&RECEIPT_TENANT.to_string());
     let any: Vec<String> = ids
         .iter()
@@ -306,7 +385,7 @@ pub fn stored_events_sql(tables: &Tables, partition: i32, ids: &[(Uuid, u16, u16
         .collect();
     format!(
         "SELECT DISTINCT broker_offset, event_id FROM {events} WHERE broker_partition = {partition} \
-         AND tenant_id != toUUID({t}) AND ({}) FORMAT RowBinary",
+         AND tenant_id != toUUID({t}) AND ({}){u} FORMAT RowBinary",
         if any.is_empty() {
             "0".to_string()
         } else {
@@ -378,9 +457,10 @@ pub fn max_stored_below_sql(
         "SELECT max(broker_offset), argMax(visitParamExtractUInt(properties, 'last_hash'), broker_offset), count() \
          FROM {events} WHERE tenant_id = toUUID({t}) \
          AND broker_partition = {partition} AND received_at_us > {after_us} AND broker_offset < {end} \
-         AND visitParamExtractString(properties, 'topic') = {} \
+         AND visitParamExtractString(properties, 'topic') = {}{} \
          FORMAT TabSeparated",
-        quote(topic)
+        quote(topic),
+        tables.unrecorded("events")
     )
 }
 
@@ -391,9 +471,10 @@ pub fn newest_receipt_sql(tables: &Tables, topic: &str, partition: i32) -> Strin
     let events = tables.events();
     format!(
         "SELECT max(received_at_us), count() FROM {events} WHERE tenant_id = toUUID({t}) \
-         AND broker_partition = {partition} AND visitParamExtractString(properties, 'topic') = {} \
+         AND broker_partition = {partition} AND visitParamExtractString(properties, 'topic') = {}{} \
          FORMAT TabSeparated",
-        quote(topic)
+        quote(topic),
+        tables.unrecorded("events")
     )
 }
 
@@ -445,6 +526,37 @@ pub fn parse_max_stored(answer: &str) -> Option<(i64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_leave_out_unrecorded_parts_on_a_cluster_replica_only() {
+        let single = Tables::single("ow");
+        assert_eq!(single.unrecorded("events"), "");
+        let local = Tables::shard_local("ow");
+        let answer = "events_local\t/t/01/events_local/replicas/r1\n\
+                      sessions_local\t/t/01/sessions_local/replicas/r1\n";
+        // Every shard table, or none.
+        assert_eq!(local.parse_replica_paths(answer), None);
+        let answer =
+            format!("{answer}pageviews_hourly_local\t/t/01/pageviews_hourly_local/replicas/r1\n");
+        let paths = local.parse_replica_paths(&answer).unwrap();
+        let read = local.recorded_at(paths);
+        let u = read.unrecorded("sessions");
+        assert!(u.contains("table = 'sessions_local'"), "{u}");
+        assert!(
+            u.contains("path = '/t/01/sessions_local/replicas/r1/parts'"),
+            "{u}"
+        );
+        assert!(u.contains("level = 0"), "{u}");
+        assert!(
+            check_sql(&read, Uuid::nil(), 30, 1)
+                .matches("_part NOT IN")
+                .count()
+                == 3
+        );
+        assert!(!check_sql(&local, Uuid::nil(), 30, 1).contains("_part"));
+        // The names stay those of the tables.
+        assert_eq!(read.events(), "ow.events_local");
+    }
 
     #[test]
     fn dates_match_the_calendar() {

@@ -334,7 +334,7 @@ impl<'c> Sink<'c> {
         let read = self.lander.take_over(p)?;
         // The partition's rows, on the replica of its shard the take-over
         // brought up to date (on one server: the server).
-        let (rc, tables) = self.lander.reader(p, read);
+        let (rc, tables) = self.lander.reader(p, read)?;
         let epoch = topic_reset::epoch(&self.ch, db, topic, p)?;
         let answer = rc.query(&receipts::load_sql(
             &tables,
@@ -449,6 +449,7 @@ impl<'c> Sink<'c> {
         }
         // The newest ids of the window, oldest first, as 40-byte binary rows.
         let t = tables.events();
+        let unrecorded = tables.unrecorded("events");
         let k = &self.cfg.sink;
         let since = (now_us() / 1_000_000).saturating_sub(k.dedup_window_secs.as_secs() as i64);
         let recent = rc.query_binary(
@@ -456,7 +457,7 @@ impl<'c> Sink<'c> {
                 "SELECT tenant_id, event_id, received_at_us FROM \
                  (SELECT tenant_id, event_id, received_at_us FROM {t} \
                   WHERE broker_partition = {p} AND received_at >= toDateTime({since}) \
-                  AND tenant_id != toUUID('{RECEIPT_TENANT}') \
+                  AND tenant_id != toUUID('{RECEIPT_TENANT}'){unrecorded} \
                   ORDER BY received_at_us DESC LIMIT {max}) \
                  ORDER BY received_at_us FORMAT RowBinary",
                 max = k.dedup_max_ids
@@ -1082,9 +1083,16 @@ fn rejoin_if_stalled(
         return;
     }
     flow.watchdog.backed_off(now, elsewhere);
-    // Rebalancing is of no use while nobody can insert, nor while a shard
-    // is down (its partitions stall wherever they are).
-    if !sink.ch.ping() || sink.metrics.any_shard_down() {
+    // Rebalancing is of no use while nobody can insert, nor for partitions
+    // whose shard is down (they stall wherever they are): only a stall on a
+    // shard that answers is the group's to fix. A sink that owns none of a
+    // stopped shard's partitions has not seen it fail, so it asks.
+    let stalled = stalls
+        .stalled
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if !sink.ch.ping() || !sink.lander.any_shard_reachable(&stalled) {
         return;
     }
     warn!(

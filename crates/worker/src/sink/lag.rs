@@ -87,6 +87,9 @@ pub(super) struct Stalls {
     pub(super) here: AtomicI64,
     /// Partitions others own (or nobody does) quiet for the quiet time.
     pub(super) quiet: std::sync::Mutex<Vec<i32>>,
+    /// The stalled partitions owned by other members, or by nobody (those
+    /// `elsewhere` counts).
+    pub(super) stalled: std::sync::Mutex<Vec<i32>>,
 }
 
 /// Tracks, per partition, when the group last made progress on it.
@@ -104,6 +107,26 @@ impl Progress {
             stall_after,
             seen: HashMap::new(),
         }
+    }
+
+    /// The partitions this sink does not own with pending records and no
+    /// commit for the stall time (as of the last [`Progress::observe`]).
+    pub(super) fn stalled_elsewhere(
+        &self,
+        now: Instant,
+        parts: &[PartitionOffsets],
+        own: &[i32],
+    ) -> Vec<i32> {
+        parts
+            .iter()
+            .filter(|o| !own.contains(&o.partition) && o.pending() > 0)
+            .filter(|o| {
+                self.seen.get(&o.partition).is_some_and(|(_, since)| {
+                    now.saturating_duration_since(*since) >= self.stall_after
+                })
+            })
+            .map(|o| o.partition)
+            .collect()
     }
 
     /// Folds in one look at the topic; `own` names this sink's partitions.
@@ -203,6 +226,8 @@ pub(super) fn monitor(
                 let s = progress.observe(now, &parts, &own);
                 *stalls.quiet.lock().unwrap_or_else(|e| e.into_inner()) =
                     quiet_elsewhere(&progress, now, &parts, &own, quiet_after);
+                *stalls.stalled.lock().unwrap_or_else(|e| e.into_inner()) =
+                    progress.stalled_elsewhere(now, &parts, &own);
                 debug!(?s, "group lag");
                 m.group_lag.store(s.group, Ordering::Relaxed);
                 m.consumer_lag.store(s.own, Ordering::Relaxed);
@@ -302,6 +327,21 @@ mod tests {
         // 2 is caught up; 0 is this sink's own.
         assert_eq!(quiet_elsewhere(&p, secs(14), &parts, &[0], q), vec![1]);
         assert_eq!(quiet_elsewhere(&p, secs(14), &parts, &[], q), vec![0, 1]);
+    }
+
+    #[test]
+    fn stalled_partitions_elsewhere_are_listed_once_the_stall_time_passed() {
+        let t0 = Instant::now();
+        let secs = |n: u64| t0 + Duration::from_secs(n);
+        let mut p = Progress::new(Duration::from_secs(60));
+        let parts = [at(0, Some(90), 100), at(1, None, 40), at(2, Some(7), 7)];
+        p.observe(t0, &parts, &[]);
+        assert!(p.stalled_elsewhere(secs(59), &parts, &[]).is_empty());
+        let s = p.observe(secs(60), &parts, &[0]);
+        assert_eq!((s.stalled, s.stalled_own), (2, 1));
+        // 2 is caught up; 0 is this sink's own: the list is what
+        // `elsewhere` counts.
+        assert_eq!(p.stalled_elsewhere(secs(60), &parts, &[0]), vec![1]);
     }
 
     #[test]

@@ -205,6 +205,9 @@ pub(super) struct Lander {
     /// order; one shard of one server outside cluster mode.
     shards: Vec<Vec<Client>>,
     tables: Tables,
+    /// Per (shard, replica), the tables as read there
+    /// ([`Lander::tables_on`]).
+    read_tables: Mutex<HashMap<(usize, usize), Tables>>,
     /// On a cluster: a take-over reads only from a replica that caught up,
     /// and an insert that may have landed elsewhere is written again only
     /// on a replica with no part left to fetch.
@@ -262,6 +265,7 @@ impl Lander {
             retry_after: Mutex::new(vec![None; shards.len()]),
             shards,
             tables,
+            read_tables: Mutex::new(HashMap::new()),
             cluster,
             catch_up: (timeout / 2).clamp(Duration::from_secs(1), CATCH_UP_MAX),
             topic: topic.to_string(),
@@ -328,10 +332,44 @@ impl Lander {
 
     /// A client for reading `p`'s rows on replica `r` of its shard (the one
     /// [`Lander::take_over`] found caught up), and the tables to read.
-    pub(super) fn reader(&self, p: i32, r: usize) -> (Client, Tables) {
+    pub(super) fn reader(&self, p: i32, r: usize) -> Result<(Client, Tables), Error> {
         let shard = self.shard(p);
         let replicas = &self.shards[shard];
-        (replicas[r % replicas.len()].clone(), self.tables.clone())
+        let r = r % replicas.len();
+        Ok((replicas[r].clone(), self.tables_on(p, r)?))
+    }
+
+    /// The tables as read on replica `r` of `p`'s shard. On a cluster reads
+    /// leave out the parts ZooKeeper does not record
+    /// ([`Tables::unrecorded`]): the replica's ZooKeeper paths are asked
+    /// once.
+    fn tables_on(&self, p: i32, r: usize) -> Result<Tables, clickhouse_client::Error> {
+        if !self.cluster {
+            return Ok(self.tables.clone());
+        }
+        let shard = self.shard(p);
+        let cached = self
+            .read_tables
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(shard, r))
+            .cloned();
+        if let Some(t) = cached {
+            return Ok(t);
+        }
+        let answer = self.run(p, r, &self.tables.replica_paths_sql(), &[])?;
+        let paths = self.tables.parse_replica_paths(&answer).ok_or_else(|| {
+            clickhouse_client::Error::Protocol(format!(
+                "{} does not list every replicated shard table in system.replicas: {answer:?}",
+                self.shards[shard][r].url()
+            ))
+        })?;
+        let t = self.tables.recorded_at(paths);
+        self.read_tables
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((shard, r), t.clone());
+        Ok(t)
     }
 
     fn new_stage_name(&self, p: i32) -> String {
@@ -471,26 +509,46 @@ impl Lander {
 
     /// Parts replica `r` of `p`'s shard has yet to fetch from another
     /// replica (its replication queue's `GET_PART` entries for the shard's
-    /// tables; merges do not count).
+    /// tables; merges do not count), plus one for each shard table whose
+    /// replication log it has not pulled in full, or that is read-only (no
+    /// ZooKeeper session): a part another replica committed shows in the
+    /// queue only once the log entry naming it is pulled (`log_pointer`,
+    /// the next entry to pull, past `log_max_index`, the newest; both 0
+    /// before the first insert), and each table pulls its own log.
     fn pending_fetches(&self, p: i32, r: usize) -> Result<u64, clickhouse_client::Error> {
         let names: Vec<String> = SHARD_TABLES
             .iter()
             .map(|t| clickhouse_client::receipts::quote(&self.tables.name(t)))
             .collect();
+        let (db, names) = (
+            clickhouse_client::receipts::quote(self.tables.db()),
+            names.join(", "),
+        );
         let answer = self.run(
             p,
             r,
             &format!(
-                "SELECT count() FROM system.replication_queue WHERE database = {} AND table IN ({}) \
-                 AND type = 'GET_PART' FORMAT TabSeparated",
-                clickhouse_client::receipts::quote(self.tables.db()),
-                names.join(", ")
+                "SELECT \
+                 (SELECT count() FROM system.replication_queue WHERE database = {db} AND table IN ({names}) \
+                  AND type = 'GET_PART'), \
+                 (SELECT countIf(is_readonly OR is_session_expired \
+                   OR (log_pointer <= log_max_index AND NOT (log_pointer = 0 AND log_max_index = 0))) \
+                  FROM system.replicas WHERE database = {db} AND table IN ({names})) \
+                 FORMAT TabSeparated"
             ),
             &[],
         )?;
-        answer.trim().parse().map_err(|_| {
-            clickhouse_client::Error::Protocol(format!("replication queue count: {answer:?}"))
-        })
+        let n: Vec<u64> = answer
+            .trim()
+            .split('\t')
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        match n[..] {
+            [fetches, behind] => Ok(fetches.saturating_add(behind)),
+            _ => Err(clickhouse_client::Error::Protocol(format!(
+                "replication queue count: {answer:?}"
+            ))),
+        }
     }
 
     /// A replica of `p`'s shard that has fetched every part its shard
@@ -582,6 +640,31 @@ impl Lander {
         }
     }
 
+    /// Whether the shard of some partition in `partitions` has a replica
+    /// that answers now (each shard asked once, replica by replica; the
+    /// answers go into the shard's health). A partition stalled on a shard
+    /// that is down stalls with whichever sink owns it: moving it is of no
+    /// use.
+    pub(super) fn any_shard_reachable(&self, partitions: &[i32]) -> bool {
+        let mut asked = vec![false; self.shards.len()];
+        for &p in partitions {
+            let s = self.shard(p);
+            if std::mem::replace(&mut asked[s], true) {
+                continue;
+            }
+            for (r, c) in self.shards[s].iter().enumerate() {
+                let ok = c.ping();
+                if let Some(h) = self.health(s) {
+                    h.seen(r, ok);
+                }
+                if ok {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
     /// Whether any sink runs a query on the staging tables of `partitions`
     /// now, on any replica (an owner that is merely slow does; a partition
     /// nobody owns has none).
@@ -616,7 +699,8 @@ impl Lander {
         retention_days: u16,
         day: u16,
     ) -> Result<Landing, Error> {
-        let answer = self.run(p, r, &check_sql(&self.tables, id, retention_days, day), &[])?;
+        let tables = self.tables_on(p, r)?;
+        let answer = self.run(p, r, &check_sql(&tables, id, retention_days, day), &[])?;
         let n: Vec<u64> = answer
             .trim()
             .split('\t')
@@ -773,11 +857,17 @@ impl Lander {
                     res.map_err(fenced)?;
                 }
                 Rows::Events => {
+                    // Only rows ZooKeeper records: a roll-up repaired from
+                    // a part the server drops later would outlive it.
+                    let unrecorded = self
+                        .tables_on(p, r)
+                        .map_err(|e| NotLanded::Failed(e.into()))?
+                        .unrecorded("events");
                     for rc in receipts.iter().zip(&progress.done).filter(|(_, d)| !**d) {
                         let rc = rc.0;
                         let sql = format!(
                             "INSERT INTO {db}.{stage} SELECT * FROM {} WHERE insert_id = toUUID('{}') \
-                             AND retention_days = {} AND toDate(event_time) = toDate('{}')",
+                             AND retention_days = {} AND toDate(event_time) = toDate('{}'){unrecorded}",
                             t.events(),
                             rc.insert_id,
                             rc.retention_days,

@@ -30,7 +30,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use api::admin::{self, Listener};
 use api::health::{self, Node};
-use api::http::{BodyStep, Bounds, HeadStep, Method, Need, Reject, Response, Route};
+use api::http::{BodyLimit, BodyStep, Bounds, HeadStep, Method, Need, Reject, Response};
+use api::routes::{self, Handler};
 use engine_core::config::{AdminConfig, Config, Role};
 use telemetry::{HealthCheck, Registry};
 use tracing::{debug, warn};
@@ -277,7 +278,7 @@ fn answer<N: Node>(
 ) -> std::io::Result<Option<(Response, bool)>> {
     let node = &served.node;
     // No route takes a body here: each gets the bodiless drain at most.
-    let bounds = Bounds::new(MAX_HEAD_BYTES, 0);
+    let bounds = Bounds::new(MAX_HEAD_BYTES);
     let head = loop {
         match bounds.read_head(buf) {
             HeadStep::Head(h) => break h,
@@ -290,11 +291,12 @@ fn answer<N: Node>(
         }
     };
     let head_only = head.method == Method::Head;
+    let route = routes::lookup(&buf[head.path.clone()]);
     let auth = head.authorization.clone().and_then(|r| buf.get(r));
-    if let Some(refused) = admin::refusal(head.route, served.listener, auth, &served.admin) {
+    if let Some(refused) = admin::refusal(route, served.listener, auth, &served.admin) {
         return Ok(Some((refused, head_only)));
     }
-    if head.route == Route::Ingest {
+    if route.handler == Handler::Ingest {
         let r = Response::error(
             404,
             "not_found",
@@ -302,10 +304,10 @@ fn answer<N: Node>(
         );
         return Ok(Some((r, false)));
     }
-    if let Some(refused) = head.route.refuse(head.method) {
+    if let Some(refused) = route.refuse(head.method) {
         return Ok(Some((refused, head_only)));
     }
-    let mut body = match bounds.body(&head) {
+    let mut body = match bounds.body(&head, BodyLimit::Discard) {
         Ok(b) => b,
         Err(r) => return Ok(Some((r.response(), false))),
     };
@@ -321,10 +323,10 @@ fn answer<N: Node>(
             BodyStep::Reject(r) => return Ok(Some((r.response(), false))),
         }
     }
-    let resp = match head.route {
-        Route::Asset(a) if a.is_oncall() => api::assets::answer(a, &head, buf),
-        route => health::answer(route, node)
-            .unwrap_or_else(|| Response::error(404, "not_found", "no such endpoint")),
+    let resp = match route.handler {
+        Handler::Asset(a) if a.is_oncall() => api::assets::answer(a, &head, buf),
+        Handler::Node(route) => health::answer(route, node),
+        _ => Response::error(404, "not_found", "no such endpoint"),
     };
     Ok(Some((resp, head_only)))
 }

@@ -2,7 +2,7 @@
 //! says: no panic, and the reader's invariants (`edge_http::reader`) hold.
 #![no_main]
 
-use edge_http::reader::{BodyStep, Bounds, HeadStep};
+use edge_http::reader::{BodyLimit, BodyStep, Bounds, HeadStep};
 use libfuzzer_sys::fuzz_target;
 
 const MAX_HEAD: usize = 1024;
@@ -14,7 +14,14 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let step = usize::from(split % 64) + 1;
-    let bounds = Bounds::new(MAX_HEAD, MAX_BODY);
+    let bounds = Bounds::new(MAX_HEAD);
+    // The split byte's top bit picks the route kind: one that reads its
+    // body, or one that discards it.
+    let limit = if split & 0x80 == 0 {
+        BodyLimit::Read(MAX_BODY)
+    } else {
+        BodyLimit::Discard
+    };
     let mut buf: Vec<u8> = Vec::new();
     let mut fed = 0;
     let mut feed = |buf: &mut Vec<u8>, max: usize| -> bool {
@@ -41,7 +48,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         };
-        let Ok(mut body) = bounds.body(&head) else {
+        let Ok(mut body) = bounds.body(&head, limit) else {
             return;
         };
         let limit = body.limit();

@@ -10,7 +10,9 @@
 
 use engine_core::config::AdminConfig;
 
-use crate::http::{Response, Route};
+use crate::auth::Key;
+use crate::http::Response;
+use crate::routes::{Route, Surface};
 
 /// Which listener a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,21 +24,20 @@ pub enum Listener {
 /// The refusal of `route` on `listener`, if any; `authorization` is the
 /// request's `Authorization` header.
 pub fn refusal(
-    route: Route,
+    route: &Route,
     listener: Listener,
     authorization: Option<&[u8]>,
     admin: &AdminConfig,
 ) -> Option<Response> {
-    let probe = matches!(route, Route::Live | Route::Ready);
-    match listener {
-        Listener::Main if route.is_admin() && admin.separate() => {
+    match (listener, route.surface) {
+        (Listener::Main, Surface::Admin) if admin.separate() => {
             return Some(Response::error(
                 404,
                 "not_found",
                 "no such endpoint on this port (admin surfaces are on the admin listener)",
             ));
         }
-        Listener::Admin if !route.is_admin() && !probe => {
+        (Listener::Admin, Surface::Public) => {
             return Some(Response::error(
                 404,
                 "not_found",
@@ -46,7 +47,7 @@ pub fn refusal(
         _ => {}
     }
     let token = admin.token()?;
-    if route.needs_admin_token() && !authorization.is_some_and(|a| token.admits(a)) {
+    if route.key == Key::Admin && !authorization.is_some_and(|a| token.admits(a)) {
         return Some(
             Response::error(
                 401,
@@ -62,46 +63,43 @@ pub fn refusal(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::assets::Asset;
+    use crate::routes::lookup;
 
     #[test]
     fn where_and_with_what_each_route_is_answered() {
         let open = AdminConfig::default();
-        for r in [
-            Route::Metrics,
-            Route::Health,
-            Route::DebugStats,
-            Route::Ingest,
-        ] {
-            assert!(refusal(r, Listener::Main, None, &open).is_none(), "{r:?}");
+        for p in ["/metrics", "/health", "/debug/stats", "/ingest"] {
+            assert!(
+                refusal(lookup(p.as_bytes()), Listener::Main, None, &open).is_none(),
+                "{p}"
+            );
         }
         let apart = AdminConfig {
             port: 9100,
             token_sha256: engine_core::tenant::hash_key_hex("adm"),
             ..AdminConfig::default()
         };
-        let status = |r, l, a: Option<&[u8]>| refusal(r, l, a, &apart).map(|r| r.status);
-        assert_eq!(status(Route::Metrics, Listener::Main, None), Some(404));
+        let status = |p: &str, l, a: Option<&[u8]>| {
+            refusal(lookup(p.as_bytes()), l, a, &apart).map(|r| r.status)
+        };
+        assert_eq!(status("/metrics", Listener::Main, None), Some(404));
+        assert_eq!(status("/debug/dashboard", Listener::Main, None), Some(404));
+        assert_eq!(status("/health/ready", Listener::Main, None), None);
+        assert_eq!(status("/ingest", Listener::Main, None), None);
+        assert_eq!(status("/ingest", Listener::Admin, None), Some(404));
+        assert_eq!(status("/health/live", Listener::Admin, None), None);
+        assert_eq!(status("/metrics", Listener::Admin, None), Some(401));
         assert_eq!(
-            status(Route::Asset(Asset::OncallHtml), Listener::Main, None),
-            Some(404)
-        );
-        assert_eq!(status(Route::Ready, Listener::Main, None), None);
-        assert_eq!(status(Route::Ingest, Listener::Main, None), None);
-        assert_eq!(status(Route::Ingest, Listener::Admin, None), Some(404));
-        assert_eq!(status(Route::Live, Listener::Admin, None), None);
-        assert_eq!(status(Route::Metrics, Listener::Admin, None), Some(401));
-        assert_eq!(
-            status(Route::Metrics, Listener::Admin, Some(b"Bearer nope")),
+            status("/metrics", Listener::Admin, Some(b"Bearer nope")),
             Some(401)
         );
         assert_eq!(
-            status(Route::Metrics, Listener::Admin, Some(b"Bearer adm")),
+            status("/metrics", Listener::Admin, Some(b"Bearer adm")),
             None
         );
         // The page's files hold no data: served without the token.
         assert_eq!(
-            status(Route::Asset(Asset::OncallJs), Listener::Admin, None),
+            status("/debug/dashboard/oncall.js", Listener::Admin, None),
             None
         );
     }

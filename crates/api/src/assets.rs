@@ -12,8 +12,29 @@ use std::sync::OnceLock;
 
 use sha2::{Digest, Sha256};
 
-pub use crate::http::Asset;
 use crate::http::{RequestHead, Response};
+
+/// A file embedded in the binary (the route table, `routes.rs`, names its
+/// paths).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asset {
+    Sdk,
+    DashboardHtml,
+    DashboardJs,
+    DashboardCss,
+    /// The on-call page (`/debug/dashboard`): an admin surface.
+    OncallHtml,
+    OncallJs,
+    OncallCss,
+}
+
+impl Asset {
+    /// Whether the file belongs to the on-call page, which every node
+    /// serves (a sink-only node too).
+    pub fn is_oncall(self) -> bool {
+        matches!(self, Asset::OncallHtml | Asset::OncallJs | Asset::OncallCss)
+    }
+}
 
 /// How long browsers may use their copy of the SDK before revalidating, in
 /// seconds: an engine upgrade reaches every page within this time.

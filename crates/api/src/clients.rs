@@ -177,6 +177,13 @@ impl ClientTable {
         }
     }
 
+    /// The key of a request's client ([`ClientTable::client_of_request`],
+    /// then [`ClientTable::client_key`]): what its limits and its share of
+    /// a shard's budget are counted by.
+    pub fn client_for(&self, peer: IpAddr, forwarded: &ForwardedFor, buf: &[u8]) -> IpAddr {
+        self.client_key(self.client_of_request(peer, forwarded, buf))
+    }
+
     /// The first of `hops` (right to left) that is not a trusted proxy;
     /// `peer` when there is none or a hop before it is malformed (nothing
     /// to its left can be trusted).

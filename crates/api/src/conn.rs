@@ -8,9 +8,12 @@
 //!   Each read takes at most the reader's [`Need::max`], so the buffer never
 //!   outgrows the reader's bounds: `http.max_header_bytes` for a head, the
 //!   head plus the route's body limit plus chunk overhead for a body.
-//! - Route, method and the ingest precheck run on the head alone; a refusal
-//!   with a body pending closes the connection (its body is never read). The
-//!   declared size is checked before `100 Continue` is sent.
+//! - It knows no route: the route table (`routes.rs`) names the head's
+//!   route, whose checks run on the head alone; a refusal with a body
+//!   pending closes the connection (its body is never read). The body is
+//!   read under the limit the route gives, its declared size checked before
+//!   `100 Continue` is sent, its bytes taken in the shard's budget as they
+//!   arrive (`shard/budget.rs`); then the route's handler answers.
 //! - Time: between requests a connection may idle `http.idle_timeout_ms`;
 //!   once a request's first byte arrived, the whole request must arrive within
 //!   `http.read_timeout_ms` (else 408), so a slow client cannot hold a shard.
@@ -27,17 +30,13 @@ use std::time::{Duration, Instant};
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
-use crate::admin::{self, Listener};
-use crate::budget::{self, Held, Pool, FREE_BUFFER_BYTES};
-use crate::clients::Request;
+use crate::cors;
 use crate::http::{
     BodyReader, BodyStep, Bounds, Framing, HeadStep, Method, Need, Reject, RequestHead, Response,
-    Route,
 };
-use crate::ingest::{ingest, precheck, Shard};
-use crate::metrics::Stage;
-use crate::state::Authed;
-use crate::{assets, cors, health};
+use crate::routes::{self, Next};
+use crate::shard::budget::{self, Held, Pool, FREE_BUFFER_BYTES};
+use crate::shard::Shard;
 
 /// Read buffer kept by an idle connection; larger buffers shrink back to
 /// it. The shard's budget counts only what a request's buffers hold beyond.
@@ -194,7 +193,7 @@ type Stop = Option<Reject>;
 
 async fn serve_requests<S: Io>(conn: &mut Conn<S>, shard: &Shard) {
     let http = &shard.state.config.http;
-    let bounds = Bounds::new(http.max_header_bytes, http.max_body_bytes);
+    let bounds = Bounds::new(http.max_header_bytes);
     let read_timeout = http.read_timeout_ms;
     let idle = http.idle_timeout_ms;
     loop {
@@ -207,13 +206,14 @@ async fn serve_requests<S: Io>(conn: &mut Conn<S>, shard: &Shard) {
             panic!("fault injection: a request for the shard panic path");
         }
         let head_only = head.method == Method::Head;
-        let origin = cors_origin(&head, &conn.buf);
+        let route = routes::lookup(&conn.buf[head.path.clone()]);
+        let origin = route.answer_origin(&head, &conn.buf);
         let origin = origin.as_deref();
-        // Route and early checks, before the body.
-        let tenant = match route_check(&head, shard, conn.peer, &conn.buf) {
-            Ok(t) => t,
-            Err(resp) => {
-                let resp = with_cors(resp, origin);
+        // The route's checks, before the body.
+        let admitted = match route.on_head(shard, &head, conn.peer, &conn.buf) {
+            Next::Read(a) => a,
+            Next::Answer(resp) => {
+                let resp = cors::allow(resp, origin);
                 // The body was not read: the connection cannot be reused.
                 let keep = head.keep_alive && head.framing == Framing::None;
                 if !finish(conn, shard, &resp, keep, head_only).await || !keep {
@@ -223,13 +223,13 @@ async fn serve_requests<S: Io>(conn: &mut Conn<S>, shard: &Shard) {
                 continue;
             }
         };
-        let reader = match bounds.body(&head) {
+        let reader = match bounds.body(&head, admitted.limit) {
             Ok(r) => r,
             Err(r) => return refuse_request(conn, shard, origin, Some(r)).await,
         };
         // The request's bytes in the shard's budget, taken as they arrive
         // (budget.rs): a declared length costs nothing until it is sent.
-        let client = client_of(&head, shard, conn.peer, &conn.buf);
+        let client = admitted.client;
         let mut held = shard.hold(client);
         let mut pieces = None;
         let body = read_body(
@@ -237,6 +237,7 @@ async fn serve_requests<S: Io>(conn: &mut Conn<S>, shard: &Shard) {
             shard,
             &head,
             reader,
+            admitted.limit.reads(),
             &mut pieces,
             &mut held,
             started + read_timeout,
@@ -245,15 +246,15 @@ async fn serve_requests<S: Io>(conn: &mut Conn<S>, shard: &Shard) {
         let (in_place, consumed) = match body {
             Ok(framed) => framed,
             Err(stop) => {
-                // The answer first (CORS reads the head in the buffer), then
-                // the request's buffers and budget go back, before the answer
-                // is written and the connection lingers.
+                // The answer first, then the request's buffers and budget go
+                // back, before the answer is written and the connection
+                // lingers.
                 let resp = match stop {
                     BodyStop::Busy => Some(shard.busy()),
                     BodyStop::Answer(r) => Some(r.response()),
                     BodyStop::Left => None,
                 };
-                let resp = resp.map(|r| with_cors(r, origin));
+                let resp = resp.map(|r| cors::allow(r, origin));
                 if let Some(b) = pieces {
                     shard.give_buffer(b);
                 }
@@ -271,8 +272,8 @@ async fn serve_requests<S: Io>(conn: &mut Conn<S>, shard: &Shard) {
                 Some(b) => b,
                 None => &conn.buf[in_place],
             };
-            let resp = dispatch(shard, client, &head, tenant.as_ref(), body, started).await;
-            with_cors(resp, origin)
+            let resp = route.on_body(shard, &admitted, &head, body, started).await;
+            cors::allow(resp, origin)
         };
         // The request's bytes go back before its answer is written: a client
         // that reads slowly holds only its answer.
@@ -335,23 +336,17 @@ enum BodyStop {
     Busy,
 }
 
-/// Most body bytes asked of the socket per read.
-const BODY_READ_WINDOW_BYTES: usize = 64 * 1024;
-/// A read buffer with less room than this (and than the body still needs)
-/// grows before the next read.
-const BODY_READ_MIN_BYTES: usize = 4 * 1024;
-/// Least growth of a full read buffer.
-const BODY_GROW_MIN_BYTES: usize = 16 * 1024;
-
 /// Reads `head`'s body by `deadline`: where it lies in the buffer and how
 /// many buffer bytes the request used. Chunked data of a route that reads its
-/// body goes into `pieces` (a pooled buffer); other routes discard it. The
-/// buffers' growth is taken in `held` before each read.
+/// body (`keep`) goes into `pieces` (a pooled buffer); other routes discard
+/// it. The buffers' growth is taken in `held` before each read.
+#[allow(clippy::too_many_arguments)]
 async fn read_body<S: Io>(
     conn: &mut Conn<S>,
     shard: &Shard,
     head: &RequestHead,
     mut reader: BodyReader,
+    keep: bool,
     pieces: &mut Option<Vec<u8>>,
     held: &mut Held<'_>,
     deadline: Instant,
@@ -364,7 +359,7 @@ async fn read_body<S: Io>(
             BodyStep::Done { body, end } => {
                 // The last read's decoded data counts too, while the request
                 // is served.
-                let bytes = request_bytes(conn.buf.capacity(), pieces.as_ref(), pooled);
+                let bytes = budget::request_bytes(conn.buf.capacity(), pieces.as_ref(), pooled);
                 return if held.grow_to(bytes) {
                     Ok((body, end))
                 } else {
@@ -372,7 +367,7 @@ async fn read_body<S: Io>(
                 };
             }
             BodyStep::Data(r) => {
-                if head.route.takes_body() {
+                if keep {
                     pieces
                         .get_or_insert_with(|| {
                             let b = shard.take_buffer();
@@ -386,7 +381,7 @@ async fn read_body<S: Io>(
             BodyStep::NeedMore(need) => need,
             BodyStep::Reject(r) => return Err(BodyStop::Answer(r)),
         };
-        let need = budget_read(&mut conn.buf, pieces.as_ref(), pooled, need, held)
+        let need = budget::before_read(&mut conn.buf, pieces.as_ref(), pooled, need, held)
             .ok_or(BodyStop::Busy)?;
         // The reader refused an oversized declared body already, so a client
         // told to continue will be read.
@@ -411,62 +406,6 @@ async fn read_body<S: Io>(
     }
 }
 
-/// Makes room in `buf` for the next read, with the request's bytes beyond
-/// [`FREE_BUFFER_BYTES`] (the read buffer's capacity and the chunked data
-/// decoded so far) taken in `held` first; the need that read may take (at
-/// most [`BODY_READ_WINDOW_BYTES`], never past the buffer's capacity).
-/// `None`: no room in the budget. Called before every read, with no await
-/// since the last buffer growth, so what a request holds is counted before
-/// it waits for more.
-///
-/// The buffer grows only once what came fills it, by a quarter (at least
-/// [`BODY_GROW_MIN_BYTES`]) at a time: a body costs a few copies, and the
-/// budget is never more than a quarter and 16 KiB ahead of what the client
-/// sent. A connection that declares 1 MiB and sends a byte holds nothing.
-fn budget_read(
-    buf: &mut Vec<u8>,
-    pieces: Option<&Vec<u8>>,
-    pooled: usize,
-    need: Need,
-    held: &mut Held<'_>,
-) -> Option<Need> {
-    let len = buf.len();
-    let spare = buf.capacity() - len;
-    let mut cap = buf.capacity();
-    if spare < need.max.min(BODY_READ_MIN_BYTES) {
-        // Never past what this request may still send.
-        let most = len.saturating_add(need.max);
-        cap = cap
-            .saturating_add((cap / 4).max(BODY_GROW_MIN_BYTES))
-            .min(most)
-            .max(len.saturating_add(1));
-    }
-    if !held.grow_to(request_bytes(cap, pieces, pooled)) {
-        return None;
-    }
-    if cap > buf.capacity() {
-        buf.reserve_exact(cap - len);
-    }
-    let window = need
-        .max
-        .min(buf.capacity() - len)
-        .clamp(1, BODY_READ_WINDOW_BYTES);
-    Some(Need {
-        min: need.min.min(window),
-        max: window,
-    })
-}
-
-/// What a request holds beyond [`FREE_BUFFER_BYTES`]: its read buffer's
-/// capacity `cap`, and the chunked data decoded so far, by its length or by
-/// its buffer's growth past the capacity it had in the pool (`pooled`: that
-/// much is the pool's, `http.body_buffer_pool`), whichever is more.
-fn request_bytes(cap: usize, pieces: Option<&Vec<u8>>, pooled: usize) -> usize {
-    let decoded = pieces.map_or(0, |p| p.len().max(p.capacity().saturating_sub(pooled)));
-    cap.saturating_add(decoded)
-        .saturating_sub(FREE_BUFFER_BYTES)
-}
-
 /// Answers a request that cannot be served (if anyone listens), then closes.
 async fn refuse<S: Io>(conn: &mut Conn<S>, shard: &Shard, stop: Stop) {
     if let Some(r) = stop {
@@ -482,7 +421,7 @@ async fn refuse_request<S: Io>(
     stop: Stop,
 ) {
     if let Some(r) = stop {
-        let resp = with_cors(r.response(), origin);
+        let resp = cors::allow(r.response(), origin);
         finish(conn, shard, &resp, false, false).await;
     }
 }
@@ -529,11 +468,11 @@ async fn finish_held<S: Io>(
             "answer_too_large",
             &format!("the answer is {size} bytes, more than this server sends at once ({most}); narrow the query"),
         );
-        let resp = with_cors(resp, origin);
+        let resp = cors::allow(resp, origin);
         return finish(conn, shard, &resp, keep_alive, head_only).await;
     }
     let Some(held) = shard.reserve_in(Pool::Answers, client, size) else {
-        let busy = with_cors(shard.busy(), origin);
+        let busy = cors::allow(shard.busy(), origin);
         finish(conn, shard, &busy, false, head_only).await;
         return false;
     };
@@ -604,111 +543,4 @@ async fn linger<S: Io>(conn: &mut Conn<S>) {
         }
         discarded += conn.buf.len();
     }
-}
-
-/// Route and method checks, and the ingest precheck, on the head alone.
-/// `Err` is the answer, given without reading a body: a refusal, a
-/// preflight, or the SDK file.
-fn route_check(
-    head: &RequestHead,
-    shard: &Shard,
-    peer: IpAddr,
-    buf: &[u8],
-) -> Result<Option<Authed>, Response> {
-    client_check(head, shard, peer, buf)?;
-    let auth = head.authorization.clone().map(|r| &buf[r]);
-    let admin = &shard.state.config.admin;
-    if let Some(refused) = admin::refusal(head.route, Listener::Main, auth, admin) {
-        return Err(refused);
-    }
-    if let Some(refused) = head.route.refuse(head.method) {
-        return Err(refused);
-    }
-    match (head.route, head.method) {
-        (Route::Ingest, Method::Options) => Err(cors::preflight(&shard.state, head, buf)),
-        (Route::Ingest, _) => precheck(shard, head, buf).map(Some),
-        (Route::Query, _) => crate::query::precheck(shard, head, buf).map(Some),
-        (Route::Asset(a), _) => Err(assets::answer(a, head, buf)),
-        _ => Ok(None),
-    }
-}
-
-/// The client a request comes from: the peer, or the client a trusted
-/// proxy names (`[clients]`), IPv6 by its prefix (`clients.ipv6_prefix_len`);
-/// the key of its limits and of its share of the shard's budget.
-fn client_of(head: &RequestHead, shard: &Shard, peer: IpAddr, buf: &[u8]) -> IpAddr {
-    let clients = &shard.state.clients;
-    clients.client_key(clients.client_of_request(peer, &head.forwarded, buf))
-}
-
-/// The per-client request limit (`[clients]`); the probes are never limited.
-fn client_check(
-    head: &RequestHead,
-    shard: &Shard,
-    peer: IpAddr,
-    buf: &[u8],
-) -> Result<(), Response> {
-    let clients = &shard.state.clients;
-    if !clients.enabled() || matches!(head.route, Route::Live | Route::Ready) {
-        return Ok(());
-    }
-    let client = client_of(head, shard, peer, buf);
-    let counters = shard.state.metrics.shard(shard.index);
-    match clients.request(client) {
-        Request::Allowed => Ok(()),
-        Request::Untracked => {
-            counters.clients_untracked.fetch_add(1, Ordering::Relaxed);
-            Ok(())
-        }
-        Request::OverLimit => {
-            counters
-                .clients_rate_limited
-                .fetch_add(1, Ordering::Relaxed);
-            Err(Response::error(
-                429,
-                "client_rate_limited",
-                "too many requests from this address; slow down",
-            )
-            .retry_after(1))
-        }
-    }
-}
-
-/// The `Origin` an `/ingest` answer lets read it (a preflight has its own
-/// headers), copied out of the head once: the read buffer changes (drained,
-/// or lost with a cancelled read) before some answers are written.
-fn cors_origin(head: &RequestHead, buf: &[u8]) -> Option<String> {
-    if head.route == Route::Ingest && head.method != Method::Options {
-        cors::origin(head, buf).map(str::to_owned)
-    } else {
-        None
-    }
-}
-
-/// Lets a browser read an `/ingest` answer.
-fn with_cors(resp: Response, origin: Option<&str>) -> Response {
-    cors::allow(resp, origin)
-}
-
-async fn dispatch(
-    shard: &Shard,
-    client: IpAddr,
-    head: &RequestHead,
-    tenant: Option<&Authed>,
-    body: &[u8],
-    started: Instant,
-) -> Response {
-    if let (Route::Query, Some(authed)) = (head.route, tenant) {
-        return crate::query::answer(shard, authed, body).await;
-    }
-    if let (Route::Ingest, Some(tenant)) = (head.route, tenant) {
-        let resp = ingest(shard, client, tenant, head.encoding, body, started).await;
-        Stage::Request.record(
-            &mut shard.histograms.borrow_mut(),
-            started.elapsed().as_micros() as u64,
-        );
-        return resp;
-    }
-    health::answer(head.route, &*shard.state)
-        .unwrap_or_else(|| Response::error(404, "not_found", "no such endpoint"))
 }

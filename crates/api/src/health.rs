@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 use engine_core::config::Role;
 use telemetry::{HealthCheck, Registry};
 
-use crate::http::{push_json_str, Response, Route};
+use crate::http::{push_json_str, Response};
 use crate::state::AppState;
 
 /// What a node knows about itself, for the routes every node answers.
@@ -40,12 +40,30 @@ pub trait Node {
     fn health_members(&self, out: &mut Vec<u8>);
 }
 
-/// The answer to `route` (method already checked); `None` for routes that
-/// are not the same on every node (`/ingest`, unknown paths).
-pub fn answer(route: Route, node: &impl Node) -> Option<Response> {
-    Some(match route {
-        Route::Live => Response::json(200, br#"{"status":"live"}"#.to_vec()),
-        Route::Ready => match node.readiness() {
+/// The routes every node answers the same (the route table, `routes.rs`,
+/// names their paths).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeRoute {
+    /// `/health/live`
+    Live,
+    /// `/health/ready`
+    Ready,
+    /// `/health`
+    Health,
+    /// `/metrics`
+    Metrics,
+    /// `/debug/latency`
+    DebugLatency,
+    /// `/debug/stats`: every counter, gauge and latency histogram as JSON,
+    /// for the on-call page.
+    DebugStats,
+}
+
+/// The answer to `route` (method already checked).
+pub fn answer(route: NodeRoute, node: &impl Node) -> Response {
+    match route {
+        NodeRoute::Live => Response::json(200, br#"{"status":"live"}"#.to_vec()),
+        NodeRoute::Ready => match node.readiness() {
             Ok(()) => Response::json(200, br#"{"ready":true}"#.to_vec()),
             Err(reason) => {
                 let mut b = br#"{"ready":false,"reason":"#.to_vec();
@@ -54,26 +72,25 @@ pub fn answer(route: Route, node: &impl Node) -> Option<Response> {
                 Response::json(503, b).retry_after(node.retry_after_secs())
             }
         },
-        Route::Health => health(node),
-        Route::Metrics => Response::text(
+        NodeRoute::Health => health(node),
+        NodeRoute::Metrics => Response::text(
             200,
             "text/plain; version=0.0.4",
             node.registry().render_prometheus().into_bytes(),
         ),
-        Route::DebugLatency => Response::text(
+        NodeRoute::DebugLatency => Response::text(
             200,
             "text/plain; charset=utf-8",
             node.registry().render_latency_table().into_bytes(),
         ),
-        Route::DebugStats => {
+        NodeRoute::DebugStats => {
             let now_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64);
             Response::json(200, node.registry().render_stats_json(now_ms).into_bytes())
                 .header("Cache-Control", "no-store")
         }
-        Route::Ingest | Route::Asset(_) | Route::Query | Route::NotFound => return None,
-    })
+    }
 }
 
 fn role_name(r: Role) -> &'static str {
@@ -262,33 +279,29 @@ mod tests {
             components: Vec::new(),
             ready: Ok(()),
         };
-        let live = answer(Route::Live, &node).unwrap();
+        let live = answer(NodeRoute::Live, &node);
         assert_eq!(
             (live.status, &live.body[..]),
             (200, &br#"{"status":"live"}"#[..])
         );
-        let h = answer(Route::Health, &node).unwrap();
+        let h = answer(NodeRoute::Health, &node);
         let j = body(&h);
         assert_eq!(j["status"].as_str(), Some("ok"));
         assert_eq!(j["roles"][0].as_str(), Some("sink"));
         assert_eq!(j["extra"].as_u64(), Some(1));
         assert!(j.get("sink").is_none());
         node.components.push(std::sync::Arc::new(Part));
-        assert!(
-            body(&answer(Route::Health, &node).unwrap())["sink"]["running"]
-                .as_bool()
-                .unwrap()
-        );
+        assert!(body(&answer(NodeRoute::Health, &node))["sink"]["running"]
+            .as_bool()
+            .unwrap());
         node.ready = Err("clickhouse_unreachable");
-        let r = answer(Route::Ready, &node).unwrap();
+        let r = answer(NodeRoute::Ready, &node);
         assert_eq!(r.status, 503);
         assert_eq!(r.retry_after_secs, Some(3));
         assert_eq!(body(&r)["reason"].as_str(), Some("clickhouse_unreachable"));
         assert_eq!(
-            body(&answer(Route::Health, &node).unwrap())["status"].as_str(),
+            body(&answer(NodeRoute::Health, &node))["status"].as_str(),
             Some("degraded")
         );
-        assert!(answer(Route::Ingest, &node).is_none());
-        assert!(answer(Route::NotFound, &node).is_none());
     }
 }

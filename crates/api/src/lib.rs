@@ -3,21 +3,26 @@
 //!
 //! Life of a request (see `README.md` beside this crate for the long form):
 //! [`conn`] drives the request reader ([`http::reader`]: the `edge-http`
-//! crate, no I/O, fuzzed alone) over the
-//! connection's buffer: the head, then route, method and auth checks before
-//! touching the body, then the body (length or chunked, bounded for every
-//! route, under a read deadline). [`health`] answers the routes every node
-//! answers (the sink-only status endpoint uses it too); [`ingest`] decodes gzip/zstd
-//! ([`body`]), parses and validates every event in place (`engine-core`),
-//! encodes records, pushes them into this shard's ring to the producer thread,
-//! and awaits the broker's acknowledgements before it answers. Browsers get
-//! CORS from [`cors`]; the SDK and the dashboard's files come from [`assets`].
+//! crate, no I/O, fuzzed alone) over the connection's buffer and knows
+//! framing, keep-alive and timeouts only. The route table ([`routes`])
+//! declares every path once (methods, body limit, key, CORS policy,
+//! listener, handler) and runs its checks on the head, before the body is
+//! touched; the body is read under the route's limit, its bytes taken in the
+//! shard's budget as they arrive ([`shard::budget`]). Handlers: [`health`]
+//! answers the routes every node answers (the sink-only status endpoint uses
+//! it too); [`ingest`] decodes gzip/zstd ([`body`]), parses and validates
+//! every event in place (`engine-core`), encodes records, pushes them into
+//! this shard's ring to the producer thread, and awaits the broker's
+//! acknowledgements before it answers; [`query`] hands a query to the query
+//! service. Keys are checked by [`auth`], browsers get CORS from [`cors`],
+//! the SDK and the dashboard's files come from [`assets`]. Each shard's own
+//! state is [`shard::Shard`].
 //!
 //! Start with [`shard::start`].
 
 pub mod admin;
 pub mod assets;
-pub mod budget;
+pub mod auth;
 pub mod clients;
 pub mod conn;
 pub mod cors;
@@ -27,6 +32,7 @@ pub mod metrics;
 pub mod query;
 pub mod ratelimit;
 pub mod request_log;
+pub mod routes;
 pub mod shard;
 pub mod state;
 pub mod tls;

@@ -14,7 +14,7 @@
 
 use std::ops::Range;
 
-use super::{Encoding, Framing, Method, Reject, Route};
+use super::{Encoding, Framing, Method, Reject};
 
 /// Most headers in one request (431 beyond).
 pub const MAX_HEADERS: usize = 64;
@@ -170,7 +170,6 @@ impl<'b> Iterator for Hops<'b> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
     pub method: Method,
-    pub route: Route,
     /// The request target's path, without the query.
     pub path: Range<usize>,
     /// The query, without its `?`; `None` when there is none.
@@ -373,7 +372,6 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, Reject> {
     let keep_alive = if http10 { conn_keep_alive } else { !conn_close };
     Ok(Some(RequestHead {
         method,
-        route: Route::from_path(path),
         path: range_of(buf, path.as_bytes()),
         query: query.map(|q| range_of(buf, q.as_bytes())),
         http10,
@@ -408,7 +406,6 @@ mod tests {
         let raw = "POST /ingest?x=1 HTTP/1.1\r\nHost: a\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: 12\r\nAuthorization: Bearer t:k\r\nContent-Encoding: gzip\r\n\r\n{}";
         let h = head(raw);
         assert_eq!(h.method, Method::Post);
-        assert_eq!(h.route, Route::Ingest);
         assert_eq!(&raw.as_bytes()[h.path.clone()], b"/ingest");
         assert_eq!(h.framing, Framing::Length(12));
         assert_eq!(h.encoding, Encoding::Gzip);
@@ -601,6 +598,7 @@ mod tests {
                 .content_type_ok
         );
         assert_eq!(head("PUT /ingest HTTP/1.1\r\n\r\n").method, Method::Other);
-        assert_eq!(head("GET /nope HTTP/1.1\r\n\r\n").route, Route::NotFound);
+        let raw = "GET /nope?x HTTP/1.1\r\n\r\n";
+        assert_eq!(&raw.as_bytes()[head(raw).path], b"/nope");
     }
 }

@@ -1,6 +1,8 @@
-//! `edge-http`: the edge's HTTP/1.1 without I/O: the route table, request
-//! heads ([`head`]), the request reader that frames bodies ([`reader`]),
-//! bounded gzip/zstd body decoding ([`body`]), and responses.
+//! `edge-http`: the edge's HTTP/1.1 without I/O: request heads ([`head`]),
+//! the request reader that frames bodies ([`reader`]), bounded gzip/zstd
+//! body decoding ([`body`]), and responses. It knows no route: which paths
+//! exist, and each one's body limit, are the `api` crate's route table's
+//! (`api::routes`), handed to the reader as a [`reader::BodyLimit`].
 //!
 //! Nothing here reads or writes a socket, so every rule is unit- and
 //! property-tested and fuzzed alone (`fuzz/`); `api`'s shards and the
@@ -15,7 +17,7 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 
 pub use head::{parse_head, RequestHead, MAX_HEADERS};
-pub use reader::{BodyReader, BodyStep, Bounds, HeadStep, Need};
+pub use reader::{BodyLimit, BodyReader, BodyStep, Bounds, HeadStep, Need};
 
 /// Request method, as far as routing cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,130 +27,6 @@ pub enum Method {
     Post,
     Options,
     Other,
-}
-
-/// A file embedded in the binary (`api::assets` holds the bytes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Asset {
-    Sdk,
-    DashboardHtml,
-    DashboardJs,
-    DashboardCss,
-    /// The on-call page (`/debug/dashboard`): an admin surface.
-    OncallHtml,
-    OncallJs,
-    OncallCss,
-}
-
-impl Asset {
-    /// Whether the file belongs to the on-call page, which every node
-    /// serves (a sink-only node too).
-    pub fn is_oncall(self) -> bool {
-        matches!(self, Asset::OncallHtml | Asset::OncallJs | Asset::OncallCss)
-    }
-}
-
-/// The route table: every path any node answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    Ingest,
-    Health,
-    Live,
-    Ready,
-    Metrics,
-    DebugLatency,
-    /// Every counter, gauge and latency histogram as JSON, for the on-call page.
-    DebugStats,
-    /// An embedded file: the browser SDK (`/sdk.js`, and `/sdk/v1.js` for a
-    /// pinned major version) or the analytics dashboard (`/dashboard`).
-    Asset(Asset),
-    /// The tenant query API (`POST /api/v1/query`, secret keys only).
-    Query,
-    NotFound,
-}
-
-impl Route {
-    /// The route of a path (without its query).
-    pub fn from_path(path: &str) -> Self {
-        match path {
-            "/ingest" => Route::Ingest,
-            "/health" => Route::Health,
-            "/health/live" => Route::Live,
-            "/health/ready" => Route::Ready,
-            "/metrics" => Route::Metrics,
-            "/debug/latency" => Route::DebugLatency,
-            "/sdk.js" | "/sdk/v1.js" => Route::Asset(Asset::Sdk),
-            "/dashboard" | "/dashboard/" => Route::Asset(Asset::DashboardHtml),
-            "/dashboard/app.js" => Route::Asset(Asset::DashboardJs),
-            "/dashboard/app.css" => Route::Asset(Asset::DashboardCss),
-            "/debug/dashboard" | "/debug/dashboard/" => Route::Asset(Asset::OncallHtml),
-            "/debug/dashboard/oncall.js" => Route::Asset(Asset::OncallJs),
-            "/debug/dashboard/oncall.css" => Route::Asset(Asset::OncallCss),
-            "/debug/stats" => Route::DebugStats,
-            "/api/v1/query" => Route::Query,
-            _ => Route::NotFound,
-        }
-    }
-
-    /// Whether the route is an admin surface (`api::admin`).
-    pub fn is_admin(self) -> bool {
-        match self {
-            Route::Metrics | Route::DebugLatency | Route::DebugStats | Route::Health => true,
-            Route::Asset(a) => a.is_oncall(),
-            _ => false,
-        }
-    }
-
-    /// Whether the admin token, when one is set, guards the route: the admin
-    /// surfaces that carry data (the on-call page's files do not).
-    pub fn needs_admin_token(self) -> bool {
-        matches!(
-            self,
-            Route::Metrics | Route::DebugLatency | Route::DebugStats | Route::Health
-        )
-    }
-
-    /// The methods a route takes (for `Allow` on 405).
-    pub fn allow(self) -> &'static str {
-        match self {
-            Route::Ingest => "POST, OPTIONS",
-            Route::Query => "POST",
-            _ => "GET, HEAD",
-        }
-    }
-
-    /// Whether `m` is allowed on this route.
-    pub fn allows(self, m: Method) -> bool {
-        match self {
-            Route::Ingest => matches!(m, Method::Post | Method::Options),
-            Route::Query => m == Method::Post,
-            Route::NotFound => true,
-            _ => matches!(m, Method::Get | Method::Head),
-        }
-    }
-
-    /// Whether the route reads a request body. Every other route discards at
-    /// most [`reader::BODILESS_DRAIN_BYTES`] of one (413 beyond).
-    pub fn takes_body(self) -> bool {
-        matches!(self, Route::Ingest | Route::Query)
-    }
-
-    /// 404 for an unknown path, 405 (with `Allow`) for a wrong method.
-    pub fn refuse(self, m: Method) -> Option<Response> {
-        if self == Route::NotFound {
-            return Some(Response::error(
-                404,
-                "not_found",
-                "no such endpoint; see /health, /ingest, /metrics",
-            ));
-        }
-        if self.allows(m) {
-            return None;
-        }
-        let mut r = Response::error(405, "method_not_allowed", &format!("use {}", self.allow()));
-        r.allow = Some(self.allow());
-        Some(r)
-    }
 }
 
 /// `Content-Encoding` of a request body.
@@ -543,27 +421,6 @@ mod tests {
         assert!(String::from_utf8(head)
             .unwrap()
             .ends_with("Content-Length: 14\r\nConnection: keep-alive\r\n\r\n"));
-    }
-
-    #[test]
-    fn route_table() {
-        assert_eq!(Route::from_path("/health/live"), Route::Live);
-        assert_eq!(Route::from_path("/ingest"), Route::Ingest);
-        assert_eq!(Route::from_path("/ingest/"), Route::NotFound);
-        assert!(Route::Ingest.takes_body() && !Route::Health.takes_body());
-        assert!(!Route::NotFound.takes_body());
-        assert_eq!(Route::NotFound.refuse(Method::Get).unwrap().status, 404);
-        let r = Route::Ingest.refuse(Method::Get).unwrap();
-        assert_eq!((r.status, r.allow), (405, Some("POST, OPTIONS")));
-        assert!(Route::Ingest.refuse(Method::Options).is_none());
-        assert_eq!(Route::Health.refuse(Method::Options).unwrap().status, 405);
-        assert_eq!(Route::from_path("/sdk/v1.js"), Route::Asset(Asset::Sdk));
-        assert_eq!(
-            Route::from_path("/dashboard"),
-            Route::Asset(Asset::DashboardHtml)
-        );
-        assert!(Route::Metrics.refuse(Method::Head).is_none());
-        assert_eq!(Route::Metrics.refuse(Method::Post).unwrap().status, 405);
     }
 
     #[test]

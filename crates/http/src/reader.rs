@@ -5,9 +5,9 @@
 //! [`BodyReader`] that [`Bounds::body`] gives it until the request is done:
 //!
 //! ```text
-//! read_head(buf) ──▶ NeedMore(need) │ Head(head) │ Reject
-//! body(&head)    ──▶ Err(Reject)    (declared length over the limit)
-//! advance(buf)   ──▶ NeedMore(need) │ Data(range) │ Done { body, end } │ Reject
+//! read_head(buf)      ──▶ NeedMore(need) │ Head(head) │ Reject
+//! body(&head, limit)  ──▶ Err(Reject)    (declared length over the limit)
+//! advance(buf)        ──▶ NeedMore(need) │ Data(range) │ Done { body, end } │ Reject
 //! ```
 //!
 //! Invariants (the property tests below check them on arbitrary input):
@@ -19,8 +19,9 @@
 //!   any of its bytes is buffered.
 //! - A caller that reads at most [`Need::max`] bytes per `NeedMore` holds at
 //!   most `max(max_head, head.len + limit + chunk_overhead)` bytes for one
-//!   request, where `limit` is `max_body` for a route that takes a body and
-//!   `bodiless_drain` for every other route. `Need::max` is never 0.
+//!   request, where `limit` is the route's [`BodyLimit`]: its own for a
+//!   route that reads a body, `bodiless_drain` for every other route (the
+//!   caller's route table decides which). `Need::max` is never 0.
 //! - Decoded body bytes never exceed `limit`.
 //! - The outcome (heads, body bytes, status of a rejection) does not depend
 //!   on how the bytes were split across reads.
@@ -29,15 +30,12 @@
 
 use std::ops::Range;
 
-use super::{parse_head, Framing, Reject, RequestHead, Route};
+use super::{parse_head, Framing, Reject, RequestHead};
 
 /// Most body bytes a route without a body reads (and discards) before it
 /// answers; a longer body is 413. Enough for a client that sends a stray
 /// small body with a probe, too little to make a probe a way to park memory.
 pub const BODILESS_DRAIN_BYTES: usize = 4 * 1024;
-/// Largest body of a query request (a query is a few hundred bytes; its
-/// values are bounded by `query::request` anyway).
-pub const QUERY_BODY_BYTES: usize = 64 * 1024;
 /// Chunked framing (size lines, extensions, CRLFs, trailers) allowed on top
 /// of a body's limit; more is 413. 64 KiB is 1 KiB chunks of a 1 MiB body.
 pub const CHUNK_OVERHEAD_BYTES: usize = 64 * 1024;
@@ -83,9 +81,7 @@ pub enum BodyStep {
 pub struct Bounds {
     /// Most bytes of a request head (431 beyond).
     pub max_head: usize,
-    /// Most body bytes of a route that takes a body (413 beyond).
-    pub max_body: usize,
-    /// Most body bytes of any other route ([`BODILESS_DRAIN_BYTES`]).
+    /// Most body bytes of a route that takes none ([`BODILESS_DRAIN_BYTES`]).
     pub bodiless_drain: usize,
     /// Chunked framing allowed on top ([`CHUNK_OVERHEAD_BYTES`]).
     pub chunk_overhead: usize,
@@ -101,10 +97,9 @@ fn malformed(message: &'static str) -> Reject {
 
 impl Bounds {
     /// Bounds with the default drain and chunk overhead.
-    pub fn new(max_head: usize, max_body: usize) -> Self {
+    pub fn new(max_head: usize) -> Self {
         Self {
             max_head,
-            max_body,
             bodiless_drain: BODILESS_DRAIN_BYTES,
             chunk_overhead: CHUNK_OVERHEAD_BYTES,
         }
@@ -130,19 +125,19 @@ impl Bounds {
         }
     }
 
-    /// The body limit of `head`'s route.
-    pub fn limit(&self, head: &RequestHead) -> usize {
-        match head.route {
-            Route::Query => self.max_body.min(QUERY_BODY_BYTES),
-            r if r.takes_body() => self.max_body,
-            _ => self.bodiless_drain,
+    /// Most body bytes a request under `limit` may carry.
+    pub fn limit(&self, limit: BodyLimit) -> usize {
+        match limit {
+            BodyLimit::Read(n) => n,
+            BodyLimit::Discard => self.bodiless_drain,
         }
     }
 
-    /// A reader for `head`'s body; a declared length over the route's limit
-    /// is refused here, before any body byte is read (or `100 Continue` sent).
-    pub fn body(&self, head: &RequestHead) -> Result<BodyReader, Reject> {
-        let limit = self.limit(head);
+    /// A reader for `head`'s body under its route's `limit`; a declared
+    /// length over it is refused here, before any body byte is read (or
+    /// `100 Continue` sent).
+    pub fn body(&self, head: &RequestHead, body_limit: BodyLimit) -> Result<BodyReader, Reject> {
+        let limit = self.limit(body_limit);
         let start = head.len;
         let kind = match head.framing {
             Framing::None => Kind::Length { end: start },
@@ -152,7 +147,7 @@ impl Bounds {
                     .filter(|&n| n <= limit)
                     .and_then(|n| start.checked_add(n))
                     .ok_or_else(|| {
-                        too_large(if head.route.takes_body() {
+                        too_large(if body_limit.reads() {
                             format!("body of {n} bytes exceeds the limit of {limit} bytes")
                         } else {
                             format!(
@@ -174,6 +169,23 @@ impl Bounds {
             overhead: self.chunk_overhead,
             kind,
         })
+    }
+}
+
+/// What a route does with a body: the route table's answer to the reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyLimit {
+    /// The route reads a body of at most this many bytes (413 beyond).
+    Read(usize),
+    /// The route takes no body: at most [`Bounds::bodiless_drain`] bytes of
+    /// one are read and discarded (413 beyond).
+    Discard,
+}
+
+impl BodyLimit {
+    /// Whether the route reads its body (else the caller discards it).
+    pub fn reads(self) -> bool {
+        matches!(self, BodyLimit::Read(_))
     }
 }
 

@@ -5,7 +5,7 @@
 //! bounded JSON (issue 19).
 
 use edge_http::body::decode;
-use edge_http::reader::Bounds;
+use edge_http::reader::{BodyLimit, Bounds};
 use edge_http::{BodyStep, HeadStep, Response, MAX_ERROR_MESSAGE_BYTES};
 use proptest::prelude::*;
 
@@ -80,11 +80,11 @@ proptest! {
 
     #[test]
     fn the_reader_never_panics_on_any_bytes(buf in heads(), max_head in 16usize..2048, max_body in 0usize..512) {
-        let bounds = Bounds::new(max_head, max_body);
+        let bounds = Bounds::new(max_head);
         match bounds.read_head(&buf) {
             HeadStep::Reject(r) => check_response(&r.response())?,
             HeadStep::NeedMore(need) => prop_assert!(need.max >= 1),
-            HeadStep::Head(head) => match bounds.body(&head) {
+            HeadStep::Head(head) => match bounds.body(&head, BodyLimit::Read(max_body)) {
                 Err(r) => check_response(&r.response())?,
                 Ok(mut reader) => {
                     // Feed the rest in every prefix, as reads would.

@@ -1,5 +1,16 @@
 //! Shard threads: one monoio runtime per core, pinned, each with its own
 //! `SO_REUSEPORT` listener so the kernel spreads connections across them.
+//!
+//! The shard's own state (its budget, buffer pool, histograms, request log)
+//! is [`Shard`] (`state.rs`), owned by its thread; its byte budget is
+//! `budget.rs`.
+
+pub mod budget;
+mod state;
+
+pub use state::Shard;
+#[cfg(debug_assertions)]
+pub use state::FAULT_PANIC_PATH_ENV;
 
 use std::cell::Cell;
 use std::io;
@@ -19,7 +30,6 @@ use tracing::{debug, info, warn};
 
 use crate::clients::Connect;
 use crate::conn;
-use crate::ingest::Shard;
 use crate::state::AppState;
 
 /// How often a shard publishes its histograms for exposition.

@@ -38,12 +38,20 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 
-use crate::http::Response;
-use crate::ingest::Shard;
+use crate::http::{Need, Response};
+use crate::shard::Shard;
 
 /// Read buffer every connection has whatever it sends (its idle buffer);
 /// only bytes beyond it count. Small answers (most) count nothing either.
 pub const FREE_BUFFER_BYTES: usize = 16 * 1024;
+
+/// Most body bytes asked of the socket per read.
+const BODY_READ_WINDOW_BYTES: usize = 64 * 1024;
+/// A read buffer with less room than this (and than the body still needs)
+/// grows before the next read.
+const BODY_READ_MIN_BYTES: usize = 4 * 1024;
+/// Least growth of a full read buffer.
+const BODY_GROW_MIN_BYTES: usize = 16 * 1024;
 
 /// Which of a shard's pools a guard holds bytes of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,4 +222,60 @@ impl Drop for Held<'_> {
         drop(clients);
         s.publish_held();
     }
+}
+
+/// Makes room in `buf` for the next read, with the request's bytes beyond
+/// [`FREE_BUFFER_BYTES`] (the read buffer's capacity and the chunked data
+/// decoded so far) taken in `held` first; the need that read may take (at
+/// most [`BODY_READ_WINDOW_BYTES`], never past the buffer's capacity).
+/// `None`: no room in the budget. Called before every read, with no await
+/// since the last buffer growth, so what a request holds is counted before
+/// it waits for more.
+///
+/// The buffer grows only once what came fills it, by a quarter (at least
+/// [`BODY_GROW_MIN_BYTES`]) at a time: a body costs a few copies, and the
+/// budget is never more than a quarter and 16 KiB ahead of what the client
+/// sent. A connection that declares 1 MiB and sends a byte holds nothing.
+pub fn before_read(
+    buf: &mut Vec<u8>,
+    pieces: Option<&Vec<u8>>,
+    pooled: usize,
+    need: Need,
+    held: &mut Held<'_>,
+) -> Option<Need> {
+    let len = buf.len();
+    let spare = buf.capacity() - len;
+    let mut cap = buf.capacity();
+    if spare < need.max.min(BODY_READ_MIN_BYTES) {
+        // Never past what this request may still send.
+        let most = len.saturating_add(need.max);
+        cap = cap
+            .saturating_add((cap / 4).max(BODY_GROW_MIN_BYTES))
+            .min(most)
+            .max(len.saturating_add(1));
+    }
+    if !held.grow_to(request_bytes(cap, pieces, pooled)) {
+        return None;
+    }
+    if cap > buf.capacity() {
+        buf.reserve_exact(cap - len);
+    }
+    let window = need
+        .max
+        .min(buf.capacity() - len)
+        .clamp(1, BODY_READ_WINDOW_BYTES);
+    Some(Need {
+        min: need.min.min(window),
+        max: window,
+    })
+}
+
+/// What a request holds beyond [`FREE_BUFFER_BYTES`]: its read buffer's
+/// capacity `cap`, and the chunked data decoded so far, by its length or by
+/// its buffer's growth past the capacity it had in the pool (`pooled`: that
+/// much is the pool's, `http.body_buffer_pool`), whichever is more.
+pub fn request_bytes(cap: usize, pieces: Option<&Vec<u8>>, pooled: usize) -> usize {
+    let decoded = pieces.map_or(0, |p| p.len().max(p.capacity().saturating_sub(pooled)));
+    cap.saturating_add(decoded)
+        .saturating_sub(FREE_BUFFER_BYTES)
 }

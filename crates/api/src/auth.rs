@@ -34,11 +34,38 @@ pub enum TenantKey {
     /// Reading data: a secret key, in the header only (403
     /// `secret_key_required` for a write key).
     Secret,
+    /// The Segment and PostHog paths: a write key alone names its tenant,
+    /// in the header (Basic user, or Bearer) or, when there is none, in the
+    /// body (the handler reads it there); a secret key is refused.
+    Public,
 }
 
 /// The tenant whose key `head` carries, if `need` admits it; `Err` is the
-/// answer (401 or 403).
+/// answer (401 or 403). `None` only for [`TenantKey::Public`] without a key
+/// in the header: the body names it.
 pub fn tenant<'t>(
+    need: TenantKey,
+    tenants: &'t Tenants,
+    head: &RequestHead,
+    buf: &[u8],
+) -> Result<Option<&'t Tenant>, Response> {
+    if need == TenantKey::Public {
+        let Some(header) = head.authorization.clone().map(|r| &buf[r]) else {
+            return Ok(None);
+        };
+        let Some(key) = crate::compat::wire::header_key(header) else {
+            return Err(Response::error(
+                401,
+                "unauthorized",
+                "expected `Authorization: Basic <write key>:` (or `Bearer <write key>`)",
+            ));
+        };
+        return crate::compat::public_tenant(tenants, &key).map(Some);
+    }
+    keyed(need, tenants, head, buf).map(Some)
+}
+
+fn keyed<'t>(
     need: TenantKey,
     tenants: &'t Tenants,
     head: &RequestHead,
@@ -54,7 +81,7 @@ pub fn tenant<'t>(
     };
     let result = tenants.registry.authenticate(creds);
     match (need, result) {
-        (TenantKey::Write, Ok(a)) => Ok(a.tenant),
+        (TenantKey::Write | TenantKey::Public, Ok(a)) => Ok(a.tenant),
         // The query string's key is never a way in to read, not even a
         // write key.
         (TenantKey::Secret, Ok(a)) if head.authorization.is_some() => {
@@ -74,16 +101,18 @@ pub fn tenant<'t>(
             "tenant_disabled",
             "this tenant is disabled",
         )),
-        (TenantKey::Write, Err(AuthError::Malformed)) => Err(Response::error(
+        (TenantKey::Write | TenantKey::Public, Err(AuthError::Malformed)) => Err(Response::error(
             401,
             "unauthorized",
             "expected `Authorization: Bearer <tenant_id>:<key>` (or `?key=<tenant_id>:<write_key>`)",
         )),
-        (TenantKey::Write, Err(AuthError::BadCredentials)) => Err(Response::error(
+        (TenantKey::Write | TenantKey::Public, Err(AuthError::BadCredentials)) => {
+            Err(Response::error(
             401,
             "unauthorized",
             "unknown tenant or wrong key",
-        )),
+        ))
+        }
         (TenantKey::Secret, _) => Err(Response::error(
             401,
             "unauthorized",
@@ -95,7 +124,7 @@ pub fn tenant<'t>(
 /// 401 `secret_key_in_url`, with the way out that fits the route.
 fn secret_in_url(need: TenantKey) -> Response {
     let message = match need {
-        TenantKey::Write => {
+        TenantKey::Write | TenantKey::Public => {
             "a secret key (sk_) must never travel in a URL, where logs keep it: send it in the \
              Authorization header, or use a write key (pk_) in `?key=`; consider rotating this key"
         }

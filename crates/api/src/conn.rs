@@ -61,6 +61,8 @@ struct Conn<S> {
     stream: S,
     /// The peer's address (a client, or a trusted proxy).
     peer: IpAddr,
+    /// The connection came in on the TLS listener.
+    secure: bool,
     buf: Vec<u8>,
     out: Vec<u8>,
     /// A read was cancelled (timed out): its buffer went with it, and a TLS
@@ -157,6 +159,7 @@ pub async fn refuse_client<S: Io>(stream: S, peer: IpAddr) {
     let mut conn = Conn {
         stream,
         peer,
+        secure: false,
         buf: Vec::with_capacity(IDLE_BUFFER_BYTES),
         out: Vec::with_capacity(256),
         read_cancelled: false,
@@ -172,13 +175,15 @@ pub async fn refuse_client<S: Io>(stream: S, peer: IpAddr) {
     }
 }
 
-/// Serves one accepted connection (plain TCP or TLS) until it closes.
-pub async fn serve<S: Io>(stream: S, peer: IpAddr, shard: Rc<Shard>) {
+/// Serves one accepted connection (plain TCP, or TLS when `secure`) until
+/// it closes.
+pub async fn serve<S: Io>(stream: S, peer: IpAddr, secure: bool, shard: Rc<Shard>) {
     let counters = shard.state.metrics.shard(shard.index);
     counters.connections_open.fetch_add(1, Ordering::Relaxed);
     let mut conn = Conn {
         stream,
         peer,
+        secure,
         buf: Vec::with_capacity(IDLE_BUFFER_BYTES),
         out: Vec::with_capacity(OUT_BUFFER_BYTES),
         read_cancelled: false,
@@ -210,7 +215,7 @@ async fn serve_requests<S: Io>(conn: &mut Conn<S>, shard: &Shard) {
         let origin = route.answer_origin(&head, &conn.buf);
         let origin = origin.as_deref();
         // The route's checks, before the body.
-        let admitted = match route.on_head(shard, &head, conn.peer, &conn.buf) {
+        let admitted = match route.on_head(shard, &head, (conn.peer, conn.secure), &conn.buf) {
             Next::Read(a) => a,
             Next::Answer(resp) => {
                 let resp = cors::allow(resp, origin);
@@ -272,7 +277,9 @@ async fn serve_requests<S: Io>(conn: &mut Conn<S>, shard: &Shard) {
                 Some(b) => b,
                 None => &conn.buf[in_place],
             };
-            let resp = route.on_body(shard, &admitted, &head, body, started).await;
+            let resp = route
+                .on_body(shard, &admitted, (&head, &conn.buf), body, started)
+                .await;
             cors::allow(resp, origin)
         };
         // The request's bytes go back before its answer is written: a client

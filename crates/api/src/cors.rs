@@ -42,6 +42,15 @@ pub fn origin<'b>(head: &RequestHead, buf: &'b [u8]) -> Option<&'b str> {
     }
 }
 
+/// Whether a `Host` header value is a plain `host[:port]` (safe to name in
+/// a document: letters, digits, `.`, `-`, `:`, `[`, `]`).
+pub fn is_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 255
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+}
+
 /// A query parameter, percent-decoded (first occurrence).
 pub fn query_param<'b>(head: &RequestHead, buf: &'b [u8], name: &str) -> Option<Cow<'b, str>> {
     let q = buf.get(head.query.clone()?)?;
@@ -59,6 +68,25 @@ pub fn allow(resp: Response, origin: Option<&str>) -> Response {
             .header("Vary", "Origin"),
         None => resp,
     }
+}
+
+/// Most bytes of a refused `Origin` quoted in the answer.
+const MAX_SHOWN_ORIGIN_BYTES: usize = 256;
+
+/// 403 `origin_not_allowed` when the request's `Origin` is not one of the
+/// tenant's `allowed_origins`.
+pub fn check_origin(
+    tenant: &engine_core::Tenant,
+    head: &RequestHead,
+    buf: &[u8],
+) -> Result<(), Response> {
+    if let Some(origin) = head.origin.clone().map(|r| &buf[r]) {
+        if !tenant.allowed_origins.allows(origin) {
+            let shown = engine_text::clip_lossy(origin, MAX_SHOWN_ORIGIN_BYTES);
+            return Err(origin_refused(&shown));
+        }
+    }
+    Ok(())
 }
 
 /// The 403 of an origin the tenant does not allow.

@@ -24,6 +24,7 @@ pub mod admin;
 pub mod assets;
 pub mod auth;
 pub mod clients;
+pub mod compat;
 pub mod conn;
 pub mod cors;
 pub mod health;

@@ -10,6 +10,8 @@ use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
 use telemetry::{Collector, Exposition, LocalHistograms, SharedHistograms, StatusCounts};
 
+use crate::compat::Api;
+
 /// Latency stages measured at the edge, in microseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
@@ -83,6 +85,28 @@ pub struct ShardCounters {
     pub tls_handshakes: AtomicU64,
     /// TLS handshakes that failed or did not finish within `http.read_timeout_ms`.
     pub tls_handshake_failures: AtomicU64,
+    /// Events the Segment and PostHog adapters delivered, by adapter and
+    /// kind ([`compat_event_labels`] order).
+    compat_events: Vec<AtomicU64>,
+    /// Events those adapters refused, by adapter and rejection reason.
+    compat_dropped: Vec<AtomicU64>,
+}
+
+/// The `(api, kind)` pairs of `ingest_compat_events_total`, in slot order.
+pub fn compat_event_labels() -> Vec<(&'static str, &'static str)> {
+    Api::ALL
+        .iter()
+        .flat_map(|a| a.kinds().iter().map(move |k| (a.name(), *k)))
+        .collect()
+}
+
+/// The slot of `api`'s first kind.
+fn compat_kind_base(api: Api) -> usize {
+    Api::ALL
+        .iter()
+        .take_while(|a| **a != api)
+        .map(|a| a.kinds().len())
+        .sum()
 }
 
 impl ShardCounters {
@@ -105,6 +129,28 @@ impl ShardCounters {
             heartbeats: AtomicU64::new(0),
             tls_handshakes: AtomicU64::new(0),
             tls_handshake_failures: AtomicU64::new(0),
+            compat_events: (0..compat_event_labels().len())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            compat_dropped: (0..Api::ALL.len() * reasons)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        }
+    }
+
+    /// Counts `n` events of `api`'s kind `kind` delivered.
+    pub fn compat_events(&self, api: Api, kind: usize, n: u64) {
+        if let Some(c) = self.compat_events.get(compat_kind_base(api) + kind) {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts one event of `api` refused for the reason of index `reason`.
+    pub fn compat_dropped(&self, api: Api, reason: usize) {
+        let reasons = self.events_rejected.len();
+        let slot = Api::ALL.iter().position(|a| *a == api).unwrap_or(0) * reasons + reason;
+        if let Some(c) = self.compat_dropped.get(slot) {
+            c.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -204,6 +250,40 @@ impl Collector for EdgeMetrics {
             "Events rejected by validation, by reason.",
             "reason",
             &rejected,
+        );
+        let sum_slot = |f: fn(&ShardCounters) -> &Vec<AtomicU64>, i: usize| -> u64 {
+            self.shards
+                .iter()
+                .map(|s| f(s).get(i).map_or(0, |c| c.load(Ordering::Relaxed)))
+                .sum()
+        };
+        let events: Vec<((&str, &str), u64)> = compat_event_labels()
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| (l, sum_slot(|s| &s.compat_events, i)))
+            .collect();
+        out.labeled_counter2(
+            "ingest_compat_events_total",
+            "Events the Segment and PostHog adapters delivered to the broker, by adapter and call kind.",
+            ("api", "kind"),
+            &events,
+        );
+        let dropped: Vec<((&str, &str), u64)> = Api::ALL
+            .iter()
+            .enumerate()
+            .flat_map(|(a, api)| {
+                self.reasons
+                    .iter()
+                    .enumerate()
+                    .map(move |(r, reason)| ((api.name(), *reason), a * self.reasons.len() + r))
+            })
+            .map(|(l, slot)| (l, sum_slot(|s| &s.compat_dropped, slot)))
+            .collect();
+        out.labeled_counter2(
+            "ingest_compat_dropped_total",
+            "Events the Segment and PostHog adapters refused, by adapter and reason (also in ingest_events_rejected_total).",
+            ("api", "reason"),
+            &dropped,
         );
         for (name, help, f) in [
             (

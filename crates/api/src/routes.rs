@@ -43,6 +43,8 @@ use crate::admin::{self, Listener};
 use crate::assets::{self, Asset};
 use crate::auth::{self, Key, TenantKey};
 use crate::clients::Request;
+use crate::compat::segment::Call;
+use crate::compat::{self, docs, Endpoint};
 use crate::health::{self, NodeRoute};
 use crate::http::{BodyLimit, Method, RequestHead, Response};
 use crate::metrics::Stage;
@@ -53,8 +55,9 @@ use crate::{cors, ingest};
 /// Largest body of a query request (a query is a few hundred bytes; its
 /// values are bounded by `query::request` anyway).
 pub const QUERY_BODY_BYTES: usize = 64 * 1024;
-/// Most bytes of a refused `Origin` quoted in the answer.
-const MAX_SHOWN_ORIGIN_BYTES: usize = 256;
+/// Largest Segment body: Segment's own limit of a batch (500 KB); each
+/// event is at most `limits.max_event_bytes` (32 KiB, as Segment's).
+pub const SEGMENT_BODY_BYTES: usize = 500 * 1024;
 
 /// A set of methods and its `Allow` header.
 #[derive(Debug)]
@@ -157,6 +160,9 @@ pub enum Handler {
     Node(NodeRoute),
     /// An embedded file (`assets`), answered on the head.
     Asset(Asset),
+    /// The Segment and PostHog adapters and their start-up documents
+    /// (`compat`).
+    Compat(Endpoint),
     /// No such path.
     NotFound,
 }
@@ -164,7 +170,8 @@ pub enum Handler {
 /// One entry of the route table.
 #[derive(Debug)]
 pub struct Route {
-    /// The paths it answers, without a query, matched exactly.
+    /// The paths it answers, without a query, matched exactly; a `*` stands
+    /// for one non-empty segment (a key: [`Route::param`]).
     pub paths: &'static [&'static str],
     pub methods: &'static Methods,
     pub body: BodyRule,
@@ -180,6 +187,46 @@ fn ingest_body(http: &HttpConfig) -> usize {
 
 fn query_body(http: &HttpConfig) -> usize {
     http.max_body_bytes.min(QUERY_BODY_BYTES)
+}
+
+fn segment_body(http: &HttpConfig) -> usize {
+    http.max_body_bytes.min(SEGMENT_BODY_BYTES)
+}
+
+/// A Segment or PostHog ingest route.
+const fn compat(paths: &'static [&'static str], endpoint: Endpoint) -> Route {
+    let body = match endpoint {
+        Endpoint::Segment(_) => BodyRule::Max(segment_body),
+        _ => BodyRule::Max(ingest_body),
+    };
+    Route {
+        paths,
+        methods: &POST_OPTIONS,
+        body,
+        key: Key::Tenant(TenantKey::Public),
+        cors: Cors::Tenant,
+        surface: Surface::Public,
+        handler: Handler::Compat(endpoint),
+    }
+}
+
+/// A start-up document of a browser library: its key is in the path.
+const fn compat_doc(paths: &'static [&'static str], endpoint: Endpoint) -> Route {
+    let (methods, body) = match endpoint {
+        // posthog-js posts its flags request (a small JSON body, read and
+        // ignored).
+        Endpoint::PosthogFlags => (&POST_OPTIONS, BodyRule::Max(query_body)),
+        _ => (&GET_HEAD, BodyRule::Discard),
+    };
+    Route {
+        paths,
+        methods,
+        body,
+        key: Key::None,
+        cors: Cors::Tenant,
+        surface: Surface::Public,
+        handler: Handler::Compat(endpoint),
+    }
 }
 
 /// A route every node answers, for operators (`Key::Admin`: the admin
@@ -267,6 +314,39 @@ pub static ROUTES: &[Route] = &[
         Asset::OncallCss,
         Surface::Admin,
     ),
+    compat(&["/v1/batch", "/v1/b"], Endpoint::Segment(Call::Batch)),
+    compat(&["/v1/p", "/v1/page"], Endpoint::Segment(Call::One(0))),
+    compat(&["/v1/s", "/v1/screen"], Endpoint::Segment(Call::One(1))),
+    compat(&["/v1/t", "/v1/track"], Endpoint::Segment(Call::One(2))),
+    compat(&["/v1/i", "/v1/identify"], Endpoint::Segment(Call::One(3))),
+    compat(&["/v1/g", "/v1/group"], Endpoint::Segment(Call::One(4))),
+    compat(&["/v1/a", "/v1/alias"], Endpoint::Segment(Call::One(5))),
+    compat_doc(&["/v1/projects/*/settings"], Endpoint::SegmentSettings),
+    compat(
+        &[
+            "/batch",
+            "/batch/",
+            "/e",
+            "/e/",
+            "/i/v0/e",
+            "/i/v0/e/",
+            "/capture",
+            "/capture/",
+            "/track",
+            "/track/",
+            "/i/v1/analytics/events",
+        ],
+        Endpoint::Posthog,
+    ),
+    compat_doc(
+        &["/flags", "/flags/", "/decide", "/decide/"],
+        Endpoint::PosthogFlags,
+    ),
+    compat_doc(
+        &["/array/*/config.js"],
+        Endpoint::PosthogConfig { js: true },
+    ),
+    compat_doc(&["/array/*/config"], Endpoint::PosthogConfig { js: false }),
 ];
 
 /// The route of every other path: 404, whatever the method.
@@ -284,8 +364,19 @@ pub static NOT_FOUND: Route = Route {
 pub fn lookup(path: &[u8]) -> &'static Route {
     ROUTES
         .iter()
-        .find(|r| r.paths.iter().any(|p| p.as_bytes() == path))
+        .find(|r| r.paths.iter().any(|p| matched(p, path).is_some()))
         .unwrap_or(&NOT_FOUND)
+}
+
+/// Whether `path` matches `pattern`, and the segment its `*` stood for
+/// (empty for a pattern without one).
+fn matched<'p>(pattern: &str, path: &'p [u8]) -> Option<&'p [u8]> {
+    let Some((before, after)) = pattern.split_once('*') else {
+        return (pattern.as_bytes() == path).then_some(&path[..0]);
+    };
+    let rest = path.strip_prefix(before.as_bytes())?;
+    let segment = rest.strip_suffix(after.as_bytes())?;
+    (!segment.is_empty() && !segment.contains(&b'/')).then_some(segment)
 }
 
 /// What [`Route::on_head`] decided.
@@ -304,11 +395,27 @@ pub struct Admitted {
     pub limit: BodyLimit,
     /// The client the request's bytes count for (`[clients]`, `budget.rs`).
     pub client: IpAddr,
-    /// The tenant its key named, for a route that needs one.
+    /// The tenant its key named, for a route that needs one (`None` for a
+    /// compat route whose key is in the body).
     authed: Option<Authed>,
 }
 
+impl Admitted {
+    /// The tenant its key named on the head.
+    pub fn authed(&self) -> Option<&Authed> {
+        self.authed.as_ref()
+    }
+}
+
 impl Route {
+    /// The segment a `*` of this route's paths stood for in `path`.
+    pub fn param<'p>(&self, path: &'p [u8]) -> Option<&'p [u8]> {
+        self.paths
+            .iter()
+            .filter(|p| p.contains('*'))
+            .find_map(|p| matched(p, path))
+    }
+
     /// 404 for the unknown path, 405 (with `Allow`) for a wrong method.
     pub fn refuse(&self, m: Method) -> Option<Response> {
         if self.handler == Handler::NotFound {
@@ -340,9 +447,15 @@ impl Route {
     }
 
     /// Stages 1 to 7 (module docs), on the head of a request that came in
-    /// from `peer` on the main listener.
-    pub fn on_head(&self, shard: &Shard, head: &RequestHead, peer: IpAddr, buf: &[u8]) -> Next {
-        match self.check_head(shard, head, peer, buf) {
+    /// from `peer` on the main listener (over TLS when `secure`).
+    pub fn on_head(
+        &self,
+        shard: &Shard,
+        head: &RequestHead,
+        (peer, secure): (IpAddr, bool),
+        buf: &[u8],
+    ) -> Next {
+        match self.check_head(shard, head, (peer, secure), buf) {
             Ok(authed) => Next::Read(Admitted {
                 limit: self.body.limit(&shard.state.config.http),
                 client: client_of(shard, head, peer, buf),
@@ -356,7 +469,7 @@ impl Route {
         &self,
         shard: &Shard,
         head: &RequestHead,
-        peer: IpAddr,
+        (peer, secure): (IpAddr, bool),
         buf: &[u8],
     ) -> Result<Option<Authed>, Response> {
         if self.surface != Surface::Probe {
@@ -375,7 +488,13 @@ impl Route {
         }
         match self.handler {
             Handler::Asset(a) => return Err(assets::answer(a, head, buf)),
+            Handler::Compat(e) if !e.ingests() => {
+                if e != Endpoint::PosthogFlags {
+                    return Err(self.document(shard, head, secure, buf, e));
+                }
+            }
             Handler::Ingest => ingest::gate(shard, head)?,
+            Handler::Compat(_) => compat::gate(shard, head)?,
             Handler::Query | Handler::Node(_) | Handler::NotFound => {}
         }
         let Key::Tenant(need) = self.key else {
@@ -383,30 +502,55 @@ impl Route {
         };
         let tenants = shard.state.tenants.load();
         let tenant = auth::tenant(need, &tenants, head, buf)?;
-        if self.cors == Cors::Tenant {
-            if let Some(origin) = head.origin.clone().map(|r| &buf[r]) {
-                if !tenant.allowed_origins.allows(origin) {
-                    let shown = engine_text::clip_lossy(origin, MAX_SHOWN_ORIGIN_BYTES);
-                    return Err(cors::origin_refused(&shown));
-                }
-            }
+        if let (Cors::Tenant, Some(t)) = (self.cors, tenant) {
+            cors::check_origin(t, head, buf)?;
         }
-        let authed = match self.handler {
-            Handler::Ingest => ingest::admit(shard, head, &tenants, tenant)?,
-            _ => Authed {
-                tenant: tenant.clone(),
+        match (self.handler, tenant) {
+            (Handler::Compat(e), t) => compat::admit(shard, head, e.api(), &tenants, t),
+            (Handler::Ingest, Some(t)) => ingest::admit(shard, head, &tenants, t).map(Some),
+            (_, Some(t)) => Ok(Some(Authed {
+                tenant: t.clone(),
                 limiter: None,
-            },
-        };
-        Ok(Some(authed))
+            })),
+            (_, None) => Ok(None),
+        }
     }
 
-    /// Stage 8: the handler, once the body (`body`) is read.
+    /// A start-up document, answered on the head.
+    fn document(
+        &self,
+        shard: &Shard,
+        head: &RequestHead,
+        secure: bool,
+        buf: &[u8],
+        endpoint: Endpoint,
+    ) -> Response {
+        let tenants = shard.state.tenants.load();
+        let key = self.param(&buf[head.path.clone()]);
+        match endpoint {
+            Endpoint::SegmentSettings => {
+                let host = head
+                    .host
+                    .clone()
+                    .and_then(|r| std::str::from_utf8(&buf[r]).ok())
+                    .filter(|h| cors::is_host(h))
+                    .unwrap_or("127.0.0.1");
+                docs::segment_settings(&tenants, key, host, secure, |t| {
+                    cors::check_origin(t, head, buf)
+                })
+            }
+            Endpoint::PosthogConfig { js } => docs::posthog_config(&tenants, key, js),
+            _ => Response::error(404, "not_found", "no such endpoint"),
+        }
+    }
+
+    /// Stage 8: the handler, once the body (`body`) is read; `buf` is the
+    /// connection's buffer, which the head's ranges point into.
     pub async fn on_body(
         &self,
         shard: &Shard,
         admitted: &Admitted,
-        head: &RequestHead,
+        (head, buf): (&RequestHead, &[u8]),
         body: &[u8],
         started: Instant,
     ) -> Response {
@@ -422,6 +566,15 @@ impl Route {
                 resp
             }
             (Handler::Query, Some(authed)) => crate::query::answer(shard, authed, body).await,
+            (Handler::Compat(Endpoint::PosthogFlags), _) => docs::posthog_flags(head),
+            (Handler::Compat(e), _) if e.ingests() => {
+                let resp = compat::ingest(shard, admitted, (head, buf), body, started, e).await;
+                Stage::Request.record(
+                    &mut shard.histograms.borrow_mut(),
+                    started.elapsed().as_micros() as u64,
+                );
+                resp
+            }
             (Handler::Node(route), _) => health::answer(route, &*shard.state),
             // Answered on the head, or no such path.
             _ => Response::error(404, "not_found", "no such endpoint"),
@@ -479,12 +632,33 @@ mod tests {
             assert!(!r.paths.is_empty());
             for p in r.paths {
                 assert!(seen.insert(*p), "{p} declared twice");
-                assert!(std::ptr::eq(lookup(p.as_bytes()), r), "{p}");
+                let concrete = p.replace('*', "k");
+                assert!(std::ptr::eq(lookup(concrete.as_bytes()), r), "{p}");
             }
         }
-        for p in ["/ingest/", "/INGEST", "/", "", "/health/", "/sdk.js?x"] {
+        for p in [
+            "/ingest/",
+            "/INGEST",
+            "/",
+            "",
+            "/health/",
+            "/sdk.js?x",
+            "/v1/projects//settings",
+            "/v1/projects/a/b/settings",
+            "/array/k/config.json",
+        ] {
             assert_eq!(lookup(p.as_bytes()).handler, Handler::NotFound, "{p}");
         }
+        let settings = lookup(b"/v1/projects/pk_1/settings");
+        assert_eq!(settings.handler, Handler::Compat(Endpoint::SegmentSettings));
+        assert_eq!(
+            settings.param(b"/v1/projects/pk_1/settings"),
+            Some(&b"pk_1"[..])
+        );
+        assert_eq!(
+            lookup(b"/array/k/config.js").handler,
+            Handler::Compat(Endpoint::PosthogConfig { js: true })
+        );
         assert_eq!(lookup(b"/sdk/v1.js").handler, Handler::Asset(Asset::Sdk));
         assert_eq!(
             lookup(b"/dashboard").handler,
@@ -534,13 +708,20 @@ mod tests {
         for r in ROUTES {
             let reads = r.body.limit(&http).reads();
             let tenant = matches!(r.key, Key::Tenant(_));
-            assert_eq!(reads, tenant, "{:?}", r.paths);
-            assert_eq!(
-                matches!(r.handler, Handler::Ingest | Handler::Query),
-                tenant,
-                "{:?}",
-                r.paths
-            );
+            // posthog-js's flags request has a body, read and ignored.
+            let flags = r.handler == Handler::Compat(Endpoint::PosthogFlags);
+            assert_eq!(reads, tenant || flags, "{:?}", r.paths);
+            let takes_events = match r.handler {
+                Handler::Ingest | Handler::Query => true,
+                Handler::Compat(e) => e.ingests(),
+                _ => false,
+            };
+            assert_eq!(takes_events, tenant, "{:?}", r.paths);
+            // Public paths take public keys only.
+            if let Handler::Compat(_) = r.handler {
+                assert!(matches!(r.key, Key::Tenant(TenantKey::Public) | Key::None));
+                assert_eq!(r.cors, Cors::Tenant, "{:?}", r.paths);
+            }
             // Operators' data needs the admin token; nothing else does.
             assert_eq!(
                 r.key == Key::Admin,

@@ -166,10 +166,14 @@ impl Tenant {
     }
 }
 
-/// Tenants by id.
+/// Tenants by id, and by the hash of each key.
 #[derive(Debug, Default, Clone)]
 pub struct TenantRegistry {
     by_id: HashMap<Uuid, Tenant>,
+    /// Each key's SHA-256, to the tenant holding it; `None` for a hash two
+    /// tenants hold (a configuration error: such a key names no tenant
+    /// alone, so it only works with its tenant id).
+    by_key: HashMap<[u8; 32], Option<(Uuid, KeyKind)>>,
 }
 
 /// Why a request is not authenticated.
@@ -233,9 +237,54 @@ fn bearer(header: &[u8]) -> Result<&str, AuthError> {
 impl TenantRegistry {
     /// Builds a registry from tenants.
     pub fn new(tenants: impl IntoIterator<Item = Tenant>) -> Self {
-        Self {
-            by_id: tenants.into_iter().map(|t| (t.id, t)).collect(),
+        let by_id: HashMap<Uuid, Tenant> = tenants.into_iter().map(|t| (t.id, t)).collect();
+        let mut by_key = HashMap::new();
+        for t in by_id.values() {
+            for k in &t.keys {
+                by_key
+                    .entry(k.sha256)
+                    .and_modify(|e: &mut Option<(Uuid, KeyKind)>| {
+                        if e.is_some_and(|(id, _)| id != t.id) {
+                            *e = None;
+                        }
+                    })
+                    .or_insert(Some((t.id, k.kind)));
+            }
         }
+        Self { by_id, by_key }
+    }
+
+    /// Authenticates a key that travels without its tenant id, as the
+    /// Segment write key and the PostHog project key do: keys are unique
+    /// random strings (`new_key`), so the key alone names its tenant,
+    /// looked up by its hash. `<tenant_id>:<key>` works too. Only for
+    /// public paths, so a valid secret key is refused (`SecretInQuery`: it
+    /// travelled where anyone may read it).
+    ///
+    /// The lookup is by SHA-256, so its timing tells nothing of a key but
+    /// what its hash already hides.
+    pub fn authenticate_public_key(&self, key: &str) -> Result<Authenticated<'_>, AuthError> {
+        let key = key.trim();
+        let authed = if key.contains(':') {
+            self.verify(key)?
+        } else {
+            let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+            let (id, kind) = self
+                .by_key
+                .get(&digest)
+                .copied()
+                .flatten()
+                .ok_or(AuthError::BadCredentials)?;
+            let tenant = self.by_id.get(&id).ok_or(AuthError::BadCredentials)?;
+            Authenticated { tenant, kind }
+        };
+        if authed.kind == KeyKind::Secret {
+            return Err(AuthError::SecretInQuery);
+        }
+        if authed.tenant.disabled {
+            return Err(AuthError::Disabled);
+        }
+        Ok(authed)
     }
 
     /// Number of tenants.
@@ -445,5 +494,50 @@ mod tests {
             Ok(KeyKind::Secret)
         );
         assert_eq!(query(&reg, "garbage", None), Err(AuthError::Malformed));
+    }
+
+    #[test]
+    fn a_public_key_alone_names_its_tenant_and_a_shared_one_none() {
+        let reg = TenantRegistry::new([tenant(false)]);
+        let id = |r: Result<Authenticated<'_>, AuthError>| r.map(|a| (a.tenant.id, a.kind));
+        assert_eq!(
+            id(reg.authenticate_public_key(" pk_dev ")),
+            Ok((Uuid::nil(), KeyKind::Write))
+        );
+        assert_eq!(
+            id(reg.authenticate_public_key(&format!("{NIL}:pk_dev"))),
+            Ok((Uuid::nil(), KeyKind::Write))
+        );
+        for secret in ["secret", "sk_two"] {
+            assert_eq!(
+                id(reg.authenticate_public_key(secret)),
+                Err(AuthError::SecretInQuery)
+            );
+        }
+        assert_eq!(
+            id(reg.authenticate_public_key("pk_nope")),
+            Err(AuthError::BadCredentials)
+        );
+        assert_eq!(
+            id(reg.authenticate_public_key("")),
+            Err(AuthError::BadCredentials)
+        );
+        let off = TenantRegistry::new([tenant(true)]);
+        assert_eq!(
+            id(off.authenticate_public_key("pk_dev")),
+            Err(AuthError::Disabled)
+        );
+        // Two tenants holding one key: it names neither alone.
+        let mut other = tenant(false);
+        other.id = Uuid::from_u128(7);
+        let both = TenantRegistry::new([tenant(false), other]);
+        assert_eq!(
+            id(both.authenticate_public_key("pk_dev")),
+            Err(AuthError::BadCredentials)
+        );
+        assert_eq!(
+            id(both.authenticate_public_key(&format!("{NIL}:pk_dev"))),
+            Ok((Uuid::nil(), KeyKind::Write))
+        );
     }
 }

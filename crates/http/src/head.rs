@@ -180,6 +180,11 @@ pub struct RequestHead {
     pub encoding: Encoding,
     /// `Content-Type` is JSON, `text/plain` (sendBeacon) or absent.
     pub content_type_ok: bool,
+    /// `Content-Type` is `application/x-www-form-urlencoded` (PostHog's
+    /// older `data=` bodies).
+    pub form: bool,
+    /// The `Host` header (a start-up document names the engine by it).
+    pub host: Option<Range<usize>>,
     pub authorization: Option<Range<usize>>,
     /// The `Origin` header (browsers send it on cross-origin requests).
     pub origin: Option<Range<usize>>,
@@ -272,6 +277,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, Reject> {
     let mut expect_continue = false;
     let mut encoding = Encoding::Identity;
     let mut content_type_ok = true;
+    let mut form = false;
+    let mut host = None;
     let mut authorization = None;
     let mut origin = None;
     let mut forwarded = ForwardedFor::default();
@@ -316,6 +323,9 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, Reject> {
             let mime = v.split(|&b| b == b';').next().unwrap_or(v).trim_ascii();
             content_type_ok = mime.eq_ignore_ascii_case(b"application/json")
                 || mime.eq_ignore_ascii_case(b"text/plain");
+            form = mime.eq_ignore_ascii_case(b"application/x-www-form-urlencoded");
+        } else if name.eq_ignore_ascii_case("host") {
+            host = Some(range_of(buf, v));
         } else if name.eq_ignore_ascii_case("authorization") {
             authorization = Some(range_of(buf, v));
         } else if name.eq_ignore_ascii_case("origin") {
@@ -379,6 +389,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, Reject> {
         expect_continue,
         encoding,
         content_type_ok,
+        form,
+        host,
         authorization,
         origin,
         if_none_match,

@@ -69,6 +69,29 @@ impl Exposition<'_> {
         }
     }
 
+    /// A counter with two labels, one line per pair of values (`labels`:
+    /// their names). The on-call snapshot keys each pair as `a/b`.
+    pub fn labeled_counter2<A: AsRef<str>, B: AsRef<str>>(
+        &mut self,
+        name: &str,
+        help: &str,
+        labels: (&str, &str),
+        values: &[((A, B), u64)],
+    ) {
+        match &mut self.form {
+            Form::Prometheus(o) => crate::prometheus::labeled2(o, name, help, labels, values),
+            Form::Stats(s) => {
+                let keyed: Vec<(String, u64)> = values
+                    .iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|((a, b), n)| (format!("{}/{}", a.as_ref(), b.as_ref()), *n))
+                    .collect();
+                s.labeled(name, keyed.iter());
+            }
+            Form::Table(_) => {}
+        }
+    }
+
     /// A gauge with one label, one line per value.
     pub fn labeled_gauge<L: AsRef<str>>(
         &mut self,

@@ -32,19 +32,39 @@ pub(crate) fn labeled<L: AsRef<str>, V: std::fmt::Display>(
 ) {
     header(o, name, help, kind);
     for (l, v) in values {
-        // The text format's escapes: a label value may come from the config
-        // or ClickHouse (a replica's URL, a node's address).
-        let mut escaped = String::with_capacity(l.as_ref().len());
-        for c in l.as_ref().chars() {
-            match c {
-                '\\' => escaped.push_str("\\\\"),
-                '"' => escaped.push_str("\\\""),
-                '\n' => escaped.push_str("\\n"),
-                c => escaped.push(c),
-            }
-        }
+        let escaped = escape(l.as_ref());
         let _ = writeln!(o, "{name}{{{label}=\"{escaped}\"}} {v}");
     }
+}
+
+/// A counter with two labels, one line per pair of values.
+pub(crate) fn labeled2<A: AsRef<str>, B: AsRef<str>>(
+    o: &mut String,
+    name: &str,
+    help: &str,
+    (la, lb): (&str, &str),
+    values: &[((A, B), u64)],
+) {
+    header(o, name, help, "counter");
+    for ((a, b), v) in values {
+        let (a, b) = (escape(a.as_ref()), escape(b.as_ref()));
+        let _ = writeln!(o, "{name}{{{la}=\"{a}\",{lb}=\"{b}\"}} {v}");
+    }
+}
+
+/// A label value in the text format's escapes: a value may come from the
+/// config or ClickHouse (a replica's URL, a node's address).
+fn escape(l: &str) -> String {
+    let mut escaped = String::with_capacity(l.len());
+    for c in l.chars() {
+        match c {
+            '\\' => escaped.push_str("\\\\"),
+            '"' => escaped.push_str("\\\""),
+            '\n' => escaped.push_str("\\n"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
 }
 
 /// A Prometheus summary (quantiles in seconds) of a µs histogram.

@@ -16,13 +16,17 @@
 
 mod prepare;
 
-pub use prepare::{prepare, Prepared, Record, MAX_RECORD_BYTES};
+pub use prepare::{
+    check_batch_len, prepare, received_now_us, seal, with_decoded, Prepared, Record,
+    MAX_RECORD_BYTES,
+};
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use engine_core::config::AckMode;
+use engine_core::validate::Rejection;
 use engine_core::Tenant;
 use futures_channel::oneshot;
 use redpanda::producer::ProduceRequest;
@@ -119,7 +123,6 @@ pub async fn ingest(
     started: Instant,
 ) -> Response {
     let tenant = &authed.tenant;
-    let state = &*shard.state;
     let counters = shard.counters();
     counters
         .bytes_received
@@ -140,16 +143,44 @@ pub async fn ingest(
     if p.accepted == 0 {
         return batch_response(400, "error", &p, started);
     }
+    if let Err(resp) = send(shard, client, authed, &mut p, started).await {
+        return resp;
+    }
+    let status = if p.rejected.is_empty() {
+        "success"
+    } else {
+        "partial"
+    };
+    batch_response(200, status, &p, started)
+}
+
+/// Sends a prepared batch's records and awaits the broker (as
+/// `redpanda.ack_mode` says) until the request deadline; the records count
+/// in `client`'s share of the budget until then. `Err` is the answer: 503
+/// (no room, the broker), 429 (the tenant's rate). Shared by every wire
+/// format.
+pub async fn send(
+    shard: &Shard,
+    client: IpAddr,
+    authed: &Authed,
+    p: &mut Prepared,
+    started: Instant,
+) -> Result<(), Response> {
+    let tenant = &authed.tenant;
+    let state = &*shard.state;
+    let counters = shard.counters();
     // The records live until the broker acknowledges them (or the deadline).
     let record_bytes = p.records.iter().map(|(_, r)| r.len()).sum();
     let Some(_held) = shard.reserve(client, record_bytes) else {
-        return shard.busy();
+        return Err(shard.busy());
     };
     // Only this shard pushes into its ring, so room seen now is room at push.
     let rings = &state.rings;
     if rings.capacity() - rings.depth(shard.index) < p.records.len() {
-        return Response::error(503, "backpressure", "the engine is saturated; retry later")
-            .retry_after(shard.retry_after_secs());
+        return Err(
+            Response::error(503, "backpressure", "the engine is saturated; retry later")
+                .retry_after(shard.retry_after_secs()),
+        );
     }
     // Rate tokens are taken last, once the batch will be produced: a batch
     // refused for room (503) costs its client nothing of its rate.
@@ -158,7 +189,7 @@ pub async fn ingest(
             counters
                 .rate_limited_events
                 .fetch_add(p.accepted as u64, Ordering::Relaxed);
-            return rate_limited(tenant, wait);
+            return Err(rate_limited(tenant, wait));
         }
     }
     let t_ack = Instant::now();
@@ -171,8 +202,12 @@ pub async fn ingest(
             done: tx,
         };
         if rings.push(shard.index, req).is_err() {
-            return Response::error(503, "backpressure", "the engine is saturated; retry later")
-                .retry_after(shard.retry_after_secs());
+            return Err(Response::error(
+                503,
+                "backpressure",
+                "the engine is saturated; retry later",
+            )
+            .retry_after(shard.retry_after_secs()));
         }
         waits.push(rx);
     }
@@ -182,28 +217,28 @@ pub async fn ingest(
             match monoio::time::timeout_at(deadline.into(), rx).await {
                 Ok(Ok(Ok(_stored))) => {}
                 Ok(Ok(Err(e))) => {
-                    return Response::error(
+                    return Err(Response::error(
                         503,
                         "broker_error",
                         &format!("the broker did not store the batch: {e}"),
                     )
-                    .retry_after(shard.retry_after_secs())
+                    .retry_after(shard.retry_after_secs()))
                 }
                 Ok(Err(_)) => {
-                    return Response::error(
+                    return Err(Response::error(
                         503,
                         "broker_error",
                         "the producer stopped before the broker answered",
                     )
-                    .retry_after(shard.retry_after_secs())
+                    .retry_after(shard.retry_after_secs()))
                 }
                 Err(_) => {
-                    return Response::error(
+                    return Err(Response::error(
                         503,
                         "broker_timeout",
                         "the broker did not acknowledge within the request deadline; retry later",
                     )
-                    .retry_after(shard.retry_after_secs())
+                    .retry_after(shard.retry_after_secs()))
                 }
             }
         }
@@ -215,15 +250,11 @@ pub async fn ingest(
     counters
         .events_accepted
         .fetch_add(p.accepted as u64, Ordering::Relaxed);
-    let status = if p.rejected.is_empty() {
-        "success"
-    } else {
-        "partial"
-    };
-    batch_response(200, status, &p, started)
+    Ok(())
 }
 
-fn batch_response(code: u16, status: &str, p: &Prepared, started: Instant) -> Response {
+/// The native answer to a batch: its id, counts and each refused event.
+pub fn batch_response(code: u16, status: &str, p: &Prepared, started: Instant) -> Response {
     use std::io::Write;
     let mut b = Vec::with_capacity(160 + p.rejected.len() * 64);
     let _ = write!(
@@ -235,21 +266,28 @@ fn batch_response(code: u16, status: &str, p: &Prepared, started: Instant) -> Re
         started.elapsed().as_millis()
     );
     if !p.rejected.is_empty() {
-        b.extend_from_slice(b",\"errors\":[");
-        for (n, (i, r)) in p.rejected.iter().enumerate() {
-            if n > 0 {
-                b.push(b',');
-            }
-            let _ = write!(
-                b,
-                "{{\"index\":{i},\"reason\":\"{}\",\"field\":",
-                r.reason.as_str()
-            );
-            push_json_str(&mut b, r.field);
-            b.push(b'}');
-        }
-        b.push(b']');
+        b.extend_from_slice(b",\"errors\":");
+        push_rejections(&mut b, &p.rejected);
     }
     b.push(b'}');
     Response::json(code, b)
+}
+
+/// `[{"index","reason","field"}…]`: each refused event of a batch.
+pub fn push_rejections(b: &mut Vec<u8>, rejected: &[(usize, Rejection)]) {
+    use std::io::Write;
+    b.push(b'[');
+    for (n, (i, r)) in rejected.iter().enumerate() {
+        if n > 0 {
+            b.push(b',');
+        }
+        let _ = write!(
+            b,
+            "{{\"index\":{i},\"reason\":\"{}\",\"field\":",
+            r.reason.as_str()
+        );
+        push_json_str(b, r.field);
+        b.push(b'}');
+    }
+    b.push(b']');
 }

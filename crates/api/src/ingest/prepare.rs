@@ -42,6 +42,31 @@ fn now_us() -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
+/// Runs `f` on the body's bytes as sent: `body` itself, or inflated
+/// (gzip, zstd) into a pooled buffer capped at `http.max_decompressed_bytes`
+/// (a bomb costs at most the cap), given back after `f`.
+pub fn with_decoded<R>(
+    shard: &Shard,
+    encoding: Encoding,
+    body: &[u8],
+    f: impl FnOnce(&[u8]) -> Result<R, Response>,
+) -> Result<R, Response> {
+    if encoding == Encoding::Identity {
+        return f(body);
+    }
+    let mut out = shard.take_buffer();
+    let cap = shard.state.config.http.max_decompressed_bytes;
+    let result = match decode(encoding, body, &mut out, cap) {
+        Ok(()) => f(&out),
+        Err(e) => Err(match e {
+            BodyError::TooLarge(_) => Response::error(413, "body_too_large", &e.to_string()),
+            BodyError::Corrupt(_) => Response::error(400, "invalid_encoding", &e.to_string()),
+        }),
+    };
+    shard.give_buffer(out);
+    result
+}
+
 /// Decodes, parses, validates and encodes a batch. Synchronous.
 pub fn prepare(
     shard: &Shard,
@@ -49,27 +74,14 @@ pub fn prepare(
     encoding: Encoding,
     body: &[u8],
 ) -> Result<Prepared, Response> {
-    let state = &*shard.state;
-    let http = &state.config.http;
-    let mut scratch = None;
-    let json: &[u8] = if encoding == Encoding::Identity {
-        body
-    } else {
-        let mut out = shard.take_buffer();
-        if let Err(e) = decode(encoding, body, &mut out, http.max_decompressed_bytes) {
-            shard.give_buffer(out);
-            return Err(match e {
-                BodyError::TooLarge(_) => Response::error(413, "body_too_large", &e.to_string()),
-                BodyError::Corrupt(_) => Response::error(400, "invalid_encoding", &e.to_string()),
-            });
-        }
-        &scratch.insert(out)[..]
-    };
-    let result = prepare_json(state, tenant, json);
-    if let Some(buf) = scratch {
-        shard.give_buffer(buf);
-    }
-    result
+    with_decoded(shard, encoding, body, |json| {
+        prepare_json(&shard.state, tenant, json)
+    })
+}
+
+/// The time now, in µs since the epoch (a batch's `received_at`).
+pub fn received_now_us() -> i64 {
+    now_us()
 }
 
 fn prepare_json(state: &AppState, tenant: &Tenant, json: &[u8]) -> Result<Prepared, Response> {
@@ -100,21 +112,7 @@ fn prepare_json(state: &AppState, tenant: &Tenant, json: &[u8]) -> Result<Prepar
             "`events` must not be empty",
         ));
     }
-    let max = state.config.http.max_batch_events;
-    if raws.len() > max {
-        return Err(Response::error(
-            413,
-            "batch_too_large",
-            &format!("batch of {} events exceeds the limit of {max}", raws.len()),
-        ));
-    }
-    let ctx = BatchContext::new(
-        tenant.id,
-        received_at_us,
-        sent_at_us,
-        tenant.retention_days,
-        &state.limits,
-    );
+    check_batch_len(state, raws.len())?;
     let mut rejected = Vec::new();
     // Parsed events must outlive the records that borrow from them.
     let mut parsed: Vec<Option<(RawEvent<'_>, usize)>> = Vec::with_capacity(raws.len());
@@ -139,6 +137,48 @@ fn prepare_json(state: &AppState, tenant: &Tenant, json: &[u8]) -> Result<Prepar
             }
         }
     }
+    seal(
+        state,
+        tenant,
+        (received_at_us, sent_at_us),
+        &parsed,
+        rejected,
+    )
+}
+
+/// 413 for a batch of more than `http.max_batch_events` events.
+pub fn check_batch_len(state: &AppState, len: usize) -> Result<(), Response> {
+    let max = state.config.http.max_batch_events;
+    if len > max {
+        return Err(Response::error(
+            413,
+            "batch_too_large",
+            &format!("batch of {len} events exceeds the limit of {max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Validates parsed events (`None`: already rejected, in `rejected`) and
+/// encodes the accepted ones into records: the part every wire format
+/// shares (native `/ingest` and the Segment and PostHog adapters). `times`:
+/// the batch's `received_at` and its client `sent_at`, in µs, for the
+/// clock-skew correction. Each event's `usize` is its size on the wire (the
+/// record's size estimate).
+pub fn seal(
+    state: &AppState,
+    tenant: &Tenant,
+    (received_at_us, sent_at_us): (i64, Option<i64>),
+    parsed: &[Option<(RawEvent<'_>, usize)>],
+    mut rejected: Vec<(usize, Rejection)>,
+) -> Result<Prepared, Response> {
+    let ctx = BatchContext::new(
+        tenant.id,
+        received_at_us,
+        sent_at_us,
+        tenant.retention_days,
+        &state.limits,
+    );
     let mut valid: Vec<(EventRecord<'_>, usize)> = Vec::with_capacity(parsed.len());
     for (i, p) in parsed.iter().enumerate() {
         if let Some((ev, len)) = p {

@@ -337,7 +337,7 @@ async fn accept_loop(
                     if tls {
                         serve_tls(stream, peer, shard.clone()).await;
                     } else {
-                        conn::serve(stream, peer, shard.clone()).await;
+                        conn::serve(stream, peer, false, shard.clone()).await;
                     }
                     drop(guard);
                     shard.connections.set(shard.connections.get() - 1);
@@ -384,7 +384,7 @@ async fn serve_tls(stream: TcpStream, peer: IpAddr, shard: Rc<Shard>) {
     match monoio::time::timeout(limit, tls.acceptor().accept(stream)).await {
         Ok(Ok(stream)) => {
             counters.tls_handshakes.fetch_add(1, Ordering::Relaxed);
-            conn::serve(stream, peer, shard.clone()).await;
+            conn::serve(stream, peer, true, shard.clone()).await;
         }
         Ok(Err(e)) => {
             counters

@@ -455,6 +455,26 @@ fn public_paths_refuse_secret_keys_foreign_origins_and_answer_the_start_up_docum
         Some(br#"{"token":"pk_development","distinct_id":"d"}"#),
     );
     assert_eq!(flags.status, 200, "{flags:?}");
+    // analytics.js's retry adds `x-retry-count`: its preflight is allowed.
+    let pre = call(
+        "OPTIONS",
+        engine.port,
+        "/v1/t",
+        &[
+            ("Origin", SHOP),
+            ("Access-Control-Request-Method", "POST"),
+            (
+                "Access-Control-Request-Headers",
+                "authorization,content-type,x-retry-count",
+            ),
+        ],
+        None,
+    );
+    assert_eq!(pre.status, 204, "{pre:?}");
+    assert_eq!(
+        pre.header("Access-Control-Allow-Headers"),
+        Some("authorization,content-type,x-retry-count")
+    );
     assert!(flags.json()["flags"].is_object());
     assert_eq!(flags.header("Access-Control-Allow-Origin"), Some(SHOP));
 }

@@ -27,8 +27,30 @@ use crate::state::AppState;
 /// How long a browser may cache a preflight answer, in seconds (Chromium
 /// caps this at 7200).
 pub const PREFLIGHT_MAX_AGE_SECS: u32 = 7200;
-/// Request headers the SDK (or any page) may send.
+/// Request headers the SDK (or any page) may send, when a preflight does not
+/// name its own.
 pub const ALLOWED_HEADERS: &str = "authorization, content-type, content-encoding";
+/// Longest `Access-Control-Request-Headers` a preflight answer echoes.
+const MAX_REQUEST_HEADERS_BYTES: usize = 1024;
+
+/// The headers a preflight answer allows: the ones it asks for when they
+/// are a well-formed list of header names (analytics.js adds
+/// `x-retry-count` on its retries, other libraries their own), else
+/// [`ALLOWED_HEADERS`]. Nothing in the answers depends on a request header,
+/// and no credentials are involved, so allowing any name exposes nothing.
+fn allowed_headers(head: &RequestHead, buf: &[u8]) -> std::borrow::Cow<'static, str> {
+    let asked = head.request_headers.clone().and_then(|r| buf.get(r));
+    let well_formed = |a: &[u8]| {
+        !a.is_empty()
+            && a.len() <= MAX_REQUEST_HEADERS_BYTES
+            && a.iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b',' | b' '))
+    };
+    match asked.filter(|a| well_formed(a)) {
+        Some(a) => String::from_utf8_lossy(a).into_owned().into(),
+        None => ALLOWED_HEADERS.into(),
+    }
+}
 
 /// The request's `Origin`, when present and well-formed (safe to echo).
 /// `null` (a `file:` page, a sandboxed frame) is echoed too: without
@@ -127,7 +149,7 @@ pub fn preflight(state: &AppState, head: &RequestHead, buf: &[u8]) -> Response {
     }
     allow(Response::empty(204), Some(origin))
         .header("Access-Control-Allow-Methods", "POST, OPTIONS")
-        .header("Access-Control-Allow-Headers", ALLOWED_HEADERS)
+        .header("Access-Control-Allow-Headers", allowed_headers(head, buf))
         .header("Access-Control-Max-Age", PREFLIGHT_MAX_AGE_SECS.to_string())
         // Chromium's Private Network Access: a public page may reach an
         // engine on a private address (the ingest endpoint is for any page).

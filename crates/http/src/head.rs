@@ -185,6 +185,8 @@ pub struct RequestHead {
     pub form: bool,
     /// The `Host` header (a start-up document names the engine by it).
     pub host: Option<Range<usize>>,
+    /// `Access-Control-Request-Headers` (a CORS preflight).
+    pub request_headers: Option<Range<usize>>,
     pub authorization: Option<Range<usize>>,
     /// The `Origin` header (browsers send it on cross-origin requests).
     pub origin: Option<Range<usize>>,
@@ -279,6 +281,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, Reject> {
     let mut content_type_ok = true;
     let mut form = false;
     let mut host = None;
+    let mut request_headers = None;
     let mut authorization = None;
     let mut origin = None;
     let mut forwarded = ForwardedFor::default();
@@ -326,6 +329,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, Reject> {
             form = mime.eq_ignore_ascii_case(b"application/x-www-form-urlencoded");
         } else if name.eq_ignore_ascii_case("host") {
             host = Some(range_of(buf, v));
+        } else if name.eq_ignore_ascii_case("access-control-request-headers") {
+            request_headers = Some(range_of(buf, v));
         } else if name.eq_ignore_ascii_case("authorization") {
             authorization = Some(range_of(buf, v));
         } else if name.eq_ignore_ascii_case("origin") {
@@ -391,6 +396,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, Reject> {
         content_type_ok,
         form,
         host,
+        request_headers,
         authorization,
         origin,
         if_none_match,

@@ -399,6 +399,58 @@ fn public_paths_refuse_secret_keys_foreign_origins_and_answer_the_start_up_docum
     let r = call("POST", engine.port, "/v1/batch", &[], Some(b"{\"batch\":"));
     assert_eq!(r.status, 400, "{r:?}");
 
+    // A secret key in the URL is refused, whatever the body says.
+    let r = call(
+        "POST",
+        engine.port,
+        &format!("/e/?key={DEV_TENANT}:secret"),
+        &[],
+        Some(event(DEV_WRITE_KEY).as_bytes()),
+    );
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (401, Some("secret_key_in_url"))
+    );
+    // A body of more events than a batch may hold is refused before they
+    // are collected (a review measured 200 MB for 8 MiB of `0,`).
+    let many = format!("[{}0]", "0,".repeat(400_000));
+    let r = call(
+        "POST",
+        engine.port,
+        "/e/",
+        &[("Content-Encoding", "gzip")],
+        Some(&gzip(many.as_bytes())),
+    );
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (413, Some("batch_too_large")),
+        "{r:?}"
+    );
+    let r = call(
+        "POST",
+        engine.port,
+        "/v1/batch",
+        &[("Content-Encoding", "gzip")],
+        Some(&gzip(
+            format!(r#"{{"writeKey":"{DEV_WRITE_KEY}","batch":{many}}}"#).as_bytes(),
+        )),
+    );
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (413, Some("batch_too_large")),
+        "{r:?}"
+    );
+    // A property of another type than the engine reads loses nothing but
+    // that field.
+    let odd = format!(
+        r#"[{{"event":"$pageview","uuid":"{}","properties":{{"token":"{DEV_WRITE_KEY}","distinct_id":4.5,
+            "$current_url":"https://a.example/x","title":5,"$screen_width":"1920","$screen_height":1080,"$elements":"nope"}}}}]"#,
+        uuid::Uuid::new_v4()
+    );
+    let r = call("POST", engine.port, "/e/", &[], Some(odd.as_bytes()));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.json().get("errors").is_none(), "{r:?}");
+
     // Start-up documents.
     let s = call(
         "GET",

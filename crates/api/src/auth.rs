@@ -50,6 +50,13 @@ pub fn tenant<'t>(
     buf: &[u8],
 ) -> Result<Option<&'t Tenant>, Response> {
     if need == TenantKey::Public {
+        // A secret key in the URL is refused here too, whatever else the
+        // request carries.
+        if let Some(q) = crate::cors::query_param(head, buf, "key") {
+            if tenants.registry.authenticate_public_key(&q) == Err(AuthError::SecretInQuery) {
+                return Err(secret_in_url(need));
+            }
+        }
         let Some(header) = head.authorization.clone().map(|r| &buf[r]) else {
             return Ok(None);
         };

@@ -473,7 +473,11 @@ impl Route {
         buf: &[u8],
     ) -> Result<Option<Authed>, Response> {
         if self.surface != Surface::Probe {
-            client_check(shard, head, peer, buf)?;
+            client_check(shard, head, peer, buf).map_err(|r| match self.handler {
+                // posthog-js drops a batch answered 429 (compat.rs).
+                Handler::Compat(e) => compat::adapt(e.api(), r),
+                _ => r,
+            })?;
         }
         let authorization = head.authorization.clone().map(|r| &buf[r]);
         let admin = &shard.state.config.admin;

@@ -127,6 +127,15 @@ impl Refusal {
     }
 }
 
+/// 413 for a body of more than `max` events (`http.max_batch_events`).
+pub fn too_many(max: usize) -> Refusal {
+    Refusal::new(
+        413,
+        "batch_too_large",
+        format!("the batch holds more than {max} events, the limit"),
+    )
+}
+
 /// Longest parser message quoted in an answer.
 const MAX_PARSE_MESSAGE_BYTES: usize = 256;
 
@@ -180,12 +189,14 @@ pub trait Source {
     /// When the client sent it (RFC 3339), for the clock-skew correction.
     fn sent_at(&self) -> Option<&str>;
     /// Maps every event; `tenant_text` is the tenant id as text, which the
-    /// events borrow; `now` the request's time in µs.
+    /// events borrow; `base` the time, in µs, of an event stamped by the
+    /// engine (the request's time as the client's clock has it: the batch's
+    /// skew correction then makes it the time it arrived).
     fn map<'s>(
         &'s self,
         tenant: &Uuid,
         tenant_text: &'s str,
-        now: i64,
+        base: i64,
         limits: &Limits,
     ) -> Mapped<'s>;
 }
@@ -252,7 +263,7 @@ pub fn admit(
 
 /// An answer as `api`'s libraries need it: PostHog's 429 becomes a 503 with
 /// the same `Retry-After` (posthog-js would drop the batch; module docs).
-fn adapt(api: Api, resp: Response) -> Response {
+pub fn adapt(api: Api, resp: Response) -> Response {
     if api == Api::Posthog && resp.status == 429 {
         let secs = resp.retry_after_secs.unwrap_or(1);
         return Response::error(
@@ -336,13 +347,13 @@ fn prepare(
             "the batch holds no events",
         ));
     }
-    ingest::check_batch_len(state, src.len())?;
     let now = ingest::received_now_us();
     // A malformed `sentAt` corrects nothing (these libraries' own servers
     // ignore it too), it refuses nothing.
     let sent_at_us = src.sent_at().and_then(parse_rfc3339_us);
     let tenant_text = authed.tenant.id.hyphenated().to_string();
-    let mapped = src.map(&authed.tenant.id, &tenant_text, now, &state.limits);
+    let base = sent_at_us.unwrap_or(now);
+    let mapped = src.map(&authed.tenant.id, &tenant_text, base, &state.limits);
     let prepared = ingest::seal(
         state,
         &authed.tenant,
@@ -392,13 +403,14 @@ pub async fn ingest(
                 &format!("body is not valid UTF-8 at byte {}", e.valid_up_to()),
             )
         })?;
+        let max = shard.state.config.http.max_batch_events;
         match endpoint {
             Endpoint::Segment(call) => {
-                let src = segment::parse(json, call).map_err(|r| r.response())?;
+                let src = segment::parse(json, call, max).map_err(|r| r.response())?;
                 prepare(shard, admitted, (head, buf), api, &src)
             }
             _ => {
-                let src = posthog::parse(json).map_err(|r| r.response())?;
+                let src = posthog::parse(json, max).map_err(|r| r.response())?;
                 prepare(shard, admitted, (head, buf), api, &src)
             }
         }

@@ -28,7 +28,9 @@ use serde::Deserialize;
 use sonic_rs::{JsonValueTrait, LazyValue};
 use uuid::Uuid;
 
-use super::wire::{content_id, path_of, time_text, timestamp_text, uuid_text};
+use super::wire::{
+    self, content_id, path_of, reborrow, time_text, timestamp_text, uuid_text, LooseNum, LooseText,
+};
 use super::{Mapped, Source};
 
 /// PostHog's events as the `kind` label of `ingest_compat_events_total`
@@ -46,19 +48,6 @@ pub const KINDS: [&str; 9] = [
 ];
 
 #[derive(Debug, Default, Deserialize)]
-struct Body<'a> {
-    #[serde(borrow, default)]
-    batch: Option<Vec<LazyValue<'a>>>,
-    #[serde(borrow, default)]
-    api_key: Option<Text<'a>>,
-    #[serde(borrow, default)]
-    sent_at: Option<Text<'a>>,
-    /// A single event posted alone.
-    #[serde(borrow, default)]
-    event: Option<Text<'a>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
 struct Event<'a> {
     #[serde(borrow, default)]
     event: Option<Text<'a>>,
@@ -72,71 +61,76 @@ struct Event<'a> {
     timestamp: Option<Text<'a>>,
     #[serde(default)]
     offset: Option<f64>,
-    #[serde(borrow, default)]
-    api_key: Option<Text<'a>>,
 }
 
-/// An event's `properties`, typed (parsed from the event's own text, so
-/// they borrow from the body like the rest).
-#[derive(Debug, Default, Deserialize)]
-struct Typed<'a> {
-    #[serde(borrow, default)]
-    properties: Option<Props<'a>>,
-}
-
-/// What the engine reads of `properties`.
+/// What the engine reads of `properties`, leniently: a field of another
+/// type is left out, never the event.
 #[derive(Debug, Default, Deserialize)]
 struct Props<'a> {
     #[serde(borrow, default)]
     distinct_id: Option<Id<'a>>,
-    #[serde(borrow, default)]
-    token: Option<Text<'a>>,
     #[serde(borrow, default, rename = "$session_id")]
-    session_id: Option<Text<'a>>,
+    session_id: LooseText<'a>,
     #[serde(borrow, default, rename = "$device_id")]
-    device_id: Option<Text<'a>>,
+    device_id: LooseText<'a>,
     #[serde(borrow, default, rename = "$current_url")]
-    current_url: Option<Text<'a>>,
+    current_url: LooseText<'a>,
     #[serde(borrow, default, rename = "$pathname")]
-    pathname: Option<Text<'a>>,
+    pathname: LooseText<'a>,
     #[serde(borrow, default, rename = "$referrer")]
-    referrer: Option<Text<'a>>,
+    referrer: LooseText<'a>,
     #[serde(borrow, default)]
-    title: Option<Text<'a>>,
+    title: LooseText<'a>,
     #[serde(borrow, default, rename = "$raw_user_agent")]
-    user_agent: Option<Text<'a>>,
+    user_agent: LooseText<'a>,
     #[serde(borrow, default, rename = "$browser_language")]
-    locale: Option<Text<'a>>,
+    locale: LooseText<'a>,
     #[serde(default, rename = "$screen_width")]
-    screen_width: Option<f64>,
+    screen_width: LooseNum,
     #[serde(default, rename = "$screen_height")]
-    screen_height: Option<f64>,
+    screen_height: LooseNum,
     #[serde(borrow, default, rename = "$event_type")]
-    event_type: Option<Text<'a>>,
+    event_type: LooseText<'a>,
+    /// Kept raw: only its first element is read.
     #[serde(borrow, default, rename = "$elements")]
-    elements: Option<Vec<Element<'a>>>,
+    elements: Option<LazyValue<'a>>,
     #[serde(default, rename = "$prev_pageview_max_scroll_percentage")]
-    max_scroll: Option<f64>,
+    max_scroll: LooseNum,
     #[serde(default, rename = "$web_vitals_LCP_value")]
-    lcp: Option<f64>,
+    lcp: LooseNum,
     #[serde(default, rename = "$web_vitals_FCP_value")]
-    fcp: Option<f64>,
+    fcp: LooseNum,
     #[serde(default, rename = "$web_vitals_INP_value")]
-    inp: Option<f64>,
+    inp: LooseNum,
     #[serde(default, rename = "$web_vitals_CLS_value")]
-    cls: Option<f64>,
+    cls: LooseNum,
+    /// posthog-js: `false` while the person is anonymous (its `distinct_id`
+    /// is then a device's, not a user id).
+    #[serde(default, rename = "$is_identified")]
+    is_identified: Option<LooseBool>,
+}
+
+/// A boolean, or nothing when it holds another type.
+#[derive(Debug, Clone, Copy, Default)]
+struct LooseBool(Option<bool>);
+
+impl<'de> Deserialize<'de> for LooseBool {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = sonic_rs::Value::deserialize(d).ok();
+        Ok(LooseBool(v.and_then(|v| v.as_bool())))
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
 struct Element<'a> {
     #[serde(borrow, default)]
-    tag_name: Option<Text<'a>>,
+    tag_name: LooseText<'a>,
     #[serde(borrow, default, rename = "$el_text")]
-    text: Option<Text<'a>>,
+    text: LooseText<'a>,
     #[serde(borrow, default, rename = "attr__href")]
-    href: Option<Text<'a>>,
+    href: LooseText<'a>,
     #[serde(borrow, default, rename = "attr__id")]
-    id: Option<Text<'a>>,
+    id: LooseText<'a>,
 }
 
 /// A string, or a number (`distinct_id: 42`).
@@ -166,6 +160,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for Id<'a> {
             fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
                 Ok(Id(Text(Cow::Owned(v.to_string()))))
             }
+            fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(Id(Text(Cow::Owned(v.to_string()))))
+            }
         }
         d.deserialize_any(V)
     }
@@ -179,43 +176,64 @@ pub struct Parsed<'a> {
     sent_at: Option<Text<'a>>,
 }
 
-/// Parses any of the bodies the module docs list.
-pub fn parse(json: &str) -> Result<Parsed<'_>, super::Refusal> {
-    let bad = |e: sonic_rs::Error| {
+/// Parses any of the bodies the module docs list (UTF-8 already checked),
+/// keeping at most `max_events` events (413 beyond).
+pub fn parse(json: &str, max_events: usize) -> Result<Parsed<'_>, super::Refusal> {
+    let invalid = || {
+        super::Refusal::new(
+            400,
+            "invalid_batch",
+            "a PostHog body is an event, an array of events or an object with a `batch` array"
+                .into(),
+        )
+    };
+    fn events(raw: &str, max_events: usize) -> Result<Vec<LazyValue<'_>>, bool> {
+        wire::array(raw, max_events)
+    }
+    let refused = |too_many: bool| {
+        if too_many {
+            super::too_many(max_events)
+        } else {
+            invalid()
+        }
+    };
+    if json.trim_start().starts_with('[') {
+        return Ok(Parsed {
+            events: events(json, max_events).map_err(refused)?,
+            api_key: None,
+            sent_at: None,
+        });
+    }
+    let top = |key: &str| -> Option<Text<'_>> {
+        let v = sonic_rs::get(json, [key]).ok()?;
+        let raw = reborrow(json, v.as_raw_str())?;
+        sonic_rs::from_str::<LooseText<'_>>(raw).ok()?.0
+    };
+    if let Some(batch) = sonic_rs::get(json, ["batch"])
+        .ok()
+        .and_then(|b| reborrow(json, b.as_raw_str()))
+    {
+        return Ok(Parsed {
+            events: events(batch, max_events).map_err(refused)?,
+            api_key: top("api_key"),
+            sent_at: top("sent_at"),
+        });
+    }
+    let one: LazyValue<'_> = sonic_rs::from_str(json).map_err(|e| {
         super::Refusal::new(
             400,
             "invalid_json",
             format!("body is not a PostHog batch: {}", super::short(&e)),
         )
-    };
-    let value: LazyValue<'_> = sonic_rs::from_str(json).map_err(bad)?;
-    if value.is_array() {
-        let events: Vec<LazyValue<'_>> = sonic_rs::from_str(json).map_err(bad)?;
-        return Ok(Parsed {
-            events,
-            api_key: None,
-            sent_at: None,
-        });
+    })?;
+    if sonic_rs::get(json, ["event"]).is_err() {
+        return Err(invalid());
     }
-    let body: Body<'_> = sonic_rs::from_str(json).map_err(bad)?;
-    match (body.batch, body.event) {
-        (Some(events), _) => Ok(Parsed {
-            events,
-            api_key: body.api_key,
-            sent_at: body.sent_at,
-        }),
-        (None, Some(_)) => Ok(Parsed {
-            events: vec![value],
-            api_key: body.api_key,
-            sent_at: body.sent_at,
-        }),
-        (None, None) => Err(super::Refusal::new(
-            400,
-            "invalid_batch",
-            "a PostHog body is an event, an array of events or an object with a `batch` array"
-                .into(),
-        )),
-    }
+    Ok(Parsed {
+        events: vec![one],
+        api_key: top("api_key"),
+        sent_at: top("sent_at"),
+    })
 }
 
 impl Source for Parsed<'_> {
@@ -223,14 +241,15 @@ impl Source for Parsed<'_> {
         if let Some(k) = &self.api_key {
             return Some(k.to_string());
         }
-        // posthog-js: each event's `properties.token` (or its `api_key`).
+        // posthog-js: each event's `properties.token` (or its `api_key`),
+        // read alone, before the event is bounded or parsed.
         let first = self.events.first()?.as_raw_str();
-        let ev: Event<'_> = sonic_rs::from_str(first).ok()?;
-        if let Some(k) = ev.api_key {
-            return Some(k.to_string());
-        }
-        let typed: Typed<'_> = sonic_rs::from_str(first).ok()?;
-        typed.properties?.token.map(|t| t.to_string())
+        let key = |path: &[&str]| {
+            sonic_rs::get(first, path)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+        };
+        key(&["api_key"]).or_else(|| key(&["properties", "token"]))
     }
 
     fn len(&self) -> usize {
@@ -245,7 +264,7 @@ impl Source for Parsed<'_> {
         &'s self,
         tenant: &Uuid,
         tenant_text: &'s str,
-        now: i64,
+        base: i64,
         limits: &Limits,
     ) -> Mapped<'s> {
         let mut out = Mapped::with_capacity(self.events.len());
@@ -255,7 +274,7 @@ impl Source for Parsed<'_> {
                 out.reject(r);
                 continue;
             }
-            match one(raw, tenant, tenant_text, now) {
+            match one(raw, tenant, tenant_text, base) {
                 Ok((ev, kind)) => out.accept(ev, text.len(), kind),
                 Err(r) => out.reject(r),
             }
@@ -272,7 +291,7 @@ fn one<'a>(
     raw: &'a LazyValue<'_>,
     tenant: &Uuid,
     tenant_text: &'a str,
-    now: i64,
+    base: i64,
 ) -> Result<(RawEvent<'a>, usize), Rejection> {
     let malformed = Rejection {
         reason: Reason::MalformedEvent,
@@ -293,16 +312,18 @@ fn one<'a>(
             field: "properties",
         });
     }
-    let typed: Typed<'a> = sonic_rs::from_str(raw_text).map_err(|_| Rejection {
-        reason: Reason::MalformedEvent,
-        field: "properties",
-    })?;
-    let p = typed.properties.unwrap_or_default();
+    let p: Props<'a> = e
+        .properties
+        .as_ref()
+        .and_then(|v| reborrow(raw_text, v.as_raw_str()))
+        .and_then(|raw| sonic_rs::from_str(raw).ok())
+        .unwrap_or_default();
     let distinct = e.distinct_id.or(p.distinct_id).map(|d| d.0);
     let session = p
         .session_id
+        .0
         .as_ref()
-        .or(p.device_id.as_ref())
+        .or(p.device_id.0.as_ref())
         .or(distinct.as_ref())
         .ok_or(Rejection {
             reason: Reason::MissingField,
@@ -310,16 +331,19 @@ fn one<'a>(
         })?;
     let id = match &e.uuid {
         Some(u) => uuid_text(tenant, u),
-        None => content_id(tenant, raw_text),
+        None => content_id(tenant, raw_text, e.timestamp.is_some()),
     };
+    // A time the engine makes (now, or `offset` ms before it) is given as
+    // `base`-relative, which the batch's skew correction turns into the
+    // time it arrived.
     let timestamp = match (&e.timestamp, e.offset) {
         (Some(t), _) => timestamp_text(t),
         (None, Some(ms)) if ms.is_finite() && ms >= 0.0 => {
-            time_text(now.saturating_sub((ms * 1000.0) as i64))
+            time_text(base.saturating_sub((ms * 1000.0) as i64))
         }
-        _ => time_text(now),
+        _ => time_text(base),
     };
-    let screen = match (p.screen_width, p.screen_height) {
+    let screen = match (p.screen_width.0, p.screen_height.0) {
         (Some(width), Some(height)) => Some(Screen { width, height }),
         _ => None,
     };
@@ -329,22 +353,22 @@ fn one<'a>(
         tenant_id: Some(Text(Cow::Borrowed(tenant_text))),
         session_id: Some(session_id),
         timestamp: Some(timestamp),
-        user_id: distinct,
-        user_agent: p.user_agent,
-        locale: p.locale,
+        // An anonymous person's `distinct_id` names a device, not a user.
+        user_id: distinct.filter(|_| !matches!(p.is_identified, Some(LooseBool(Some(false))))),
+        user_agent: p.user_agent.0,
+        locale: p.locale.0,
         screen,
         ..RawEvent::default()
     };
-    let path = p.pathname.or_else(|| {
-        p.current_url
-            .as_ref()
+    let url = p.current_url.0;
+    ev.path = p.pathname.0.or_else(|| {
+        url.as_ref()
             .and_then(|u| path_of(u))
             .map(|s| Text(Cow::Owned(s.to_owned())))
     });
-    ev.url = p.current_url;
-    ev.path = path;
+    ev.url = url;
     // posthog-js names a visit without a referrer `$direct`.
-    ev.referrer = p.referrer.filter(|r| &**r != "$direct");
+    ev.referrer = p.referrer.0.filter(|r| &**r != "$direct");
     let custom = |ev: &mut RawEvent<'a>, n: Text<'a>, props: Option<LazyValue<'a>>| {
         ev.event_type = text("custom");
         ev.name = Some(n);
@@ -353,27 +377,36 @@ fn one<'a>(
     let kind = match &*name {
         "$pageview" => {
             ev.event_type = text("pageview");
-            ev.title = p.title;
+            ev.title = p.title.0;
             0
         }
-        "$autocapture" if p.event_type.as_deref() == Some("click") => {
+        "$autocapture" if p.event_type.0.as_deref() == Some("click") => {
             ev.event_type = text("click");
-            if let Some(el) = p.elements.and_then(|v| v.into_iter().next()) {
-                ev.element = el.tag_name;
-                ev.text = el.text;
-                ev.href = el.href;
-                ev.selector = el.id.map(|id| Text(Cow::Owned(format!("#{}", &*id))));
-            }
+            let first = p
+                .elements
+                .as_ref()
+                .and_then(|v| reborrow(raw_text, v.as_raw_str()))
+                .and_then(|raw| sonic_rs::to_array_iter(raw).next())
+                .and_then(Result::ok);
+            let el: Element<'a> = first
+                .as_ref()
+                .and_then(|v| reborrow(raw_text, v.as_raw_str()))
+                .and_then(|raw| sonic_rs::from_str(raw).ok())
+                .unwrap_or_default();
+            ev.element = el.tag_name.0;
+            ev.text = el.text.0;
+            ev.href = el.href.0;
+            ev.selector = el.id.0.map(|id| Text(Cow::Owned(format!("#{}", &*id))));
             1
         }
-        "$pageleave" if p.max_scroll.is_some() => {
+        "$pageleave" if p.max_scroll.0.is_some() => {
             ev.event_type = text("scroll");
-            ev.depth_pct = p.max_scroll.map(|f| (f * 100.0).clamp(0.0, 100.0));
+            ev.depth_pct = p.max_scroll.0.map(|f| (f * 100.0).clamp(0.0, 100.0));
             2
         }
         "$web_vitals" => {
             ev.event_type = text("performance");
-            (ev.lcp, ev.fcp, ev.inp, ev.cls) = (p.lcp, p.fcp, p.inp, p.cls);
+            (ev.lcp, ev.fcp, ev.inp, ev.cls) = (p.lcp.0, p.fcp.0, p.inp.0, p.cls.0);
             3
         }
         special @ ("$identify" | "$set" | "$create_alias" | "$groupidentify") => {

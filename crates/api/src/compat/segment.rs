@@ -24,22 +24,13 @@ use serde::Deserialize;
 use sonic_rs::{JsonValueTrait, LazyValue};
 use uuid::Uuid;
 
-use super::wire::{content_id, path_of, timestamp_text, uuid_text};
+use super::wire::{
+    self, content_id, path_of, reborrow, timestamp_text, uuid_text, LooseNum, LooseText,
+};
 use super::{Mapped, Source};
 
 /// Segment's call types, the `kind` label of `ingest_compat_events_total`.
 pub const KINDS: [&str; 6] = ["page", "screen", "track", "identify", "group", "alias"];
-
-/// A Segment body: a batch, or one message.
-#[derive(Debug, Default, Deserialize)]
-struct Body<'a> {
-    #[serde(borrow, default)]
-    batch: Option<Vec<LazyValue<'a>>>,
-    #[serde(borrow, default, rename = "sentAt")]
-    sent_at: Option<Text<'a>>,
-    #[serde(borrow, default, rename = "writeKey")]
-    write_key: Option<Text<'a>>,
-}
 
 /// A string, or a number the library did not stringify (`userId: 42`).
 #[derive(Debug, Clone)]
@@ -101,96 +92,106 @@ struct Message<'a> {
     #[serde(borrow, default, rename = "sentAt")]
     sent_at: Option<Text<'a>>,
     #[serde(borrow, default)]
-    context: Option<Context<'a>>,
-    #[serde(borrow, default, rename = "writeKey")]
-    write_key: Option<Text<'a>>,
+    context: Option<LazyValue<'a>>,
 }
 
+/// `context`, read leniently: a field of another type is left out.
 #[derive(Debug, Default, Deserialize)]
 struct Context<'a> {
     #[serde(borrow, default)]
-    page: Option<Page<'a>>,
+    page: Option<LazyValue<'a>>,
     #[serde(borrow, default, rename = "userAgent")]
-    user_agent: Option<Text<'a>>,
+    user_agent: LooseText<'a>,
     #[serde(borrow, default)]
-    locale: Option<Text<'a>>,
-    #[serde(default)]
-    screen: Option<Screen>,
+    locale: LooseText<'a>,
     #[serde(borrow, default)]
-    campaign: Option<Campaign<'a>>,
+    screen: Option<LazyValue<'a>>,
+    #[serde(borrow, default)]
+    campaign: Option<LazyValue<'a>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 struct Page<'a> {
     #[serde(borrow, default)]
-    path: Option<Text<'a>>,
+    path: LooseText<'a>,
     #[serde(borrow, default)]
-    url: Option<Text<'a>>,
+    url: LooseText<'a>,
     #[serde(borrow, default)]
-    referrer: Option<Text<'a>>,
+    referrer: LooseText<'a>,
     #[serde(borrow, default)]
-    title: Option<Text<'a>>,
+    title: LooseText<'a>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ScreenSize {
+    #[serde(default)]
+    width: LooseNum,
+    #[serde(default)]
+    height: LooseNum,
 }
 
 #[derive(Debug, Default, Deserialize)]
 struct Campaign<'a> {
     #[serde(borrow, default)]
-    source: Option<Text<'a>>,
+    source: LooseText<'a>,
     #[serde(borrow, default)]
-    medium: Option<Text<'a>>,
+    medium: LooseText<'a>,
     #[serde(borrow, default)]
-    name: Option<Text<'a>>,
+    name: LooseText<'a>,
     #[serde(borrow, default)]
-    term: Option<Text<'a>>,
+    term: LooseText<'a>,
     #[serde(borrow, default)]
-    content: Option<Text<'a>>,
+    content: LooseText<'a>,
 }
 
-/// A message's `properties`, typed (parsed from the message's own text, so
-/// they borrow from the body like the rest).
-#[derive(Debug, Default, Deserialize)]
-struct Typed<'a> {
-    #[serde(borrow, default)]
-    properties: Option<Props<'a>>,
-}
-
-/// What a `page` or convention `track` carries in `properties`.
+/// What a `page` or convention `track` carries in `properties`, read
+/// leniently: a field of another type is left out, never the event.
 #[derive(Debug, Default, Deserialize)]
 struct Props<'a> {
     #[serde(borrow, default)]
-    path: Option<Text<'a>>,
+    path: LooseText<'a>,
     #[serde(borrow, default)]
-    url: Option<Text<'a>>,
+    url: LooseText<'a>,
     #[serde(borrow, default)]
-    referrer: Option<Text<'a>>,
+    referrer: LooseText<'a>,
     #[serde(borrow, default)]
-    title: Option<Text<'a>>,
+    title: LooseText<'a>,
     #[serde(borrow, default)]
-    selector: Option<Text<'a>>,
+    selector: LooseText<'a>,
     #[serde(borrow, default)]
-    element: Option<Text<'a>>,
+    element: LooseText<'a>,
     #[serde(borrow, default)]
-    text: Option<Text<'a>>,
+    text: LooseText<'a>,
     #[serde(borrow, default)]
-    href: Option<Text<'a>>,
+    href: LooseText<'a>,
     #[serde(default)]
-    x: Option<f64>,
+    x: LooseNum,
     #[serde(default)]
-    y: Option<f64>,
+    y: LooseNum,
     #[serde(default)]
-    depth_pct: Option<f64>,
+    depth_pct: LooseNum,
     #[serde(default)]
-    lcp: Option<f64>,
+    lcp: LooseNum,
     #[serde(default)]
-    fcp: Option<f64>,
+    fcp: LooseNum,
     #[serde(default)]
-    inp: Option<f64>,
+    inp: LooseNum,
     #[serde(default)]
-    cls: Option<f64>,
+    cls: LooseNum,
     #[serde(default)]
-    ttfb: Option<f64>,
+    ttfb: LooseNum,
     #[serde(default)]
-    fid: Option<f64>,
+    fid: LooseNum,
+}
+
+/// A nested object of `whole` (a message's text), read leniently with
+/// `whole`'s lifetime; the default when it is absent or not an object.
+fn nested<'a, T: Deserialize<'a> + Default>(whole: &'a str, value: Option<&LazyValue<'_>>) -> T {
+    value
+        .filter(|v| v.is_object())
+        .and_then(|v| reborrow(whole, v.as_raw_str()))
+        .and_then(|raw| sonic_rs::from_str(raw).ok())
+        .unwrap_or_default()
 }
 
 /// The call a single-message path names (`/v1/p` is a `page`, …).
@@ -216,25 +217,37 @@ fn malformed(message: String) -> super::Refusal {
     super::Refusal::new(400, "invalid_json", message)
 }
 
-/// Parses a body of `call` (the JSON is UTF-8-checked first: sonic-rs
-/// does not check what it keeps raw).
-pub fn parse(json: &str, call: Call) -> Result<Parsed<'_>, super::Refusal> {
+/// Parses a body of `call` (UTF-8 already checked: sonic-rs does not check
+/// what it keeps raw), keeping at most `max_events` messages (413 beyond).
+pub fn parse(json: &str, call: Call, max_events: usize) -> Result<Parsed<'_>, super::Refusal> {
+    let top = |key: &str| -> Option<Text<'_>> {
+        let v = sonic_rs::get(json, [key]).ok()?;
+        let raw = reborrow(json, v.as_raw_str())?;
+        sonic_rs::from_str::<LooseText<'_>>(raw).ok()?.0
+    };
     match call {
         Call::Batch => {
-            let body: Body<'_> = sonic_rs::from_str(json).map_err(|e| {
-                malformed(format!("body is not a Segment batch: {}", super::short(&e)))
+            let batch = sonic_rs::get(json, ["batch"])
+                .ok()
+                .and_then(|b| reborrow(json, b.as_raw_str()))
+                .ok_or_else(|| {
+                    super::Refusal::new(
+                        400,
+                        "invalid_batch",
+                        "a Segment batch is a JSON object with a `batch` array".into(),
+                    )
+                })?;
+            let messages = wire::array(batch, max_events).map_err(|too_many| {
+                if too_many {
+                    super::too_many(max_events)
+                } else {
+                    malformed("`batch` is not a JSON array".into())
+                }
             })?;
-            let Some(messages) = body.batch else {
-                return Err(super::Refusal::new(
-                    400,
-                    "invalid_batch",
-                    "a Segment batch is a JSON object with a `batch` array".into(),
-                ));
-            };
             Ok(Parsed {
                 messages,
-                sent_at: body.sent_at,
-                write_key: body.write_key,
+                sent_at: top("sentAt"),
+                write_key: top("writeKey"),
                 path_kind: None,
             })
         }
@@ -242,11 +255,10 @@ pub fn parse(json: &str, call: Call) -> Result<Parsed<'_>, super::Refusal> {
             let one: LazyValue<'_> = sonic_rs::from_str(json)
                 .map_err(|e| malformed(format!("body is not JSON: {}", super::short(&e))))?;
             // The key and the send time of a single message are its own.
-            let head: Message<'_> = sonic_rs::from_str(json).unwrap_or_default();
             Ok(Parsed {
                 messages: vec![one],
-                sent_at: head.sent_at,
-                write_key: head.write_key,
+                sent_at: top("sentAt"),
+                write_key: top("writeKey"),
                 path_kind: Some(kind),
             })
         }
@@ -258,10 +270,11 @@ impl Source for Parsed<'_> {
         if let Some(k) = &self.write_key {
             return Some(k.to_string());
         }
-        // A batch without a top-level key: its first message's.
+        // A batch without a top-level key: its first message's (read alone,
+        // before the message is bounded or parsed).
         let first = self.messages.first()?;
-        let m: Message<'_> = sonic_rs::from_str(first.as_raw_str()).ok()?;
-        m.write_key.map(|k| k.to_string())
+        let v = sonic_rs::get(first.as_raw_str(), ["writeKey"]).ok()?;
+        v.as_str().map(str::to_owned)
     }
 
     fn len(&self) -> usize {
@@ -276,7 +289,7 @@ impl Source for Parsed<'_> {
         &'s self,
         tenant: &Uuid,
         tenant_text: &'s str,
-        now: i64,
+        base: i64,
         limits: &Limits,
     ) -> Mapped<'s> {
         let mut out = Mapped::with_capacity(self.messages.len());
@@ -286,7 +299,7 @@ impl Source for Parsed<'_> {
                 out.reject(r);
                 continue;
             }
-            match self.one(raw, tenant, tenant_text, now) {
+            match self.one(raw, tenant, tenant_text, base) {
                 Ok((ev, kind)) => out.accept(ev, text.len(), kind),
                 Err(r) => out.reject(r),
             }
@@ -305,7 +318,7 @@ impl Parsed<'_> {
         raw: &'a LazyValue<'_>,
         tenant: &Uuid,
         tenant_text: &'a str,
-        now: i64,
+        base: i64,
     ) -> Result<(RawEvent<'a>, usize), Rejection> {
         if !raw.is_object() {
             return reject(Reason::MalformedEvent, "");
@@ -333,35 +346,38 @@ impl Parsed<'_> {
                 reason: Reason::MissingField,
                 field: "anonymousId",
             })?;
-        let id = match &m.message_id {
-            Some(id) => uuid_text(tenant, id),
-            None => content_id(tenant, text),
-        };
-        let timestamp = m
+        let client_time = m
             .timestamp
             .as_ref()
             .or(m.original_timestamp.as_ref())
-            .or(m.sent_at.as_ref())
-            .map_or_else(|| super::wire::time_text(now), timestamp_text);
-        let ctx = m.context.unwrap_or_default();
-        let page = ctx.page.unwrap_or_default();
+            .or(m.sent_at.as_ref());
+        let id = match &m.message_id {
+            Some(id) => uuid_text(tenant, id),
+            None => content_id(tenant, text, client_time.is_some()),
+        };
+        // A message without any time is stamped now (`base`: the time the
+        // skew correction turns into the time it arrived).
+        let timestamp = client_time.map_or_else(|| super::wire::time_text(base), timestamp_text);
+        let ctx: Context<'a> = nested(text, m.context.as_ref());
+        let page: Page<'a> = nested(text, ctx.page.as_ref());
+        let size: ScreenSize = nested(text, ctx.screen.as_ref());
+        let screen = match (size.width.0, size.height.0) {
+            (Some(width), Some(height)) => Some(Screen { width, height }),
+            _ => None,
+        };
+        let campaign: Option<Campaign<'a>> = ctx.campaign.as_ref().map(|c| nested(text, Some(c)));
         let mut ev = RawEvent {
             id: Some(id),
             tenant_id: Some(Text(Cow::Borrowed(tenant_text))),
             session_id: Some(uuid_text(tenant, &session.0)),
             timestamp: Some(timestamp),
             user_id: m.user_id.map(|u| u.0),
-            user_agent: ctx.user_agent,
-            locale: ctx.locale,
-            screen: ctx.screen,
+            user_agent: ctx.user_agent.0,
+            locale: ctx.locale.0,
+            screen,
             ..RawEvent::default()
         };
-        let props = || -> Props<'a> {
-            sonic_rs::from_str::<Typed<'a>>(text)
-                .ok()
-                .and_then(|t| t.properties)
-                .unwrap_or_default()
-        };
+        let props = || -> Props<'a> { nested(text, m.properties.as_ref()) };
         let custom = |ev: &mut RawEvent<'a>, name: Text<'a>, body: Option<LazyValue<'a>>| {
             ev.event_type = Some(Text(Cow::Borrowed("custom")));
             ev.name = Some(name);
@@ -371,14 +387,17 @@ impl Parsed<'_> {
             "page" => {
                 let p = props();
                 ev.event_type = Some(Text(Cow::Borrowed("pageview")));
-                let url = p.url.or(page.url);
+                let url = p.url.0.or(page.url.0);
                 ev.path = p
                     .path
-                    .or(page.path)
+                    .0
+                    .or(page.path.0)
                     .or_else(|| url.as_ref().and_then(|u| owned_path(u)));
-                ev.url = url.map(|u| with_campaign(u, ctx.campaign.as_ref()));
-                ev.referrer = p.referrer.or(page.referrer);
-                ev.title = p.title.or(page.title).or(m.name);
+                ev.url = url.map(|u| with_campaign(u, campaign.as_ref()));
+                ev.referrer = p.referrer.0.or(page.referrer.0);
+                ev.title = p.title.0.or(page.title.0).or(m.name);
+                // The page's own properties are kept too.
+                ev.properties = m.properties.filter(|p| p.is_object());
             }
             "track" => {
                 let name = m.event.ok_or(Rejection {
@@ -390,21 +409,21 @@ impl Parsed<'_> {
                         let p = props();
                         ev.event_type = Some(Text(Cow::Borrowed("click")));
                         (ev.selector, ev.element, ev.text, ev.href) =
-                            (p.selector, p.element, p.text, p.href);
-                        (ev.x, ev.y) = (p.x, p.y);
+                            (p.selector.0, p.element.0, p.text.0, p.href.0);
+                        (ev.x, ev.y) = (p.x.0, p.y.0);
                         context_page(&mut ev, page);
                     }
                     "Page Scrolled" => {
                         let p = props();
                         ev.event_type = Some(Text(Cow::Borrowed("scroll")));
-                        ev.depth_pct = p.depth_pct;
+                        ev.depth_pct = p.depth_pct.0;
                         context_page(&mut ev, page);
                     }
                     "Web Vitals" => {
                         let p = props();
                         ev.event_type = Some(Text(Cow::Borrowed("performance")));
                         (ev.lcp, ev.fcp, ev.inp, ev.cls, ev.ttfb, ev.fid) =
-                            (p.lcp, p.fcp, p.inp, p.cls, p.ttfb, p.fid);
+                            (p.lcp.0, p.fcp.0, p.inp.0, p.cls.0, p.ttfb.0, p.fid.0);
                         context_page(&mut ev, page);
                     }
                     _ => {
@@ -428,9 +447,9 @@ impl Parsed<'_> {
 
 /// A page's URL, path and referrer on an event that is not a pageview.
 fn context_page<'a>(ev: &mut RawEvent<'a>, page: Page<'a>) {
-    ev.path = page.path;
-    ev.url = page.url;
-    ev.referrer = page.referrer;
+    ev.path = page.path.0;
+    ev.url = page.url.0;
+    ev.referrer = page.referrer.0;
 }
 
 /// The path of `url`, owned (the URL is moved on).
@@ -448,11 +467,11 @@ fn with_campaign<'a>(url: Text<'a>, campaign: Option<&Campaign<'a>>) -> Text<'a>
         return url;
     }
     let params = [
-        ("utm_source", &c.source),
-        ("utm_medium", &c.medium),
-        ("utm_campaign", &c.name),
-        ("utm_term", &c.term),
-        ("utm_content", &c.content),
+        ("utm_source", &c.source.0),
+        ("utm_medium", &c.medium.0),
+        ("utm_campaign", &c.name.0),
+        ("utm_term", &c.term.0),
+        ("utm_content", &c.content.0),
     ];
     let mut query = form_urlencoded::Serializer::new(String::new());
     let mut any = false;

@@ -125,6 +125,137 @@ fn decode_base64(text: &str, out: &mut Vec<u8>) -> Result<(), ()> {
     Err(())
 }
 
+/// `part` as a slice of `whole` with `whole`'s lifetime, when it is one (a
+/// raw value sonic-rs found inside `whole`): nested raw JSON then borrows
+/// from the body like the rest. `None` when it is not inside `whole`.
+pub fn reborrow<'a>(whole: &'a str, part: &str) -> Option<&'a str> {
+    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    let end = start.checked_add(part.len())?;
+    whole
+        .get(start..end)
+        .filter(|s| std::ptr::eq(s.as_ptr(), part.as_ptr()))
+}
+
+/// At most `max` elements of the JSON array `raw` (a slice of the body):
+/// the elements kept raw, or `Err(true)` past `max` (before more is
+/// allocated: a body of 8 MiB of `0,` would otherwise cost 48 B each),
+/// `Err(false)` when it is not an array.
+pub fn array<'a>(raw: &'a str, max: usize) -> Result<Vec<sonic_rs::LazyValue<'a>>, bool> {
+    if !raw.trim_start().starts_with('[') {
+        return Err(false);
+    }
+    let mut out = Vec::new();
+    for item in sonic_rs::to_array_iter(raw) {
+        let item = item.map_err(|_| false)?;
+        if out.len() == max {
+            return Err(true);
+        }
+        out.push(item);
+    }
+    Ok(out)
+}
+
+/// A string field that is left out when it holds another type (a page's own
+/// `title: 5` must not lose the event), borrowing when it can.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LooseText<'a>(pub Option<Text<'a>>);
+
+/// A number field that is left out when it holds another type; a numeric
+/// string (`"1920"`) counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LooseNum(pub Option<f64>);
+
+/// Accepts any JSON value; what the visitor makes of the wrong types is
+/// `None`.
+macro_rules! ignore_other_types {
+    () => {
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut a: A,
+        ) -> Result<Self::Value, A::Error> {
+            while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(Default::default())
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut a: A,
+        ) -> Result<Self::Value, A::Error> {
+            while a
+                .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                .is_some()
+            {}
+            Ok(Default::default())
+        }
+    };
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for LooseText<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = LooseText<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(LooseText(Some(Text(Cow::Borrowed(v)))))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(LooseText(Some(Text(Cow::Owned(v.to_owned())))))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(LooseText(Some(Text(Cow::Owned(v)))))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(LooseText(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(LooseText(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(LooseText(None))
+            }
+            ignore_other_types!();
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for LooseNum {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = LooseNum;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any value")
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(LooseNum(Some(v as f64)))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(LooseNum(Some(v as f64)))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(LooseNum(Some(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(LooseNum(v.trim().parse().ok()))
+            }
+            ignore_other_types!();
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// An id as the engine stores it: `value` itself when it is a UUID, else
 /// the UUID v5 of `value` in the tenant's namespace (the tenant id), so the
 /// same id from the same tenant is always the same UUID: a library's retry
@@ -140,14 +271,17 @@ pub fn uuid_text<'a>(tenant: &Uuid, value: &Text<'a>) -> Text<'a> {
     ))
 }
 
-/// The UUID v5 of an event's own bytes in the tenant's namespace: the id of
-/// an event that came without one, so an identical retry deduplicates.
-pub fn content_id(tenant: &Uuid, raw: &str) -> Text<'static> {
-    Text(Cow::Owned(
+/// The id of an event that came without one: with a client timestamp, the
+/// UUID v5 of its own bytes in the tenant's namespace (an identical retry is
+/// the same event and deduplicates); without one, a random id (two
+/// identical calls are two events).
+pub fn content_id(tenant: &Uuid, raw: &str, timestamped: bool) -> Text<'static> {
+    let id = if timestamped {
         Uuid::new_v5(tenant, raw.as_bytes())
-            .hyphenated()
-            .to_string(),
-    ))
+    } else {
+        Uuid::new_v4()
+    };
+    Text(Cow::Owned(id.hyphenated().to_string()))
 }
 
 /// An RFC 3339 timestamp as validation takes it: `t` itself, or `t` with a
@@ -217,7 +351,38 @@ mod tests {
         assert_eq!(a, uuid_text(&t, &node), "the same id maps the same");
         assert!(Uuid::try_parse(&a).is_ok());
         assert_ne!(a, uuid_text(&Uuid::from_u128(2), &node), "per tenant");
-        assert_eq!(content_id(&t, "{}"), content_id(&t, "{}"));
+        assert_eq!(content_id(&t, "{}", true), content_id(&t, "{}", true));
+        assert_ne!(content_id(&t, "{}", false), content_id(&t, "{}", false));
+    }
+
+    #[test]
+    fn loose_fields_reborrowed_values_and_bounded_arrays() {
+        #[derive(serde::Deserialize, Default)]
+        struct P<'a> {
+            #[serde(borrow, default)]
+            t: LooseText<'a>,
+            #[serde(default)]
+            n: LooseNum,
+        }
+        for (json, t, n) in [
+            (r#"{"t":"x","n":3}"#, Some("x"), Some(3.0)),
+            (r#"{"t":5,"n":"1920"}"#, None, Some(1920.0)),
+            (r#"{"t":[1,{"a":[]}],"n":{"b":1}}"#, None, None),
+            (r#"{"t":null,"n":true}"#, None, None),
+        ] {
+            let p: P<'_> = sonic_rs::from_str(json).unwrap();
+            assert_eq!(p.t.0.as_deref(), t, "{json}");
+            assert_eq!(p.n.0, n, "{json}");
+        }
+        let whole = r#"{"a":{"b":[1,2]}}"#;
+        let inner: sonic_rs::LazyValue<'_> = sonic_rs::get(whole, &["a", "b"]).unwrap();
+        let owned_copy = inner.as_raw_str().to_owned();
+        assert_eq!(reborrow(whole, inner.as_raw_str()), Some("[1,2]"));
+        assert_eq!(reborrow(whole, &owned_copy), None);
+        assert_eq!(array("[1,2,3]", 3).map(|v| v.len()), Ok(3));
+        assert_eq!(array("[1,2,3]", 2).map(|v| v.len()), Err(true));
+        assert_eq!(array("{}", 2).map(|v| v.len()), Err(false));
+        assert_eq!(array("[1,", 2).map(|v| v.len()), Err(false));
     }
 
     #[test]

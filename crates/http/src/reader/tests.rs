@@ -40,6 +40,7 @@ impl Rig {
 
 /// What reading a stream produced, comparable across ways of splitting it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // a test's record of a few requests
 enum Event {
     Request {
         head: RequestHead,

@@ -465,9 +465,11 @@ fn public_paths_refuse_secret_keys_foreign_origins_and_answer_the_start_up_docum
         j["integrations"]["Segment.io"]["apiHost"].as_str(),
         Some("engine.example:8080/v1")
     );
+    // Not a loopback host, no proxy header: https (a page over https
+    // cannot send to http).
     assert_eq!(
         j["integrations"]["Segment.io"]["protocol"].as_str(),
-        Some("http")
+        Some("https")
     );
     assert_eq!(s.header("Access-Control-Allow-Origin"), Some(SHOP));
     let unknown = call(

@@ -539,7 +539,8 @@ impl Route {
                     .and_then(|r| std::str::from_utf8(&buf[r]).ok())
                     .filter(|h| cors::is_host(h))
                     .unwrap_or("127.0.0.1");
-                docs::segment_settings(&tenants, key, host, secure, |t| {
+                let https = docs::https(secure, head, buf, host);
+                docs::segment_settings(&tenants, key, host, https, |t| {
                     cors::check_origin(t, head, buf)
                 })
             }

@@ -187,6 +187,8 @@ pub struct RequestHead {
     pub host: Option<Range<usize>>,
     /// `Access-Control-Request-Headers` (a CORS preflight).
     pub request_headers: Option<Range<usize>>,
+    /// `X-Forwarded-Proto` (a TLS-terminating proxy says `https`).
+    pub forwarded_proto: Option<Range<usize>>,
     pub authorization: Option<Range<usize>>,
     /// The `Origin` header (browsers send it on cross-origin requests).
     pub origin: Option<Range<usize>>,
@@ -282,6 +284,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, Reject> {
     let mut form = false;
     let mut host = None;
     let mut request_headers = None;
+    let mut forwarded_proto = None;
     let mut authorization = None;
     let mut origin = None;
     let mut forwarded = ForwardedFor::default();
@@ -331,6 +334,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, Reject> {
             host = Some(range_of(buf, v));
         } else if name.eq_ignore_ascii_case("access-control-request-headers") {
             request_headers = Some(range_of(buf, v));
+        } else if name.eq_ignore_ascii_case("x-forwarded-proto") {
+            forwarded_proto = Some(range_of(buf, v));
         } else if name.eq_ignore_ascii_case("authorization") {
             authorization = Some(range_of(buf, v));
         } else if name.eq_ignore_ascii_case("origin") {
@@ -397,6 +402,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, Reject> {
         form,
         host,
         request_headers,
+        forwarded_proto,
         authorization,
         origin,
         if_none_match,

@@ -40,13 +40,36 @@ fn tenant<'t>(
     Ok((t, key.to_owned()))
 }
 
+/// Whether the settings name the API host `https`: over the TLS listener;
+/// else as a proxy's `X-Forwarded-Proto` says; else `http` only for a
+/// loopback host (development), `https` for any other (a page served over
+/// https cannot send to an http host: a wrong `http` loses every event,
+/// a wrong `https` is a console error that says why).
+pub fn https(secure: bool, head: &RequestHead, buf: &[u8], host: &str) -> bool {
+    if secure {
+        return true;
+    }
+    if let Some(proto) = head.forwarded_proto.clone().and_then(|r| buf.get(r)) {
+        let first = proto.split(|&b| b == b',').next().unwrap_or_default();
+        return first.trim_ascii().eq_ignore_ascii_case(b"https");
+    }
+    let name = host.rsplit_once(':').map_or(host, |(h, p)| {
+        if p.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
+    !matches!(name, "localhost" | "127.0.0.1" | "[::1]")
+}
+
 /// `GET /v1/projects/<writeKey>/settings`: Segment's settings, naming this
 /// engine (`host`, as the request's `Host` said) as the API host.
 pub fn segment_settings(
     tenants: &Tenants,
     key: Option<&[u8]>,
     host: &str,
-    secure: bool,
+    https: bool,
     check: impl FnOnce(&Tenant) -> Result<(), Response>,
 ) -> Response {
     let (t, key) = match tenant(tenants, key) {
@@ -64,9 +87,13 @@ pub fn segment_settings(
     let _ = write!(
         b,
         r#","protocol":"{}","unbundledIntegrations":[],"addBundledMetadata":true,"maybeBundledConfigIds":{{}},"versionSettings":{{"version":"4.4.7","componentTypes":["browser"]}}}}}},"plan":{{"track":{{"__default":{{"enabled":true,"integrations":{{}}}}}},"identify":{{"__default":{{"enabled":true}}}},"group":{{"__default":{{"enabled":true}}}}}},"edgeFunction":{{}},"analyticsNextEnabled":true,"middlewareSettings":{{}},"enabledMiddleware":{{}},"metrics":{{"sampleRate":0}},"legacyVideoPluginsEnabled":false,"remotePlugins":[]}}"#,
-        if secure { "https" } else { "http" }
+        if https { "https" } else { "http" }
     );
-    Response::json(200, b).header("Cache-Control", "public, max-age=60")
+    // Per host and scheme: a shared cache must not hand one host's
+    // document to another.
+    Response::json(200, b)
+        .header("Cache-Control", "private, max-age=60")
+        .header("Vary", "Host, X-Forwarded-Proto")
 }
 
 /// posthog-js's remote config, as JSON.
@@ -117,6 +144,24 @@ pub fn posthog_flags(head: &RequestHead) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_api_host_is_https_unless_it_is_loopback_or_a_proxy_says_http() {
+        let head = |extra: &str| {
+            let raw = format!("GET /v1/projects/k/settings HTTP/1.1\r\n{extra}\r\n");
+            let h = crate::http::parse_head(raw.as_bytes()).unwrap().unwrap();
+            (h, raw)
+        };
+        let (h, raw) = head("");
+        assert!(!https(false, &h, raw.as_bytes(), "127.0.0.1:8080"));
+        assert!(!https(false, &h, raw.as_bytes(), "localhost"));
+        assert!(https(false, &h, raw.as_bytes(), "engine.example"));
+        assert!(https(true, &h, raw.as_bytes(), "127.0.0.1"));
+        let (h, raw) = head("X-Forwarded-Proto: https\r\n");
+        assert!(https(false, &h, raw.as_bytes(), "127.0.0.1"));
+        let (h, raw) = head("X-Forwarded-Proto: http\r\n");
+        assert!(!https(false, &h, raw.as_bytes(), "engine.example"));
+    }
 
     #[test]
     fn path_keys_are_plain_tokens() {

@@ -256,3 +256,142 @@ fn the_server_libraries_of_segment_and_posthog_land_once_field_by_field() {
         "the outage was answered 503 at least once (so the libraries retried)"
     );
 }
+
+/// Runs `browser.mjs` with `key` (and `extra` env); its report.
+fn browser(port: u16, key: &str, run: &str, extra: &[(&str, &str)]) -> sonic_rs::Value {
+    let mut cmd = Command::new(node());
+    cmd.arg(libs().join("browser.mjs"))
+        .current_dir(libs())
+        .env("ENGINE_URL", format!("http://127.0.0.1:{port}"))
+        .env("WRITE_KEY", key)
+        .env("RUN", run);
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("node browser.mjs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "browser.mjs: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find_map(|l| sonic_rs::from_str::<sonic_rs::Value>(l).ok())
+        .unwrap_or_else(|| panic!("a report from browser.mjs: {stdout}"));
+    line["report"].clone()
+}
+
+#[test]
+fn the_browser_libraries_of_segment_and_posthog_land_once_with_no_console_error() {
+    use sonic_rs::{JsonContainerTrait, JsonValueTrait};
+    let _ = libs();
+    let broker = Broker::start();
+    let ch = ClickHouse::start();
+    let mut engine = Engine::start_on(&broker, &ch, "ingest,sink");
+    engine.wait_ready();
+    let run = format!("r{}", uuid::Uuid::new_v4().simple());
+    let report = browser(engine.port, DEV_WRITE_KEY, &run, &[]);
+    let pretty = report.to_string();
+    assert!(report["error"].is_null(), "{pretty}");
+    let console = report["console"].as_array().unwrap();
+    assert!(
+        console
+            .iter()
+            .all(|m| !matches!(m["type"].as_str(), Some("error" | "pageerror" | "warning"))),
+        "console errors: {pretty}"
+    );
+    let requests = report["requests"].as_array().unwrap();
+    let paths: Vec<&str> = requests.iter().filter_map(|r| r["url"].as_str()).collect();
+    for wanted in [
+        "/v1/projects/pk_development/settings",
+        "/v1/p",
+        "/v1/t",
+        "/v1/i",
+        "/flags/",
+    ] {
+        assert!(
+            paths.iter().any(|p| p.starts_with(wanted)),
+            "{wanted} in {pretty}"
+        );
+    }
+    for r in requests {
+        let status = r["status"].as_u64().unwrap_or(0);
+        assert!(
+            (200..300).contains(&status),
+            "every engine answer is 2xx: {pretty}"
+        );
+    }
+    let sql = format!(
+        "SELECT event_type, name, user_id, path, url, title, selector, element, text \
+         FROM overwatch.events WHERE tenant_id = toUUID('{DEV_TENANT}') ORDER BY event_time_us"
+    );
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let count =
+        |rows: &[Vec<String>], f: &dyn Fn(&[String]) -> bool| rows.iter().filter(|r| f(r)).count();
+    wait_until(Duration::from_secs(30), || {
+        rows = ch
+            .query(&sql)
+            .lines()
+            .map(|l| l.split('\t').map(str::to_string).collect())
+            .collect();
+        rows.len() >= 7
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let title = format!("Compat {run}");
+    let url = |r: &[String]| r[4].contains("/pricing?utm_source=compat");
+    // One page view from each library, on the page's path and title.
+    assert_eq!(
+        count(&rows, &|r| r[0] == "pageview"
+            && r[3] == "/pricing"
+            && r[5] == title
+            && url(r)),
+        2,
+        "{rows:#?}"
+    );
+    let signed = format!("{run} browser signed up");
+    assert_eq!(
+        count(&rows, &|r| r[0] == "custom" && r[1] == signed && url(r)),
+        1,
+        "{rows:#?}"
+    );
+    let upgraded = format!("{run} browser plan upgraded");
+    assert_eq!(
+        count(&rows, &|r| r[0] == "custom" && r[1] == upgraded),
+        1,
+        "{rows:#?}"
+    );
+    for user in ["browser-segment-user", "browser-posthog-user"] {
+        let user = format!("{run}-{user}");
+        assert_eq!(
+            count(&rows, &|r| r[1] == "identify" && r[2] == user),
+            1,
+            "{user}: {rows:#?}"
+        );
+    }
+    // posthog-js's autocapture of the click.
+    assert_eq!(
+        count(&rows, &|r| r[0] == "click"
+            && r[6] == "#buy"
+            && r[7] == "button"
+            && r[8] == "Buy now"),
+        1,
+        "{rows:#?}"
+    );
+
+    // The shop allows only its own origin: from this page both libraries
+    // are refused (403, readable) and nothing is stored for it.
+    let report = browser(engine.port, SHOP_WRITE_KEY, &run, &[("REFUSED", "1")]);
+    let pretty = report.to_string();
+    let requests = report["requests"].as_array().unwrap();
+    assert!(
+        requests.iter().any(|r| r["status"].as_u64() == Some(403)),
+        "a 403 for the foreign origin: {pretty}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let shop = ch.query(&format!(
+        "SELECT count() FROM overwatch.events WHERE tenant_id = toUUID('{SHOP_TENANT}')"
+    ));
+    assert_eq!(shop.trim(), "0", "{pretty}");
+}

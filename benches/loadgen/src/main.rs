@@ -104,6 +104,23 @@ struct Args {
     /// does not drop repeats; costs ~100 µs of generation per request.
     #[arg(long)]
     unique_ids: bool,
+    /// Wire format of the batches: `native` (`POST /ingest`), `segment`
+    /// (a Segment batch, the write key as the Basic user) or `posthog` (a
+    /// PostHog batch, the key as `api_key`): the same events in each
+    /// (`engine_core::sample`). Point `--url` at the matching path.
+    #[arg(long, default_value = "native")]
+    format: Format,
+    /// The write key of `segment` and `posthog` batches.
+    #[arg(long, default_value = "pk_development")]
+    key: String,
+}
+
+/// The wire format of the generated batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Native,
+    Segment,
+    Posthog,
 }
 
 /// Where to send requests, from `--url`.
@@ -168,29 +185,85 @@ struct Batch {
     events_json_len: usize,
 }
 
+/// Standard base64 of `bytes` (the Basic header of a Segment batch).
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(A[(n >> shift) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The `Authorization` header of a batch in `format`.
+fn auth_of(format: Format, auth: &str, key: &str) -> String {
+    match format {
+        Format::Segment => format!("Basic {}", base64(format!("{key}:").as_bytes())),
+        _ => auth.to_string(),
+    }
+}
+
 /// Generates batch `b`: one session, `events` events cycling through the types.
-fn make_batch(b: usize, events: usize, tenant: &Uuid, target: &Target, auth: &str) -> Batch {
+fn make_batch(
+    b: usize,
+    events: usize,
+    tenant: &Uuid,
+    target: &Target,
+    (format, auth, key): (Format, &str, &str),
+) -> Batch {
     let session = Uuid::new_v4();
     let now = OffsetDateTime::now_utc();
     let now = now.replace_nanosecond(0).unwrap_or(now);
     let timestamp = now.format(&Rfc3339).unwrap_or_else(|_| now.to_string());
-    let mut body = String::with_capacity(events * 260 + 16);
-    body.push_str(r#"{"events":["#);
+    let mut body = String::with_capacity(events * 300 + 64);
+    body.push_str(match format {
+        Format::Native => r#"{"events":["#,
+        Format::Segment => r#"{"batch":["#,
+        Format::Posthog => r#"{"api_key":""#,
+    });
+    if format == Format::Posthog {
+        body.push_str(key);
+        body.push_str(r#"","batch":["#);
+    }
     let mut events_json_len = 0;
     for j in 0..events {
         if j > 0 {
             body.push(',');
         }
-        let ev = engine_core::sample::event_json(b * events + j, tenant, &session, &timestamp);
+        let n = b * events + j;
+        let ev = match format {
+            Format::Native => engine_core::sample::event_json(n, tenant, &session, &timestamp),
+            Format::Segment => engine_core::sample::segment_json(n, &session, &timestamp),
+            Format::Posthog => engine_core::sample::posthog_json(n, &session, &timestamp),
+        };
         events_json_len += ev.len();
         body.push_str(&ev);
     }
     body.push_str("]}");
+    let auth = auth_of(format, auth, key);
+    // A PostHog batch carries its key in the body only.
+    let auth_line = if format == Format::Posthog {
+        String::new()
+    } else {
+        format!("Authorization: {auth}\r\n")
+    };
     let mut request = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nAuthorization: {}\r\nContent-Length: {}\r\n\r\n",
+        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n{}Content-Length: {}\r\n\r\n",
         target.path,
         target.authority,
-        auth,
+        auth_line,
         body.len()
     )
     .into_bytes();
@@ -226,6 +299,8 @@ struct Fresh {
     tenant: Uuid,
     target: Target,
     auth: String,
+    format: Format,
+    key: String,
 }
 
 impl Plan {
@@ -507,10 +582,15 @@ fn worker(k: usize, plan: Arc<Plan>, mut slot: Option<Conn>, t0: Instant) -> Wor
         if intended > now {
             thread::sleep(intended - now);
         }
-        let fresh = plan
-            .fresh
-            .as_ref()
-            .map(|f| make_batch(i as usize, f.events, &f.tenant, &f.target, &f.auth));
+        let fresh = plan.fresh.as_ref().map(|f| {
+            make_batch(
+                i as usize,
+                f.events,
+                &f.tenant,
+                &f.target,
+                (f.format, &f.auth, &f.key),
+            )
+        });
         let batch = fresh
             .as_ref()
             .unwrap_or(&plan.batches[(i as usize) % plan.batches.len()]);
@@ -635,12 +715,20 @@ fn main() -> anyhow::Result<ExitCode> {
 
     // Bodies first, so no JSON is produced while measuring.
     let batches: Vec<Batch> = (0..args.bodies)
-        .map(|b| make_batch(b, args.events_per_batch, &args.tenant, &target, &args.auth))
+        .map(|b| {
+            make_batch(
+                b,
+                args.events_per_batch,
+                &args.tenant,
+                &target,
+                (args.format, &args.auth, &args.key),
+            )
+        })
         .collect();
     let (body_len, events_json_len) = (batches[0].body_len, batches[0].events_json_len);
     let avg_event = events_json_len as f64 / args.events_per_batch as f64;
     let avg_event_wire = body_len as f64 / args.events_per_batch as f64;
-    if !(200.0..=300.0).contains(&avg_event) {
+    if args.format == Format::Native && !(200.0..=300.0).contains(&avg_event) {
         eprintln!("warning: average event size {avg_event:.1} B is not ~250-280 B");
     }
 
@@ -660,6 +748,8 @@ fn main() -> anyhow::Result<ExitCode> {
             tenant: args.tenant,
             target: target.clone(),
             auth: args.auth.clone(),
+            format: args.format,
+            key: args.key.clone(),
         }),
     });
 
@@ -791,6 +881,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn base64_and_the_compat_batches() {
+        assert_eq!(base64(b"pk_development:"), "cGtfZGV2ZWxvcG1lbnQ6");
+        assert_eq!(base64(b"ab"), "YWI=");
+        assert_eq!(base64(b"a"), "YQ==");
+        let target = parse_url("http://127.0.0.1:1/v1/batch").unwrap();
+        for format in [Format::Segment, Format::Posthog] {
+            let b = make_batch(0, 5, &Uuid::nil(), &target, (format, "", "pk_x"));
+            let text = String::from_utf8(b.request).unwrap();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            assert!(body.starts_with('{') && body.ends_with("]}"), "{body}");
+            assert_eq!(body.matches("\"timestamp\"").count(), 5, "{body}");
+            assert_eq!(head.contains("Basic "), format == Format::Segment);
+        }
+    }
+
+    #[test]
     fn parses_urls() {
         let t = parse_url("http://127.0.0.1:18080/ingest").unwrap();
         assert_eq!((t.host.as_str(), t.port), ("127.0.0.1", 18080));
@@ -816,7 +922,13 @@ mod tests {
     #[test]
     fn events_are_about_280_bytes() {
         let target = parse_url("http://127.0.0.1:8080/ingest").unwrap();
-        let b = make_batch(0, 100, &Uuid::nil(), &target, "Bearer x");
+        let b = make_batch(
+            0,
+            100,
+            &Uuid::nil(),
+            &target,
+            (Format::Native, "Bearer x", ""),
+        );
         let avg = b.events_json_len as f64 / 100.0;
         assert!((200.0..=300.0).contains(&avg), "{avg}");
         let text = String::from_utf8(b.request).unwrap();
@@ -895,7 +1007,15 @@ mod tests {
             addr,
             timeout: Duration::from_secs(5),
             batches: (0..4)
-                .map(|b| make_batch(b, 5, &Uuid::nil(), &target, "Bearer x"))
+                .map(|b| {
+                    make_batch(
+                        b,
+                        5,
+                        &Uuid::nil(),
+                        &target,
+                        (Format::Native, "Bearer x", ""),
+                    )
+                })
                 .collect(),
             connections: 2,
             request_rate: 200.0,

@@ -41,14 +41,14 @@ fn batch_body() -> Vec<u8> {
 
 /// Parses the envelope and every event; returns how many parsed.
 fn parse_only(body: &[u8]) -> usize {
-    let env = parse_envelope(body).expect("envelope");
+    let env = parse_envelope(body, usize::MAX).expect("envelope");
     let raw = env.events.expect("events");
     raw.iter().filter(|v| parse_event(v).is_ok()).count()
 }
 
 /// Parses and validates every event; returns how many were accepted.
 fn parse_validate(body: &[u8], limits: &Limits, now: i64) -> usize {
-    let env = parse_envelope(body).expect("envelope");
+    let env = parse_envelope(body, usize::MAX).expect("envelope");
     let raw = env.events.expect("events");
     let parsed: Vec<RawEvent<'_>> = raw.iter().filter_map(|v| parse_event(v).ok()).collect();
     let ctx = BatchContext::new(Uuid::nil(), now, None, 3650, limits);
@@ -61,7 +61,7 @@ fn parse_validate(body: &[u8], limits: &Limits, now: i64) -> usize {
 /// Parses, validates and encodes the accepted events as one record; returns
 /// the record size.
 fn parse_validate_encode(body: &[u8], limits: &Limits, now: i64, out: &mut Vec<u8>) -> usize {
-    let env = parse_envelope(body).expect("envelope");
+    let env = parse_envelope(body, usize::MAX).expect("envelope");
     let raw = env.events.expect("events");
     let sent_at_us = env.sent_at.as_deref().and_then(parse_rfc3339_us);
     let parsed: Vec<RawEvent<'_>> = raw.iter().filter_map(|v| parse_event(v).ok()).collect();

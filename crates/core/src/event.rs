@@ -181,6 +181,8 @@ pub enum EnvelopeError {
     Malformed { message: String, offset: usize },
     #[error("body must be a JSON object with an `events` array")]
     MissingEvents,
+    #[error("the batch holds more than {max} events, the limit")]
+    TooManyEvents { max: usize },
 }
 
 /// Longest parser message kept, in bytes: sonic-rs quotes the input around
@@ -191,8 +193,31 @@ fn parse_message(e: &sonic_rs::Error) -> String {
     engine_text::shown(&e.to_string(), MAX_PARSE_MESSAGE_BYTES).into_owned()
 }
 
-/// Parses the envelope of a batch in place.
-pub fn parse_envelope(body: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
+/// `part` as a slice of `whole` with `whole`'s lifetime, when it is one (a
+/// raw value sonic-rs found inside `whole`), so that nested raw JSON borrows
+/// from the body like the rest; `None` when it is not inside `whole`.
+pub fn reborrow<'a>(whole: &'a str, part: &str) -> Option<&'a str> {
+    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    let end = start.checked_add(part.len())?;
+    whole
+        .get(start..end)
+        .filter(|s| std::ptr::eq(s.as_ptr(), part.as_ptr()))
+}
+
+/// The envelope with its events skipped, not collected.
+#[derive(Debug, Deserialize)]
+struct Head<'a> {
+    #[serde(default)]
+    events: Option<serde::de::IgnoredAny>,
+    #[serde(borrow, default)]
+    sent_at: Option<Text<'a>>,
+}
+
+/// Parses the envelope of a batch in place, keeping at most `max_events`
+/// events: past them it stops with [`EnvelopeError::TooManyEvents`] before
+/// collecting more (each raw event costs 48 bytes, so 8 MiB of `0,` held
+/// 200 MB before; found by review).
+pub fn parse_envelope(body: &[u8], max_events: usize) -> Result<Envelope<'_>, EnvelopeError> {
     // sonic-rs does not check UTF-8 inside the raw events it keeps (a
     // `LazyValue` is made with `from_utf8_unchecked`: a debug assertion, and
     // undefined behaviour in a release build), so the whole body is checked
@@ -201,14 +226,34 @@ pub fn parse_envelope(body: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
         message: "invalid UTF-8".to_string(),
         offset: e.valid_up_to(),
     })?;
-    let env: Envelope<'_> = sonic_rs::from_str(body).map_err(|e| EnvelopeError::Malformed {
+    let malformed = |e: sonic_rs::Error| EnvelopeError::Malformed {
         message: parse_message(&e),
         offset: e.offset(),
-    })?;
-    if env.events.is_none() {
+    };
+    let head: Head<'_> = sonic_rs::from_str(body).map_err(malformed)?;
+    if head.events.is_none() {
         return Err(EnvelopeError::MissingEvents);
     }
-    Ok(env)
+    let events = sonic_rs::get(body, ["events"]).map_err(malformed)?;
+    let raw = reborrow(body, events.as_raw_str()).unwrap_or_default();
+    if !raw.starts_with('[') {
+        return Err(EnvelopeError::Malformed {
+            message: "`events` must be an array".to_string(),
+            offset: (raw.as_ptr() as usize).saturating_sub(body.as_ptr() as usize),
+        });
+    }
+    let mut out = Vec::new();
+    for item in sonic_rs::to_array_iter(raw) {
+        let item = item.map_err(malformed)?;
+        if out.len() == max_events {
+            return Err(EnvelopeError::TooManyEvents { max: max_events });
+        }
+        out.push(item);
+    }
+    Ok(Envelope {
+        events: Some(out),
+        sent_at: head.sent_at,
+    })
 }
 
 /// Why one event could not be parsed: reported with the event's index.
@@ -292,7 +337,7 @@ mod tests {
     #[test]
     fn borrows_plain_strings_and_owns_escaped_ones() {
         let body = br#"{"events":[{"id":"a","title":"Say \"hi\"","path":"/"}]}"#;
-        let env = parse_envelope(body).unwrap();
+        let env = parse_envelope(body, 100).unwrap();
         let events = env.events.unwrap();
         let ev = parse_event(&events[0]).unwrap();
         assert!(matches!(ev.id, Some(Text(Cow::Borrowed("a")))));
@@ -304,22 +349,35 @@ mod tests {
     #[test]
     fn envelope_errors() {
         assert!(matches!(
-            parse_envelope(b"{"),
+            parse_envelope(b"{", 10),
             Err(EnvelopeError::Malformed { .. })
         ));
         assert_eq!(
-            parse_envelope(b"{}").unwrap_err(),
+            parse_envelope(b"{}", 10).unwrap_err(),
             EnvelopeError::MissingEvents
         );
         assert!(matches!(
-            parse_envelope(br#"{"events":3}"#),
+            parse_envelope(br#"{"events":3}"#, 10),
+            Err(EnvelopeError::Malformed { .. })
+        ));
+        assert_eq!(
+            parse_envelope(br#"{"events":[1,2,3]}"#, 2).unwrap_err(),
+            EnvelopeError::TooManyEvents { max: 2 }
+        );
+        let env = parse_envelope(br#"{"sent_at":"x","events":[1,2]} "#, 2).unwrap();
+        assert_eq!(
+            (env.events.map(|e| e.len()), env.sent_at.as_deref()),
+            (Some(2), Some("x"))
+        );
+        assert!(matches!(
+            parse_envelope(br#"{"events":[1,2]} x"#, 2),
             Err(EnvelopeError::Malformed { .. })
         ));
     }
 
     #[test]
     fn event_errors_name_the_field() {
-        let env = parse_envelope(br#"{"events":[{"id":"a","x":"left"}, 7]}"#).unwrap();
+        let env = parse_envelope(br#"{"events":[{"id":"a","x":"left"}, 7]}"#, 10).unwrap();
         let events = env.events.unwrap();
         let err = parse_event(&events[0]).unwrap_err();
         assert_eq!(err.field, "x");
@@ -329,7 +387,7 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_ignored() {
-        let env = parse_envelope(br#"{"events":[{"id":"a","future":{"a":[1,2]}}]}"#).unwrap();
+        let env = parse_envelope(br#"{"events":[{"id":"a","future":{"a":[1,2]}}]}"#, 10).unwrap();
         let events = env.events.unwrap();
         assert_eq!(parse_event(&events[0]).unwrap().id.as_deref(), Some("a"));
     }

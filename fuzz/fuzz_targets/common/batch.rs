@@ -18,7 +18,7 @@ pub const NOW_US: i64 = 1_795_867_200_000_000;
 /// The record of `body`'s valid events and their count; `None` when the
 /// body is not a batch.
 pub fn record_of(body: &[u8]) -> Option<(Vec<u8>, usize)> {
-    let envelope = parse_envelope(body).ok()?;
+    let envelope = parse_envelope(body, usize::MAX).ok()?;
     let sent_at_us = envelope.sent_at.as_deref().and_then(parse_rfc3339_us);
     let limits = Limits::default();
     let ctx = BatchContext::new(TENANT, NOW_US, sent_at_us, 30, &limits);

@@ -168,6 +168,20 @@ impl<'de: 'a, 'a> Deserialize<'de> for Id<'a> {
     }
 }
 
+/// A body's top level: the batch kept raw (not collected), the key, the
+/// send time, and whether it is one event itself.
+#[derive(Debug, Default, Deserialize)]
+struct Top<'a> {
+    #[serde(borrow, default)]
+    batch: Option<LazyValue<'a>>,
+    #[serde(borrow, default)]
+    api_key: LooseText<'a>,
+    #[serde(borrow, default)]
+    sent_at: LooseText<'a>,
+    #[serde(default)]
+    event: Option<serde::de::IgnoredAny>,
+}
+
 /// A parsed body, borrowing from the JSON.
 #[derive(Debug)]
 pub struct Parsed<'a> {
@@ -204,35 +218,32 @@ pub fn parse(json: &str, max_events: usize) -> Result<Parsed<'_>, super::Refusal
             sent_at: None,
         });
     }
-    let top = |key: &str| -> Option<Text<'_>> {
-        let v = sonic_rs::get(json, [key]).ok()?;
-        let raw = reborrow(json, v.as_raw_str())?;
-        sonic_rs::from_str::<LooseText<'_>>(raw).ok()?.0
-    };
-    if let Some(batch) = sonic_rs::get(json, ["batch"])
-        .ok()
-        .and_then(|b| reborrow(json, b.as_raw_str()))
-    {
-        return Ok(Parsed {
-            events: events(batch, max_events).map_err(refused)?,
-            api_key: top("api_key"),
-            sent_at: top("sent_at"),
-        });
-    }
-    let one: LazyValue<'_> = sonic_rs::from_str(json).map_err(|e| {
+    let top: Top<'_> = sonic_rs::from_str(json).map_err(|e| {
         super::Refusal::new(
             400,
             "invalid_json",
             format!("body is not a PostHog batch: {}", super::short(&e)),
         )
     })?;
-    if sonic_rs::get(json, ["event"]).is_err() {
+    if let Some(batch) = top
+        .batch
+        .as_ref()
+        .and_then(|b| reborrow(json, b.as_raw_str()))
+    {
+        return Ok(Parsed {
+            events: events(batch, max_events).map_err(refused)?,
+            api_key: top.api_key.0,
+            sent_at: top.sent_at.0,
+        });
+    }
+    if top.event.is_none() {
         return Err(invalid());
     }
+    let one: LazyValue<'_> = sonic_rs::from_str(json).map_err(|_| invalid())?;
     Ok(Parsed {
         events: vec![one],
-        api_key: top("api_key"),
-        sent_at: top("sent_at"),
+        api_key: top.api_key.0,
+        sent_at: top.sent_at.0,
     })
 }
 

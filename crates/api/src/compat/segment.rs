@@ -217,18 +217,28 @@ fn malformed(message: String) -> super::Refusal {
     super::Refusal::new(400, "invalid_json", message)
 }
 
+/// A body's top level: the batch kept raw (not collected), the key and the
+/// send time.
+#[derive(Debug, Default, Deserialize)]
+struct Top<'a> {
+    #[serde(borrow, default)]
+    batch: Option<LazyValue<'a>>,
+    #[serde(borrow, default, rename = "sentAt")]
+    sent_at: LooseText<'a>,
+    #[serde(borrow, default, rename = "writeKey")]
+    write_key: LooseText<'a>,
+}
+
 /// Parses a body of `call` (UTF-8 already checked: sonic-rs does not check
 /// what it keeps raw), keeping at most `max_events` messages (413 beyond).
 pub fn parse(json: &str, call: Call, max_events: usize) -> Result<Parsed<'_>, super::Refusal> {
-    let top = |key: &str| -> Option<Text<'_>> {
-        let v = sonic_rs::get(json, [key]).ok()?;
-        let raw = reborrow(json, v.as_raw_str())?;
-        sonic_rs::from_str::<LooseText<'_>>(raw).ok()?.0
-    };
+    let top: Top<'_> = sonic_rs::from_str(json)
+        .map_err(|e| malformed(format!("body is not a Segment call: {}", super::short(&e))))?;
     match call {
         Call::Batch => {
-            let batch = sonic_rs::get(json, ["batch"])
-                .ok()
+            let batch = top
+                .batch
+                .as_ref()
                 .and_then(|b| reborrow(json, b.as_raw_str()))
                 .ok_or_else(|| {
                     super::Refusal::new(
@@ -246,8 +256,8 @@ pub fn parse(json: &str, call: Call, max_events: usize) -> Result<Parsed<'_>, su
             })?;
             Ok(Parsed {
                 messages,
-                sent_at: top("sentAt"),
-                write_key: top("writeKey"),
+                sent_at: top.sent_at.0,
+                write_key: top.write_key.0,
                 path_kind: None,
             })
         }
@@ -257,8 +267,8 @@ pub fn parse(json: &str, call: Call, max_events: usize) -> Result<Parsed<'_>, su
             // The key and the send time of a single message are its own.
             Ok(Parsed {
                 messages: vec![one],
-                sent_at: top("sentAt"),
-                write_key: top("writeKey"),
+                sent_at: top.sent_at.0,
+                write_key: top.write_key.0,
                 path_kind: Some(kind),
             })
         }

@@ -125,16 +125,7 @@ fn decode_base64(text: &str, out: &mut Vec<u8>) -> Result<(), ()> {
     Err(())
 }
 
-/// `part` as a slice of `whole` with `whole`'s lifetime, when it is one (a
-/// raw value sonic-rs found inside `whole`): nested raw JSON then borrows
-/// from the body like the rest. `None` when it is not inside `whole`.
-pub fn reborrow<'a>(whole: &'a str, part: &str) -> Option<&'a str> {
-    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
-    let end = start.checked_add(part.len())?;
-    whole
-        .get(start..end)
-        .filter(|s| std::ptr::eq(s.as_ptr(), part.as_ptr()))
-}
+pub use engine_core::event::reborrow;
 
 /// At most `max` elements of the JSON array `raw` (a slice of the body):
 /// the elements kept raw, or `Err(true)` past `max` (before more is

@@ -86,13 +86,17 @@ pub fn received_now_us() -> i64 {
 
 fn prepare_json(state: &AppState, tenant: &Tenant, json: &[u8]) -> Result<Prepared, Response> {
     let received_at_us = now_us();
-    let envelope = parse_envelope(json).map_err(|e| match e {
+    let max = state.config.http.max_batch_events;
+    let envelope = parse_envelope(json, max).map_err(|e| match e {
         EnvelopeError::Malformed { message, offset } => Response::error(
             400,
             "invalid_json",
             &format!("body is not valid JSON at byte {offset}: {message}"),
         ),
         EnvelopeError::MissingEvents => Response::error(400, "invalid_batch", &e.to_string()),
+        EnvelopeError::TooManyEvents { .. } => {
+            Response::error(413, "batch_too_large", &e.to_string())
+        }
     })?;
     let sent_at_us = match envelope.sent_at.as_deref() {
         None => None,

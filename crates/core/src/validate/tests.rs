@@ -30,7 +30,7 @@ fn base(extra: &str, ty: &str) -> String {
 fn check_with(json: &str, sent_at: Option<i64>, retention: u32) -> Result<u8, Rejection> {
     let limits = Limits::default();
     let body = format!(r#"{{"events":[{json}]}}"#);
-    let env = parse_envelope(body.as_bytes()).unwrap();
+    let env = parse_envelope(body.as_bytes(), usize::MAX).unwrap();
     let events = env.events.unwrap();
     let raw = parse_event(&events[0]).unwrap();
     validate_event(&raw, &ctx(&limits, sent_at, retention)).map(|r| r.event_type)
@@ -267,7 +267,7 @@ proptest! {
     fn parse_and_validate_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
         let limits = Limits::default();
         let c = ctx(&limits, None, 30);
-        if let Ok(env) = parse_envelope(&bytes) {
+        if let Ok(env) = parse_envelope(&bytes, usize::MAX) {
             for raw in env.events.iter().flatten() {
                 if let Ok(ev) = parse_event(raw) {
                     let _ = validate_event(&ev, &c);
@@ -287,7 +287,7 @@ proptest! {
         })).unwrap();
         let limits = Limits::default();
         let c = ctx(&limits, None, 30);
-        let env = parse_envelope(json.as_bytes()).unwrap();
+        let env = parse_envelope(json.as_bytes(), usize::MAX).unwrap();
         let events = env.events.unwrap();
         if let Ok(ev) = parse_event(&events[0]) {
             let _ = validate_event(&ev, &c);

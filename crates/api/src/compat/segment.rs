@@ -25,47 +25,12 @@ use sonic_rs::{JsonValueTrait, LazyValue};
 use uuid::Uuid;
 
 use super::wire::{
-    self, content_id, path_of, reborrow, timestamp_text, uuid_text, LooseNum, LooseText,
+    self, content_id, path_of, reborrow, timestamp_text, uuid_text, Id, LooseNum, LooseText,
 };
 use super::{Mapped, Source};
 
 /// Segment's call types, the `kind` label of `ingest_compat_events_total`.
 pub const KINDS: [&str; 6] = ["page", "screen", "track", "identify", "group", "alias"];
-
-/// A string, or a number the library did not stringify (`userId: 42`).
-#[derive(Debug, Clone)]
-struct Id<'a>(Text<'a>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Id<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Id<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string or a number")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Id(Text(Cow::Borrowed(v))))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Id(Text(Cow::Owned(v.to_owned()))))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-                Ok(Id(Text(Cow::Owned(v))))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(Id(Text(Cow::Owned(v.to_string()))))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(Id(Text(Cow::Owned(v.to_string()))))
-            }
-            fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
-                Ok(Id(Text(Cow::Owned(v.to_string()))))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
 
 #[derive(Debug, Default, Deserialize)]
 struct Message<'a> {

@@ -497,7 +497,7 @@ impl Route {
                     return Err(self.document(shard, head, secure, buf, e));
                 }
             }
-            Handler::Ingest => ingest::gate(shard, head)?,
+            Handler::Ingest => ingest::gate(shard, head, false)?,
             Handler::Compat(_) => compat::gate(shard, head)?,
             Handler::Query | Handler::Node(_) | Handler::NotFound => {}
         }

@@ -34,11 +34,12 @@ use std::time::Instant;
 use engine_core::event::RawEvent;
 use engine_core::tenant::AuthError;
 use engine_core::timestamp::parse_rfc3339_us;
-use engine_core::validate::{Limits, Rejection};
+use engine_core::validate::{check_event_size, Limits, Rejection};
 use engine_core::Tenant;
+use sonic_rs::LazyValue;
 use uuid::Uuid;
 
-use crate::http::{Encoding, RequestHead, Response};
+use crate::http::{RequestHead, Response};
 use crate::ingest::{self, Prepared};
 use crate::metrics::Stage;
 use crate::routes::Admitted;
@@ -180,52 +181,62 @@ impl<'a> Mapped<'a> {
 pub trait Source {
     /// The write key the body carries, if any.
     fn key(&self) -> Option<String>;
+    /// Its events, raw (bounded by `http.max_batch_events` when parsed).
+    fn raw_events(&self) -> &[LazyValue<'_>];
+    /// When the client sent it (RFC 3339), for the clock-skew correction.
+    fn sent_at(&self) -> Option<&str>;
+    /// One event as the engine's, and its kind (an index in
+    /// [`Api::kinds`]); `tenant_text` is the tenant id as text, which the
+    /// event borrows; `base` the time, in µs, of an event stamped by the
+    /// engine (the request's time as the client's clock has it: the batch's
+    /// skew correction then makes it the time it arrived).
+    fn one<'a>(
+        &self,
+        raw: &'a LazyValue<'_>,
+        tenant: &Uuid,
+        tenant_text: &'a str,
+        base: i64,
+    ) -> Result<(RawEvent<'a>, usize), Rejection>;
+
     /// How many events it holds.
-    fn len(&self) -> usize;
+    fn len(&self) -> usize {
+        self.raw_events().len()
+    }
     /// Whether it holds none.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// When the client sent it (RFC 3339), for the clock-skew correction.
-    fn sent_at(&self) -> Option<&str>;
-    /// Maps every event; `tenant_text` is the tenant id as text, which the
-    /// events borrow; `base` the time, in µs, of an event stamped by the
-    /// engine (the request's time as the client's clock has it: the batch's
-    /// skew correction then makes it the time it arrived).
+
+    /// Maps every event, each bounded by `limits.max_event_bytes` first.
     fn map<'s>(
         &'s self,
         tenant: &Uuid,
         tenant_text: &'s str,
         base: i64,
         limits: &Limits,
-    ) -> Mapped<'s>;
+    ) -> Mapped<'s> {
+        let events = self.raw_events();
+        let mut out = Mapped::with_capacity(events.len());
+        for raw in events {
+            let size = raw.as_raw_str().len();
+            if let Err(r) = check_event_size(size, limits) {
+                out.reject(r);
+                continue;
+            }
+            match self.one(raw, tenant, tenant_text, base) {
+                Ok((ev, kind)) => out.accept(ev, size, kind),
+                Err(r) => out.reject(r),
+            }
+        }
+        out
+    }
 }
 
 /// The checks of a compat route's head that need no tenant: shutdown, a
 /// body type these libraries send (JSON, `text/plain`, a form, or none), an
 /// encoding the edge decodes.
 pub fn gate(shard: &Shard, head: &RequestHead) -> Result<(), Response> {
-    if shard.state.shutting_down.load(Ordering::Relaxed) {
-        return Err(
-            Response::error(503, "shutting_down", "the engine is shutting down")
-                .retry_after(shard.retry_after_secs()),
-        );
-    }
-    if !head.content_type_ok && !head.form {
-        return Err(Response::error(
-            415,
-            "unsupported_media_type",
-            "Content-Type must be application/json, text/plain or a form",
-        ));
-    }
-    if head.encoding == Encoding::Unsupported {
-        return Err(Response::error(
-            415,
-            "unsupported_encoding",
-            "Content-Encoding must be gzip, zstd or identity",
-        ));
-    }
-    Ok(())
+    ingest::gate(shard, head, true)
 }
 
 /// The checks of a compat ingest head once the header named `tenant` (or

@@ -23,7 +23,7 @@
 use std::borrow::Cow;
 
 use engine_core::event::{RawEvent, Screen, Text};
-use engine_core::validate::{check_event_size, Limits, Reason, Rejection};
+use engine_core::validate::{Reason, Rejection};
 use serde::Deserialize;
 use sonic_rs::{JsonValueTrait, LazyValue};
 use uuid::Uuid;
@@ -32,7 +32,7 @@ use super::wire::{
     self, content_id, path_of, reborrow, time_text, timestamp_text, uuid_text, Id, LooseNum,
     LooseText,
 };
-use super::{Mapped, Source};
+use super::Source;
 
 /// PostHog's events as the `kind` label of `ingest_compat_events_total`
 /// sees them: the special ones, and `capture` for any other.
@@ -229,34 +229,22 @@ impl Source for Parsed<'_> {
         key(&["api_key"]).or_else(|| key(&["properties", "token"]))
     }
 
-    fn len(&self) -> usize {
-        self.events.len()
+    fn raw_events(&self) -> &[LazyValue<'_>] {
+        &self.events
     }
 
     fn sent_at(&self) -> Option<&str> {
         self.sent_at.as_deref()
     }
 
-    fn map<'s>(
-        &'s self,
+    fn one<'a>(
+        &self,
+        raw: &'a LazyValue<'_>,
         tenant: &Uuid,
-        tenant_text: &'s str,
+        tenant_text: &'a str,
         base: i64,
-        limits: &Limits,
-    ) -> Mapped<'s> {
-        let mut out = Mapped::with_capacity(self.events.len());
-        for raw in &self.events {
-            let text = raw.as_raw_str();
-            if let Err(r) = check_event_size(text.len(), limits) {
-                out.reject(r);
-                continue;
-            }
-            match one(raw, tenant, tenant_text, base) {
-                Ok((ev, kind)) => out.accept(ev, text.len(), kind),
-                Err(r) => out.reject(r),
-            }
-        }
-        out
+    ) -> Result<(RawEvent<'a>, usize), Rejection> {
+        event(raw, tenant, tenant_text, base)
     }
 }
 
@@ -264,7 +252,7 @@ fn text(s: &'static str) -> Option<Text<'static>> {
     Some(Text(Cow::Borrowed(s)))
 }
 
-fn one<'a>(
+fn event<'a>(
     raw: &'a LazyValue<'_>,
     tenant: &Uuid,
     tenant_text: &'a str,

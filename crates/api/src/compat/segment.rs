@@ -19,7 +19,7 @@
 use std::borrow::Cow;
 
 use engine_core::event::{RawEvent, Screen, Text};
-use engine_core::validate::{check_event_size, Limits, Reason, Rejection};
+use engine_core::validate::{Reason, Rejection};
 use serde::Deserialize;
 use sonic_rs::{JsonValueTrait, LazyValue};
 use uuid::Uuid;
@@ -27,7 +27,7 @@ use uuid::Uuid;
 use super::wire::{
     self, content_id, path_of, reborrow, timestamp_text, uuid_text, Id, LooseNum, LooseText,
 };
-use super::{Mapped, Source};
+use super::Source;
 
 /// Segment's call types, the `kind` label of `ingest_compat_events_total`.
 pub const KINDS: [&str; 6] = ["page", "screen", "track", "identify", "group", "alias"];
@@ -252,34 +252,22 @@ impl Source for Parsed<'_> {
         v.as_str().map(str::to_owned)
     }
 
-    fn len(&self) -> usize {
-        self.messages.len()
+    fn raw_events(&self) -> &[LazyValue<'_>] {
+        &self.messages
     }
 
     fn sent_at(&self) -> Option<&str> {
         self.sent_at.as_deref()
     }
 
-    fn map<'s>(
-        &'s self,
+    fn one<'a>(
+        &self,
+        raw: &'a LazyValue<'_>,
         tenant: &Uuid,
-        tenant_text: &'s str,
+        tenant_text: &'a str,
         base: i64,
-        limits: &Limits,
-    ) -> Mapped<'s> {
-        let mut out = Mapped::with_capacity(self.messages.len());
-        for raw in &self.messages {
-            let text = raw.as_raw_str();
-            if let Err(r) = check_event_size(text.len(), limits) {
-                out.reject(r);
-                continue;
-            }
-            match self.one(raw, tenant, tenant_text, base) {
-                Ok((ev, kind)) => out.accept(ev, text.len(), kind),
-                Err(r) => out.reject(r),
-            }
-        }
-        out
+    ) -> Result<(RawEvent<'a>, usize), Rejection> {
+        self.message(raw, tenant, tenant_text, base)
     }
 }
 
@@ -288,7 +276,7 @@ fn reject<T>(reason: Reason, field: &'static str) -> Result<T, Rejection> {
 }
 
 impl Parsed<'_> {
-    fn one<'a>(
+    fn message<'a>(
         &self,
         raw: &'a LazyValue<'_>,
         tenant: &Uuid,

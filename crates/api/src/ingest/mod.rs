@@ -37,20 +37,22 @@ use crate::shard::Shard;
 use crate::state::{Authed, Tenants};
 
 /// Checks a `POST /ingest` head before the tenant is known: shutdown,
-/// content type and encoding.
-pub fn gate(shard: &Shard, head: &RequestHead) -> Result<(), Response> {
+/// content type and encoding; `forms`: a form body (PostHog's `data=`) is
+/// a body type too.
+pub fn gate(shard: &Shard, head: &RequestHead, forms: bool) -> Result<(), Response> {
     if shard.state.shutting_down.load(Ordering::Relaxed) {
         return Err(
             Response::error(503, "shutting_down", "the engine is shutting down")
                 .retry_after(shard.retry_after_secs()),
         );
     }
-    if !head.content_type_ok {
-        return Err(Response::error(
-            415,
-            "unsupported_media_type",
-            "Content-Type must be application/json",
-        ));
+    if !(head.content_type_ok || forms && head.form) {
+        let types = if forms {
+            "Content-Type must be application/json, text/plain or a form"
+        } else {
+            "Content-Type must be application/json"
+        };
+        return Err(Response::error(415, "unsupported_media_type", types));
     }
     if head.encoding == Encoding::Unsupported {
         return Err(Response::error(

@@ -11,6 +11,23 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 log() { echo "==> $*" >&2; }
 
+# report_disk: the free space where the build and the tests write, with a
+# warning when it is under what a clean run of scripts/test takes
+# (DISK_NEEDED_GB, measured: target/, the tansu build, node_modules, .venv,
+# the fuzz targets and the services' data folders), so that a run that runs
+# out of disk says why before the first "No space left on device".
+DISK_NEEDED_GB=8
+report_disk() {
+  local dir avail_kb
+  for dir in "$ROOT" "${TMPDIR:-/tmp}"; do
+    avail_kb=$(df -Pk "$dir" | awk 'NR == 2 { print $4 }')
+    log "disk: $((avail_kb / 1024 / 1024)) GB free for $dir"
+    if [ "$avail_kb" -lt $((DISK_NEEDED_GB * 1024 * 1024)) ]; then
+      echo "warning: a clean run needs about $DISK_NEEDED_GB GB free (builds, broker and ClickHouse data); it may fail with 'No space left on device'" >&2
+    fi
+  done
+}
+
 # apt_install [--no-install-recommends] PKG...: installs the packages that
 # are not installed yet.
 apt_install() {
@@ -132,6 +149,8 @@ ensure_tansu() {
   # A build folder of our own: an interrupted install resumes where it was.
   cargo install tansu --locked --version "$TANSU_VERSION" --features "$TANSU_FEATURES" \
     --target-dir "$TANSU_BUILD_DIR"
+  # Installed: its 1.5 GB of build products are of no further use.
+  rm -rf "$TANSU_BUILD_DIR"
 }
 
 # cargo-deny for the license, ban and source checks (deny.toml). Without

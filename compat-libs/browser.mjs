@@ -3,10 +3,15 @@
 // than the engine's, with only their host pointed at a test engine
 // (tests/compat_libraries.rs).
 //
-//   ENGINE_URL=http://127.0.0.1:PORT WRITE_KEY=pk_… RUN=<unique> [REFUSED=1] node browser.mjs
+//   ENGINE_URL=http://127.0.0.1:PORT WRITE_KEY=pk_… RUN=<unique> [REFUSED=1]
+//     [REQUEST_LOG=<file> DONE_FILE=<file>] node browser.mjs
 //
 // REFUSED=1: the key's tenant does not allow this page's origin; the page
 // is only given time to try.
+// REQUEST_LOG: each request to the engine is also appended to this file as
+// one JSON line as soon as it is answered (the test watches it during a
+// broker outage). DONE_FILE: the page stays open, its libraries retrying,
+// until this file exists (at most 150 s), instead of a fixed 4.5 s.
 //
 // The page loads both libraries from this folder's node_modules (as a site
 // would from its bundle), lets each send a page view, a track/capture with
@@ -18,13 +23,13 @@
 // every console message and page error, and every request to the engine
 // with its answer's status (null when it failed).
 import { createServer } from 'node:http';
-import { readFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const { ENGINE_URL, WRITE_KEY, RUN } = process.env;
+const { ENGINE_URL, WRITE_KEY, RUN, REQUEST_LOG, DONE_FILE } = process.env;
 if (!ENGINE_URL || !WRITE_KEY || !RUN) {
   console.error('usage: ENGINE_URL=… WRITE_KEY=… RUN=… node browser.mjs');
   process.exit(2);
@@ -103,7 +108,9 @@ const record = async (req, failed) => {
   try {
     status = failed ? null : (await req.response())?.status() ?? null;
   } catch {}
-  requests.push({ method: req.method(), url: req.url().slice(ENGINE_URL.length), status, failure: req.failure()?.errorText ?? null });
+  const entry = { method: req.method(), url: req.url().slice(ENGINE_URL.length), status, failure: req.failure()?.errorText ?? null };
+  requests.push(entry);
+  if (REQUEST_LOG) appendFileSync(REQUEST_LOG, JSON.stringify(entry) + '\n');
 };
 page.on('requestfinished', (r) => record(r, false));
 page.on('requestfailed', (r) => record(r, true));
@@ -120,7 +127,8 @@ const until = async (what, ms, cond) => {
 
 let error = null;
 try {
-  await page.goto(`${SITE}/pricing?utm_source=compat`);
+  // The run in the URL: every stored event carries it (the test's filter).
+  await page.goto(`${SITE}/pricing?utm_source=compat&run=${RUN}`);
   if (process.env.REFUSED) {
     await sleep(5000);
     throw new Error('refused scenario: done');
@@ -133,7 +141,11 @@ try {
   await page.evaluate((run) => window.posthog.identify(run + '-browser-posthog-user'), RUN);
   // posthog-js sends its queue every ~3 s; then the page is left (its
   // unload flush).
-  await sleep(4500);
+  if (DONE_FILE) {
+    await until('the test to be done (DONE_FILE)', 150000, () => existsSync(DONE_FILE));
+  } else {
+    await sleep(4500);
+  }
   await page.goto(`${SITE}/other`);
   await sleep(1500);
 } catch (e) {

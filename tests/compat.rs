@@ -89,7 +89,7 @@ fn segment_calls_land_once_field_by_field_and_retries_store_nothing_twice() {
           {{"type":"track","messageId":"{m2}","anonymousId":"{anon}","userId":42,"event":"Signed Up",
             "timestamp":"{t2}","properties":{{"plan":"pro","seats":3}}}},
           {{"type":"identify","messageId":"{m3}","anonymousId":"{anon}","userId":"u-42","timestamp":"{t3}",
-            "traits":{{"email":"a@b.example"}}}}
+            "traits":{{"email":"a@b.example"}},"context":{{"page":{{"path":"/account","url":"https://a.example/account"}}}}}}
         ],"sentAt":"{sent}","writeKey":"{DEV_WRITE_KEY}"}}"#,
         t1 = now_iso(-3),
         t2 = now_iso(-2),
@@ -152,6 +152,11 @@ fn segment_calls_land_once_field_by_field_and_retries_store_nothing_twice() {
         ("custom", "u-42", "identify")
     );
     assert_eq!(identify[9], r#"{"email":"a@b.example"}"#);
+    assert_eq!(
+        (identify[4], identify[5]),
+        ("/account", "https://a.example/account"),
+        "where the user was when identified"
+    );
 
     // analytics.js: one event per call, `text/plain`, key in the event, a
     // page of another origin; the answer is readable by that page.

@@ -4,7 +4,8 @@
 //! `segment-analytics-python`, `posthog` in `.venv`), with only their host
 //! pointed at a test engine (both roles, the real broker and ClickHouse):
 //! every event lands once, field by field; each library's own retries
-//! through a broker outage store nothing twice.
+//! through a broker outage store nothing twice, on the server and in the
+//! browser.
 
 mod common;
 
@@ -283,6 +284,102 @@ fn browser(port: u16, key: &str, run: &str, extra: &[(&str, &str)]) -> sonic_rs:
     line["report"].clone()
 }
 
+/// The dev tenant's rows of the browser run `run` (its page's URL carries
+/// it), as `type|name|user|path|url|title|selector|element|text`, once at
+/// least the 7 events the page makes are there and a second more has
+/// passed (for any copy to show).
+fn browser_rows(ch: &ClickHouse, run: &str) -> Vec<Vec<String>> {
+    let sql = format!(
+        "SELECT event_type, name, user_id, path, url, title, selector, element, text \
+         FROM overwatch.events WHERE tenant_id = toUUID('{DEV_TENANT}') \
+         AND position(url, 'run={run}') > 0 ORDER BY event_time_us"
+    );
+    let read = || -> Vec<Vec<String>> {
+        ch.query(&sql)
+            .lines()
+            .map(|l| l.split('\t').map(str::to_string).collect())
+            .collect()
+    };
+    wait_until(Duration::from_secs(90), || read().len() >= 7);
+    std::thread::sleep(Duration::from_secs(1));
+    read()
+}
+
+/// What the page sent, through both libraries, each event once.
+fn check_browser(rows: &[Vec<String>], run: &str) {
+    let count =
+        |rows: &[Vec<String>], f: &dyn Fn(&[String]) -> bool| rows.iter().filter(|r| f(r)).count();
+    let title = format!("Compat {run}");
+    let url = |r: &[String]| r[4].contains("/pricing?utm_source=compat");
+    // One page view from each library, on the page's path and title.
+    assert_eq!(
+        count(rows, &|r| r[0] == "pageview"
+            && r[3] == "/pricing"
+            && r[5] == title
+            && url(r)),
+        2,
+        "{rows:#?}"
+    );
+    let signed = format!("{run} browser signed up");
+    assert_eq!(
+        count(rows, &|r| r[0] == "custom" && r[1] == signed && url(r)),
+        1,
+        "{rows:#?}"
+    );
+    let upgraded = format!("{run} browser plan upgraded");
+    assert_eq!(
+        count(rows, &|r| r[0] == "custom" && r[1] == upgraded),
+        1,
+        "{rows:#?}"
+    );
+    for user in ["browser-segment-user", "browser-posthog-user"] {
+        let user = format!("{run}-{user}");
+        assert_eq!(
+            count(rows, &|r| r[1] == "identify" && r[2] == user),
+            1,
+            "{user}: {rows:#?}"
+        );
+    }
+    // posthog-js's autocapture of the click.
+    assert_eq!(
+        count(rows, &|r| r[0] == "click"
+            && r[6] == "#buy"
+            && r[7] == "button"
+            && r[8] == "Buy now"),
+        1,
+        "{rows:#?}"
+    );
+}
+
+/// The answers `browser.mjs` logged so far to `log` (REQUEST_LOG), as
+/// (path, status) pairs; a failed request has status 0.
+fn logged(log: &Path) -> Vec<(String, u64)> {
+    use sonic_rs::JsonValueTrait;
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| sonic_rs::from_str::<sonic_rs::Value>(l).ok())
+        .map(|v| {
+            (
+                v["url"].as_str().unwrap_or_default().to_string(),
+                v["status"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// Whether `path` is one of the event paths the browser libraries post to.
+fn segment_event(path: &str) -> bool {
+    ["/v1/p", "/v1/t", "/v1/i", "/v1/b"]
+        .iter()
+        .any(|p| path.split('?').next() == Some(p))
+}
+fn posthog_event(path: &str) -> bool {
+    ["/e/", "/i/v0/e/", "/batch/"]
+        .iter()
+        .any(|p| path.split('?').next() == Some(p))
+}
+
 #[test]
 fn the_browser_libraries_of_segment_and_posthog_land_once_with_no_console_error() {
     use sonic_rs::{JsonContainerTrait, JsonValueTrait};
@@ -323,62 +420,7 @@ fn the_browser_libraries_of_segment_and_posthog_land_once_with_no_console_error(
             "every engine answer is 2xx: {pretty}"
         );
     }
-    let sql = format!(
-        "SELECT event_type, name, user_id, path, url, title, selector, element, text \
-         FROM overwatch.events WHERE tenant_id = toUUID('{DEV_TENANT}') ORDER BY event_time_us"
-    );
-    let mut rows: Vec<Vec<String>> = Vec::new();
-    let count =
-        |rows: &[Vec<String>], f: &dyn Fn(&[String]) -> bool| rows.iter().filter(|r| f(r)).count();
-    wait_until(Duration::from_secs(30), || {
-        rows = ch
-            .query(&sql)
-            .lines()
-            .map(|l| l.split('\t').map(str::to_string).collect())
-            .collect();
-        rows.len() >= 7
-    });
-    std::thread::sleep(Duration::from_secs(1));
-    let title = format!("Compat {run}");
-    let url = |r: &[String]| r[4].contains("/pricing?utm_source=compat");
-    // One page view from each library, on the page's path and title.
-    assert_eq!(
-        count(&rows, &|r| r[0] == "pageview"
-            && r[3] == "/pricing"
-            && r[5] == title
-            && url(r)),
-        2,
-        "{rows:#?}"
-    );
-    let signed = format!("{run} browser signed up");
-    assert_eq!(
-        count(&rows, &|r| r[0] == "custom" && r[1] == signed && url(r)),
-        1,
-        "{rows:#?}"
-    );
-    let upgraded = format!("{run} browser plan upgraded");
-    assert_eq!(
-        count(&rows, &|r| r[0] == "custom" && r[1] == upgraded),
-        1,
-        "{rows:#?}"
-    );
-    for user in ["browser-segment-user", "browser-posthog-user"] {
-        let user = format!("{run}-{user}");
-        assert_eq!(
-            count(&rows, &|r| r[1] == "identify" && r[2] == user),
-            1,
-            "{user}: {rows:#?}"
-        );
-    }
-    // posthog-js's autocapture of the click.
-    assert_eq!(
-        count(&rows, &|r| r[0] == "click"
-            && r[6] == "#buy"
-            && r[7] == "button"
-            && r[8] == "Buy now"),
-        1,
-        "{rows:#?}"
-    );
+    check_browser(&browser_rows(&ch, &run), &run);
 
     // The shop allows only its own origin: from this page both libraries
     // are refused (403, readable) and nothing is stored for it.
@@ -394,4 +436,78 @@ fn the_browser_libraries_of_segment_and_posthog_land_once_with_no_console_error(
         "SELECT count() FROM overwatch.events WHERE tenant_id = toUUID('{SHOP_TENANT}')"
     ));
     assert_eq!(shop.trim(), "0", "{pretty}");
+
+    // The broker hangs (SIGSTOP) once the page is about to send: the edge
+    // answers the libraries' event requests 503, each library retries them
+    // on its own schedule (analytics.js per event within a second,
+    // posthog-js its batch after 3-6 s with `retry_count`), and once the
+    // broker is back every event is stored once. The page stays open until
+    // the test has read ClickHouse (DONE_FILE), so no retry is cut short.
+    let run = format!("r{}", uuid::Uuid::new_v4().simple());
+    let dir = scratch_dir("compat-browser-outage");
+    let (log, done) = (dir.join("requests.jsonl"), dir.join("done"));
+    signal(broker.pid(), "-STOP");
+    wait_for(
+        "the edge to see the broker down",
+        Duration::from_secs(20),
+        || get(engine.port, "/health/ready").is_ok_and(|r| r.status == 503),
+    );
+    let page = {
+        let (port, run) = (engine.port, run.clone());
+        let (log, done) = (log.display().to_string(), done.display().to_string());
+        std::thread::spawn(move || {
+            browser(
+                port,
+                DEV_WRITE_KEY,
+                &run,
+                &[("REQUEST_LOG", &log), ("DONE_FILE", &done)],
+            )
+        })
+    };
+    let refused = |f: fn(&str) -> bool| {
+        let log = log.clone();
+        move || logged(&log).iter().any(|(p, s)| f(p) && *s == 503)
+    };
+    wait_for(
+        "analytics.js to be answered 503",
+        Duration::from_secs(60),
+        refused(segment_event),
+    );
+    wait_for(
+        "posthog-js to be answered 503",
+        Duration::from_secs(60),
+        refused(posthog_event),
+    );
+    signal(broker.pid(), "-CONT");
+    let mut rows = Vec::new();
+    wait_until(Duration::from_secs(120), || {
+        rows = browser_rows(&ch, &run);
+        rows.len() >= 7 && rows.iter().any(|r| r[0] == "click")
+    });
+    // Time for a late copy of any retry to land too.
+    std::thread::sleep(Duration::from_secs(5));
+    std::fs::write(&done, b"").unwrap();
+    let report = page.join().unwrap();
+    let rows = browser_rows(&ch, &run);
+    check_browser(&rows, &run);
+    let answers = logged(&log);
+    for (lib, f) in [
+        ("analytics.js", segment_event as fn(&str) -> bool),
+        ("posthog-js", posthog_event),
+    ] {
+        let first_ok = answers
+            .iter()
+            .position(|(p, s)| f(p) && (200..300).contains(s));
+        let first_503 = answers.iter().position(|(p, s)| f(p) && *s == 503);
+        assert!(
+            matches!((first_503, first_ok), (Some(a), Some(b)) if a < b),
+            "{lib}: refused 503, then retried and accepted: {answers:?}\n{report}"
+        );
+    }
+    assert!(
+        answers
+            .iter()
+            .any(|(p, _)| posthog_event(p) && p.contains("retry_count=")),
+        "posthog-js marked its retry: {answers:?}"
+    );
 }

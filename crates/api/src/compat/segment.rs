@@ -399,10 +399,15 @@ impl Parsed<'_> {
                 custom(&mut ev, Text(Cow::Borrowed("screen")), m.properties);
                 ev.title = m.name;
             }
+            // Where the user was when identified, like any other call.
             call @ ("identify" | "group") => {
                 custom(&mut ev, Text(Cow::Borrowed(call)), m.traits);
+                context_page(&mut ev, page);
             }
-            _ => custom(&mut ev, Text(Cow::Borrowed("alias")), None),
+            _ => {
+                custom(&mut ev, Text(Cow::Borrowed("alias")), None);
+                context_page(&mut ev, page);
+            }
         }
         Ok((ev, kind))
     }

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use api::admin::{self, Listener};
 use api::health::{self, Node};
-use api::http::{BodyLimit, BodyStep, Bounds, HeadStep, Method, Need, Reject, Response};
+use api::http::{BodyLimit, BodyStep, Bounds, ErrorCode, HeadStep, Method, Need, Reject, Response};
 use api::routes::{self, Handler};
 use engine_core::config::{AdminConfig, Config, Role};
 use telemetry::{HealthCheck, Registry};
@@ -244,7 +244,7 @@ fn accept_loop<N: Node + Send + Sync + 'static>(
 fn busy(conn: TcpStream) {
     let r = Response::error(
         503,
-        "server_busy",
+        ErrorCode::ServerBusy,
         "too many connections to the status listener; try again",
     )
     .retry_after(1);
@@ -299,7 +299,7 @@ fn answer<N: Node>(
     if route.handler == Handler::Ingest {
         let r = Response::error(
             404,
-            "not_found",
+            ErrorCode::NotFound,
             "this node runs only the sink role; send events to an ingest node",
         );
         return Ok(Some((r, false)));
@@ -326,7 +326,7 @@ fn answer<N: Node>(
     let resp = match route.handler {
         Handler::Asset(a) if a.is_oncall() => api::assets::answer(a, &head, buf),
         Handler::Node(route) => health::answer(route, node),
-        _ => Response::error(404, "not_found", "no such endpoint"),
+        _ => Response::error(404, ErrorCode::NotFound, "no such endpoint"),
     };
     Ok(Some((resp, head_only)))
 }
@@ -335,7 +335,11 @@ fn answer<N: Node>(
 /// errors end the connection.
 fn timed_out(e: std::io::Error, started: bool) -> std::io::Result<Option<(Response, bool)>> {
     if started && matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
-        let r = Reject::new(408, "request_timeout", "request not received in time");
+        let r = Reject::new(
+            408,
+            ErrorCode::RequestTimeout,
+            "request not received in time",
+        );
         return Ok(Some((r.response(), false)));
     }
     Err(e)

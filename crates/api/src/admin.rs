@@ -8,6 +8,7 @@
 //! (`/health/live`, `/health/ready`) are answered everywhere, without a token,
 //! for load balancers.
 
+use edge_http::ErrorCode;
 use engine_core::config::AdminConfig;
 
 use crate::auth::Key;
@@ -33,14 +34,14 @@ pub fn refusal(
         (Listener::Main, Surface::Admin) if admin.separate() => {
             return Some(Response::error(
                 404,
-                "not_found",
+                ErrorCode::NotFound,
                 "no such endpoint on this port (admin surfaces are on the admin listener)",
             ));
         }
         (Listener::Admin, Surface::Public) => {
             return Some(Response::error(
                 404,
-                "not_found",
+                ErrorCode::NotFound,
                 "the admin listener answers /metrics, /health and /debug/* only",
             ));
         }
@@ -51,7 +52,7 @@ pub fn refusal(
         return Some(
             Response::error(
                 401,
-                "admin_token_required",
+                ErrorCode::AdminTokenRequired,
                 "this endpoint needs `Authorization: Bearer <admin token>`",
             )
             .header("WWW-Authenticate", "Bearer"),

@@ -7,6 +7,7 @@
 //! every route, even beside a valid header (`secret_key_in_url`), so that it
 //! does not spread through access logs; a disabled tenant is 403.
 
+use edge_http::ErrorCode;
 use engine_core::tenant::{AuthError, Credentials};
 use engine_core::{KeyKind, Tenant};
 
@@ -63,7 +64,7 @@ pub fn tenant<'t>(
         let Some(key) = crate::compat::wire::header_key(header) else {
             return Err(Response::error(
                 401,
-                "unauthorized",
+                ErrorCode::Unauthorized,
                 "expected `Authorization: Basic <write key>:` (or `Bearer <write key>`)",
             ));
         };
@@ -97,7 +98,7 @@ fn keyed<'t>(
             } else {
                 Err(Response::error(
                     403,
-                    "secret_key_required",
+                    ErrorCode::SecretKeyRequired,
                     "reading data needs a secret key (sk_); write keys (pk_) can only ingest",
                 ))
             }
@@ -105,24 +106,24 @@ fn keyed<'t>(
         (_, Err(AuthError::SecretInQuery)) => Err(secret_in_url(need)),
         (_, Err(AuthError::Disabled)) => Err(Response::error(
             403,
-            "tenant_disabled",
+            ErrorCode::TenantDisabled,
             "this tenant is disabled",
         )),
         (TenantKey::Write | TenantKey::Public, Err(AuthError::Malformed)) => Err(Response::error(
             401,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             "expected `Authorization: Bearer <tenant_id>:<key>` (or `?key=<tenant_id>:<write_key>`)",
         )),
         (TenantKey::Write | TenantKey::Public, Err(AuthError::BadCredentials)) => {
             Err(Response::error(
             401,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             "unknown tenant or wrong key",
         ))
         }
         (TenantKey::Secret, _) => Err(Response::error(
             401,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             "expected `Authorization: Bearer <tenant_id>:<secret_key>`",
         )),
     }
@@ -140,5 +141,5 @@ fn secret_in_url(need: TenantKey) -> Response {
              Authorization header; consider rotating this key"
         }
     };
-    Response::error(401, "secret_key_in_url", message)
+    Response::error(401, ErrorCode::SecretKeyInUrl, message)
 }

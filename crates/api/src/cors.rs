@@ -16,6 +16,7 @@
 //!   stops browsers on other sites, not a forged `Origin` from a script. That
 //!   is what write keys are for: ingest only, and revocable.
 
+use edge_http::ErrorCode;
 use std::borrow::Cow;
 
 use engine_core::origin::is_origin;
@@ -115,7 +116,7 @@ pub fn check_origin(
 pub fn origin_refused(origin: &str) -> Response {
     Response::error(
         403,
-        "origin_not_allowed",
+        ErrorCode::OriginNotAllowed,
         &format!(
             "origin {origin} may not send events for this tenant (see `ingestion-engine tenant set-origins`)"
         ),

@@ -4,6 +4,7 @@
 //! ClickHouse; the shard only awaits the answer, so `/ingest` never waits on
 //! a query.
 
+use edge_http::ErrorCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use query::service::{Submitted, ANSWER_WAIT_SECS};
@@ -27,7 +28,7 @@ pub async fn answer(shard: &Shard, authed: &Authed, body: &[u8]) -> Response {
     let Some(service) = shard.state.query.get() else {
         return Response::error(
             503,
-            "query_unavailable",
+            ErrorCode::QueryUnavailable,
             "the query API is not running on this node",
         );
     };
@@ -45,7 +46,7 @@ pub async fn answer(shard: &Shard, authed: &Authed, body: &[u8]) -> Response {
                 Ok(Ok(a)) => to_response(a),
                 _ => Response::error(
                     503,
-                    "query_timeout",
+                    ErrorCode::QueryTimeout,
                     "the query did not finish; retry later",
                 )
                 .retry_after(5),

@@ -33,6 +33,7 @@
 //! [`Route::on_body`]. Handlers are an enum, not boxed futures: dispatch is a
 //! `match`, with no allocation per request.
 
+use edge_http::ErrorCode;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -421,7 +422,7 @@ impl Route {
         if self.handler == Handler::NotFound {
             return Some(Response::error(
                 404,
-                "not_found",
+                ErrorCode::NotFound,
                 "no such endpoint; see /health, /ingest, /metrics",
             ));
         }
@@ -429,7 +430,7 @@ impl Route {
             return None;
         }
         let allow = self.methods.allow();
-        let mut r = Response::error(405, "method_not_allowed", &format!("use {allow}"));
+        let mut r = Response::error(405, ErrorCode::MethodNotAllowed, &format!("use {allow}"));
         r.allow = Some(allow);
         Some(r)
     }
@@ -545,7 +546,7 @@ impl Route {
                 })
             }
             Endpoint::PosthogConfig { js } => docs::posthog_config(&tenants, key, js),
-            _ => Response::error(404, "not_found", "no such endpoint"),
+            _ => Response::error(404, ErrorCode::NotFound, "no such endpoint"),
         }
     }
 
@@ -582,7 +583,7 @@ impl Route {
             }
             (Handler::Node(route), _) => health::answer(route, &*shard.state),
             // Answered on the head, or no such path.
-            _ => Response::error(404, "not_found", "no such endpoint"),
+            _ => Response::error(404, ErrorCode::NotFound, "no such endpoint"),
         }
     }
 }
@@ -618,7 +619,7 @@ fn client_check(
                 .fetch_add(1, Ordering::Relaxed);
             Err(Response::error(
                 429,
-                "client_rate_limited",
+                ErrorCode::ClientRateLimited,
                 "too many requests from this address; slow down",
             )
             .retry_after(1))

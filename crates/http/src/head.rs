@@ -12,6 +12,7 @@
 //!   does not fit a `u64` saturates to `u64::MAX` (then refused as too large
 //!   by the body reader, like any length over its limit).
 
+use crate::ErrorCode;
 use std::ops::Range;
 
 use super::{Encoding, Framing, Method, Reject};
@@ -212,7 +213,7 @@ fn range_of(buf: &[u8], part: &[u8]) -> Range<usize> {
 }
 
 fn bad(message: &'static str) -> Reject {
-    Reject::new(400, "bad_request", message)
+    Reject::new(400, ErrorCode::BadRequest, message)
 }
 
 /// `1*DIGIT`, saturating at `u64::MAX`; `None` when not digits only.
@@ -259,7 +260,11 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, Reject> {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
-            return Err(Reject::new(431, "header_too_large", "too many headers"))
+            return Err(Reject::new(
+                431,
+                ErrorCode::HeaderTooLarge,
+                "too many headers",
+            ))
         }
         Err(_) => return Err(bad("malformed HTTP request")),
     };
@@ -309,7 +314,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, Reject> {
             if !v.eq_ignore_ascii_case(b"100-continue") {
                 return Err(Reject::new(
                     417,
-                    "expectation_failed",
+                    ErrorCode::ExpectationFailed,
                     "only `Expect: 100-continue` is supported",
                 ));
             }
@@ -378,7 +383,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, Reject> {
         if codings.other {
             return Err(Reject::new(
                 501,
-                "not_implemented",
+                ErrorCode::NotImplemented,
                 "only chunked Transfer-Encoding is supported",
             ));
         }

@@ -10,12 +10,14 @@
 //! same bounds. Start with [`reader::Bounds`].
 
 pub mod body;
+pub mod codes;
 pub mod head;
 pub mod reader;
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
+pub use codes::ErrorCode;
 pub use head::{parse_head, RequestHead, MAX_HEADERS};
 pub use reader::{BodyLimit, BodyReader, BodyStep, Bounds, HeadStep, Need};
 
@@ -53,12 +55,12 @@ pub enum Framing {
 pub struct Reject {
     pub status: u16,
     /// Machine-readable `error` of the JSON body.
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: Cow<'static, str>,
 }
 
 impl Reject {
-    pub fn new(status: u16, code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+    pub fn new(status: u16, code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
         Self {
             status,
             code,
@@ -231,14 +233,20 @@ impl Response {
         }
     }
 
-    /// `{"status":"error","error":<code>,"message":<message>}`.
-    pub fn error(status: u16, code: &str, message: &str) -> Self {
+    /// `{"status":"error","error":<code>,"message":<message>}`; `status`
+    /// is one of the code's ([`ErrorCode::statuses`]).
+    pub fn error(status: u16, code: ErrorCode, message: &str) -> Self {
+        debug_assert!(
+            code.statuses().contains(&status),
+            "{} is not answered with {status} (codes.rs)",
+            code.as_str()
+        );
         // Messages may quote the client's input: bounded here, once, on a
         // character boundary (engine-text), whoever built them.
         let message = engine_text::shown(message, MAX_ERROR_MESSAGE_BYTES);
         let mut body = Vec::with_capacity(96 + message.len());
         body.extend_from_slice(b"{\"status\":\"error\",\"error\":");
-        push_json_str(&mut body, code);
+        push_json_str(&mut body, code.as_str());
         body.extend_from_slice(b",\"message\":");
         push_json_str(&mut body, &message);
         body.push(b'}');
@@ -376,7 +384,8 @@ mod request_id_tests {
 
     #[test]
     fn an_error_names_its_request_in_header_and_body() {
-        let r = Response::error(503, "broker_unavailable", "x").with_request_id("ab-1-7".into());
+        let r = Response::error(503, crate::ErrorCode::BrokerUnavailable, "x")
+            .with_request_id("ab-1-7".into());
         let body = String::from_utf8(r.body.to_vec()).unwrap();
         assert_eq!(
             body,
@@ -426,18 +435,18 @@ mod tests {
     #[test]
     fn responses() {
         let mut out = Vec::new();
-        Response::error(503, "unavailable", "broker \"down\"")
+        Response::error(503, crate::ErrorCode::BrokerUnavailable, "broker \"down\"")
             .retry_after(2)
             .write_to(&mut out, true, false);
         let s = String::from_utf8(out).unwrap();
         assert!(s.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
         assert!(s.contains("Retry-After: 2\r\n"));
         assert!(s.contains("Connection: keep-alive\r\n"));
-        assert!(
-            s.ends_with(r#"{"status":"error","error":"unavailable","message":"broker \"down\""}"#)
-        );
+        assert!(s.ends_with(
+            r#"{"status":"error","error":"broker_unavailable","message":"broker \"down\""}"#
+        ));
         let mut out = Vec::new();
-        Reject::new(413, "body_too_large", "too big")
+        Reject::new(413, ErrorCode::BodyTooLarge, "too big")
             .response()
             .write_to(&mut out, true, false);
         let s = String::from_utf8(out).unwrap();

@@ -28,6 +28,7 @@
 //! - A [`Reject`] is final: the caller answers it and closes the connection.
 //!   Deadlines (408) are the caller's: the reader has no clock.
 
+use crate::ErrorCode;
 use std::ops::Range;
 
 use super::{parse_head, Framing, Reject, RequestHead};
@@ -88,11 +89,11 @@ pub struct Bounds {
 }
 
 fn too_large(message: impl Into<std::borrow::Cow<'static, str>>) -> Reject {
-    Reject::new(413, "body_too_large", message)
+    Reject::new(413, ErrorCode::BodyTooLarge, message)
 }
 
 fn malformed(message: &'static str) -> Reject {
-    Reject::new(400, "bad_request", message)
+    Reject::new(400, ErrorCode::BadRequest, message)
 }
 
 impl Bounds {
@@ -114,7 +115,7 @@ impl Bounds {
             Ok(Some(h)) => HeadStep::Head(h),
             Ok(None) if view.len() >= self.max_head => HeadStep::Reject(Reject::new(
                 431,
-                "header_too_large",
+                ErrorCode::HeaderTooLarge,
                 "request head exceeds the limit",
             )),
             Ok(None) => HeadStep::NeedMore(Need {

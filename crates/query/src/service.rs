@@ -16,6 +16,7 @@
 //!    `max_execution_time`, a kill when no answer came), unless the shard
 //!    gave up waiting already.
 
+use edge_http::ErrorCode;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -75,9 +76,10 @@ pub struct Answer {
 }
 
 impl Answer {
-    fn error(status: u16, code: &str, message: &str) -> Self {
+    fn error(status: u16, code: ErrorCode, message: &str) -> Self {
+        debug_assert!(code.statuses().contains(&status), "{}", code.as_str());
         let body = sonic_rs::to_vec(&sonic_rs::json!({
-            "status": "error", "error": code, "message": message
+            "status": "error", "error": code.as_str(), "message": message
         }))
         .unwrap_or_default();
         Self {
@@ -95,7 +97,7 @@ impl Answer {
     fn gave_up() -> Self {
         Answer::error(
             503,
-            "query_timeout",
+            ErrorCode::QueryTimeout,
             "the query did not finish; retry later",
         )
         .retry(5)
@@ -104,7 +106,7 @@ impl Answer {
 
 impl From<QueryError> for Answer {
     fn from(e: QueryError) -> Self {
-        Answer::error(400, "invalid_query", &e.to_string())
+        Answer::error(400, ErrorCode::InvalidQuery, &e.to_string())
     }
 }
 
@@ -174,7 +176,7 @@ impl Service {
                 .name(format!("query-{i}"))
                 .spawn(move || loop {
                     // A poisoned lock means another worker panicked, which
-                    // aborts the process anyway (README, "Failure policy").
+                    // aborts the process anyway (docs/guarantees.md, "Failure policy").
                     let job = match rx.lock().map(|r| r.recv()) {
                         Ok(Ok(JobBox(job))) => job,
                         _ => return,
@@ -215,7 +217,7 @@ impl Service {
             return Submitted::Now(
                 Answer::error(
                     429,
-                    "rate_limited",
+                    ErrorCode::RateLimited,
                     &format!("at most {QUERIES_PER_SEC} queries per second per tenant"),
                 )
                 .retry(1),
@@ -243,7 +245,7 @@ impl Service {
             return Submitted::Now(
                 Answer::error(
                     429,
-                    "too_many_queries",
+                    ErrorCode::TooManyQueries,
                     &format!(
                         "at most {TENANT_QUEUE_SHARE} queries per tenant may wait or run at once; \
                          retry when one is answered"
@@ -266,14 +268,14 @@ impl Service {
             Err(TrySendError::Full(_)) => Submitted::Now(
                 Answer::error(
                     503,
-                    "query_backpressure",
+                    ErrorCode::QueryBackpressure,
                     "too many queries waiting; retry later",
                 )
                 .retry(1),
             ),
             Err(TrySendError::Disconnected(_)) => Submitted::Now(Answer::error(
                 503,
-                "query_unavailable",
+                ErrorCode::QueryUnavailable,
                 "the query workers stopped",
             )),
         }
@@ -338,7 +340,7 @@ fn run(runner: &Runner, db: &str, job: &Job, execution_secs: u64) -> Answer {
     let too_large = || {
         Answer::error(
             413,
-            "answer_too_large",
+            ErrorCode::AnswerTooLarge,
             "the answer is too large; lower `limit`",
         )
     };
@@ -353,7 +355,11 @@ fn run(runner: &Runner, db: &str, job: &Job, execution_secs: u64) -> Answer {
                 Some(_) => too_large(),
                 None => {
                     warn!(tenant = %job.tenant, query_id, "query answer not understood");
-                    Answer::error(500, "internal", "the query's answer could not be read")
+                    Answer::error(
+                        500,
+                        ErrorCode::Internal,
+                        "the query's answer could not be read",
+                    )
                 }
             }
         }
@@ -363,7 +369,7 @@ fn run(runner: &Runner, db: &str, job: &Job, execution_secs: u64) -> Answer {
             ..
         }) => Answer::error(
             422,
-            "query_too_expensive",
+            ErrorCode::QueryTooExpensive,
             "the query exceeded its time or memory bound; narrow the range, dimensions or filters",
         ),
         Err(clickhouse_client::Error::Connection { .. })
@@ -375,14 +381,14 @@ fn run(runner: &Runner, db: &str, job: &Job, execution_secs: u64) -> Answer {
         }
         Err(clickhouse_client::Error::Connection { .. }) => Answer::error(
             503,
-            "clickhouse_unavailable",
+            ErrorCode::ClickhouseUnavailable,
             "ClickHouse is not reachable; retry later",
         )
         .retry(5),
         Err(e) => {
             // Never echo ClickHouse's text: it may quote the query.
             warn!(tenant = %job.tenant, query_id, error = %e, "query failed");
-            Answer::error(500, "internal", "the query failed")
+            Answer::error(500, ErrorCode::Internal, "the query failed")
         }
     }
 }

@@ -8,6 +8,7 @@
 //! lands in JSON and in a script: an unknown one is 404), and always
 //! through the JSON escaper.
 
+use edge_http::ErrorCode;
 use std::io::Write as _;
 
 use engine_core::Tenant;
@@ -33,10 +34,14 @@ fn tenant<'t>(
     segment: Option<&[u8]>,
 ) -> Result<(&'t Tenant, String), Response> {
     let Some(key) = segment.and_then(path_key) else {
-        return Err(Response::error(404, "not_found", "no such write key"));
+        return Err(Response::error(
+            404,
+            ErrorCode::NotFound,
+            "no such write key",
+        ));
     };
     let t = public_tenant(tenants, key)
-        .map_err(|_| Response::error(404, "not_found", "no such write key"))?;
+        .map_err(|_| Response::error(404, ErrorCode::NotFound, "no such write key"))?;
     Ok((t, key.to_owned()))
 }
 

@@ -28,6 +28,7 @@ pub mod posthog;
 pub mod segment;
 pub mod wire;
 
+use edge_http::ErrorCode;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -110,12 +111,12 @@ impl Endpoint {
 #[derive(Debug)]
 pub struct Refusal {
     status: u16,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
 }
 
 impl Refusal {
-    pub fn new(status: u16, code: &'static str, message: String) -> Self {
+    pub fn new(status: u16, code: ErrorCode, message: String) -> Self {
         Self {
             status,
             code,
@@ -132,7 +133,7 @@ impl Refusal {
 pub fn too_many(max: usize) -> Refusal {
     Refusal::new(
         413,
-        "batch_too_large",
+        ErrorCode::BatchTooLarge,
         format!("the batch holds more than {max} events, the limit"),
     )
 }
@@ -250,7 +251,11 @@ pub fn admit(
     tenant: Option<&Tenant>,
 ) -> Result<Option<Authed>, Response> {
     if head.framing == crate::http::Framing::None {
-        return Err(Response::error(400, "empty_body", "request body is empty"));
+        return Err(Response::error(
+            400,
+            ErrorCode::EmptyBody,
+            "request body is empty",
+        ));
     }
     let authed = match tenant {
         Some(t) => {
@@ -261,7 +266,7 @@ pub fn admit(
             if !shard.state.broker_up() {
                 return Err(Response::error(
                     503,
-                    "broker_unavailable",
+                    ErrorCode::BrokerUnavailable,
                     "the broker is not reachable; retry later",
                 )
                 .retry_after(shard.retry_after_secs()));
@@ -279,7 +284,7 @@ pub fn adapt(api: Api, resp: Response) -> Response {
         let secs = resp.retry_after_secs.unwrap_or(1);
         return Response::error(
             503,
-            "rate_limited",
+            ErrorCode::RateLimited,
             "the project is over its rate limit; retry later",
         )
         .retry_after(secs);
@@ -298,7 +303,7 @@ fn tenant_of_body(
     let Some(key) = key else {
         return Err(Response::error(
             401,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             "no write key: send it as the Basic user (Segment), in `writeKey`, `api_key` or `properties.token`",
         ));
     };
@@ -317,16 +322,20 @@ pub fn public_tenant<'t>(tenants: &'t Tenants, key: &str) -> Result<&'t Tenant, 
         Ok(a) => Ok(a.tenant),
         Err(AuthError::SecretInQuery) => Err(Response::error(
             401,
-            "secret_key_on_public_path",
+            ErrorCode::SecretKeyOnPublicPath,
             "a secret key (sk_) must never be sent where pages and apps can read it: use the \
              tenant's write key (pk_); consider rotating this key",
         )),
         Err(AuthError::Disabled) => Err(Response::error(
             403,
-            "tenant_disabled",
+            ErrorCode::TenantDisabled,
             "this tenant is disabled",
         )),
-        Err(_) => Err(Response::error(401, "unauthorized", "unknown write key")),
+        Err(_) => Err(Response::error(
+            401,
+            ErrorCode::Unauthorized,
+            "unknown write key",
+        )),
     }
 }
 
@@ -354,7 +363,7 @@ fn prepare(
     if src.is_empty() {
         return Err(Response::error(
             400,
-            "empty_batch",
+            ErrorCode::EmptyBatch,
             "the batch holds no events",
         ));
     }
@@ -410,7 +419,7 @@ pub async fn ingest(
         let json = std::str::from_utf8(json).map_err(|e| {
             Response::error(
                 400,
-                "invalid_json",
+                ErrorCode::InvalidJson,
                 &format!("body is not valid UTF-8 at byte {}", e.valid_up_to()),
             )
         })?;

@@ -3,6 +3,7 @@
 //! PostHog's `data=` form field (base64, maybe gzip inside), ids that are
 //! not UUIDs. No I/O; the body's buffers are the shard's pool.
 
+use edge_http::ErrorCode;
 use std::borrow::Cow;
 
 use base64::Engine as _;
@@ -73,7 +74,7 @@ pub fn with_json<R>(
     if crate::cors::query_param(head, buf, "compression").as_deref() == Some("lz64") {
         return Err(Response::error(
             415,
-            "unsupported_encoding",
+            ErrorCode::UnsupportedEncoding,
             "lz64 compression is not supported; send gzip (`compression=gzip-js`) or plain JSON",
         ));
     }
@@ -85,7 +86,7 @@ pub fn with_json<R>(
         else {
             return Err(Response::error(
                 400,
-                "invalid_batch",
+                ErrorCode::InvalidBatch,
                 "a form body must carry the events in its `data` field",
             ));
         };

@@ -21,6 +21,7 @@ pub use prepare::{
     MAX_RECORD_BYTES,
 };
 
+use edge_http::ErrorCode;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -42,7 +43,7 @@ use crate::state::{Authed, Tenants};
 pub fn gate(shard: &Shard, head: &RequestHead, forms: bool) -> Result<(), Response> {
     if shard.state.shutting_down.load(Ordering::Relaxed) {
         return Err(
-            Response::error(503, "shutting_down", "the engine is shutting down")
+            Response::error(503, ErrorCode::ShuttingDown, "the engine is shutting down")
                 .retry_after(shard.retry_after_secs()),
         );
     }
@@ -52,12 +53,12 @@ pub fn gate(shard: &Shard, head: &RequestHead, forms: bool) -> Result<(), Respon
         } else {
             "Content-Type must be application/json"
         };
-        return Err(Response::error(415, "unsupported_media_type", types));
+        return Err(Response::error(415, ErrorCode::UnsupportedMediaType, types));
     }
     if head.encoding == Encoding::Unsupported {
         return Err(Response::error(
             415,
-            "unsupported_encoding",
+            ErrorCode::UnsupportedEncoding,
             "Content-Encoding must be gzip, zstd or identity",
         ));
     }
@@ -74,7 +75,11 @@ pub fn admit(
 ) -> Result<Authed, Response> {
     // The declared size is the request reader's to bound (`http::reader`).
     if head.framing == Framing::None {
-        return Err(Response::error(400, "empty_body", "request body is empty"));
+        return Err(Response::error(
+            400,
+            ErrorCode::EmptyBody,
+            "request body is empty",
+        ));
     }
     // A tenant already over its limit is told so now: its body would only
     // be read, held and refused.
@@ -89,7 +94,7 @@ pub fn admit(
     if !shard.state.broker_up() {
         return Err(Response::error(
             503,
-            "broker_unavailable",
+            ErrorCode::BrokerUnavailable,
             "the broker is not reachable; retry later",
         )
         .retry_after(shard.retry_after_secs()));
@@ -105,7 +110,7 @@ fn rate_limited(tenant: &Tenant, wait: std::time::Duration) -> Response {
     let secs = wait.as_secs_f64().ceil().max(1.0) as u32;
     Response::error(
         429,
-        "rate_limited",
+        ErrorCode::RateLimited,
         &format!(
             "tenant is over its rate limit of {} events/s",
             tenant.rate_limit_eps
@@ -179,10 +184,12 @@ pub async fn send(
     // Only this shard pushes into its ring, so room seen now is room at push.
     let rings = &state.rings;
     if rings.capacity() - rings.depth(shard.index) < p.records.len() {
-        return Err(
-            Response::error(503, "backpressure", "the engine is saturated; retry later")
-                .retry_after(shard.retry_after_secs()),
-        );
+        return Err(Response::error(
+            503,
+            ErrorCode::Backpressure,
+            "the engine is saturated; retry later",
+        )
+        .retry_after(shard.retry_after_secs()));
     }
     // Rate tokens are taken last, once the batch will be produced: a batch
     // refused for room (503) costs its client nothing of its rate.
@@ -206,7 +213,7 @@ pub async fn send(
         if rings.push(shard.index, req).is_err() {
             return Err(Response::error(
                 503,
-                "backpressure",
+                ErrorCode::Backpressure,
                 "the engine is saturated; retry later",
             )
             .retry_after(shard.retry_after_secs()));
@@ -221,7 +228,7 @@ pub async fn send(
                 Ok(Ok(Err(e))) => {
                     return Err(Response::error(
                         503,
-                        "broker_error",
+                        ErrorCode::BrokerError,
                         &format!("the broker did not store the batch: {e}"),
                     )
                     .retry_after(shard.retry_after_secs()))
@@ -229,7 +236,7 @@ pub async fn send(
                 Ok(Err(_)) => {
                     return Err(Response::error(
                         503,
-                        "broker_error",
+                        ErrorCode::BrokerError,
                         "the producer stopped before the broker answered",
                     )
                     .retry_after(shard.retry_after_secs()))
@@ -237,7 +244,7 @@ pub async fn send(
                 Err(_) => {
                     return Err(Response::error(
                         503,
-                        "broker_timeout",
+                        ErrorCode::BrokerTimeout,
                         "the broker did not acknowledge within the request deadline; retry later",
                     )
                     .retry_after(shard.retry_after_secs()))

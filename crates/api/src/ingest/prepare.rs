@@ -4,6 +4,7 @@
 //! and encode one record per group. No I/O, no await: [`prepare`] is the
 //! part of a request that costs CPU, and the one a benchmark measures alone.
 
+use edge_http::ErrorCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use engine_core::event::{parse_envelope, parse_event, EnvelopeError, RawEvent};
@@ -59,8 +60,10 @@ pub fn with_decoded<R>(
     let result = match decode(encoding, body, &mut out, cap) {
         Ok(()) => f(&out),
         Err(e) => Err(match e {
-            BodyError::TooLarge(_) => Response::error(413, "body_too_large", &e.to_string()),
-            BodyError::Corrupt(_) => Response::error(400, "invalid_encoding", &e.to_string()),
+            BodyError::TooLarge(_) => Response::error(413, ErrorCode::BodyTooLarge, &e.to_string()),
+            BodyError::Corrupt(_) => {
+                Response::error(400, ErrorCode::InvalidEncoding, &e.to_string())
+            }
         }),
     };
     shard.give_buffer(out);
@@ -90,12 +93,14 @@ fn prepare_json(state: &AppState, tenant: &Tenant, json: &[u8]) -> Result<Prepar
     let envelope = parse_envelope(json, max).map_err(|e| match e {
         EnvelopeError::Malformed { message, offset } => Response::error(
             400,
-            "invalid_json",
+            ErrorCode::InvalidJson,
             &format!("body is not valid JSON at byte {offset}: {message}"),
         ),
-        EnvelopeError::MissingEvents => Response::error(400, "invalid_batch", &e.to_string()),
+        EnvelopeError::MissingEvents => {
+            Response::error(400, ErrorCode::InvalidBatch, &e.to_string())
+        }
         EnvelopeError::TooManyEvents { .. } => {
-            Response::error(413, "batch_too_large", &e.to_string())
+            Response::error(413, ErrorCode::BatchTooLarge, &e.to_string())
         }
     })?;
     let sent_at_us = match envelope.sent_at.as_deref() {
@@ -103,7 +108,7 @@ fn prepare_json(state: &AppState, tenant: &Tenant, json: &[u8]) -> Result<Prepar
         Some(s) => Some(parse_rfc3339_us(s).ok_or_else(|| {
             Response::error(
                 400,
-                "invalid_sent_at",
+                ErrorCode::InvalidSentAt,
                 "`sent_at` must be an RFC 3339 timestamp",
             )
         })?),
@@ -112,7 +117,7 @@ fn prepare_json(state: &AppState, tenant: &Tenant, json: &[u8]) -> Result<Prepar
     if raws.is_empty() {
         return Err(Response::error(
             400,
-            "empty_batch",
+            ErrorCode::EmptyBatch,
             "`events` must not be empty",
         ));
     }
@@ -156,7 +161,7 @@ pub fn check_batch_len(state: &AppState, len: usize) -> Result<(), Response> {
     if len > max {
         return Err(Response::error(
             413,
-            "batch_too_large",
+            ErrorCode::BatchTooLarge,
             &format!("batch of {len} events exceeds the limit of {max}"),
         ));
     }
@@ -196,7 +201,7 @@ pub fn seal(
     let batch_id = Uuid::new_v4();
     let accepted = valid.len();
     let records = encode_groups(tenant, batch_id, received_at_us, sent_at_us, valid)
-        .map_err(|e| Response::error(500, "internal", &e))?;
+        .map_err(|e| Response::error(500, ErrorCode::Internal, &e))?;
     Ok(Prepared {
         batch_id,
         accepted,

@@ -33,6 +33,7 @@
 //!
 //! A shard is one thread: `Cell`/`RefCell`, no atomics but the gauge.
 
+use edge_http::ErrorCode;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -146,7 +147,7 @@ impl Shard {
     pub fn busy(&self) -> Response {
         Response::error(
             503,
-            "server_busy",
+            ErrorCode::ServerBusy,
             "this server holds as many requests as it may; retry later",
         )
         .retry_after(self.state.config.http.retry_after_secs)

@@ -110,7 +110,7 @@ fn drive(b: &Rig, input: &[u8], reads: &[usize]) -> Vec<Event> {
                 }
                 HeadStep::Head(h) => break h,
                 HeadStep::Reject(r) => {
-                    events.push(Event::Reject(r.status, r.code));
+                    events.push(Event::Reject(r.status, r.code.as_str()));
                     return events;
                 }
             }
@@ -118,7 +118,7 @@ fn drive(b: &Rig, input: &[u8], reads: &[usize]) -> Vec<Event> {
         let mut body = match b.body(&head, &buf) {
             Ok(body) => body,
             Err(r) => {
-                events.push(Event::Reject(r.status, r.code));
+                events.push(Event::Reject(r.status, r.code.as_str()));
                 return events;
             }
         };
@@ -146,7 +146,7 @@ fn drive(b: &Rig, input: &[u8], reads: &[usize]) -> Vec<Event> {
                     break end;
                 }
                 BodyStep::Reject(r) => {
-                    events.push(Event::Reject(r.status, r.code));
+                    events.push(Event::Reject(r.status, r.code.as_str()));
                     return events;
                 }
             }
@@ -199,7 +199,7 @@ fn huge_content_length_on_get_health_is_413_before_any_body_byte() {
         panic!("head expected")
     };
     let r = b.body(&h, raw).unwrap_err();
-    assert_eq!((r.status, r.code), (413, "body_too_large"));
+    assert_eq!((r.status, r.code.as_str()), (413, "body_too_large"));
     assert!(r.message.contains("takes no body"), "{}", r.message);
     for n in ["18446744073709551614", "99999999999999999999", "4097"] {
         let raw = format!("GET /health HTTP/1.1\r\nContent-Length: {n}\r\n\r\nabc");

@@ -163,7 +163,7 @@ ensure_cargo_deny() {
   cargo install cargo-deny --locked --version "$CARGO_DENY_VERSION" --no-default-features
 }
 
-# cargo-deb builds the Debian package (README, "Production"; tests/package.rs).
+# cargo-deb builds the Debian package (docs/production.md; tests/package.rs).
 CARGO_DEB_VERSION="3.8.0"
 ensure_cargo_deb() {
   cargo deb --version >/dev/null 2>&1 && return 0

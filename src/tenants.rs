@@ -17,10 +17,73 @@ use engine_core::origin::AllowedOrigins;
 use engine_core::{KeyKind, Tier};
 use tracing::{info, warn};
 
+/// The long help's end of each `tenant` command: an example and the docs.
+/// `ID` is the tenant's UUID (`tenant create` prints it, `tenant list` lists it).
+const CREATE_HELP: &str = "\
+Examples:
+  ingestion-engine --config /etc/ingestion-engine/config.toml tenant create --name shop --tier paid
+  ingestion-engine tenant create --name acme --tier enterprise --retention-days 730 --rate-limit-eps 50000
+
+Docs: docs/tenants-and-keys.md (\"Managing tenants and keys\")";
+
+const LIST_HELP: &str = "\
+Example:
+  ingestion-engine --config /etc/ingestion-engine/config.toml tenant list
+
+Docs: docs/tenants-and-keys.md (\"Managing tenants and keys\")";
+
+const DISABLE_HELP: &str = "\
+Example:
+  ingestion-engine tenant disable 6f1c2b9e-0d4a-4e8b-9c3f-1a2b3c4d5e6f
+
+Docs: docs/tenants-and-keys.md (\"Managing tenants and keys\")";
+
+const ENABLE_HELP: &str = "\
+Example:
+  ingestion-engine tenant enable 6f1c2b9e-0d4a-4e8b-9c3f-1a2b3c4d5e6f
+
+Docs: docs/tenants-and-keys.md (\"Managing tenants and keys\")";
+
+const KEYS_HELP: &str = "\
+Example:
+  ingestion-engine tenant keys 6f1c2b9e-0d4a-4e8b-9c3f-1a2b3c4d5e6f
+
+Docs: docs/tenants-and-keys.md (\"Rotating or revoking a key\")";
+
+const ADD_KEY_HELP: &str = "\
+Example:
+  ingestion-engine tenant add-key 6f1c2b9e-0d4a-4e8b-9c3f-1a2b3c4d5e6f --kind write
+
+Docs: docs/tenants-and-keys.md (\"Rotating or revoking a key\")";
+
+const REVOKE_KEY_HELP: &str = "\
+Example:
+  ingestion-engine tenant revoke-key 6f1c2b9e-0d4a-4e8b-9c3f-1a2b3c4d5e6f pk_1a2b3c4d
+
+Docs: docs/tenants-and-keys.md (\"Rotating or revoking a key\")";
+
+const ROTATE_KEY_HELP: &str = "\
+Examples:
+  ingestion-engine tenant rotate-key 6f1c2b9e-0d4a-4e8b-9c3f-1a2b3c4d5e6f
+  ingestion-engine tenant rotate-key 6f1c2b9e-0d4a-4e8b-9c3f-1a2b3c4d5e6f --kind write
+
+Docs: docs/tenants-and-keys.md (\"Rotating or revoking a key\")";
+
+const SET_ORIGINS_HELP: &str = "\
+Examples:
+  ingestion-engine tenant set-origins 6f1c2b9e-0d4a-4e8b-9c3f-1a2b3c4d5e6f https://shop.example 'https://*.shop.example'
+  ingestion-engine tenant set-origins 6f1c2b9e-0d4a-4e8b-9c3f-1a2b3c4d5e6f   # none: any origin
+
+Docs: docs/tenants-and-keys.md (\"Allowed origins\")";
+
 #[derive(Subcommand)]
 pub enum TenantAction {
     /// Create a tenant; prints its id, a write key and a secret key, once.
+    ///
+    /// Only the keys' SHA-256 is stored: save them now.
+    #[command(after_long_help = CREATE_HELP)]
     Create {
+        /// The tenant's name, as `tenant list` shows it.
         #[arg(long)]
         name: String,
         /// free, paid or enterprise.
@@ -33,31 +96,75 @@ pub enum TenantAction {
         #[arg(long)]
         rate_limit_eps: Option<u32>,
     },
-    /// List tenants (never keys).
+    /// List tenants: id, tier, retention, rate limit, state, key and origin
+    /// counts, name (never keys).
+    #[command(after_long_help = LIST_HELP)]
     List,
     /// Disable a tenant: its requests get 403.
-    Disable { id: String },
+    ///
+    /// `tenant enable` undoes it.
+    #[command(after_long_help = DISABLE_HELP)]
+    Disable {
+        /// The tenant's id (a UUID, as `tenant list` shows it).
+        id: String,
+    },
     /// Enable a disabled tenant again.
-    Enable { id: String },
+    #[command(after_long_help = ENABLE_HELP)]
+    Enable {
+        /// The tenant's id (a UUID, as `tenant list` shows it).
+        id: String,
+    },
     /// List a tenant's keys: label (prefix), kind and creation date, never the key.
-    Keys { id: String },
+    ///
+    /// Also prints the tenant's allowed origins.
+    #[command(after_long_help = KEYS_HELP)]
+    Keys {
+        /// The tenant's id (a UUID, as `tenant list` shows it).
+        id: String,
+    },
     /// Add a key; prints it, once.
+    ///
+    /// The tenant's other keys keep working: add the new key, deploy it,
+    /// then `tenant revoke-key` the old one.
+    #[command(after_long_help = ADD_KEY_HELP)]
     AddKey {
+        /// The tenant's id (a UUID, as `tenant list` shows it).
         id: String,
         #[arg(long, value_enum)]
         kind: Kind,
     },
     /// Revoke the key whose label starts with PREFIX (see `tenant keys`).
-    RevokeKey { id: String, prefix: String },
+    #[command(after_long_help = REVOKE_KEY_HELP)]
+    RevokeKey {
+        /// The tenant's id (a UUID, as `tenant list` shows it).
+        id: String,
+        /// The start of the key's label, as `tenant keys` lists it (`pk_1a2b3c4d`).
+        prefix: String,
+    },
     /// Replace every key of a kind (default: secret) with one new key; prints it, once.
+    ///
+    /// Clients still sending an old key of that kind get 401 once the edges
+    /// reloaded the tenant; `tenant add-key` then `tenant revoke-key`
+    /// changes keys without that gap.
+    #[command(after_long_help = ROTATE_KEY_HELP)]
     RotateKey {
+        /// The tenant's id (a UUID, as `tenant list` shows it).
         id: String,
         #[arg(long, value_enum, default_value = "secret")]
         kind: Kind,
     },
     /// Set the origins whose pages may send events (`https://shop.example`,
     /// `https://*.shop.example`); none allows any origin.
-    SetOrigins { id: String, origins: Vec<String> },
+    ///
+    /// A request whose `Origin` matches no entry gets 403; requests without
+    /// `Origin` (servers, curl) are not affected.
+    #[command(after_long_help = SET_ORIGINS_HELP)]
+    SetOrigins {
+        /// The tenant's id (a UUID, as `tenant list` shows it).
+        id: String,
+        /// Exact origins or subdomain wildcards; none: any origin.
+        origins: Vec<String>,
+    },
 }
 
 /// A key kind on the command line.

@@ -5,7 +5,7 @@
 //!
 //! Each attack must get its answer (408, 400) or a close, hold no shard, and
 //! leave the well-behaved client served: every one of its requests answered
-//! 200. Its p99 per attack is printed as an `abuse-matrix` line (the README's
+//! 200. Its p99 per attack is printed as an `abuse-matrix` line (docs/reliability.md's
 //! table; a benchmark figure, only bounded loosely here).
 
 mod common;
@@ -112,7 +112,7 @@ fn under(port: u16, what: &str, attack: impl FnOnce(Arc<AtomicBool>) -> String +
 const IDLE_STEP: usize = 2_000;
 
 /// Idle connections opened and held, at least (fewer: the attack is not the
-/// one the README's table reports).
+/// one docs/reliability.md's table reports).
 const MIN_IDLE: usize = 5_000;
 
 /// The engine's open connections (`ingest_connections_open`), this

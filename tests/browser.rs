@@ -343,7 +343,7 @@ fn outage(env: &mut Pipeline) {
             broker.stop();
             // The page produces once the edge knows: tansu 0.6 cannot take
             // back an idempotent produce it had in flight when it died (it
-            // panics on the retried sequence after its restart; README,
+            // panics on the retried sequence after its restart; docs/development.md,
             // "The development broker"). Redpanda and Kafka can.
             wait_for(
                 "the edge to see the broker down",

@@ -7,7 +7,7 @@
 //!
 //! Each test prints one `chaos-matrix` line (fault, acknowledged, lost,
 //! doubled); `scripts/chaos` runs them longer (`CHAOS_SECS`, `CHAOS_ROUNDS`)
-//! and collects the lines into the README's matrix.
+//! and collects the lines into docs/reliability.md's matrix.
 
 mod common;
 

@@ -4,7 +4,7 @@
 //! bounded time, against the real engine and tansu.
 //!
 //! The engine must refuse quickly (`503 server_busy` before reading a body it
-//! has no room for), keep its memory under the bound the README derives from
+//! has no room for), keep its memory under the bound docs/reliability.md derives from
 //! the config ("Overload and memory"), lose no acknowledged event, and serve
 //! normally within seconds once the load stops.
 
@@ -33,7 +33,7 @@ const QUEUE_MAX_KBYTES: u64 = 16 << 10;
 /// (shrunk back once over 4 × 16 KiB), its write buffer and its task.
 const PER_CONNECTION_BYTES: u64 = 68 << 10;
 
-/// The README's bound on the edge's memory above its idle footprint.
+/// docs/reliability.md's bound on the edge's memory above its idle footprint.
 fn bound_above_idle() -> u64 {
     SHARDS
         * (MAX_CONNECTIONS_PER_SHARD * PER_CONNECTION_BYTES

@@ -18,9 +18,10 @@
 //!   once a request's first byte arrived, the whole request must arrive within
 //!   `http.read_timeout_ms` (else 408), so a slow client cannot hold a shard.
 //! - Every response that closes the connection is followed by a lingering
-//!   close. A panic here is not caught: it aborts the process (README,
-//!   "Failure policy").
+//!   close. A panic here is not caught: it aborts the process
+//!   (docs/guarantees.md, "Failure policy").
 
+use edge_http::ErrorCode;
 use std::net::IpAddr;
 use std::ops::Range;
 use std::rc::Rc;
@@ -166,7 +167,7 @@ pub async fn refuse_client<S: Io>(stream: S, peer: IpAddr) {
     };
     let resp = Response::error(
         429,
-        "client_connection_limit",
+        ErrorCode::ClientConnectionLimit,
         "too many open connections from this address",
     )
     .retry_after(1);
@@ -325,7 +326,11 @@ async fn read_head<S: Io>(
                 started.get_or_insert_with(Instant::now);
             }
             Err(ReadError::TimedOut) if started.is_some() => {
-                let r = Reject::new(408, "request_timeout", "request not received in time");
+                let r = Reject::new(
+                    408,
+                    ErrorCode::RequestTimeout,
+                    "request not received in time",
+                );
                 return Err(Some(r));
             }
             Err(_) => return Err(None),
@@ -405,7 +410,11 @@ async fn read_body<S: Io>(
         match conn.fill(need, deadline).await {
             Ok(()) => {}
             Err(ReadError::TimedOut) => {
-                let r = Reject::new(408, "request_timeout", "request body not received in time");
+                let r = Reject::new(
+                    408,
+                    ErrorCode::RequestTimeout,
+                    "request body not received in time",
+                );
                 return Err(BodyStop::Answer(r));
             }
             Err(ReadError::Closed) => return Err(BodyStop::Left),
@@ -472,7 +481,7 @@ async fn finish_held<S: Io>(
     if size > most {
         let resp = Response::error(
             413,
-            "answer_too_large",
+            ErrorCode::AnswerTooLarge,
             &format!("the answer is {size} bytes, more than this server sends at once ({most}); narrow the query"),
         );
         let resp = cors::allow(resp, origin);

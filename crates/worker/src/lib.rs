@@ -59,7 +59,7 @@ pub enum Error {
         "partition {partition}: ClickHouse stores offsets up to {stored} but the broker's end is {end}: \
          the topic was recreated or the broker lost its data; the sink holds this partition \
          rather than skip its records as stored: once the new log is the one to keep, run \
-         `ingestion-engine sink accept-reset` (see the README, \"Topic reset\")"
+         `ingestion-engine sink accept-reset` (see docs/guarantees.md, \"Topic reset\")"
     )]
     TopicReset {
         partition: i32,
@@ -72,7 +72,7 @@ pub enum Error {
         "partition {partition}: the broker's record at offset {offset} is not the one ClickHouse stored from there: \
          the topic was recreated (or the broker lost its data) and has grown past the old end; the sink holds \
          this partition rather than skip its records as stored: once the new log is the one to keep, run \
-         `ingestion-engine sink accept-reset` (see the README, \"Topic reset\")"
+         `ingestion-engine sink accept-reset` (see docs/guarantees.md, \"Topic reset\")"
     )]
     TopicChanged { partition: i32, offset: i64 },
     /// An operator's command that would lose or double records if it went

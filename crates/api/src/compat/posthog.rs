@@ -1,6 +1,6 @@
 //! PostHog's capture format (posthog-js, `posthog-node`, the `posthog`
 //! Python library), mapped onto the engine's events. The mapping table is in
-//! the README ("Switching from Segment or PostHog").
+//! docs/segment-posthog.md.
 //!
 //! - `POST /batch/` (server libraries): `{"api_key", "batch":[event…],
 //!   "sent_at"}`; `/e/`, `/i/v0/e/`, `/capture/` (posthog-js and older
@@ -20,6 +20,7 @@
 //!   `$screen_width`/`$screen_height`. `timestamp`, else `offset` (ms before
 //!   the request), else the request's time.
 
+use edge_http::ErrorCode;
 use std::borrow::Cow;
 
 use engine_core::event::{RawEvent, Screen, Text};
@@ -162,7 +163,7 @@ pub fn parse(json: &str, max_events: usize) -> Result<Parsed<'_>, super::Refusal
     let invalid = || {
         super::Refusal::new(
             400,
-            "invalid_batch",
+            ErrorCode::InvalidBatch,
             "a PostHog body is an event, an array of events or an object with a `batch` array"
                 .into(),
         )
@@ -187,7 +188,7 @@ pub fn parse(json: &str, max_events: usize) -> Result<Parsed<'_>, super::Refusal
     let top: Top<'_> = sonic_rs::from_str(json).map_err(|e| {
         super::Refusal::new(
             400,
-            "invalid_json",
+            ErrorCode::InvalidJson,
             format!("body is not a PostHog batch: {}", super::short(&e)),
         )
     })?;

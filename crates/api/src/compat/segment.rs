@@ -1,7 +1,7 @@
 //! Segment's wire format (the tracking API that analytics.js,
 //! `@segment/analytics-node` and `segment-analytics-python` speak), mapped
-//! onto the engine's events. The mapping table is in the README
-//! ("Switching from Segment or PostHog").
+//! onto the engine's events. The mapping table is in
+//! docs/segment-posthog.md.
 //!
 //! - `POST /v1/batch` and `/v1/b`: `{"batch":[message…], "sentAt", "writeKey"}`;
 //!   `/v1/p` `/v1/t` `/v1/i` `/v1/s` `/v1/g` `/v1/a` (and `/v1/page`, `/v1/track`,
@@ -16,6 +16,7 @@
 //!   `context.userAgent`, `locale`, `screen`; `context.campaign` → `utm_*`
 //!   on the URL when the URL has none.
 
+use edge_http::ErrorCode;
 use std::borrow::Cow;
 
 use engine_core::event::{RawEvent, Screen, Text};
@@ -179,7 +180,7 @@ pub struct Parsed<'a> {
 }
 
 fn malformed(message: String) -> super::Refusal {
-    super::Refusal::new(400, "invalid_json", message)
+    super::Refusal::new(400, ErrorCode::InvalidJson, message)
 }
 
 /// A body's top level: the batch kept raw (not collected), the key and the
@@ -208,7 +209,7 @@ pub fn parse(json: &str, call: Call, max_events: usize) -> Result<Parsed<'_>, su
                 .ok_or_else(|| {
                     super::Refusal::new(
                         400,
-                        "invalid_batch",
+                        ErrorCode::InvalidBatch,
                         "a Segment batch is a JSON object with a `batch` array".into(),
                     )
                 })?;

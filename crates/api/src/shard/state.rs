@@ -27,7 +27,7 @@ pub struct Shard {
     /// Request bytes held now, in all and per client (`budget.rs`).
     pub budget: Budget,
     /// Debug builds only: a request for this path panics in the shard task,
-    /// so tests can check the failure policy (README: "Failure policy").
+    /// so tests can check the failure policy (docs/guarantees.md: "Failure policy").
     #[cfg(debug_assertions)]
     pub fault_panic_path: Option<Vec<u8>>,
 }

@@ -47,8 +47,8 @@ pub struct HttpConfig {
     /// arrive (beyond the 16 KiB read buffer every connection has), the
     /// records made of them until the broker acknowledges, and large answers
     /// while they are written. A request that would go past it gets
-    /// `503 server_busy`. Bounds the edge's memory under overload (README,
-    /// "Overload and memory").
+    /// `503 server_busy`. Bounds the edge's memory under overload
+    /// (docs/reliability.md, "Overload and memory").
     pub max_buffered_bytes_per_shard: usize,
     /// Most of a shard's `max_buffered_bytes_per_shard` one client (address,
     /// or IPv6 prefix; behind a trusted proxy the client it names) may hold,

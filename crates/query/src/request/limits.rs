@@ -1,4 +1,4 @@
-//! Every bound on a request, in one place (the README's list).
+//! Every bound on a request, in one place (docs/query-api.md lists them).
 
 /// Most metrics in one request.
 pub const MAX_METRICS: usize = 20;

@@ -170,7 +170,7 @@ struct PartitionState {
     legacy: i64,
     /// `(first, last)` of every batch (on this partition) since the offset
     /// the partition resumed at whose inserts all landed: every event of
-    /// those records is stored (README, "Exactly once").
+    /// those records is stored (docs/guarantees.md, "Broker → ClickHouse: exactly once").
     complete: Vec<(i64, i64)>,
     /// `(first, last)` of the batches only some of whose inserts landed
     /// (the owner stopped in between), and the `(offset, event id)` of every

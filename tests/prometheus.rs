@@ -207,6 +207,94 @@ fn exposed_names(text: &str) -> BTreeSet<String> {
     out
 }
 
+/// The metric names of `docs/telemetry.md`'s "Metric reference" table:
+/// each backticked name of a row's first cell, its label set (`{status}`)
+/// dropped and one `{a,b}` alternation inside it expanded.
+fn documented_metrics(page: &str) -> BTreeSet<String> {
+    let section = page
+        .split_once("\n## Metric reference")
+        .map(|(_, rest)| rest.split("\n## ").next().unwrap_or(rest))
+        .expect("docs/telemetry.md has a `## Metric reference` section");
+    let mut out = BTreeSet::new();
+    for row in section.lines().filter(|l| l.starts_with("| `")) {
+        let first = row
+            .trim_start_matches('|')
+            .split(" | ")
+            .next()
+            .unwrap_or("");
+        for name in first.split('`').skip(1).step_by(2) {
+            // A label set ends the name: `name{status}`, `name{api,kind}`;
+            // an alternation follows a `_`: `sink_{a,b}_seconds`, `c_{x,y}`.
+            let name = match name.rsplit_once('{') {
+                Some((base, labels)) if labels.ends_with('}') && !base.ends_with('_') => base,
+                _ => name,
+            };
+            match name.split_once('{').zip(name.split_once('}')) {
+                Some(((head, _), (inner, tail))) => {
+                    let inner = inner.split_once('{').map_or(inner, |(_, i)| i);
+                    for alt in inner.split(',') {
+                        out.insert(format!("{head}{alt}{tail}"));
+                    }
+                }
+                None => {
+                    out.insert(name.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Every metric family of the exposition (`# TYPE` lines) is in the
+/// metric reference (a latency's `_hist_seconds` twin by its `_seconds`
+/// name, as the page says), and every metric there is exposed.
+fn check_metric_reference(exposition: &str) {
+    let page = std::fs::read_to_string(root().join("docs/telemetry.md")).unwrap();
+    let documented = documented_metrics(&page);
+    let families: BTreeSet<String> = exposition
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|t| t.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    let twin = |f: &str| {
+        f.strip_suffix("_hist_seconds")
+            .map(|b| format!("{b}_seconds"))
+    };
+    let undocumented: Vec<&String> = families
+        .iter()
+        .filter(|f| !documented.contains(*f) && !twin(f).is_some_and(|t| documented.contains(&t)))
+        .collect();
+    let stale: Vec<&String> = documented
+        .iter()
+        .filter(|d| !families.contains(*d))
+        .collect();
+    assert!(
+        undocumented.is_empty() && stale.is_empty(),
+        "docs/telemetry.md's metric reference and the exposition differ:\n\
+         exposed, not documented: {undocumented:?}\ndocumented, not exposed: {stale:?}"
+    );
+}
+
+#[test]
+fn the_metric_reference_reads_label_sets_and_alternations() {
+    let page = "# T\n\n## Metric reference\n\n| metric | what |\n|---|---|\n\
+                | `a_total{status}`, `b_{x,y}_total`, `d_total{api,kind}`, `e_{f,g}` | z |\n| `c_seconds` | w |\n\n## Next\n| `d` | e |\n";
+    let got: Vec<String> = documented_metrics(page).into_iter().collect();
+    assert_eq!(
+        got,
+        [
+            "a_total",
+            "b_x_total",
+            "b_y_total",
+            "c_seconds",
+            "d_total",
+            "e_f",
+            "e_g"
+        ]
+    );
+}
+
 #[test]
 fn the_name_extraction_reads_names_not_functions_labels_or_variables() {
     let expr = r#"histogram_quantile(0.99, sum by (instance, le) (rate(a_bucket{instance=~"$instance",x="y{z}"}[$__rate_interval])))
@@ -370,6 +458,7 @@ fn prometheus_scrapes_the_engine_and_the_rules_and_dashboard_name_real_metrics()
     // Each name exactly: a name that is only a prefix of a real one
     // (`ingest_request_latency`), a typo under any prefix, or a recording
     // rule nobody defines is an alert that can never fire.
+    check_metric_reference(&exposed);
     let exposed = exposed_names(&exposed);
     let mut used = BTreeSet::new();
     for e in &exprs {

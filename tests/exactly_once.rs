@@ -287,9 +287,14 @@ fn sink_state(node: &Node) -> Option<String> {
 
 /// Deletes the events topic and creates it again with as many partitions,
 /// as an operator "cleaning up" a topic would.
+///
+/// On a loaded machine a create right after the delete can meet the old
+/// topic still listed (`TopicAlreadyExists`) or time out; both are retried
+/// (the delete too), and a failure names every answer seen.
 fn recreate_events_topic(broker: &Broker) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
+    use rdkafka::types::RDKafkaErrorCode;
     let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", broker.addr())
         .create()
@@ -302,14 +307,53 @@ fn recreate_events_topic(broker: &Broker) {
     let partitions = md.topics()[0].partitions().len() as i32;
     assert!(partitions > 1, "{partitions} partitions");
     let opts = AdminOptions::new().operation_timeout(Some(timeout));
-    for r in futures_executor::block_on(admin.delete_topics(&["events"], &opts)).unwrap() {
-        r.unwrap();
-    }
+    let delete = || -> Result<(), String> {
+        let rs = futures_executor::block_on(admin.delete_topics(&["events"], &opts))
+            .map_err(|e| format!("delete: {e}"))?;
+        for r in rs {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+                Err((_, code)) => return Err(format!("delete: {code:?}")),
+            }
+        }
+        Ok(())
+    };
     let topic = NewTopic::new("events", partitions, TopicReplication::Fixed(1));
-    wait_for("the topic created again", Duration::from_secs(30), || {
-        futures_executor::block_on(admin.create_topics([&topic], &opts))
-            .is_ok_and(|rs| rs.iter().all(|r| r.is_ok()))
-    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut seen: Vec<String> = Vec::new();
+    let mut deleted = false;
+    loop {
+        if !deleted {
+            match delete() {
+                Ok(()) => deleted = true,
+                Err(e) => seen.push(e),
+            }
+        }
+        if deleted {
+            match futures_executor::block_on(admin.create_topics([&topic], &opts)) {
+                Ok(rs) if rs.iter().all(|r| r.is_ok()) => break,
+                Ok(rs) => {
+                    for r in rs {
+                        if let Err((_, code)) = r {
+                            if code == RDKafkaErrorCode::TopicAlreadyExists {
+                                deleted = false;
+                            }
+                            seen.push(format!("create: {code:?}"));
+                        }
+                    }
+                }
+                Err(e) => seen.push(format!("create: {e}")),
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the events topic was not created again within 120 s; answers: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    if !seen.is_empty() {
+        println!("topic-recreated | retried: {seen:?}");
+    }
 }
 
 /// `ingestion-engine ARGS` with `node`'s config against `broker` and `ch`;

@@ -17,7 +17,7 @@ use engine_core::Tier;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use super::agent::AgentCache;
@@ -38,6 +38,9 @@ const POLL_MAX: Duration = Duration::from_millis(100);
 const HELD_RETRY_START: Duration = Duration::from_millis(200);
 /// Between leaving the group and joining it again (watchdog).
 const REJOIN_PAUSE: Duration = Duration::from_millis(500);
+/// How long the old assignment may outlive a leave before it is logged
+/// (its records are ignored for as long as it lasts).
+const LEAVE_SLOW: Duration = Duration::from_secs(30);
 /// Timeout of a seek back to a record fetched while paused.
 const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes of one row of the dedup reload: tenant id, event id, receive time.
@@ -791,6 +794,16 @@ struct Flow {
     watchdog: Watchdog,
     /// When to subscribe again after the watchdog left the group.
     resubscribe_at: Option<Instant>,
+    /// Since when this sink has been leaving the group: it dropped what it
+    /// held and unsubscribed, and librdkafka has not revoked the old
+    /// assignment yet. Records polled meanwhile were fetched for that
+    /// assignment, from positions past what was dropped: handling one would
+    /// start its partition's batch past records nobody stores, and a commit
+    /// after it would skip them for good. So they are ignored (nothing is
+    /// committed for them; whoever owns their partition next reads them from
+    /// the committed offset), and the sink subscribes again only once the
+    /// assignment is gone.
+    leaving: Option<Instant>,
 }
 
 /// A record that could not be handled yet.
@@ -844,6 +857,32 @@ impl Flow {
         }
         metrics.paused.store(!want.is_empty(), Ordering::Relaxed);
         self.paused = want;
+    }
+
+    /// Leaves the group (to join it again after [`REJOIN_PAUSE`], once the
+    /// old assignment is revoked); the caller has dropped what it held.
+    fn leave(&mut self, consumer: &BaseConsumer<Context>, now: Instant) {
+        consumer.unsubscribe();
+        self.resubscribe_at = Some(now + REJOIN_PAUSE);
+        self.leaving.get_or_insert(now);
+    }
+
+    /// Ends [`Flow::leaving`] once librdkafka holds no assignment for this
+    /// sink any more (the revoke was served in a poll; records fetched for
+    /// the old assignment are purged with it).
+    fn check_left(&mut self, consumer: &BaseConsumer<Context>, now: Instant) {
+        let Some(since) = self.leaving else {
+            return;
+        };
+        if assignment(consumer).count() == 0 {
+            self.leaving = None;
+        } else if now.duration_since(since) >= LEAVE_SLOW {
+            warn!(
+                waited_s = now.duration_since(since).as_secs(),
+                "the old assignment is not revoked yet; its records are still ignored"
+            );
+            self.leaving = Some(now);
+        }
     }
 
     /// Forgets every held record (partitions moved or the sink rejoins).
@@ -902,8 +941,10 @@ pub(super) fn consume(
         paused: BTreeSet::new(),
         watchdog: Watchdog::new(times.stall_after, times.quiet_after, Instant::now()),
         resubscribe_at: None,
+        leaving: None,
     };
     while !stop.load(Ordering::SeqCst) {
+        let was_leaving = flow.leaving.is_some();
         waker.polling();
         let msg = consumer.poll(POLL_MAX);
         waker.polled();
@@ -911,6 +952,7 @@ pub(super) fn consume(
         if inserter_fenced(sink, consumer, &mut flow, stages, now) {
             continue;
         }
+        flow.check_left(consumer, now);
         if consumer.context().rebalanced.swap(false, Ordering::SeqCst) {
             // Partitions moved: what is not with the inserter will be
             // consumed again by whoever owns them now; drop it here and
@@ -929,6 +971,14 @@ pub(super) fn consume(
             flow.watchdog.group_changed(now);
         }
         match msg {
+            Some(Ok(m)) if was_leaving || flow.leaving.is_some() => {
+                // Fetched for the assignment being left (see `Flow::leaving`).
+                debug!(
+                    partition = m.partition(),
+                    offset = m.offset(),
+                    "record of the assignment being left ignored"
+                );
+            }
             Some(Ok(m)) if flow.held.contains_key(&m.partition()) => {
                 // Fetched before the pause took hold: read again after the
                 // held record.
@@ -1033,8 +1083,7 @@ fn inserter_fenced(
     sink.discard();
     flow.drop_held();
     if flow.resubscribe_at.is_none() {
-        consumer.unsubscribe();
-        flow.resubscribe_at = Some(now + REJOIN_PAUSE);
+        flow.leave(consumer, now);
     }
     true
 }
@@ -1049,7 +1098,7 @@ fn rejoin_if_stalled(
     now: Instant,
 ) {
     if let Some(at) = flow.resubscribe_at {
-        if now >= at {
+        if now >= at && flow.leaving.is_none() {
             flow.resubscribe_at = None;
             if let Err(e) = consumer.subscribe(&[topic]) {
                 warn!(%e, "cannot subscribe again; retrying");
@@ -1072,8 +1121,7 @@ fn rejoin_if_stalled(
                 "this sink owns nothing while partitions nobody writes wait; rejoining the group"
             );
             sink.metrics.rejoins.fetch_add(1, Ordering::Relaxed);
-            consumer.unsubscribe();
-            flow.resubscribe_at = Some(now + REJOIN_PAUSE);
+            flow.leave(consumer, now);
             return;
         }
     }
@@ -1100,8 +1148,7 @@ fn rejoin_if_stalled(
         "partitions this sink does not own make no progress; rejoining the group"
     );
     sink.metrics.rejoins.fetch_add(1, Ordering::Relaxed);
-    consumer.unsubscribe();
-    flow.resubscribe_at = Some(now + REJOIN_PAUSE);
+    flow.leave(consumer, now);
 }
 
 #[cfg(test)]

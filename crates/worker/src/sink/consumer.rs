@@ -41,6 +41,11 @@ const REJOIN_PAUSE: Duration = Duration::from_millis(500);
 /// How long the old assignment may outlive a leave before it is logged
 /// (its records are ignored for as long as it lasts).
 const LEAVE_SLOW: Duration = Duration::from_secs(30);
+/// How long the old assignment may outlive a leave before the sink
+/// unassigns it itself (librdkafka always revokes it on an unsubscribe
+/// with the classic protocol; a `group.protocol` set through
+/// `redpanda.librdkafka` may not).
+const LEAVE_MAX: Duration = Duration::from_secs(120);
 /// Timeout of a seek back to a record fetched while paused.
 const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes of one row of the dedup reload: tenant id, event id, receive time.
@@ -804,6 +809,8 @@ struct Flow {
     /// the committed offset), and the sink subscribes again only once the
     /// assignment is gone.
     leaving: Option<Instant>,
+    /// When a slow leave was logged (once per leave).
+    slow_leave_logged: Option<Instant>,
 }
 
 /// A record that could not be handled yet.
@@ -859,8 +866,12 @@ impl Flow {
         self.paused = want;
     }
 
-    /// Leaves the group (to join it again after [`REJOIN_PAUSE`], once the
-    /// old assignment is revoked); the caller has dropped what it held.
+    /// Leaves the group, to join it again after [`REJOIN_PAUSE`] once the
+    /// old assignment is revoked. Until then polled records are ignored (a
+    /// fence has dropped what they follow; after a watchdog rejoin what is
+    /// held goes on landing, and the ignored records come after it).
+    /// Called again while leaving, it unsubscribes again (harmless) and
+    /// starts the pause over.
     fn leave(&mut self, consumer: &BaseConsumer<Context>, now: Instant) {
         consumer.unsubscribe();
         self.resubscribe_at = Some(now + REJOIN_PAUSE);
@@ -874,14 +885,29 @@ impl Flow {
         let Some(since) = self.leaving else {
             return;
         };
-        if assignment(consumer).count() == 0 {
+        // An error is not "no assignment": the old one may still be live.
+        if matches!(consumer.assignment(), Ok(a) if a.count() == 0) {
             self.leaving = None;
-        } else if now.duration_since(since) >= LEAVE_SLOW {
+            self.slow_leave_logged = None;
+            return;
+        }
+        let waited = now.duration_since(since);
+        if waited >= LEAVE_MAX {
             warn!(
-                waited_s = now.duration_since(since).as_secs(),
+                waited_s = waited.as_secs(),
+                "the old assignment was not revoked; unassigning it"
+            );
+            // Unassigning bumps each partition's fetch version, so what was
+            // fetched for it is purged as well.
+            if let Err(e) = consumer.unassign() {
+                warn!(%e, "cannot unassign; still ignoring the old assignment's records");
+            }
+        } else if waited >= LEAVE_SLOW && self.slow_leave_logged.is_none() {
+            warn!(
+                waited_s = waited.as_secs(),
                 "the old assignment is not revoked yet; its records are still ignored"
             );
-            self.leaving = Some(now);
+            self.slow_leave_logged = Some(now);
         }
     }
 
@@ -942,6 +968,7 @@ pub(super) fn consume(
         watchdog: Watchdog::new(times.stall_after, times.quiet_after, Instant::now()),
         resubscribe_at: None,
         leaving: None,
+        slow_leave_logged: None,
     };
     while !stop.load(Ordering::SeqCst) {
         let was_leaving = flow.leaving.is_some();
@@ -1044,7 +1071,12 @@ pub(super) fn consume(
             .filter(|&p| flow.ready[sink.shard_of(p)].is_some())
             .chain(flow.held.keys().copied())
             .collect();
-        flow.set_paused(wait, &topic, consumer, &metrics);
+        // While leaving, pauses stay as they are: the records resumed
+        // partitions would fetch are ignored, and the next assignment starts
+        // unpaused.
+        if flow.leaving.is_none() {
+            flow.set_paused(wait, &topic, consumer, &metrics);
+        }
         rejoin_if_stalled(sink, consumer, &mut flow, stalls, &topic, now);
     }
     // Stopping: the last batches go to the inserters, which make one more
@@ -1082,9 +1114,9 @@ fn inserter_fenced(
     }
     sink.discard();
     flow.drop_held();
-    if flow.resubscribe_at.is_none() {
-        flow.leave(consumer, now);
-    }
+    // Always, even while a rejoin is pending: an assignment that came
+    // after the last leave ended holds records past what was just dropped.
+    flow.leave(consumer, now);
     true
 }
 

@@ -809,8 +809,8 @@ struct Flow {
     /// the committed offset), and the sink subscribes again only once the
     /// assignment is gone.
     leaving: Option<Instant>,
-    /// When a slow leave was logged (once per leave).
-    slow_leave_logged: Option<Instant>,
+    /// Whether a slow leave was logged (once per leave).
+    slow_leave_logged: bool,
 }
 
 /// A record that could not be handled yet.
@@ -888,7 +888,7 @@ impl Flow {
         // An error is not "no assignment": the old one may still be live.
         if matches!(consumer.assignment(), Ok(a) if a.count() == 0) {
             self.leaving = None;
-            self.slow_leave_logged = None;
+            self.slow_leave_logged = false;
             return;
         }
         let waited = now.duration_since(since);
@@ -902,12 +902,14 @@ impl Flow {
             if let Err(e) = consumer.unassign() {
                 warn!(%e, "cannot unassign; still ignoring the old assignment's records");
             }
-        } else if waited >= LEAVE_SLOW && self.slow_leave_logged.is_none() {
+            // Tried once per LEAVE_MAX, not at every poll.
+            self.leaving = Some(now);
+        } else if waited >= LEAVE_SLOW && !self.slow_leave_logged {
             warn!(
                 waited_s = waited.as_secs(),
                 "the old assignment is not revoked yet; its records are still ignored"
             );
-            self.slow_leave_logged = Some(now);
+            self.slow_leave_logged = true;
         }
     }
 
@@ -968,7 +970,7 @@ pub(super) fn consume(
         watchdog: Watchdog::new(times.stall_after, times.quiet_after, Instant::now()),
         resubscribe_at: None,
         leaving: None,
-        slow_leave_logged: None,
+        slow_leave_logged: false,
     };
     while !stop.load(Ordering::SeqCst) {
         let was_leaving = flow.leaving.is_some();
